@@ -1,0 +1,69 @@
+# Flywheel. `make demo` runs the whole flywheel locally; `make test` runs the test suite.
+# Both work on a fresh clone: they run `setup` first, which is quick once done.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TORCH_VERSION := 2.13.0
+STAMP := $(VENV)/.flywheel-setup
+KAFKA_LIBS := .tools/kafka/libs/.done
+
+.PHONY: setup demo test test-fast lint protos protos-check bench bench-kafka loadtest kafka-jars clean up down status
+
+setup: $(STAMP) $(KAFKA_LIBS)
+
+$(STAMP): requirements.in constraints.txt pyproject.toml
+	@test -x $(PY) || python3.11 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+	@# torch first and pinned: nothing else may pull a different build.
+	$(PIP) show torch 2>/dev/null | grep -q "^Version: $(TORCH_VERSION)$$" || $(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -r requirements.in -c constraints.txt
+	$(PIP) install -q --no-deps -e .
+	@$(PIP) show torch | grep -q "^Version: $(TORCH_VERSION)$$" || (echo "torch is not $(TORCH_VERSION)"; exit 1)
+	$(PY) protos/genproto.py --check || $(PY) protos/genproto.py
+	@touch $(STAMP)
+
+# Apache Kafka broker jars from Maven Central (for the tests' second broker and `flywheel up --kafka apache`).
+$(KAFKA_LIBS): infra/kafka/pom.xml
+	@if command -v mvn >/dev/null && command -v java >/dev/null; then \
+	  mvn -q -f infra/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.tools/kafka/libs -DincludeScope=runtime \
+	    && touch $(KAFKA_LIBS) || echo "warning: could not fetch Apache Kafka jars; tests run on Tansu alone"; \
+	else echo "warning: no mvn/java; Apache Kafka tests will be skipped"; fi
+
+kafka-jars: $(KAFKA_LIBS)
+
+protos:
+	$(PY) protos/genproto.py
+
+protos-check:
+	$(PY) protos/genproto.py --check
+
+lint:
+	$(VENV)/bin/ruff check services tests bench loadtests protos
+	$(VENV)/bin/ruff format --check services tests bench loadtests protos
+
+test: setup
+	$(PY) protos/genproto.py --check
+	$(VENV)/bin/ruff check services tests bench loadtests protos
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/flywheel demo $(DEMO_ARGS)
+
+up: setup
+	$(VENV)/bin/flywheel up
+down:
+	$(VENV)/bin/flywheel down
+status:
+	$(VENV)/bin/flywheel status
+
+bench: bench-kafka
+
+bench-kafka: setup
+	$(PY) -m bench.kafka
+
+loadtest: setup
+	@echo "load tests land with the demo issue (loadtests/)"
+
+clean:
+	rm -rf .flywheel .pytest_cache .ruff_cache

@@ -1,0 +1,170 @@
+"""`flywheel`: run the data flywheel locally, or one of its services.
+
+Commands from services plug in through EXTRA_COMMANDS: a module with
+`register(subparsers)` that adds its parser and sets `func` (args -> exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from services.cli import runner
+from services.cli.stack import SERVICES, available_services
+from services.config import CommonSettings, ConfigError, load_settings
+
+# Modules that add subcommands (keys, train, snapshot, demo...), imported lazily.
+EXTRA_COMMANDS: list[str] = []
+
+console = Console(stderr=False)
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home or os.environ.get("FLYWHEEL_HOME", ".flywheel"))
+
+
+def status_table(components: list[runner.Component]) -> Table:
+    table = Table(title="Flywheel stack", show_lines=False)
+    for col in ("component", "address", "state", "pid", "log"):
+        table.add_column(col)
+    for c in components:
+        state = runner.probe(c)
+        colour = "green" if state == "ready" else "red" if state == "stopped" else "yellow"
+        table.add_row(c.name, c.address, f"[{colour}]{state}[/{colour}]", str(c.pid), c.log)
+    return table
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        # The shared settings every service will read: refuse a bad value before starting anything.
+        load_settings(CommonSettings)
+    except ConfigError as exc:
+        console.print(f"[red]flywheel up:[/red] {exc.message}", highlight=False)
+        return 2
+    home = _home(args)
+    only = args.only.split(",") if args.only else None
+    try:
+        components = runner.up(
+            home,
+            kafka=args.kafka,
+            bootstrap=args.bootstrap,
+            kafka_port=args.kafka_port,
+            prometheus_port=args.prometheus_port,
+            only=only,
+            free_ports=args.free_ports,
+            progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"),
+        )
+    except (runner.StackError, RuntimeError) as exc:
+        console.print(f"[red]flywheel up failed:[/red] {exc}")
+        return 1
+    console.print(status_table(components))
+    if not args.foreground:
+        console.print(f"running in the background; stop with [bold]flywheel down[/bold] (state in {home}/run)")
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console.print("attached: Ctrl-C stops everything")
+    stop.wait()
+    runner.down(home, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    components = runner.read_state(_home(args))
+    if not components:
+        console.print("nothing running (no state file); start with [bold]flywheel up[/bold]")
+        return 3
+    console.print(status_table(components))
+    return 0 if all(runner.probe(c) == "ready" for c in components) else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = runner.down(_home(args), progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+    console.print(f"stopped {len(stopped)} component(s)" if stopped else "nothing was running")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    names = [s.name for s in available_services()]
+    if args.service not in names:
+        console.print(f"[red]unknown service {args.service!r}[/red]; available: {', '.join(names) or 'none yet'}")
+        return 2
+    # Replace this process so signals reach the service directly.
+    cmd = [sys.executable, "-m", f"services.{args.service}", *args.service_args]
+    if hasattr(os, "execv"):
+        os.execv(sys.executable, cmd)
+    return subprocess.call(cmd)
+
+
+def cmd_demo_placeholder(args: argparse.Namespace) -> int:
+    """Until the demo lands: start the stack, show it, stop it."""
+    home = _home(args)
+    try:
+        components = runner.up(home, free_ports=True, progress=lambda m: console.print(f"[dim]·[/dim] {m}"))
+        console.print(status_table(components))
+    finally:
+        runner.down(home, progress=lambda m: console.print(f"[dim]·[/dim] {m}"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flywheel",
+        description="Flywheel: labels in, versioned datasets, trained models, served with adaptive "
+        "batching, watched for drift, and back to training.",
+    )
+    parser.add_argument("--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="start the broker, Prometheus and every service, wait until ready")
+    p.add_argument("--kafka", choices=["tansu", "apache"], default="tansu", help="embedded broker to start")
+    p.add_argument("--bootstrap", metavar="HOST:PORT", help="use an existing Kafka cluster instead")
+    p.add_argument("--kafka-port", type=int, default=9092)
+    p.add_argument("--prometheus-port", type=int, default=9090)
+    p.add_argument("--only", metavar="A,B", help="start only these services")
+    p.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
+    p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("status", help="show what `up` started and whether each part is ready")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("down", help="stop everything `up` started")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser(
+        "serve",
+        help="run one service in the foreground",
+        description="Run one service. Flags after the name go to the service; see "
+        "`flywheel serve SERVICE --help`. Services: " + ", ".join(s.name for s in SERVICES),
+    )
+    p.add_argument("service")
+    p.add_argument("service_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_serve)
+
+    if "demo" not in {m.rsplit(".", 1)[-1] for m in EXTRA_COMMANDS}:
+        p = sub.add_parser("demo", help="run the whole flywheel locally")
+        p.set_defaults(func=cmd_demo_placeholder)
+
+    for module in EXTRA_COMMANDS:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

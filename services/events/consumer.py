@@ -1,0 +1,225 @@
+"""The at-least-once consume loop: poll a batch, decode, handle, make durable, then commit.
+
+* Offsets are committed only after the batch handler returned, i.e. after its write is
+  durable; a crash anywhere before that replays the batch, so handlers must be idempotent.
+* Undecodable or invalid events go to `flywheel.deadletter` with the reason and their original
+  bytes (and that send is acknowledged before the commit): bad input never stops the loop.
+* A handler failure is our own outage, never dead-lettered: the batch is rewound and retried
+  with back-off until it succeeds or the loop is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+from google.protobuf.message import Message
+
+from services.events.codec import InvalidEvent, Validator, decode, new_meta
+from services.events.metrics import CONSUMED, DEAD_LETTERED, FAILED, HANDLED, LAG
+from services.events.producer import EventProducer
+from services.events.topics import DEADLETTER
+from services.genproto.flywheel.v1 import events_pb2 as ev
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A decoded event with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+    event: Message
+
+
+BatchHandler = Callable[[list[Record]], None]
+
+
+@dataclass
+class ConsumerConfig:
+    bootstrap: str
+    group: str
+    topics: list[str]
+    max_batch: int = 1000
+    poll_timeout_s: float = 0.5
+    # Tansu needs short sessions: a group join waits half the session timeout.
+    session_timeout_ms: int = 6000
+    heartbeat_ms: int = 1000
+    auto_offset_reset: str = "earliest"
+    retry_backoff_s: float = 0.5
+    validators: dict[str, Validator] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class ConsumeLoop:
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        handler: BatchHandler,
+        deadletter: EventProducer,
+        stop: threading.Event,
+    ) -> None:
+        self.config = config
+        self._handler = handler
+        self._dlq = deadletter
+        self._stop = stop
+        self.assigned = threading.Event()
+        self.last_poll = 0.0
+        settings: dict[str, object] = {
+            "bootstrap.servers": config.bootstrap,
+            "group.id": config.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": config.auto_offset_reset,
+            "session.timeout.ms": config.session_timeout_ms,
+            "heartbeat.interval.ms": config.heartbeat_ms,
+            "enable.partition.eof": False,
+        }
+        settings.update(config.extra)
+        self._consumer = Consumer(settings)
+
+    # -- public -----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Consume until the stop event is set; the last batch is finished and committed."""
+        self._consumer.subscribe(self.config.topics, on_assign=self._on_assign)
+        lag_every, last_lag = 5.0, 0.0
+        try:
+            while not self._stop.is_set():
+                messages = self._consumer.consume(self.config.max_batch, self.config.poll_timeout_s)
+                self.last_poll = time.monotonic()
+                if messages:
+                    self._process(messages)
+                if time.monotonic() - last_lag > lag_every:
+                    self._export_lag()
+                    last_lag = time.monotonic()
+        finally:
+            self._consumer.close()
+
+    def healthy(self) -> tuple[bool, str]:
+        if not self.assigned.is_set():
+            return False, "waiting for partition assignment"
+        return True, "ok"
+
+    # -- internals --------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.set()
+
+    def _process(self, messages: list[KafkaMessage]) -> None:
+        group = self.config.group
+        records: list[Record] = []
+        dead = 0
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                log.warning("poll error", extra={"error": err.str()})
+                continue
+            topic = msg.topic()
+            CONSUMED.labels(topic, group).inc()
+            try:
+                event = decode(topic, msg.value(), self.config.validators.get(topic))
+            except InvalidEvent as exc:
+                self._dead_letter(msg, str(exc))
+                dead += 1
+                continue
+            ts = msg.timestamp()[1]
+            records.append(Record(topic, msg.partition(), msg.offset(), msg.key(), ts, event))
+        if dead:
+            self._dlq.flush()  # durable before the offsets move past them
+        records = self._handle_with_retry(records)
+        if records is None:
+            return  # stopping with an unhandled batch: no commit, it replays next time
+        for r in records:
+            HANDLED.labels(r.topic, group).inc()
+        self._commit(messages)
+
+    def _handle_with_retry(self, records: list[Record]) -> list[Record] | None:
+        """Run the handler until it succeeds; return the records it handled, None if stopped."""
+        while records:
+            try:
+                self._handler(records)
+                return records
+            except InvalidEvent as exc:
+                # Invalid only in context (an unknown label, say): park that one record, go on.
+                bad = getattr(exc, "record", None)
+                if bad is None:
+                    raise
+                self._dead_letter_record(bad, str(exc))
+                self._dlq.flush()
+                records = [r for r in records if r is not bad]
+            except Exception:
+                FAILED.labels(records[0].topic, self.config.group).inc()
+                log.exception("handler failed; retrying the batch", extra={"records": len(records)})
+                if self._stop.wait(self.config.retry_backoff_s):
+                    return None
+        return records
+
+    def _commit(self, messages: list[KafkaMessage]) -> None:
+        latest: dict[tuple[str, int], int] = {}
+        for m in messages:
+            if m.error() is None:
+                latest[(m.topic(), m.partition())] = max(latest.get((m.topic(), m.partition()), -1), m.offset())
+        if latest:
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in latest.items()]
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _dead_letter(self, msg: KafkaMessage, reason: str) -> None:
+        DEAD_LETTERED.labels(msg.topic(), self.config.group).inc()
+        headers = {k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])}
+        letter = ev.DeadLetter(
+            meta=new_meta(self.config.group),
+            original_topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=msg.key() or b"",
+            value=msg.value() or b"",
+            reason=reason,
+            consumer_group=self.config.group,
+            headers=headers,
+        )
+        log.warning("dead-lettered", extra={"topic": msg.topic(), "offset": msg.offset(), "reason": reason})
+        self._dlq.send(DEADLETTER.name, letter, key=msg.topic().encode())
+
+    def _dead_letter_record(self, record: Record, reason: str) -> None:
+        DEAD_LETTERED.labels(record.topic, self.config.group).inc()
+        letter = ev.DeadLetter(
+            meta=new_meta(self.config.group),
+            original_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key or b"",
+            value=record.event.SerializeToString(),
+            reason=reason,
+            consumer_group=self.config.group,
+        )
+        self._dlq.send(DEADLETTER.name, letter, key=record.topic.encode())
+
+    def _export_lag(self) -> None:
+        try:
+            assignment = self._consumer.assignment()
+            if not assignment:
+                return
+            committed = self._consumer.committed(assignment, timeout=2)
+            for tp in committed:
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                position = tp.offset if tp.offset != OFFSET_INVALID else low
+                LAG.labels(tp.topic, str(tp.partition), self.config.group).set(max(0, high - position))
+        except Exception as exc:  # noqa: BLE001 - lag is best-effort telemetry, never fatal
+            log.debug("lag export failed", extra={"error": str(exc)})
+
+
+def invalid_in_context(record: Record, reason: str) -> InvalidEvent:
+    """Build the InvalidEvent a batch handler raises to dead-letter one record of its batch."""
+    exc = InvalidEvent(reason)
+    exc.record = record  # type: ignore[attr-defined]
+    return exc
