@@ -75,7 +75,7 @@ class CostModel:
         """The largest n with a·n + b ≤ budget (0 when even one row does not fit)."""
         if budget_s <= self.b:
             return 0
-        return int(math.floor((budget_s - self.b) / self.a))
+        return math.floor((budget_s - self.b) / self.a)
 
     @property
     def observations(self) -> int:
