@@ -70,7 +70,9 @@ def running_server(repo: Path, log_dir: Path, **settings: object) -> Iterator[Se
         env["FLYWHEEL_KAFKA_BOOTSTRAP"] = str(settings["kafka_bootstrap"])
     log = log_dir / f"modelserver-{http_port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.modelserver"], env=env, cwd=ROOT, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.modelserver"], env=env, cwd=ROOT, stdout=out, stderr=out
+        )
     server = Server(proc, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", repo, log)
     try:
         wait_until(lambda: _ready(server.http), timeout_s=90, proc=proc, message="model server ready")
@@ -93,9 +95,7 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_torchscript_model(repo, "digits_ts")
     write_onnx_model(repo, "pinned", [1, 2, 3])
     config = repo / "pinned" / "config.pbtxt"
-    config.write_text(
-        config.read_text().replace("latest { num_versions: 3 }", "specific { versions: [1, 3] }")
-    )
+    config.write_text(config.read_text().replace("latest { num_versions: 3 }", "specific { versions: [1, 3] }"))
     write_onnx_model(repo, "newest", [1, 2, 3], num_versions=1)
     return repo
 
