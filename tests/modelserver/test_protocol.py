@@ -6,13 +6,12 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.modelserver.artifacts import expected_probabilities
 from tests.modelserver.conftest import Server
+from tests.modelserver.triton_grpc import service_pb2, service_pb2_grpc, tgrpc
 
 RNG = np.random.default_rng(7)
 

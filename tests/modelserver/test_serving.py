@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import tritonclient.grpc as tgrpc
 from tritonclient.utils import InferenceServerException
 
 from services.cli.brokers import Broker
@@ -19,6 +18,7 @@ from services.events.topics import MODELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from tests.modelserver.artifacts import add_onnx_version, expected_probabilities, write_onnx_model
 from tests.modelserver.conftest import Server, running_server
+from tests.modelserver.triton_grpc import tgrpc
 from tests.support.waiting import wait_until
 
 LONG_SLO_MS = 60000  # these tests are about shedding and swapping, not about deadlines on a busy CI box
