@@ -133,6 +133,25 @@ def test_repository_index_policies_load_unload(
     assert gclient.infer("digits_ts", [grpc_input(features(1), "INPUT__0")]).as_numpy("OUTPUT__0").shape == (1, 10)
 
 
+def test_load_refusals_name_the_problem(gclient: tgrpc.InferenceServerClient, server: Server) -> None:
+    err = _grpc_error(lambda: gclient.load_model("digits", config='{"max_batch_size": 8}'))
+    assert err.status() == "StatusCode.INVALID_ARGUMENT" and "config" in err.message()
+    broken = server.repo / "broken"
+    (broken / "1").mkdir(parents=True)
+    (broken / "config.pbtxt").write_text(
+        (server.repo / "newest" / "config.pbtxt").read_text().replace("newest", "broken")
+    )
+    (broken / "1" / "model.onnx").write_bytes(b"not an onnx model")
+    err = _grpc_error(lambda: gclient.load_model("broken"))
+    assert err.status() == "StatusCode.INVALID_ARGUMENT" and "onnxruntime could not load" in err.message()
+    states = {m.name: (m.state, m.reason) for m in gclient.get_model_repository_index().models}
+    assert states["broken"][0] == "UNAVAILABLE" and "could not load" in states["broken"][1]
+    (broken / "config.pbtxt").write_text("name: broken\nmax_batch_size: -1")
+    err = _grpc_error(lambda: gclient.load_model("broken"))
+    assert err.status() == "StatusCode.INVALID_ARGUMENT" and "config.pbtxt" in err.message()
+    assert gclient.infer("digits", [grpc_input(features(1))]).as_numpy("probabilities").shape == (1, 10)
+
+
 def _grpc_error(call) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as err:
         call()
