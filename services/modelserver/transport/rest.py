@@ -224,8 +224,8 @@ def decode_infer(
 
 
 def _timeout_s(value: Any) -> float | None:
-    """Triton's `timeout` request parameter is in microseconds."""
-    if value is None:
+    """Triton's `timeout` request parameter is in microseconds; 0 means none (as in Triton)."""
+    if value is None or value == 0:
         return None
     if not isinstance(value, (int, float)) or value < 0:
         raise InvalidInput(f"parameter 'timeout' must be a non-negative number of microseconds, got {value!r}")
