@@ -67,3 +67,8 @@ loadtest: setup
 
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
+
+# The model server's tests on their own (tritonclient.grpc cannot share a process with services.genproto.inference).
+.PHONY: test-modelserver
+test-modelserver: setup
+	$(PY) -m pytest -q tests/modelserver $(PYTEST_ARGS)

@@ -1,0 +1,140 @@
+"""`python -m services.modelserver` (or `flywheel serve modelserver`): KServe v2 over HTTP and gRPC.
+
+Settings → repository, registry, data plane → gRPC and HTTP servers on one event loop → load
+every model → serve until SIGTERM → stop taking requests, finish in-flight ones, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from services.config import CommonSettings, describe_settings, load_settings
+from services.modelserver.dataplane import DataPlane
+from services.modelserver.registry import ModelRegistry, ServingOptions
+from services.modelserver.repository import ModelRepository
+from services.modelserver.settings import ModelServerSettings
+from services.modelserver.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
+from services.modelserver.transport.rest import build_app
+from services.telemetry import Readiness, StopSignal, configure_logging
+
+log = logging.getLogger("services.modelserver")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.modelserver",
+        description="Flywheel model server: KServe v2 / Open Inference Protocol over HTTP and gRPC, "
+        "Triton-layout model repository, SLO-aware adaptive batching, hot swap.",
+        epilog=describe_settings(ModelServerSettings, CommonSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model-repository", type=Path, help="model repository folder")
+    parser.add_argument("--host", help="address to bind")
+    parser.add_argument("--http-port", type=int, help="HTTP port (0 = free)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (0 = free)")
+    parser.add_argument("--batching", choices=["adaptive", "off"], help="batching policy")
+    parser.add_argument("--default-slo-ms", type=float, help="deadline of requests that bring none")
+    parser.add_argument("--queue-bound", type=int, help="queued requests per model version")
+    parser.add_argument("--max-request-bytes", type=int, help="largest request body / tensor")
+    parser.add_argument("--intra-op-threads", type=int, help="runtime threads per instance")
+    parser.add_argument("--instances", type=int, help="instances per model version (0 = config.pbtxt)")
+    parser.add_argument(
+        "--consume-model-events", action=argparse.BooleanOptionalAction, default=None, help="follow flywheel.models"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    settings = load_settings(ModelServerSettings, **overrides)
+    common = load_settings(CommonSettings)
+    configure_logging("modelserver", common.log_level)
+    stop = StopSignal().install()
+    return asyncio.run(serve(settings, common, stop.event))
+
+
+async def serve(settings: ModelServerSettings, common: CommonSettings, stop: threading.Event) -> int:
+    loop = asyncio.get_running_loop()
+    registry = ModelRegistry(
+        ModelRepository(settings.model_repository),
+        ServingOptions(
+            adaptive=settings.batching == "adaptive",
+            queue_bound=settings.queue_bound,
+            intra_op_threads=settings.intra_op_threads,
+            instances=settings.instances,
+            default_slo_s=settings.default_slo_ms / 1000,
+        ),
+    )
+    dp = DataPlane(registry)
+    readiness = Readiness()
+    readiness.add("models", dp.readiness)
+
+    grpc_server, health = build_grpc_server(dp, settings.max_request_bytes)
+    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await grpc_server.start()
+    await health.set("", NOT_SERVING)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.http_port))
+    http = uvicorn.Server(
+        uvicorn.Config(build_app(dp, readiness, settings.max_request_bytes), log_config=None, access_log=False)
+    )
+    # StopSignal owns SIGTERM: keep uvicorn from capturing signals on the main thread.
+    http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    http_task = loop.create_task(http.serve(sockets=[sock]))
+    log.info(
+        "listening",
+        extra={
+            "http_port": sock.getsockname()[1],
+            "grpc_port": grpc_port,
+            "repository": str(settings.model_repository),
+        },
+    )
+
+    dp.startup_failures = await registry.load_all()
+    dp.started = True
+    events_stop = threading.Event()
+    events_thread = None
+    if settings.consume_model_events:
+        from services.modelserver.model_events import start_model_events
+
+        consume, events_thread = start_model_events(
+            common.kafka_bootstrap, settings.events_group, registry, loop, events_stop
+        )
+        readiness.add("model_events", consume.healthy)
+
+    async def follow_readiness(ready: bool) -> None:
+        await health.set("", SERVING if ready else NOT_SERVING)
+
+    dp.on_readiness.append(follow_readiness)
+    await dp.readiness_changed()
+    log.info("serving", extra={"models": registry.names(), "failed": dp.startup_failures})
+
+    await asyncio.to_thread(stop.wait)
+    log.info("draining")
+    dp.stopping = True
+    await dp.readiness_changed()
+    events_stop.set()
+    if events_thread is not None:
+        await asyncio.to_thread(events_thread.join, settings.drain_timeout_s)
+    # Stop taking new RPCs and requests; in-flight ones finish (their batches still run).
+    http.should_exit = True
+    await asyncio.gather(grpc_server.stop(settings.drain_timeout_s), http_task)
+    await registry.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

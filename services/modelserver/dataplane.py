@@ -1,0 +1,201 @@
+"""The transport-free data plane: health, metadata, inference, repository; typed in, typed out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from services.genproto.inference import model_config_pb2 as mc
+from services.modelserver.batching import bucket_key
+from services.modelserver.errors import InvalidInput, ModelServerError, ShuttingDown
+from services.modelserver.registry import ModelRegistry, ServedVersion
+from services.modelserver.tensors import InferRequest, InferResult, datatype_of, datatype_of_array
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "flywheel-modelserver"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+class DataPlane:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.started = False  # set once the start-up loads are done
+        self.stopping = False
+        self.startup_failures: list[str] = []
+        # Called with ready() after anything that may change it (the gRPC health status follows).
+        self.on_readiness: list[Callable[[bool], Awaitable[None]]] = []
+
+    async def readiness_changed(self) -> None:
+        for listener in self.on_readiness:
+            await listener(self.ready())
+
+    # -- health ---------------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self.started and not self.stopping and not self.startup_failures
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.started:
+            return False, "loading models"
+        if self.stopping:
+            return False, "draining"
+        if self.startup_failures:
+            return False, f"models failed to load: {', '.join(self.startup_failures)}"
+        return True, f"{len(self.registry.names())} model(s) loaded"
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.registry.get(name, version)
+        except ModelServerError:
+            return False
+        return not self.stopping
+
+    # -- metadata -------------------------------------------------------------------------
+    def server_metadata(self) -> tuple[str, str, list[str]]:
+        return SERVER_NAME, SERVER_VERSION, EXTENSIONS
+
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        sv = self.registry.get(name, version)
+        batch = [-1] if sv.batched else []
+        return ModelMetadata(
+            name=name,
+            versions=[version] if version else [str(v.version) for v in self.registry.served() if v.name == name],
+            platform=sv.config.platform or sv.config.backend,
+            inputs=[TensorSpec(i.name, _dt(i.data_type), [*batch, *i.dims]) for i in sv.config.input],
+            outputs=[TensorSpec(o.name, _dt(o.data_type), [*batch, *o.dims]) for o in sv.config.output],
+        )
+
+    def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
+        return self.registry.get(name, version).config
+
+    def statistics(self, name: str = "", version: str = "") -> list[ServedVersion]:
+        if name:
+            if version:
+                return [self.registry.get(name, version)]
+            self.registry.get(name)  # NOT_FOUND when unknown
+            return [sv for sv in self.registry.served() if sv.name == name]
+        return self.registry.served()
+
+    # -- repository -----------------------------------------------------------------------
+    def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
+        rows = self.registry.index()
+        return [r for r in rows if r[2] == "READY"] if ready_only else rows
+
+    async def load(self, name: str, parameters: list[str] | None = None) -> list[int]:
+        unsupported = [p for p in parameters or [] if p == "config" or p.startswith("file:")]
+        if unsupported:
+            raise InvalidInput(
+                f"load parameters {unsupported} are not supported: write the version folder and config.pbtxt into "
+                "the repository, then load the model by name"
+            )
+        versions = await self.registry.load(name)
+        if name in self.startup_failures:
+            self.startup_failures = [n for n in self.startup_failures if n != name]
+            await self.readiness_changed()
+        return versions
+
+    async def unload(self, name: str) -> None:
+        await self.registry.unload(name)
+
+    # -- inference ------------------------------------------------------------------------
+    async def infer(self, request: InferRequest) -> InferResult:
+        if self.stopping:
+            raise ShuttingDown("server is shutting down")
+        start = time.monotonic()
+        sv = self.registry.get(request.model, request.version)
+        try:
+            rows = self._validate(sv, request)
+            timeout = request.timeout_s if request.timeout_s is not None else sv.slo_s
+            deadline = start + timeout
+            try:
+                outputs = await sv.batcher.submit(
+                    request.inputs, rows, bucket_key(request.inputs, sv.batched), deadline
+                )
+            except ShuttingDown:
+                # Lost a race with a hot swap: the version retired between lookup and submit.
+                sv = self.registry.get(request.model, request.version)
+                outputs = await sv.batcher.submit(
+                    request.inputs, rows, bucket_key(request.inputs, sv.batched), deadline
+                )
+        except ModelServerError as exc:
+            sv.metrics.failed(time.monotonic() - start, type(exc).__name__)
+            raise
+        sv.metrics.answered(time.monotonic() - start)
+        if request.outputs:
+            outputs = {name: outputs[name] for name in request.outputs}
+        return InferResult(request.model, str(sv.version), request.id, outputs)
+
+    def _validate(self, sv: ServedVersion, request: InferRequest) -> int:
+        """Check names, datatypes and shapes against config.pbtxt; return the batch rows."""
+        config = sv.config
+        model = f"{sv.name} v{sv.version}"
+        expected = {i.name: i for i in config.input}
+        for name in request.inputs:
+            if name not in expected:
+                raise InvalidInput(f"{model}: unknown input {name!r}; expected inputs: {', '.join(expected)}")
+        rows: int | None = None
+        for name, spec in expected.items():
+            array = request.inputs.get(name)
+            if array is None:
+                if spec.optional:
+                    continue
+                raise InvalidInput(f"{model}: missing input {name!r} ({_dt(spec.data_type)} {_shape(config, spec)})")
+            want_dt = _dt(spec.data_type)
+            got_dt = datatype_of_array(array)
+            if got_dt != want_dt:
+                raise InvalidInput(f"{model}: input {name!r} has datatype {got_dt}, expected {want_dt}")
+            dims = list(spec.dims)
+            shape = list(array.shape)
+            if sv.batched:
+                if len(shape) != len(dims) + 1 or not _dims_match(shape[1:], dims):
+                    raise InvalidInput(f"{model}: input {name!r} has shape {shape}, expected {_shape(config, spec)}")
+                n = shape[0]
+                if n < 1 or n > config.max_batch_size:
+                    raise InvalidInput(
+                        f"{model}: input {name!r} has batch size {n}, expected 1..{config.max_batch_size} "
+                        "(max_batch_size)"
+                    )
+                if rows is not None and n != rows:
+                    raise InvalidInput(f"{model}: input {name!r} has batch size {n}, other inputs have {rows}")
+                rows = n
+            elif len(shape) != len(dims) or not _dims_match(shape, dims):
+                raise InvalidInput(f"{model}: input {name!r} has shape {shape}, expected {_shape(config, spec)}")
+        known_outputs = [o.name for o in config.output]
+        for name in request.outputs:
+            if known_outputs and name not in known_outputs:
+                raise InvalidInput(f"{model}: unknown output {name!r}; outputs: {', '.join(known_outputs)}")
+        return rows or 1
+
+
+def _dims_match(shape: list[int], dims: list[int]) -> bool:
+    return all(d == -1 or d == s for s, d in zip(shape, dims, strict=True))
+
+
+def _dt(data_type: int) -> str:
+    return datatype_of(mc.DataType.Name(data_type))
+
+
+def _shape(config: mc.ModelConfig, spec: mc.ModelInput) -> list[int]:
+    return [-1, *spec.dims] if config.max_batch_size > 0 else list(spec.dims)

@@ -1,0 +1,114 @@
+"""Prometheus metrics per model and version, and the counters behind Triton's ModelStatistics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+_LABELS = ("model", "version")
+
+REQUESTS = Counter("flywheel_modelserver_requests_total", "Inference requests answered", _LABELS)
+FAILURES = Counter("flywheel_modelserver_request_failures_total", "Inference requests failed", (*_LABELS, "reason"))
+QUEUE_SECONDS = Histogram("flywheel_modelserver_queue_seconds", "Time queued", _LABELS, buckets=_LATENCY_BUCKETS)
+COMPUTE_SECONDS = Histogram(
+    "flywheel_modelserver_compute_seconds", "Backend time per batch", _LABELS, buckets=_LATENCY_BUCKETS
+)
+REQUEST_SECONDS = Histogram(
+    "flywheel_modelserver_request_seconds", "End-to-end time in the server", _LABELS, buckets=_LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram(
+    "flywheel_modelserver_batch_size", "Rows per executed batch", _LABELS, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+QUEUE_DEPTH = Gauge("flywheel_modelserver_queue_depth", "Requests waiting", _LABELS)
+SHED = Counter("flywheel_modelserver_shed_total", "Requests refused because the queue was full", _LABELS)
+EXPIRED = Counter("flywheel_modelserver_expired_total", "Requests whose deadline passed before compute", _LABELS)
+COST_A = Gauge("flywheel_modelserver_cost_model_a_seconds", "Fitted per-row batch cost a (latency = a*n + b)", _LABELS)
+COST_B = Gauge("flywheel_modelserver_cost_model_b_seconds", "Fitted per-batch overhead b (latency = a*n + b)", _LABELS)
+BATCH_LIMIT = Gauge("flywheel_modelserver_batch_limit", "AIMD batch-size limit", _LABELS)
+LOADED = Gauge("flywheel_modelserver_model_loaded", "1 while a model version serves", _LABELS)
+
+
+@dataclass
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, seconds: float, count: int = 1) -> None:
+        self.count += count
+        self.ns += int(seconds * 1e9)
+
+
+@dataclass
+class VersionStats:
+    """Triton-style cumulative statistics of one model version."""
+
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute: Duration = field(default_factory=Duration)
+    batches: dict[int, Duration] = field(default_factory=dict)
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+
+
+class VersionMetrics:
+    """The batcher's observer and the dataplane's recorder for one model version."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self.labels = (model, version)
+        self.stats = VersionStats()
+        self._lock = threading.Lock()
+        LOADED.labels(*self.labels).set(1)
+        for counter in (REQUESTS, SHED, EXPIRED):
+            counter.labels(*self.labels)  # exported at 0 from the start
+
+    # BatchObserver
+    def queued(self, depth: int) -> None:
+        QUEUE_DEPTH.labels(*self.labels).set(depth)
+
+    def shed(self) -> None:
+        SHED.labels(*self.labels).inc()
+
+    def expired(self) -> None:
+        EXPIRED.labels(*self.labels).inc()
+
+    def batch(self, rows: int, compute_s: float, queue_s: Sequence[float], a: float, b: float, limit: float) -> None:
+        BATCH_SIZE.labels(*self.labels).observe(rows)
+        COMPUTE_SECONDS.labels(*self.labels).observe(compute_s)
+        for q in queue_s:
+            QUEUE_SECONDS.labels(*self.labels).observe(q)
+        COST_A.labels(*self.labels).set(a)
+        COST_B.labels(*self.labels).set(b)
+        BATCH_LIMIT.labels(*self.labels).set(limit)
+        with self._lock:
+            s = self.stats
+            s.execution_count += 1
+            s.inference_count += len(queue_s)
+            s.compute.add(compute_s, len(queue_s))
+            for q in queue_s:
+                s.queue.add(q)
+            s.batches.setdefault(rows, Duration()).add(compute_s)
+
+    # dataplane
+    def answered(self, seconds: float) -> None:
+        REQUESTS.labels(*self.labels).inc()
+        REQUEST_SECONDS.labels(*self.labels).observe(seconds)
+        with self._lock:
+            self.stats.success.add(seconds)
+            self.stats.last_inference_ms = int(time.time() * 1000)
+
+    def failed(self, seconds: float, reason: str) -> None:
+        REQUESTS.labels(*self.labels).inc()
+        FAILURES.labels(*self.labels, reason).inc()
+        with self._lock:
+            self.stats.fail.add(seconds)
+
+    def unloaded(self) -> None:
+        LOADED.labels(*self.labels).set(0)
+        QUEUE_DEPTH.labels(*self.labels).set(0)

@@ -1,0 +1,75 @@
+"""`flywheel.models` → load the announced version (idempotent: a replay re-reads the same folder).
+
+The consume loop runs in its own thread; each event asks the registry on the server's event
+loop to reload the model from the repository, which loads, warms up and swaps in the new
+version. An event whose version is not in this server's repository is stale or meant for
+another repository: it is logged and skipped. A version that is present but cannot be loaded
+is invalid in context and goes to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from services.events import EventProducer
+from services.events.consumer import ConsumeLoop, ConsumerConfig, Record, invalid_in_context
+from services.events.topics import MODELS
+from services.modelserver.errors import InvalidModelConfig, ModelLoadFailed, ModelNotFound
+from services.modelserver.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+LOAD_TIMEOUT_S = 300.0
+
+
+def default_group() -> str:
+    """Every model-server process must see every event, so each has a group of its own."""
+    return f"modelserver-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class ModelEventHandler:
+    def __init__(self, registry: ModelRegistry, loop: asyncio.AbstractEventLoop) -> None:
+        self._registry = registry
+        self._loop = loop
+
+    def __call__(self, records: list[Record]) -> None:
+        for record in records:
+            event = record.event
+            model, version = event.model, event.version  # type: ignore[attr-defined]
+            if not version.isdigit() or not (self._registry.repository.root / model / version).is_dir():
+                log.info(
+                    "model event skipped: version not in this repository", extra={"model": model, "version": version}
+                )
+                continue
+            try:
+                versions = self._run(self._registry.load(model))
+            except ModelNotFound as exc:
+                log.info("model event skipped", extra={"model": model, "version": version, "reason": exc.message})
+            except (ModelLoadFailed, InvalidModelConfig) as exc:
+                raise invalid_in_context(record, f"cannot load {model} v{version}: {exc.message}") from exc
+            else:
+                log.info("model event applied", extra={"model": model, "version": version, "serving": versions})
+
+    def _run(self, coro: Coroutine[Any, Any, list[int]]) -> list[int]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(LOAD_TIMEOUT_S)
+
+
+def start_model_events(
+    bootstrap: str, group: str, registry: ModelRegistry, loop: asyncio.AbstractEventLoop, stop: threading.Event
+) -> tuple[ConsumeLoop, threading.Thread]:
+    consume = ConsumeLoop(
+        ConsumerConfig(bootstrap=bootstrap, group=group or default_group(), topics=[MODELS.name]),
+        ModelEventHandler(registry, loop),
+        EventProducer(bootstrap, client_id="modelserver"),
+        stop,
+    )
+    thread = threading.Thread(target=consume.run, name="model-events", daemon=True)
+    thread.start()
+    return consume, thread

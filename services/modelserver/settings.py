@@ -1,0 +1,33 @@
+"""ModelServerSettings: every field is the env var FLYWHEEL_MODELSERVER_<FIELD>; flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelServerSettings(BaseSettings):
+    """Each field is an env var FLYWHEEL_MODELSERVER_<FIELD>; `--help` lists them with defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_MODELSERVER_", extra="ignore", protected_namespaces=())
+
+    model_repository: Path = Field(Path(".flywheel/models"), description="Triton-layout model repository folder")
+    host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in a container)")
+    http_port: int = Field(8000, ge=0, le=65535, description="KServe v2 REST, /healthz, /readyz, /metrics; 0 = free")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="KServe v2 gRPC (inference.GRPCInferenceService); 0 = free"
+    )
+    batching: Literal["adaptive", "off"] = Field("adaptive", description="adaptive SLO-aware batching, or off")
+    default_slo_ms: float = Field(
+        100.0, gt=0, description="deadline of a request that brings none (a model's `slo_ms` parameter overrides)"
+    )
+    queue_bound: int = Field(256, ge=1, description="queued requests per model version before 429/RESOURCE_EXHAUSTED")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body / tensor in bytes")
+    intra_op_threads: int = Field(1, ge=0, description="runtime intra-op threads per instance; 0 = runtime default")
+    instances: int = Field(0, ge=0, description="instances per model version; 0 = config.pbtxt instance_group count")
+    consume_model_events: bool = Field(False, description="load versions announced on flywheel.models")
+    events_group: str = Field("", description="consumer group for flywheel.models; empty = unique per process")
+    drain_timeout_s: float = Field(20.0, gt=0, description="how long SIGTERM waits for in-flight requests")
