@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.genproto.inference import model_config_pb2 as mc
@@ -41,6 +42,12 @@ class DataPlane:
         self.started = False  # set once the start-up loads are done
         self.stopping = False
         self.startup_failures: list[str] = []
+        # Called with ready() after anything that may change it (the gRPC health status follows).
+        self.on_readiness: list[Callable[[bool], Awaitable[None]]] = []
+
+    async def readiness_changed(self) -> None:
+        for listener in self.on_readiness:
+            await listener(self.ready())
 
     # -- health ---------------------------------------------------------------------------
     def live(self) -> bool:
@@ -96,8 +103,18 @@ class DataPlane:
         rows = self.registry.index()
         return [r for r in rows if r[2] == "READY"] if ready_only else rows
 
-    async def load(self, name: str) -> list[int]:
-        return await self.registry.load(name)
+    async def load(self, name: str, parameters: list[str] | None = None) -> list[int]:
+        unsupported = [p for p in parameters or [] if p == "config" or p.startswith("file:")]
+        if unsupported:
+            raise InvalidInput(
+                f"load parameters {unsupported} are not supported: write the version folder and config.pbtxt into "
+                "the repository, then load the model by name"
+            )
+        versions = await self.registry.load(name)
+        if name in self.startup_failures:
+            self.startup_failures = [n for n in self.startup_failures if n != name]
+            await self.readiness_changed()
+        return versions
 
     async def unload(self, name: str) -> None:
         await self.registry.unload(name)

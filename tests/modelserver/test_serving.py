@@ -13,12 +13,13 @@ from tritonclient.utils import InferenceServerException
 
 from services.cli.brokers import Broker
 from services.events import EventProducer
-from services.events.codec import new_meta
-from services.events.topics import MODELS
+from services.events.codec import decode, new_meta
+from services.events.topics import DEADLETTER, MODELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from tests.modelserver.artifacts import add_onnx_version, expected_probabilities, write_onnx_model
 from tests.modelserver.conftest import Server, running_server
 from tests.modelserver.triton_grpc import tgrpc
+from tests.support.kafka_reader import read_topic
 from tests.support.waiting import wait_until
 
 LONG_SLO_MS = 60000  # these tests are about shedding and swapping, not about deadlines on a busy CI box
@@ -177,6 +178,21 @@ def test_hot_swap_under_load_via_model_published_event(tmp_path: Path, kafka: Br
             wait_until(lambda: client.is_model_ready("digits", "2"), timeout_s=120, proc=server.proc, message="v2")
 
         _swap_under_load(server, repo, publish)
+
+        # A version that is present but cannot be loaded is dead-lettered with the reason; v2 keeps serving.
+        (repo / "digits" / "3").mkdir()
+        (repo / "digits" / "3" / "model.onnx").write_bytes(b"not an onnx model")
+        event = ev.ModelPublished(meta=new_meta("test"), model="digits", version="3", stage="production")
+        producer.send(MODELS.name, event)
+        producer.flush()
+
+        def letter_for_v3(records: list) -> bool:
+            return any(b"digits v3" in decode(DEADLETTER.name, r.value()).reason.encode() for r in records)
+
+        letters = read_topic(kafka.bootstrap, DEADLETTER.name, want=10_000, timeout_s=90, stop_when=letter_for_v3)
+        assert letter_for_v3(letters)
+        result = _infer(tgrpc.InferenceServerClient(server.grpc), "digits", _features(3))
+        assert result.get_response().model_version == "2"
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:
