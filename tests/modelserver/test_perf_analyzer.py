@@ -26,9 +26,7 @@ def _runnable() -> str | None:
     if not PERF_ANALYZER.exists():
         return f"{PERF_ANALYZER} is missing: run `make tools`"
     try:
-        out = subprocess.run(
-            [str(PERF_ANALYZER), "--version"], env=_env(), capture_output=True, text=True, timeout=30
-        )
+        out = subprocess.run([str(PERF_ANALYZER), "--version"], env=_env(), capture_output=True, text=True, timeout=30)
     except OSError as exc:
         return f"perf_analyzer cannot start: {exc}"
     if out.returncode != 0:
@@ -88,7 +86,7 @@ def test_perf_analyzer_measures_throughput_over_grpc(perf_analyzer: Path, tmp_pa
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Throughput:" in out.stdout, out.stdout[-3000:]
     rows = list(csv.DictReader(report.open()))
-    assert [int(r["Concurrency"]) for r in rows] == [1, 4], rows
+    assert sorted(int(r["Concurrency"]) for r in rows) == [1, 4], rows
     assert all(float(r["Inferences/Second"]) > 0 for r in rows), rows
     assert served > 0
     print(out.stdout[-1500:])
