@@ -32,7 +32,7 @@ class ModelSpec:
 MODELS = {"mlp": ModelSpec("mlp", (64,)), "cnn": ModelSpec("cnn", (1, 28, 28))}
 
 
-def _torch_module(name: str):  # noqa: ANN202 - torch is imported lazily
+def _torch_module(name: str):
     import torch
     from torch import nn
 

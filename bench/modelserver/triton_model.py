@@ -34,6 +34,8 @@ class TritonPythonModel:
         responses, start = [], 0
         for a in arrays:
             n = a.shape[0]
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack("output", out[start : start + n].copy())]))
+            responses.append(
+                pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack("output", out[start : start + n].copy())])
+            )
             start += n
         return responses
