@@ -125,6 +125,56 @@ def ceiling(model_dir: Path, device: str, seconds: float) -> list[dict]:
     return rows
 
 
+def ceiling_torch(model_dir: Path, device: str, seconds: float) -> list[dict]:
+    """Raw in-process TorchScript at its best batch size (GPU machines without onnxruntime-gpu)."""
+    import torch
+
+    rows = []
+    for name, spec in MODELS.items():
+        module = torch.jit.load(str(model_dir / f"{name}.pt"), map_location=device).eval()
+        best = None
+        for batch in (1, 2, 4, 8, 16, 32, 64, 256):
+            x = torch.from_numpy(sample(spec, batch))
+            times = []
+            with torch.inference_mode():
+                for _ in range(5):
+                    module(x.to(device)).cpu()
+                end = time.perf_counter() + seconds
+                while time.perf_counter() < end:
+                    t = time.perf_counter()
+                    module(x.to(device)).cpu()  # host → device → host, as a server does
+                    times.append(time.perf_counter() - t)
+            rate = batch * len(times) / sum(times)
+            if best is None or rate > best[0]:
+                best = (rate, batch, times)
+        rate, batch, times = best
+        times.sort()
+        p99 = times[min(len(times) - 1, int(0.99 * len(times)))] * 1000
+        rows.append(
+            {
+                "system": f"torchscript in-process (batch {batch})",
+                "model": name,
+                "protocol": "in-process",
+                "rate": None,
+                "throughput": round(rate, 1),
+                "p50_ms": round(statistics.median(times) * 1000, 3),
+                "p99_ms": round(p99, 3),
+                "goodput_at_slo": round(rate, 1) if p99 <= 20 else 0.0,
+            }
+        )
+    return rows
+
+
+def pick_runtime(requested: str, device: str) -> str:
+    if requested != "auto":
+        return requested
+    if device == "cpu":
+        return "onnx"
+    import onnxruntime
+
+    return "onnx" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "torchscript"
+
+
 def drive(endpoint: Endpoint, model: str, rates: list[int], args: argparse.Namespace, log: Path) -> list[dict]:
     spec = MODELS[model]
     cmd = [sys.executable, "-m", "bench.modelserver.loadgen", "--protocol", endpoint.protocol]
@@ -195,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="two rates per model, short windows (~2 minutes)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--runtime",
+        choices=["auto", "onnx", "torchscript"],
+        default="auto",
+        help="auto: onnx, except on cuda without onnxruntime-gpu, where TorchScript on CUDA",
+    )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {SYSTEMS}")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--duration", type=float, help="measured seconds per rate (default 5, quick 2)")
@@ -215,13 +271,22 @@ def main(argv: list[str] | None = None) -> int:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         console.print(f"models → {work} (torch → ONNX; Triton, TorchServe and Flywheel layouts)")
-        write_repositories(work, args.device)
+        runtime = pick_runtime(args.runtime, args.device)
+        console.print(f"runtime: {runtime} on {args.device}")
+        write_repositories(work, args.device, runtime)
         rows: list[dict] = []
         skipped: dict[str, str] = {}
         for name in systems:
             if name == "onnxruntime":
-                console.print("onnxruntime in-process ceiling…")
-                rows += ceiling(work / "onnx", args.device, 0.3 if args.quick else 1.0)
+                console.print("in-process ceiling…")
+                seconds = 0.3 if args.quick else 1.0
+                if runtime == "onnx":
+                    rows += ceiling(work / "onnx", args.device, seconds)
+                else:
+                    rows += ceiling_torch(work / "torchscript", args.device, seconds)
+                continue
+            if name == "torchserve" and runtime != "onnx":
+                skipped[name] = "its handler runs onnxruntime, and this run uses TorchScript"
                 continue
             logdir = work / "logs" / name
             logdir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(args.device),
             "slo_ms": args.slo_ms,
             "quick": args.quick,
+            "runtime": runtime,
             "window_s": args.duration,
             "wall_s": round(time.monotonic() - started, 1),
             "rows": rows,

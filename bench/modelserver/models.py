@@ -7,6 +7,7 @@
     flywheel/<model>/{config.pbtxt, 1/model.onnx}              Flywheel's onnxruntime backend
     triton/<model>/{config.pbtxt, 1/model.py, 1/model.onnx}    Triton Python backend running onnxruntime
     torchserve/<model>.mar                                     TorchServe handler running onnxruntime
+With runtime "torchscript", model.pt (torch.jit.trace) replaces model.onnx for Flywheel and Triton.
 """
 
 from __future__ import annotations
@@ -72,14 +73,23 @@ def export_onnx(spec: ModelSpec, path: Path) -> None:
     )
 
 
+def export_torchscript(spec: ModelSpec, path: Path) -> None:
+    import torch
+
+    module = _torch_module(spec.name).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.trace(module, torch.randn(2, *spec.shape)).save(str(path))
+
+
 def _dims(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def flywheel_config(spec: ModelSpec, device: str) -> str:
+def flywheel_config(spec: ModelSpec, device: str, runtime: str = "onnx") -> str:
     kind = "KIND_GPU" if device == "cuda" else "KIND_CPU"
+    platform = "onnxruntime_onnx" if runtime == "onnx" else "pytorch_libtorch"
     return f"""name: "{spec.name}"
-platform: "onnxruntime_onnx"
+platform: "{platform}"
 max_batch_size: {MAX_BATCH}
 input [{{ name: "input" data_type: TYPE_FP32 dims: {_dims(spec.shape)} }}]
 output [{{ name: "output" data_type: TYPE_FP32 dims: [10] }}]
@@ -101,22 +111,30 @@ parameters {{ key: "device" value: {{ string_value: "{device}" }} }}
 """
 
 
-def write_repositories(root: Path, device: str) -> None:
+def write_repositories(root: Path, device: str, runtime: str = "onnx") -> None:
+    """runtime "onnx" everywhere; "torchscript" (GPU machines without onnxruntime-gpu): model.pt on CUDA."""
     for spec in MODELS.values():
         onnx_path = root / "onnx" / f"{spec.name}.onnx"
         export_onnx(spec, onnx_path)
+        model_file = onnx_path
+        if runtime == "torchscript":
+            model_file = root / "torchscript" / f"{spec.name}.pt"
+            export_torchscript(spec, model_file)
+        filename = "model.onnx" if runtime == "onnx" else "model.pt"
 
         fw = root / "flywheel" / spec.name
         (fw / "1").mkdir(parents=True, exist_ok=True)
-        shutil.copy(onnx_path, fw / "1" / "model.onnx")
-        (fw / "config.pbtxt").write_text(flywheel_config(spec, device))
+        shutil.copy(model_file, fw / "1" / filename)
+        (fw / "config.pbtxt").write_text(flywheel_config(spec, device, runtime))
 
         tr = root / "triton" / spec.name
         (tr / "1").mkdir(parents=True, exist_ok=True)
-        shutil.copy(onnx_path, tr / "1" / "model.onnx")
+        shutil.copy(model_file, tr / "1" / filename)
         shutil.copy(HERE / "triton_model.py", tr / "1" / "model.py")
         (tr / "config.pbtxt").write_text(triton_config(spec, device))
 
+        if runtime != "onnx":
+            continue  # the TorchServe handler runs onnxruntime only
         store = root / "torchserve"
         store.mkdir(parents=True, exist_ok=True)
         subprocess.run(

@@ -12,7 +12,6 @@ import sys
 sys.path[:0] = [p for p in os.environ.get("FLYWHEEL_BENCH_SYS_PATH", "").split(os.pathsep) if p]
 
 import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
@@ -20,17 +19,33 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         device = config.get("parameters", {}).get("device", {}).get("string_value", "cpu")
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        if os.path.exists(os.path.join(folder, "model.pt")):  # GPU machines without onnxruntime-gpu
+            import torch
+
+            self.device = device
+            self.module = torch.jit.load(os.path.join(folder, "model.pt"), map_location=device).eval()
+            self.run = self._run_torch
+            return
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, options, providers=providers)
+        self.session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=providers)
+        self.run = lambda x: self.session.run(None, {"input": x})[0]
+
+    def _run_torch(self, x):
+        import torch
+
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(x).to(self.device)).cpu().numpy()
 
     def execute(self, requests):
         # DLPack both ways: the stub was built against numpy 1.x, whose array ABI numpy 2 changed.
         arrays = [np.from_dlpack(pb_utils.get_input_tensor_by_name(r, "input")) for r in requests]
-        out = self.session.run(None, {"input": np.concatenate(arrays)})[0]
+        out = self.run(np.concatenate(arrays))
         responses, start = [], 0
         for a in arrays:
             n = a.shape[0]
