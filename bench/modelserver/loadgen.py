@@ -7,8 +7,9 @@ Requests leave at exponentially spaced instants whatever the answers do (no coor
 omission: latency counts from the instant a request was due). A failure or a timeout counts as
 an infinite latency, so it lands in p99. Prints one JSON list of rows on stdout.
 
-gRPC uses tritonclient's generated stubs (KServe v2, `inference.GRPCInferenceService`); this
-process never imports services.genproto (the two register the same protobuf names).
+gRPC uses the KServe v2 stubs generated from protos/ (`inference.GRPCInferenceService`, the
+same wire messages Triton speaks); this process never imports tritonclient.grpc (the two
+register the same protobuf names), so the GPU run needs no tritonclient wheel.
 `--protocol torchserve` POSTs raw float32 bytes to TorchServe's /predictions/<model>.
 """
 
@@ -86,7 +87,9 @@ async def run_rate(call: Callable[[], Awaitable[None]], rate: float, duration: f
 
 async def grpc_caller(target: str, model: str, payload: bytes, shape: list[int], timeout_s: float):
     import grpc
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    from services.genproto.inference import grpc_predict_v2_pb2 as service_pb2
+    from services.genproto.inference import grpc_predict_v2_pb2_grpc as service_pb2_grpc
 
     channel = grpc.aio.insecure_channel(target)
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
