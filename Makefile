@@ -81,5 +81,6 @@ tools:
 setup: tools
 
 # Flywheel (adaptive / no batching) vs Triton vs TorchServe vs raw onnxruntime; BENCH_ARGS=--quick for a short run.
+bench: bench-modelserver
 bench-modelserver: setup
 	$(PY) -m bench.modelserver $(BENCH_ARGS)

@@ -211,7 +211,7 @@ def render(rows: list[dict], skipped: dict[str, str], console: Console, slo_ms: 
     cols = ("system", "model", "protocol", "rate/s", "throughput/s", "p50 ms", "p99 ms", "≤SLO/s", "goodput/s")
     for col in cols:
         table.add_column(col, justify="left" if col in ("system", "model", "protocol") else "right")
-    fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
+    fmt = lambda v: "-" if v is None else (f"{v:.0f}" if v >= 1000 else f"{v:g}")  # noqa: E731
     for r in rows:
         table.add_row(
             r["system"], r["model"], r["protocol"], fmt(r["rate"]), fmt(r["throughput"]),
@@ -228,7 +228,7 @@ def render(rows: list[dict], skipped: dict[str, str], console: Console, slo_ms: 
         cells = []
         for m in models:
             goods = [r["goodput_at_slo"] for r in rows if r["system"] == s and r["model"] == m]
-            cells.append(f"{max(goods):g}" if goods else "-")
+            cells.append(f"{max(goods):.0f}" if goods else "-")
         best.add_row(s, *cells)
     console.print(best)
     for name, why in skipped.items():
