@@ -71,7 +71,7 @@ def test_perf_analyzer_measures_throughput_over_grpc(perf_analyzer: Path, tmp_pa
                 "--measurement-interval",
                 "1000",
                 "--max-trials",
-                "4",
+                "6",
                 "--stability-percentage",
                 "100",
                 "-f",
