@@ -72,3 +72,15 @@ clean:
 .PHONY: test-modelserver
 test-modelserver: setup
 	$(PY) -m pytest -q tests/modelserver $(PYTEST_ARGS)
+
+# tritonserver (nvidia-pytriton wheel) and perf_analyzer (tritonclient wheel) into .tools/, for
+# `make bench-modelserver` and tests/modelserver/test_perf_analyzer.py. `make setup` runs it.
+.PHONY: tools bench-modelserver
+tools:
+	bash infra/tools/fetch.sh
+setup: tools
+
+# Flywheel (adaptive / no batching) vs Triton vs TorchServe vs raw onnxruntime; BENCH_ARGS=--quick for a short run.
+bench: bench-modelserver
+bench-modelserver: setup
+	$(PY) -m bench.modelserver $(BENCH_ARGS)

@@ -203,12 +203,19 @@ def stats_message(sv: ServedVersion) -> pb.ModelStatistics:
             success=_duration(s.success),
             fail=_duration(s.fail),
             queue=_duration(s.queue),
-            compute_input=pb.StatisticDuration(),
+            # Input/output copies are part of compute here; perf_analyzer needs the three counts equal.
+            compute_input=pb.StatisticDuration(count=s.compute.count),
             compute_infer=_duration(s.compute),
-            compute_output=pb.StatisticDuration(),
+            compute_output=pb.StatisticDuration(count=s.compute.count),
         ),
         batch_stats=[
-            pb.InferBatchStatistics(batch_size=n, compute_infer=_duration(d)) for n, d in sorted(s.batches.items())
+            pb.InferBatchStatistics(
+                batch_size=n,
+                compute_input=pb.StatisticDuration(count=d.count),
+                compute_infer=_duration(d),
+                compute_output=pb.StatisticDuration(count=d.count),
+            )
+            for n, d in sorted(s.batches.items())
         ],
     )
 
