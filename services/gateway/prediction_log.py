@@ -1,0 +1,127 @@
+"""Prediction logs → `flywheel.predictions` through a bounded queue that never blocks a prediction.
+
+`submit` is called on the request path and only does `put_nowait`: a full queue drops the entry
+and counts it. One worker thread turns entries into `PredictionLog` events and hands them to the
+idempotent producer; the broker's acknowledgement counts `logged`, a refusal counts `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from confluent_kafka import KafkaError, Message
+
+from services.events import EventProducer
+from services.events.codec import new_meta
+from services.events.topics import PREDICTIONS
+from services.gateway.metrics import LOG_QUEUE, PREDICTION_LOGS
+from services.genproto.flywheel.v1 import events_pb2 as ev
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    request_id: str
+    model: str
+    version: str
+    features: np.ndarray | None  # one row, or None when too large / not numeric
+    scores: np.ndarray | None
+    labels: tuple[str, ...]
+    latency_ms: float
+    key_id: str
+    route: str
+    example_id: str = ""
+
+
+class CountingProducer(EventProducer):
+    """The shared producer, with each acknowledgement or refusal counted as a prediction-log outcome."""
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        super()._on_delivery(err, msg)
+        if msg.topic() == PREDICTIONS.name:
+            PREDICTION_LOGS.labels("logged" if err is None else "failed").inc()
+
+
+def to_event(entry: LogEntry) -> ev.PredictionLog:
+    event = ev.PredictionLog(
+        meta=new_meta("gateway", trace_id=entry.request_id),
+        request_id=entry.request_id,
+        model=entry.model,
+        model_version=entry.version,
+        latency_ms=entry.latency_ms,
+        key_id=entry.key_id,
+        route=entry.route,
+        example_id=entry.example_id,
+    )
+    if entry.features is not None:
+        event.input_features.extend(entry.features.astype(np.float32).ravel().tolist())
+    if entry.scores is not None and entry.scores.size:
+        scores = entry.scores.astype(np.float32).ravel()
+        event.output_scores.extend(scores.tolist())
+        k = int(np.argmax(scores))
+        event.predicted_class = k
+        event.predicted_label = entry.labels[k] if k < len(entry.labels) else str(k)
+    return event
+
+
+class PredictionLogger:
+    def __init__(self, producer: EventProducer | None, bound: int) -> None:
+        self._producer = producer
+        self._queue: queue.Queue[LogEntry] = queue.Queue(maxsize=bound)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+
+    def start(self) -> None:
+        if self._producer is None:
+            return
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, entry: LogEntry) -> None:
+        """Never blocks: a full queue (or no Kafka) drops the entry and counts it."""
+        if self._producer is None:
+            return
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self.dropped += 1
+            PREDICTION_LOGS.labels("dropped").inc()
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _run(self) -> None:
+        assert self._producer is not None
+        last_gauge = 0.0
+        while not (self._stop.is_set() and self._queue.empty()):
+            try:
+                entry = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                self._producer.send(PREDICTIONS.name, to_event(entry), key=entry.model.encode())
+            except Exception:
+                PREDICTION_LOGS.labels("failed").inc()
+                log.exception("prediction log not sent", extra={"model": entry.model})
+            now = time.monotonic()
+            if now - last_gauge > 0.5:
+                LOG_QUEUE.set(self._queue.qsize())
+                last_gauge = now
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Send what is queued, then wait for the broker's acknowledgements."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout_s)
+            except Exception as exc:  # noqa: BLE001 - on shutdown, report and exit
+                log.warning("prediction logs not all acknowledged", extra={"error": str(exc)})
