@@ -51,7 +51,7 @@ def modelserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServe
     work = tmp_path_factory.mktemp("modelserver")
     repo = write_repository(work / "models")
     http, grpc_port = free_port(), free_port()
-    log = open(work / "modelserver.log", "wb")  # noqa: SIM115 - closed below
+    log = open(work / "modelserver.log", "wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -127,7 +127,7 @@ def start_gateway(
     """Start gateways (env overrides as FLYWHEEL_GATEWAY_<NAME>=value keyword args); all stopped at the end."""
     started: list[Gateway] = []
 
-    def start(bootstrap: str | None = None, **overrides: object) -> Gateway:
+    def start(bootstrap: str | None = None, probe: str = "readyz", **overrides: object) -> Gateway:
         work = tmp_path_factory.mktemp("gateway")
         http, grpc_port = free_port(), free_port()
         env = {
@@ -151,7 +151,7 @@ def start_gateway(
             )
         gw = Gateway(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}", keydb[0], proc, log_path)
         started.append(gw)
-        wait_until(lambda: _ready(f"{gw.http_url}/readyz"), timeout_s=60, proc=proc, message="gateway ready")
+        wait_until(lambda: _ready(f"{gw.http_url}/{probe}"), timeout_s=60, proc=proc, message=f"gateway {probe}")
         return gw
 
     yield start
