@@ -47,6 +47,10 @@ class CountingProducer(EventProducer):
         if msg.topic() == PREDICTIONS.name:
             PREDICTION_LOGS.labels("logged" if err is None else "failed").inc()
 
+    def serve_reports(self, timeout_s: float = 0.0) -> None:
+        """Serve delivery reports (acknowledgements) while no new event is being sent."""
+        self._producer.poll(timeout_s)
+
 
 def to_event(entry: LogEntry) -> ev.PredictionLog:
     event = ev.PredictionLog(
@@ -104,6 +108,8 @@ class PredictionLogger:
             try:
                 entry = self._queue.get(timeout=0.1)
             except queue.Empty:
+                if isinstance(self._producer, CountingProducer):
+                    self._producer.serve_reports(0)
                 continue
             try:
                 self._producer.send(PREDICTIONS.name, to_event(entry), key=entry.model.encode())
