@@ -63,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     common = load_settings(CommonSettings)
     configure_logging("gateway", common.log_level)
     stop = StopSignal().install()
-    return asyncio.run(serve(settings, common, stop.event))
+    loop_factory = None
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(settings, common, stop.event))
 
 
 async def _watch_backend(gateway: Gateway, flag: threading.Event, stop: asyncio.Event) -> None:

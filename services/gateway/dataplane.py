@@ -125,8 +125,7 @@ class Gateway:
             request.id = uuid.uuid4().hex
         request_id_var.set(request.id)
         model = request.model_name
-        forward = pb.ModelInferRequest()
-        forward.CopyFrom(request)
+        forward = request  # ours to change: the caller's message is not used after this
         forward.model_version = choice.version
         started = time.perf_counter()
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,4 +42,5 @@ class GatewaySettings(BaseSettings):
     rollback_min_requests: int = Field(20, ge=1, description="canary answers in the window before judging")
     rollback_max_error_rate: float = Field(0.2, ge=0, le=1, description="canary error rate that rolls it back")
     rollback_max_p99_ms: float = Field(1000.0, gt=0, description="canary p99 latency that rolls it back")
+    event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="asyncio event loop implementation")
     drain_timeout_s: float = Field(10.0, gt=0, description="how long SIGTERM waits for in-flight requests")
