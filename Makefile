@@ -68,5 +68,6 @@ loadtest: setup
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
 
+.PHONY: bench-gateway
 bench-gateway: setup
 	$(PY) -m bench.gateway
