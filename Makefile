@@ -71,3 +71,8 @@ clean:
 .PHONY: bench-gateway
 bench-gateway: setup
 	$(PY) -m bench.gateway
+
+# The model server's tests on their own (tritonclient.grpc cannot share a process with services.genproto.inference).
+.PHONY: test-modelserver
+test-modelserver: setup
+	$(PY) -m pytest -q tests/modelserver $(PYTEST_ARGS)

@@ -54,7 +54,10 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec(
         "modelserver",
         {"http": 8000, "grpc": 8001},
-        env=lambda ctx: {"FLYWHEEL_MODELSERVER_MODEL_REPOSITORY": str((ctx.home / "models").resolve())},
+        env=lambda ctx: {
+            "FLYWHEEL_MODELSERVER_MODEL_REPOSITORY": str((ctx.home / "models").resolve()),
+            "FLYWHEEL_MODELSERVER_CONSUME_MODEL_EVENTS": "true",
+        },
     ),
     ServiceSpec("ingest", {"http": 8100, "grpc": 8101}),
     ServiceSpec("lake", {"http": 8200, "grpc": 8201}),

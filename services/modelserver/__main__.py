@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import socket
 import sys
@@ -89,7 +90,8 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
     http = uvicorn.Server(
         uvicorn.Config(build_app(dp, readiness, settings.max_request_bytes), log_config=None, access_log=False)
     )
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # StopSignal owns SIGTERM
+    # StopSignal owns SIGTERM: keep uvicorn from capturing signals on the main thread.
+    http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     http_task = loop.create_task(http.serve(sockets=[sock]))
     log.info(
         "listening",

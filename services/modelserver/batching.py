@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from services.modelserver.errors import DeadlineExceeded, InferenceFailed, Overloaded, ShuttingDown
 
 BucketKey = Hashable
+MIN_WAIT_S = 50e-6  # never spin: a wait is at least this long
 Inputs = dict[str, Any]  # input name -> array with a leading batch axis (or the full tensor, unbatched)
 Outcome = Inputs | InferenceFailed
 RunBatch = Callable[[int, Sequence[Inputs]], list[Outcome]]  # (instance index, batch) -> one outcome each
@@ -75,7 +76,7 @@ class CostModel:
         """The largest n with a·n + b ≤ budget (0 when even one row does not fit)."""
         if budget_s <= self.b:
             return 0
-        return int(math.floor((budget_s - self.b) / self.a))
+        return math.floor((budget_s - self.b) / self.a)
 
     @property
     def observations(self) -> int:
@@ -231,7 +232,7 @@ def decide(
     waited = now - queue.oldest_enqueued(head.key)
     n = queue.count(head.key)
     if mean_gap_s < slack and n * (waited + mean_gap_s) < cost.b:
-        return Decision(False, head.key, target, wait_s=mean_gap_s)
+        return Decision(False, head.key, target, wait_s=max(mean_gap_s, MIN_WAIT_S))
     return Decision(True, head.key, target)
 
 

@@ -96,8 +96,17 @@ class DataPlane:
         rows = self.registry.index()
         return [r for r in rows if r[2] == "READY"] if ready_only else rows
 
-    async def load(self, name: str) -> list[int]:
-        return await self.registry.load(name)
+    async def load(self, name: str, parameters: list[str] | None = None) -> list[int]:
+        unsupported = [p for p in parameters or [] if p == "config" or p.startswith("file:")]
+        if unsupported:
+            raise InvalidInput(
+                f"load parameters {unsupported} are not supported: write the version folder and config.pbtxt into "
+                "the repository, then load the model by name"
+            )
+        versions = await self.registry.load(name)
+        if name in self.startup_failures:
+            self.startup_failures = [n for n in self.startup_failures if n != name]
+        return versions
 
     async def unload(self, name: str) -> None:
         await self.registry.unload(name)

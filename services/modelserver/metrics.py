@@ -65,6 +65,8 @@ class VersionMetrics:
         self.stats = VersionStats()
         self._lock = threading.Lock()
         LOADED.labels(*self.labels).set(1)
+        for counter in (REQUESTS, SHED, EXPIRED):
+            counter.labels(*self.labels)  # exported at 0 from the start
 
     # BatchObserver
     def queued(self, depth: int) -> None:

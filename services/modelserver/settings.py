@@ -22,7 +22,7 @@ class ModelServerSettings(BaseSettings):
     )
     batching: Literal["adaptive", "off"] = Field("adaptive", description="adaptive SLO-aware batching, or off")
     default_slo_ms: float = Field(
-        50.0, gt=0, description="deadline of a request that brings none (a model's `slo_ms` parameter overrides)"
+        100.0, gt=0, description="deadline of a request that brings none (a model's `slo_ms` parameter overrides)"
     )
     queue_bound: int = Field(256, ge=1, description="queued requests per model version before 429/RESOURCE_EXHAUSTED")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body / tensor in bytes")

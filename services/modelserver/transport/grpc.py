@@ -125,7 +125,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any
     ) -> pb.RepositoryModelLoadResponse:
-        await self._dp.load(request.model_name)
+        await self._dp.load(request.model_name, list(request.parameters))
         return pb.RepositoryModelLoadResponse()
 
     @guarded

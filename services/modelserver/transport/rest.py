@@ -111,8 +111,9 @@ def build_app(dp: DataPlane, readiness: Readiness, max_request_bytes: int) -> Fa
         return [_index_row(*r) for r in rows]
 
     @app.post("/v2/repository/models/{name}/load")
-    async def repository_load(name: str) -> Response:
-        await dp.load(name)
+    async def repository_load(name: str, request: Request) -> Response:
+        body = await _json_body(request)
+        await dp.load(name, list((body.get("parameters") or {}).keys()))
         return Response(status_code=200)
 
     @app.post("/v2/repository/models/{name}/unload")

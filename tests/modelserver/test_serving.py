@@ -1,0 +1,216 @@
+"""The server under bounded concurrent load: shedding, hot swap (repository API and Kafka event), drain."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from services.cli.brokers import Broker
+from services.events import EventProducer
+from services.events.codec import decode, new_meta
+from services.events.topics import DEADLETTER, MODELS
+from services.genproto.flywheel.v1 import events_pb2 as ev
+from tests.modelserver.artifacts import add_onnx_version, expected_probabilities, write_onnx_model
+from tests.modelserver.conftest import Server, running_server
+from tests.modelserver.triton_grpc import tgrpc
+from tests.support.kafka_reader import read_topic
+from tests.support.waiting import wait_until
+
+LONG_SLO_MS = 60000  # these tests are about shedding and swapping, not about deadlines on a busy CI box
+
+
+def _features(seed: int, rows: int = 2) -> np.ndarray:
+    return np.random.default_rng(seed).random((rows, 64), dtype=np.float32)
+
+
+def _infer(client: tgrpc.InferenceServerClient, model: str, x: np.ndarray) -> tgrpc.InferResult:
+    i = tgrpc.InferInput("features", list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    return client.infer(model, [i], client_timeout=60)
+
+
+def test_full_queue_is_refused_with_a_retry_hint(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    write_onnx_model(repo, "slow", [1], slow=True)  # ~1 GFLOP per execution, one instance
+    with running_server(repo, tmp_path, queue_bound=1, default_slo_ms=LONG_SLO_MS, batching="off") as server:
+        clients = 16
+        barrier = threading.Barrier(clients)
+        body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
+
+        def http_call(_: int) -> httpx.Response:
+            with httpx.Client(timeout=60) as client:
+                barrier.wait()
+                return client.post(f"http://{server.http}/v2/models/slow/infer", json=body)
+
+        with ThreadPoolExecutor(clients) as pool:
+            responses = list(pool.map(http_call, range(clients)))
+        codes = Counter(r.status_code for r in responses)
+        assert set(codes) <= {200, 429} and codes[429] >= 1 and codes[200] >= 1, codes
+        refused = next(r for r in responses if r.status_code == 429)
+        assert int(refused.headers["Retry-After"]) >= 1 and "queue full" in refused.json()["error"]
+
+        barrier.reset()
+
+        def grpc_call(_: int) -> str:
+            client = tgrpc.InferenceServerClient(server.grpc)
+            barrier.wait()
+            try:
+                _infer(client, "slow", _features(1, 1))
+                return "OK"
+            except InferenceServerException as exc:
+                return str(exc.status())
+            finally:
+                client.close()
+
+        with ThreadPoolExecutor(clients) as pool:
+            statuses = Counter(pool.map(grpc_call, range(clients)))
+        assert (
+            set(statuses) <= {"OK", "StatusCode.RESOURCE_EXHAUSTED"} and statuses["StatusCode.RESOURCE_EXHAUSTED"] >= 1
+        )
+        assert server.metric("flywheel_modelserver_shed_total", model="slow", version="1") >= 2
+        assert (
+            _infer(tgrpc.InferenceServerClient(server.grpc), "slow", _features(2, 1)).as_numpy("probabilities")
+            is not None
+        )
+
+
+class Load:
+    """Closed-loop clients on their own threads until enough answers came from the new version (bounded)."""
+
+    def __init__(self, server: Server, model: str, new_version: str, clients: int = 6, min_total: int = 300) -> None:
+        self._server, self._model, self._new = server, model, new_version
+        self._clients, self._min_total, self._max_total = clients, min_total, 5000
+        self._lock = threading.Lock()
+        self.versions: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.total = 0
+        self.started = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def _done(self) -> bool:
+        return self.total >= self._max_total or (self.total >= self._min_total and self.versions[self._new] >= 50)
+
+    def _run(self, seed: int) -> None:
+        client = tgrpc.InferenceServerClient(self._server.grpc)
+        try:
+            while True:
+                with self._lock:
+                    if self._done() or len(self.failures) > 20:
+                        return
+                x = _features(seed * 100000 + self.total)
+                try:
+                    result = _infer(client, self._model, x)
+                    version = result.get_response().model_version
+                    np.testing.assert_allclose(
+                        result.as_numpy("probabilities"), expected_probabilities(int(version), x), rtol=1e-4, atol=1e-6
+                    )
+                except (InferenceServerException, AssertionError) as exc:
+                    with self._lock:
+                        self.failures.append(repr(exc))
+                    continue
+                with self._lock:
+                    self.versions[version] += 1
+                    self.total += 1
+                    if self.total >= 50:
+                        self.started.set()
+        finally:
+            client.close()
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for t in self._threads:
+            t.join(timeout=300)
+        self.started.set()
+
+
+def _swap_under_load(server: Server, repo: Path, trigger) -> None:
+    with Load(server, "digits", new_version="2") as load:
+        assert load.started.wait(120), f"load did not start: {load.failures[:3]}"
+        add_onnx_version(repo, "digits", 2)
+        trigger()
+    assert not load.failures, load.failures[:5]
+    assert load.versions["1"] >= 50 and load.versions["2"] >= 50, load.versions
+    index = {
+        (m.name, m.version): m.state
+        for m in tgrpc.InferenceServerClient(server.grpc).get_model_repository_index().models
+    }
+    assert index == {("digits", "2"): "READY"}  # latest 1: version 1 retired after the swap
+
+
+def test_hot_swap_under_load_via_repository_api(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    write_onnx_model(repo, "digits", [1], num_versions=1)
+    with running_server(repo, tmp_path, default_slo_ms=LONG_SLO_MS) as server:
+        admin = tgrpc.InferenceServerClient(server.grpc)
+        _swap_under_load(server, repo, lambda: admin.load_model("digits"))
+
+
+def test_hot_swap_under_load_via_model_published_event(tmp_path: Path, kafka: Broker) -> None:
+    repo = tmp_path / "models"
+    write_onnx_model(repo, "digits", [1], num_versions=1)
+    with running_server(
+        repo, tmp_path, default_slo_ms=LONG_SLO_MS, consume_model_events="true", kafka_bootstrap=kafka.bootstrap
+    ) as server:
+        producer = EventProducer(kafka.bootstrap, client_id="test-trainer")
+
+        def publish() -> None:
+            event = ev.ModelPublished(
+                meta=new_meta("test"),
+                model="digits",
+                version="2",
+                stage="production",
+                repository_uri=repo.as_uri(),
+                platform="onnxruntime_onnx",
+            )
+            producer.send(MODELS.name, event)
+            producer.flush()
+            client = tgrpc.InferenceServerClient(server.grpc)
+            wait_until(lambda: client.is_model_ready("digits", "2"), timeout_s=120, proc=server.proc, message="v2")
+
+        _swap_under_load(server, repo, publish)
+
+        # A version that is present but cannot be loaded is dead-lettered with the reason; v2 keeps serving.
+        (repo / "digits" / "3").mkdir()
+        (repo / "digits" / "3" / "model.onnx").write_bytes(b"not an onnx model")
+        event = ev.ModelPublished(meta=new_meta("test"), model="digits", version="3", stage="production")
+        producer.send(MODELS.name, event)
+        producer.flush()
+
+        def letter_for_v3(records: list) -> bool:
+            return any(b"digits v3" in decode(DEADLETTER.name, r.value()).reason.encode() for r in records)
+
+        letters = read_topic(kafka.bootstrap, DEADLETTER.name, want=10_000, timeout_s=90, stop_when=letter_for_v3)
+        assert letter_for_v3(letters)
+        result = _infer(tgrpc.InferenceServerClient(server.grpc), "digits", _features(3))
+        assert result.get_response().model_version == "2"
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    write_onnx_model(repo, "slow", [1], slow=True)
+    with running_server(repo, tmp_path, default_slo_ms=LONG_SLO_MS, batching="off") as server:
+        clients = 6
+        with ThreadPoolExecutor(clients) as pool:
+            futures = [
+                pool.submit(_infer, tgrpc.InferenceServerClient(server.grpc), "slow", _features(i, 1))
+                for i in range(clients)
+            ]
+            wait_until(
+                lambda: server.metric("flywheel_modelserver_queue_depth", model="slow", version="1") >= 2,
+                timeout_s=60,
+                message="requests queued",
+            )
+            assert server.stop() == 0
+            results = [f.result(timeout=120) for f in futures]
+        assert all(r.as_numpy("probabilities").shape == (1, 10) for r in results)
+        assert "stopped" in server.log.read_text()
