@@ -46,7 +46,7 @@ class ModelServer:
     http_url: str
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def modelserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     work = tmp_path_factory.mktemp("modelserver")
     repo = write_repository(work / "models")

@@ -4,12 +4,14 @@ tritonclient; malformed bodies and protobufs are answered 4xx / INVALID_ARGUMENT
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
 
 import grpc
 import httpx
 import numpy as np
 import pytest
-import tritonclient.grpc as tgrpc
 
 from services.preprocessing import features_to_png
 from tests.gateway.conftest import Gateway, auth
@@ -53,19 +55,19 @@ def test_v2_rest_infer_and_metadata(gateway: Gateway, keys: dict[str, str]) -> N
 
 
 def test_grpc_with_tritonclient(gateway: Gateway, keys: dict[str, str]) -> None:
-    client = tgrpc.InferenceServerClient(gateway.grpc_addr)
-    headers = {"authorization": f"Bearer {keys['predict']}"}
-    f = _features(4, seed=2)
-    inp = tgrpc.InferInput("features", [4, 64], "FP32")
-    inp.set_data_from_numpy(f)
-    result = client.infer(MODEL, [inp], model_version="2", headers=headers)
-    np.testing.assert_allclose(result.as_numpy("probabilities"), expected_probabilities(2, f), rtol=1e-4)
-    assert client.is_server_ready()
-    assert client.get_model_metadata(MODEL, headers=headers).name == MODEL
-    with pytest.raises(Exception) as info:
-        client.infer(MODEL, [inp], model_version="2")  # no key
-    assert "UNAUTHENTICATED" in str(info.value) or "Unauthenticated" in str(info.value)
-    client.close()
+    """tritonclient pointed at the gateway (in a process of its own: see tests/gateway/triton_client.py)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.gateway.triton_client", gateway.grpc_addr, keys["predict"], MODEL, "2", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    features = np.array(doc["features"], np.float32)
+    np.testing.assert_allclose(np.array(doc["probabilities"]), expected_probabilities(2, features), rtol=1e-4)
+    assert doc["model_version"] == "2" and doc["server_ready"] and doc["metadata_name"] == MODEL
+    assert "UNAUTHENTICATED" in doc["without_key"]
 
 
 BAD_BODIES = [
