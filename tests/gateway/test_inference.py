@@ -127,3 +127,11 @@ def test_malformed_protobufs_are_invalid_argument(gateway: Gateway, keys: dict[s
             metadata(b"\xff\xff", metadata=md, timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert gateway.proc.poll() is None
+
+
+def test_openapi_documents_the_routes_with_examples(gateway: Gateway) -> None:
+    doc = httpx.get(f"{gateway.http_url}/openapi.json").json()
+    predict = doc["paths"]["/v1/models/{name}:predict"]["post"]
+    assert set(predict["requestBody"]["content"]["application/json"]["examples"]) == {"features", "png"}
+    assert "/v2/models/{name}/infer" in doc["paths"] and "/admin/routes/{model}" in doc["paths"]
+    assert httpx.get(f"{gateway.http_url}/docs").status_code == 200
