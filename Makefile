@@ -76,3 +76,8 @@ bench-gateway: setup
 .PHONY: test-modelserver
 test-modelserver: setup
 	$(PY) -m pytest -q tests/modelserver $(PYTEST_ARGS)
+
+# The gateway's tests on their own (they import services.genproto.inference; see tests/gateway/triton_client.py).
+.PHONY: test-gateway
+test-gateway: setup
+	$(PY) -m pytest -q tests/gateway $(PYTEST_ARGS)
