@@ -1,11 +1,13 @@
 """`make bench-gateway`: the gateway's added latency, measured against the model server directly.
 
 One run, same load, same model: a Tansu broker (prediction logs on), the model server and the
-gateway as real processes on 127.0.0.1. Four targets — model server gRPC, gateway gRPC, model
+gateway as real processes on 127.0.0.1. Four main targets — model server gRPC, gateway gRPC, model
 server REST, gateway REST — get the same closed-loop load (C concurrent clients, N requests each
 level), interleaved in rounds so drift on a shared machine hits all of them alike. Prints a table
 and writes bench/results/gateway.json. The client runs in this process: on a small machine it
-competes with the servers for CPU, which inflates every number alike.
+competes with the servers for CPU, which inflates every number alike. A fifth target, a bare
+grpc.aio proxy that forwards bytes (bench/gateway/bare_proxy.py), shows the floor of one more
+Python gRPC hop, so the gateway's own cost is the difference between it and the gateway.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from rich.table import Table
 
 from bench.gateway.model import write_digits_model
 from services.cli.brokers import start_broker
-from services.cli.ports import free_port
+from services.cli.ports import free_port, wait_for_port
 from services.events import ensure_topics
 from services.gateway.keys import KeyStore
 from services.gateway.tables import MIGRATIONS
@@ -136,7 +138,7 @@ def main() -> int:
     key = KeyStore(Database(db_url)).create("bench", ["predict"], rate_per_s=1e6, burst=1_000_000)
     broker = start_broker("tansu", work)
     ensure_topics(broker.bootstrap)
-    ms_http, ms_grpc, gw_http, gw_grpc = (free_port() for _ in range(4))
+    ms_http, ms_grpc, gw_http, gw_grpc, bare = (free_port() for _ in range(5))
     env = {**os.environ, "FLYWHEEL_HOME": str(work), "FLYWHEEL_LOG_LEVEL": "WARNING"}
     ports = ["--http-port", str(ms_http), "--grpc-port", str(ms_grpc)]
     ms = subprocess.Popen(
@@ -155,13 +157,19 @@ def main() -> int:
             "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str(repo),
         },
     )
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "bench.gateway.bare_proxy", f"127.0.0.1:{bare}", f"127.0.0.1:{ms_grpc}"], env=env
+    )
     try:
         _wait_ready(f"http://127.0.0.1:{ms_http}/readyz", ms)
+        if not wait_for_port("127.0.0.1", bare, 30):
+            raise RuntimeError("bare proxy did not start")
         _wait_ready(f"http://127.0.0.1:{gw_http}/readyz", gw)
         md = [("authorization", f"Bearer {key}")]
         headers = {"Authorization": f"Bearer {key}"}
         targets = {
             ("grpc", "direct"): lambda n, c, e: _run_grpc(f"127.0.0.1:{ms_grpc}", [], n, c, e),
+            ("grpc", "bare-proxy"): lambda n, c, e: _run_grpc(f"127.0.0.1:{bare}", [], n, c, e),
             ("grpc", "gateway"): lambda n, c, e: _run_grpc(f"127.0.0.1:{gw_grpc}", md, n, c, e),
             ("http", "direct"): lambda n, c, e: _run_http(
                 f"http://127.0.0.1:{ms_http}/v2/models/{MODEL}/versions/1/infer", {}, n, c, e
@@ -196,6 +204,8 @@ def main() -> int:
                     }
                 )
     finally:
+        proxy.kill()
+        proxy.wait()
         _stop(gw)
         _stop(ms)
         broker.stop()
@@ -205,15 +215,18 @@ def main() -> int:
         for proto in ("grpc", "http"):
             d = next(r for r in rows if r["protocol"] == proto and r["path"] == "direct" and r["concurrency"] == c)
             g = next(r for r in rows if r["protocol"] == proto and r["path"] == "gateway" and r["concurrency"] == c)
-            added.append(
-                {
-                    "protocol": proto,
-                    "concurrency": c,
-                    "added_p50_ms": g["p50_ms"] - d["p50_ms"],
-                    "added_p99_ms": g["p99_ms"] - d["p99_ms"],
-                    "throughput_ratio": g["throughput_rps"] / d["throughput_rps"],
-                }
-            )
+            row = {
+                "protocol": proto,
+                "concurrency": c,
+                "added_p50_ms": g["p50_ms"] - d["p50_ms"],
+                "added_p99_ms": g["p99_ms"] - d["p99_ms"],
+                "throughput_ratio": g["throughput_rps"] / d["throughput_rps"],
+            }
+            b = next((r for r in rows if r["path"] == "bare-proxy" and r["concurrency"] == c and proto == "grpc"), None)
+            if b is not None:
+                row["bare_proxy_added_p50_ms"] = b["p50_ms"] - d["p50_ms"]
+                row["gateway_over_bare_proxy_p50_ms"] = g["p50_ms"] - b["p50_ms"]
+            added.append(row)
     table = Table(title="gateway vs model server direct (same load, one run)")
     for col in ("protocol", "path", "clients", "requests", "errors", "p50 ms", "p99 ms", "req/s"):
         table.add_column(col, justify="right")
@@ -234,6 +247,11 @@ def main() -> int:
         console.print(
             f"{a['protocol']} × {a['concurrency']} clients: gateway adds {a['added_p50_ms']:.2f} ms at p50, "
             f"{a['added_p99_ms']:.2f} ms at p99; throughput {a['throughput_ratio']:.0%} of direct"
+            + (
+                f"; a bare byte-forwarding proxy adds {a['bare_proxy_added_p50_ms']:.2f} ms at p50"
+                if "bare_proxy_added_p50_ms" in a
+                else ""
+            )
         )
     result = {
         "benchmark": "gateway",

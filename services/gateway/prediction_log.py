@@ -1,16 +1,15 @@
 """Prediction logs → `flywheel.predictions` through a bounded queue that never blocks a prediction.
 
-`submit` is called on the request path and only does `put_nowait`: a full queue drops the entry
-and counts it. One worker thread turns entries into `PredictionLog` events and hands them to the
+`submit` is called on the request path and only appends to a bounded deque: a full one drops
+the entry and counts it. One worker thread turns entries into `PredictionLog` events and hands them to the
 idempotent producer; the broker's acknowledgement counts `logged`, a refusal counts `failed`.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,9 +74,18 @@ def to_event(entry: LogEntry) -> ev.PredictionLog:
 
 
 class PredictionLogger:
-    def __init__(self, producer: EventProducer | None, bound: int) -> None:
+    """Entries wait in a bounded deque; one worker wakes every `interval_s` and sends what is there.
+
+    The request path only appends under a lock (no thread wake-up per prediction), so logging
+    costs a prediction a few microseconds; the worker's batches keep it off the event loop's back.
+    """
+
+    def __init__(self, producer: EventProducer | None, bound: int, interval_s: float = 0.01) -> None:
         self._producer = producer
-        self._queue: queue.Queue[LogEntry] = queue.Queue(maxsize=bound)
+        self._bound = bound
+        self._entries: deque[LogEntry] = deque()
+        self._lock = threading.Lock()
+        self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0
@@ -89,37 +97,41 @@ class PredictionLogger:
         self._thread.start()
 
     def submit(self, entry: LogEntry) -> None:
-        """Never blocks: a full queue (or no Kafka) drops the entry and counts it."""
+        """Never blocks: a full queue drops the entry and counts it (no Kafka: nothing is logged)."""
         if self._producer is None:
             return
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
+        with self._lock:
+            if len(self._entries) < self._bound:
+                self._entries.append(entry)
+                return
             self.dropped += 1
-            PREDICTION_LOGS.labels("dropped").inc()
+        PREDICTION_LOGS.labels("dropped").inc()
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._entries)
+
+    def _take(self) -> list[LogEntry]:
+        with self._lock:
+            batch = list(self._entries)
+            self._entries.clear()
+        return batch
 
     def _run(self) -> None:
         assert self._producer is not None
-        last_gauge = 0.0
-        while not (self._stop.is_set() and self._queue.empty()):
-            try:
-                entry = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if isinstance(self._producer, CountingProducer):
-                    self._producer.serve_reports(0)
-                continue
-            try:
-                self._producer.send(PREDICTIONS.name, to_event(entry), key=entry.model.encode())
-            except Exception:
-                PREDICTION_LOGS.labels("failed").inc()
-                log.exception("prediction log not sent", extra={"model": entry.model})
-            now = time.monotonic()
-            if now - last_gauge > 0.5:
-                LOG_QUEUE.set(self._queue.qsize())
-                last_gauge = now
+        while True:
+            stopping = self._stop.wait(self._interval_s)
+            batch = self._take()
+            LOG_QUEUE.set(len(batch))
+            for entry in batch:
+                try:
+                    self._producer.send(PREDICTIONS.name, to_event(entry), key=entry.model.encode())
+                except Exception:
+                    PREDICTION_LOGS.labels("failed").inc()
+                    log.exception("prediction log not sent", extra={"model": entry.model})
+            if isinstance(self._producer, CountingProducer):
+                self._producer.serve_reports(0)
+            if stopping and not self._entries:
+                return
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is queued, then wait for the broker's acknowledgements."""
