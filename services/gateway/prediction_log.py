@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from confluent_kafka import KafkaError, Message
+from google.protobuf.message import Message as ProtoMessage
 
 from services.events import EventProducer
-from services.events.codec import new_meta
+from services.events.codec import encode, new_meta
 from services.events.topics import PREDICTIONS
 from services.gateway.metrics import LOG_QUEUE, PREDICTION_LOGS
 from services.genproto.flywheel.v1 import events_pb2 as ev
@@ -45,6 +46,17 @@ class CountingProducer(EventProducer):
         super()._on_delivery(err, msg)
         if msg.topic() == PREDICTIONS.name:
             PREDICTION_LOGS.labels("logged" if err is None else "failed").inc()
+
+    def send_batch(self, topic: str, events: list[tuple[bytes, ProtoMessage]]) -> None:
+        """Queue (key, event) pairs and serve delivery reports once, not once per event."""
+        for key, event in events:
+            while True:
+                try:
+                    self._producer.produce(topic, value=encode(event), key=key, on_delivery=self._on_delivery)
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)  # the client's queue is full: wait for room (off the request path)
+        self._producer.poll(0)
 
     def serve_reports(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports (acknowledgements) while no new event is being sent."""
@@ -122,16 +134,27 @@ class PredictionLogger:
             stopping = self._stop.wait(self._interval_s)
             batch = self._take()
             LOG_QUEUE.set(len(batch))
-            for entry in batch:
-                try:
-                    self._producer.send(PREDICTIONS.name, to_event(entry), key=entry.model.encode())
-                except Exception:
-                    PREDICTION_LOGS.labels("failed").inc()
-                    log.exception("prediction log not sent", extra={"model": entry.model})
+            if batch:
+                self._send(batch)
             if isinstance(self._producer, CountingProducer):
                 self._producer.serve_reports(0)
             if stopping and not self._entries:
                 return
+
+    def _send(self, batch: list[LogEntry]) -> None:
+        assert self._producer is not None
+        events: list[tuple[bytes, ProtoMessage]] = []
+        for entry in batch:
+            try:
+                events.append((entry.model.encode(), to_event(entry)))
+            except (ValueError, TypeError):  # one malformed entry must not stop logging; it is counted
+                PREDICTION_LOGS.labels("failed").inc()
+                log.exception("prediction log not built", extra={"model": entry.model})
+        if isinstance(self._producer, CountingProducer):
+            self._producer.send_batch(PREDICTIONS.name, events)
+            return
+        for key, event in events:
+            self._producer.send(PREDICTIONS.name, event, key=key)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is queued, then wait for the broker's acknowledgements."""
