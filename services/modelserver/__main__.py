@@ -113,13 +113,18 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
             common.kafka_bootstrap, settings.events_group, registry, loop, events_stop
         )
         readiness.add("model_events", consume.healthy)
-    await health.set("", SERVING if dp.ready() else NOT_SERVING)
+
+    async def follow_readiness(ready: bool) -> None:
+        await health.set("", SERVING if ready else NOT_SERVING)
+
+    dp.on_readiness.append(follow_readiness)
+    await dp.readiness_changed()
     log.info("serving", extra={"models": registry.names(), "failed": dp.startup_failures})
 
     await asyncio.to_thread(stop.wait)
     log.info("draining")
     dp.stopping = True
-    await health.set("", NOT_SERVING)
+    await dp.readiness_changed()
     events_stop.set()
     if events_thread is not None:
         await asyncio.to_thread(events_thread.join, settings.drain_timeout_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.genproto.inference import model_config_pb2 as mc
@@ -41,6 +42,12 @@ class DataPlane:
         self.started = False  # set once the start-up loads are done
         self.stopping = False
         self.startup_failures: list[str] = []
+        # Called with ready() after anything that may change it (the gRPC health status follows).
+        self.on_readiness: list[Callable[[bool], Awaitable[None]]] = []
+
+    async def readiness_changed(self) -> None:
+        for listener in self.on_readiness:
+            await listener(self.ready())
 
     # -- health ---------------------------------------------------------------------------
     def live(self) -> bool:
@@ -106,6 +113,7 @@ class DataPlane:
         versions = await self.registry.load(name)
         if name in self.startup_failures:
             self.startup_failures = [n for n in self.startup_failures if n != name]
+            await self.readiness_changed()
         return versions
 
     async def unload(self, name: str) -> None:

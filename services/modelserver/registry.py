@@ -205,7 +205,8 @@ class ModelRegistry:
                 max_batch_rows=config.max_batch_size,
                 instances=count,
                 queue_bound=self.options.queue_bound,
-                adaptive=self.options.adaptive,
+                # As in Triton, a model batches requests together only when its config asks for it.
+                adaptive=self.options.adaptive and config.HasField("dynamic_batching"),
             ),
             run=lambda i, batch: backends[i].infer_batch(batch),
             executor=executor,

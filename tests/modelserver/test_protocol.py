@@ -7,6 +7,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as thttp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.modelserver.artifacts import expected_probabilities
@@ -42,8 +43,11 @@ def hclient(server: Server) -> thttp.InferenceServerClient:
     return thttp.InferenceServerClient(server.http)
 
 
-def test_grpc_metadata_config_and_raw_infer(gclient: tgrpc.InferenceServerClient) -> None:
+def test_grpc_metadata_config_and_raw_infer(gclient: tgrpc.InferenceServerClient, server: Server) -> None:
     assert gclient.is_server_live() and gclient.is_server_ready()
+    with grpc.insecure_channel(server.grpc) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert "model_repository" in gclient.get_server_metadata().extensions
     md = gclient.get_model_metadata("digits")
     assert md.versions == ["1", "2"] and md.platform == "onnxruntime_onnx"
@@ -99,9 +103,15 @@ def test_http_json_and_binary(hclient: thttp.InferenceServerClient, server: Serv
     assert md["versions"] == ["1"] and md["inputs"][0]["shape"] == [-1, 64]
     assert hclient.get_model_config("digits")["max_batch_size"] == 64
     x = features(3)
-    for binary in (True, False):
+    for binary, compression in ((True, None), (False, None), (True, "gzip"), (False, "deflate")):
         outputs = [thttp.InferRequestedOutput("probabilities", binary_data=binary)]
-        result = hclient.infer("digits", [http_input(x, binary)], model_version="1", outputs=outputs)
+        result = hclient.infer(
+            "digits",
+            [http_input(x, binary)],
+            model_version="1",
+            outputs=outputs,
+            request_compression_algorithm=compression,
+        )
         np.testing.assert_allclose(result.as_numpy("probabilities"), expected_probabilities(1, x), rtol=1e-4, atol=1e-6)
     # Plain JSON, as a client without tritonclient would send it.
     body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "data": x[0].tolist()}]}

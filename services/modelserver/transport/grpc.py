@@ -171,7 +171,8 @@ def _timeout_param(request: pb.ModelInferRequest) -> float | None:
     choice = p.WhichOneof("parameter_choice")
     if choice not in ("int64_param", "uint64_param", "double_param") or getattr(p, choice) < 0:
         raise InvalidInput("parameter 'timeout' must be a non-negative number of microseconds")
-    return float(getattr(p, choice)) / 1e6
+    value = float(getattr(p, choice))
+    return value / 1e6 if value else None  # 0 means none, as in Triton
 
 
 def encode_infer(result: InferResult, raw: bool) -> pb.ModelInferResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zlib
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,11 @@ def build_app(dp: DataPlane, readiness: Readiness, max_request_bytes: int) -> Fa
         if length and int(length) > 4 * max_request_bytes:
             raise InvalidInput(f"request body is {length} bytes, over the limit of {4 * max_request_bytes} bytes")
         body = await request.body()
+        encoding = request.headers.get("content-encoding", "identity")
+        if encoding in ("gzip", "deflate"):
+            body = _decompress(body, encoding, 4 * max_request_bytes)
+        elif encoding != "identity":
+            raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
         header_length = request.headers.get(HEADER_LENGTH)
         infer_request, binary = decode_infer(name, version, body, header_length, max_request_bytes)
         request_id_var.set(infer_request.id)
@@ -122,6 +128,19 @@ def build_app(dp: DataPlane, readiness: Readiness, max_request_bytes: int) -> Fa
         return Response(status_code=200)
 
     return app
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """gzip/deflate request bodies (tritonclient's request_compression_algorithm), bounded in size."""
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"request body is not valid {encoding}: {exc}") from None
+    if len(out) > limit:
+        raise InvalidInput(f"decompressed request body is over the limit of {limit} bytes")
+    return out
 
 
 def _index_row(name: str, version: str, state: str, reason: str) -> dict[str, str]:
@@ -205,8 +224,8 @@ def decode_infer(
 
 
 def _timeout_s(value: Any) -> float | None:
-    """Triton's `timeout` request parameter is in microseconds."""
-    if value is None:
+    """Triton's `timeout` request parameter is in microseconds; 0 means none (as in Triton)."""
+    if value is None or value == 0:
         return None
     if not isinstance(value, (int, float)) or value < 0:
         raise InvalidInput(f"parameter 'timeout' must be a non-negative number of microseconds, got {value!r}")
