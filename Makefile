@@ -68,6 +68,10 @@ loadtest: setup
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
 
+.PHONY: bench-gateway
+bench-gateway: setup
+	$(PY) -m bench.gateway
+
 # The model server's tests on their own (tritonclient.grpc cannot share a process with services.genproto.inference).
 .PHONY: test-modelserver
 test-modelserver: setup
@@ -84,3 +88,8 @@ setup: tools
 bench: bench-modelserver
 bench-modelserver: setup
 	$(PY) -m bench.modelserver $(BENCH_ARGS)
+
+# The gateway's tests on their own (they import services.genproto.inference; see tests/gateway/triton_client.py).
+.PHONY: test-gateway
+test-gateway: setup
+	$(PY) -m pytest -q tests/gateway $(PYTEST_ARGS)

@@ -69,9 +69,14 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec(
         "gateway",
         {"http": 8080, "grpc": 8081},
-        env=lambda ctx: (
-            {"FLYWHEEL_GATEWAY_MODELSERVER_ADDR": ctx.addr("modelserver", "grpc")} if "modelserver" in ctx.ports else {}
-        ),
+        env=lambda ctx: {
+            "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str((ctx.home / "models").resolve()),
+            **(
+                {"FLYWHEEL_GATEWAY_MODELSERVER_ADDR": ctx.addr("modelserver", "grpc")}
+                if "modelserver" in ctx.ports
+                else {}
+            ),
+        },
     ),
     ServiceSpec("monitor", {"http": 8400}),
 ]

@@ -1,0 +1,192 @@
+"""`python -m services.gateway` (or `flywheel serve gateway`): the public HTTP and gRPC entry.
+
+Settings → database (migrated), keys, routes, model-server client, prediction logger, Kafka →
+gRPC and HTTP servers on one event loop → serve until SIGTERM → stop taking requests, finish
+in-flight ones and shadows, flush prediction logs, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from services.config import CommonSettings, describe_settings, load_settings
+from services.events import EventProducer
+from services.gateway.auth import Guard
+from services.gateway.backend import ModelServerClient
+from services.gateway.breaker import Breakers
+from services.gateway.dataplane import Gateway, Limits
+from services.gateway.keys import KeyStore
+from services.gateway.model_cards import ModelCards
+from services.gateway.prediction_log import CountingProducer, PredictionLogger
+from services.gateway.ratelimit import TokenBuckets
+from services.gateway.rollback import CanaryWatch, Thresholds
+from services.gateway.routing import RouteTable
+from services.gateway.settings import GatewaySettings
+from services.gateway.tables import MIGRATIONS
+from services.gateway.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
+from services.gateway.transport.rest import build_app
+from services.genproto.inference import grpc_predict_v2_pb2 as pb
+from services.storage import Database, migrate
+from services.telemetry import Readiness, StopSignal, configure_logging
+
+log = logging.getLogger("services.gateway")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.gateway",
+        description="Flywheel gateway: KServe v2 REST and gRPC in front of the model server, a friendly "
+        ":predict route, API keys, rate limits, canary/shadow routing with automatic rollback, prediction logs.",
+        epilog=describe_settings(GatewaySettings, CommonSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", help="address to bind")
+    parser.add_argument("--http-port", type=int, help="HTTP port (0 = free)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (0 = free)")
+    parser.add_argument("--modelserver-addr", help="model server gRPC host:port")
+    parser.add_argument("--model-repository", type=Path, help="model repository folder (flywheel.json)")
+    parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=None, help="use Kafka")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = load_settings(GatewaySettings, **{k: v for k, v in vars(args).items() if v is not None})
+    common = load_settings(CommonSettings)
+    configure_logging("gateway", common.log_level)
+    stop = StopSignal().install()
+    loop_factory = None
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(settings, common, stop.event))
+
+
+async def _watch_backend(gateway: Gateway, flag: threading.Event, stop: asyncio.Event) -> None:
+    """Readiness of the model server, polled (ServerLive) so /readyz stays quick."""
+    while not stop.is_set():
+        try:
+            await gateway.backend.stub().ServerLive(pb.ServerLiveRequest(), timeout=1.0)
+            flag.set()
+        except Exception:  # noqa: BLE001 - any failure means "not reachable now"
+            flag.clear()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except TimeoutError:
+            pass
+
+
+async def serve(settings: GatewaySettings, common: CommonSettings, stop: threading.Event) -> int:
+    loop = asyncio.get_running_loop()
+    url = common.resolved_database_url()
+    await asyncio.to_thread(migrate, url, [MIGRATIONS])
+    db = Database(url)
+    keys = KeyStore(db, settings.key_cache_s)
+    routes = RouteTable(db)
+    routes.load()
+
+    producer: EventProducer | None = None
+    if settings.events:
+        producer = CountingProducer(common.kafka_bootstrap, client_id="gateway")
+    logger = PredictionLogger(producer, settings.log_queue_bound)
+    logger.start()
+
+    backend = ModelServerClient(
+        settings.modelserver_addr,
+        settings.channel_pool_size,
+        Breakers(settings.breaker_failures, settings.breaker_open_s),
+        settings.retries,
+        settings.retry_backoff_ms / 1000,
+        settings.max_request_bytes,
+    )
+    watch = CanaryWatch(
+        Thresholds(
+            settings.rollback_window_s,
+            settings.rollback_min_requests,
+            settings.rollback_max_error_rate,
+            settings.rollback_max_p99_ms,
+        )
+    )
+    gateway = Gateway(
+        backend,
+        routes,
+        watch,
+        ModelCards(settings.model_repository),
+        logger,
+        producer,
+        Limits(settings.deadline_ms / 1000, settings.max_instances, settings.log_max_features),
+    )
+    guard = Guard(keys, TokenBuckets(settings.default_rate_per_s, settings.default_burst), settings.require_api_key)
+
+    readiness = Readiness()
+    readiness.add("database", db.ping)
+    backend_up = threading.Event()
+    readiness.add_flag("modelserver", backend_up, f"model server {settings.modelserver_addr} not reachable")
+    stop_async = asyncio.Event()
+    watcher = loop.create_task(_watch_backend(gateway, backend_up, stop_async))
+
+    events_stop = threading.Event()
+    events_thread = None
+    if producer is not None:
+        from services.gateway.model_events import start_model_events
+
+        consume, events_thread = start_model_events(
+            common.kafka_bootstrap, settings.events_group, routes, settings.canary_weight, producer, events_stop
+        )
+        readiness.add("model_events", consume.healthy)
+
+    grpc_server, health = build_grpc_server(gateway, guard, settings.max_request_bytes)
+    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await grpc_server.start()
+    await health.set("", SERVING)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.http_port))
+    http = uvicorn.Server(
+        uvicorn.Config(
+            build_app(gateway, guard, readiness, settings.max_request_bytes), log_config=None, access_log=False
+        )
+    )
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # StopSignal owns SIGTERM
+    http_task = loop.create_task(http.serve(sockets=[sock]))
+    log.info(
+        "listening",
+        extra={
+            "http_port": sock.getsockname()[1],
+            "grpc_port": grpc_port,
+            "modelserver": settings.modelserver_addr,
+            "routes": len(routes.all()),
+        },
+    )
+
+    await asyncio.to_thread(stop.wait)
+    log.info("draining")
+    await health.set("", NOT_SERVING)
+    http.should_exit = True
+    await asyncio.gather(grpc_server.stop(settings.drain_timeout_s), http_task)
+    await gateway.drain(settings.drain_timeout_s)
+    stop_async.set()
+    await watcher
+    events_stop.set()
+    if events_thread is not None:
+        await asyncio.to_thread(events_thread.join, settings.drain_timeout_s)
+    await asyncio.to_thread(logger.close, settings.drain_timeout_s)
+    await backend.close()
+    db.close()
+    log.info("stopped", extra={"prediction_logs_dropped": logger.dropped})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""API keys: created once and shown once, stored only as a SHA-256 hash, looked up by their public id.
+
+A key reads `fwk_<key_id>_<secret>`: the id is public (logs, PredictionLog.key_id), the secret is
+32 random bytes. Because the secret is high-entropy, one SHA-256 is a sufficient hash (no
+password stretching needed), and comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+
+from services.gateway.errors import Unauthenticated
+from services.gateway.tables import api_keys
+from services.storage import Database
+
+SCOPES = ("predict", "admin")
+PREFIX = "fwk"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    rate_per_s: float | None
+    burst: int | None
+    created_at: datetime | None
+    revoked: bool
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def split_key(key: str) -> str:
+    """The key id of a presented key; Unauthenticated when it is not shaped like one of ours."""
+    parts = key.split("_")
+    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
+        raise Unauthenticated("malformed API key")
+    return parts[1]
+
+
+class KeyStore:
+    def __init__(self, db: Database, cache_s: float = 2.0) -> None:
+        self._db = db
+        self._cache_s = cache_s
+        self._cache: dict[str, tuple[float, str, ApiKey] | None] = {}
+        self._cache_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # -- administration (CLI) ---------------------------------------------------------------
+    def create(self, name: str, scopes: list[str], rate_per_s: float | None = None, burst: int | None = None) -> str:
+        """Create a key and return it; this is the only time the secret exists in clear."""
+        bad = [s for s in scopes if s not in SCOPES]
+        if bad or not scopes:
+            raise ValueError(f"unknown scopes {bad}; choose from {', '.join(SCOPES)}")
+        key_id = secrets.token_hex(6)
+        key = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32).replace('_', '-')}"
+        with self._db.session() as s:
+            s.execute(
+                api_keys.insert().values(
+                    key_id=key_id,
+                    name=name,
+                    key_hash=hash_key(key),
+                    scopes=",".join(sorted(set(scopes))),
+                    rate_per_s=rate_per_s,
+                    burst=burst,
+                )
+            )
+        return key
+
+    def list(self) -> list[ApiKey]:
+        with self._db.session() as s:
+            rows = s.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [_row_key(r) for r in rows]
+
+    def revoke(self, key_id: str) -> bool:
+        with self._db.session() as s:
+            result = s.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            )
+        with self._lock:
+            self._cache.pop(key_id, None)
+        return bool(result.rowcount)
+
+    # -- verification (hot path) ------------------------------------------------------------
+    def cached(self, key: str) -> ApiKey | None:
+        """The key if a recent lookup is cached; None means: call `verify` (it hits the database)."""
+        key_id = split_key(key)
+        with self._lock:
+            entry = self._cache.get(key_id)
+        if entry is None or time.monotonic() - entry[0] > self._cache_s:
+            return None
+        return _check(key, entry[1], entry[2])
+
+    def verify(self, key: str) -> ApiKey:
+        key_id = split_key(key)
+        with self._db.session() as s:
+            row = s.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
+        if row is None:
+            raise Unauthenticated("unknown API key")
+        found = _row_key(row)
+        with self._lock:
+            self._cache[key_id] = (time.monotonic(), row.key_hash, found)
+        return _check(key, row.key_hash, found)
+
+
+def _check(key: str, key_hash: str, found: ApiKey) -> ApiKey:
+    if not hmac.compare_digest(hash_key(key), key_hash):
+        raise Unauthenticated("wrong API key")
+    if found.revoked:
+        raise Unauthenticated("API key revoked")
+    return found
+
+
+def _row_key(row: object) -> ApiKey:
+    return ApiKey(
+        key_id=row.key_id,  # type: ignore[attr-defined]
+        name=row.name,  # type: ignore[attr-defined]
+        scopes=frozenset(s for s in row.scopes.split(",") if s),  # type: ignore[attr-defined]
+        rate_per_s=row.rate_per_s,  # type: ignore[attr-defined]
+        burst=row.burst,  # type: ignore[attr-defined]
+        created_at=row.created_at,  # type: ignore[attr-defined]
+        revoked=row.revoked_at is not None,  # type: ignore[attr-defined]
+    )

@@ -1,0 +1,1 @@
+"""The gateway's transports: REST (FastAPI) and gRPC (inference.GRPCInferenceService)."""
