@@ -67,3 +67,7 @@ loadtest: setup
 
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
+
+.PHONY: bench-ingest
+bench-ingest: setup
+	$(PY) -m bench.ingest $(BENCH_ARGS)

@@ -1,0 +1,327 @@
+"""Ingest benchmark: label events per second end to end, with a zero-loss check.
+
+    python -m bench.ingest [--events 20000] [--batch 500] [--clients 4] [--broker tansu|apache]
+
+Two runs against one real ingest process (SQLite, local object store) and a real broker:
+* HTTP: batches of native labels (base64 PNG digits) POSTed to /v1/labels → `flywheel.labels`
+  (and → rows in Parquet when a lake sink is available: see `lake_rows` in the JSON);
+* Kafka: RawLabel events produced to `flywheel.labels.raw` → ingest's consume loop → `flywheel.labels`.
+Each run ends when every expected event id has been read back from `flywheel.labels`; loss and
+duplicates are counted. Ingest's per-stage histograms (parse, validate, objects, sql, publish)
+say where the time goes. Prints a table and writes bench/results/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from confluent_kafka import Consumer
+from rich.console import Console
+from rich.table import Table
+from sklearn.datasets import load_digits
+
+from services.cli.brokers import start_broker
+from services.cli.ports import free_port
+from services.events import EventProducer, ensure_topics
+from services.events.codec import new_meta
+from services.genproto.flywheel.v1 import events_pb2 as ev
+from services.preprocessing import features_to_png
+from services.preprocessing.digits import sklearn_digits_features
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "ingest.json"
+STAGES = ("parse", "validate", "objects", "sql", "publish")
+
+
+def digit_pngs() -> tuple[list[bytes], list[str]]:
+    digits = load_digits()
+    feats = sklearn_digits_features(digits.images)
+    return [features_to_png(f) for f in feats], [str(t) for t in digits.target]
+
+
+class LabelsReader:
+    """Reads flywheel.labels from the end (as of start) in a thread, collecting event ids by example prefix."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+            }
+        )
+        self.messages: dict[str, list[str]] = {}  # prefix -> event ids (with duplicates)
+        self.last_seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._consumer.subscribe(["flywheel.labels"])
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(2000, 0.2):
+                if msg.error() is not None:
+                    continue
+                key = (msg.key() or b"").decode()
+                prefix = key.split(":", 1)[0]
+                event = ev.LabelEvent()
+                event.ParseFromString(msg.value())
+                with self._lock:
+                    self.messages.setdefault(prefix, []).append(event.meta.event_id)
+                    self.last_seen[prefix] = time.perf_counter()
+        self._consumer.close()
+
+    def count(self, prefix: str) -> int:
+        with self._lock:
+            return len(set(self.messages.get(prefix, [])))
+
+    def wait(self, prefix: str, n: int, timeout_s: float) -> float:
+        deadline = time.perf_counter() + timeout_s
+        while self.count(prefix) < n and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        return self.last_seen.get(prefix, time.perf_counter())
+
+    def ids(self, prefix: str) -> list[str]:
+        with self._lock:
+            return list(self.messages.get(prefix, []))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def stage_seconds(http: str) -> dict[str, float]:
+    text = httpx.get(f"{http}/metrics", timeout=10).text
+    out = dict.fromkeys(STAGES, 0.0)
+    for line in text.splitlines():
+        if line.startswith("flywheel_ingest_stage_seconds_sum{"):
+            stage = line.split('stage="', 1)[1].split('"', 1)[0]
+            out[stage] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 3) for k in after}
+
+
+def run_http(
+    http: str, reader: LabelsReader, n: int, batch: int, clients: int, pngs: list[bytes], targets: list[str]
+) -> dict:
+    prefix = f"h{uuid.uuid4().hex[:6]}"
+    encoded = [base64.b64encode(p).decode() for p in pngs]
+    bodies = []
+    for start in range(0, n, batch):
+        labels = [
+            {
+                "example_id": f"{prefix}:{i}",
+                "label": targets[i % len(targets)],
+                "annotator": "bench",
+                "image": encoded[i % len(encoded)],
+            }
+            for i in range(start, min(n, start + batch))
+        ]
+        bodies.append(json.dumps({"labels": labels}).encode())
+    returned: list[str] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def client(chunk: list[bytes]) -> None:
+        with httpx.Client(timeout=120) as c:
+            for body in chunk:
+                r = c.post(f"{http}/v1/labels", content=body, headers={"content-type": "application/json"})
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+                    continue
+                with lock:
+                    returned.extend(r.json()["event_ids"])
+
+    before = stage_seconds(http)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    t_acked = time.perf_counter()
+    t_out = reader.wait(prefix, n, timeout_s=300)
+    stages = diff(stage_seconds(http), before)
+    seen = reader.ids(prefix)
+    return {
+        "events": n,
+        "batch": batch,
+        "clients": clients,
+        "http_errors": len(errors),
+        "seconds_to_http_acks": round(t_acked - t0, 3),
+        "seconds_to_flywheel_labels": round(t_out - t0, 3),
+        "events_per_s": round(n / (t_out - t0), 1),
+        "out_unique": len(set(seen)),
+        "out_messages": len(seen),
+        "lost": len(set(returned) - set(seen)),
+        "duplicates": len(seen) - len(set(seen)),
+        "stage_seconds": stages,
+    }
+
+
+def run_kafka(http: str, bootstrap: str, reader: LabelsReader, n: int, pngs: list[bytes], targets: list[str]) -> dict:
+    prefix = f"k{uuid.uuid4().hex[:6]}"
+    raws = [
+        ev.RawLabel(
+            meta=new_meta("bench", event_id=f"{prefix}-{i}"),
+            example_id=f"{prefix}:{i}",
+            label=targets[i % len(targets)],
+            annotator="bench",
+            data=pngs[i % len(pngs)],
+            content_type="image/png",
+        )
+        for i in range(n)
+    ]
+    producer = EventProducer(bootstrap, client_id="bench-raw")
+    before = stage_seconds(http)
+    t0 = time.perf_counter()
+    for raw in raws:
+        producer.send("flywheel.labels.raw", raw)
+    producer.flush(120)
+    t_produced = time.perf_counter()
+    t_out = reader.wait(prefix, n, timeout_s=300)
+    stages = diff(stage_seconds(http), before)
+    seen = reader.ids(prefix)
+    expected = {f"{prefix}:{i}" for i in range(n)}
+    return {
+        "events": n,
+        "seconds_to_produce_raw": round(t_produced - t0, 3),
+        "seconds_to_flywheel_labels": round(t_out - t0, 3),
+        "events_per_s": round(n / (t_out - t0), 1),
+        "out_unique": len(set(seen)),
+        "out_messages": len(seen),
+        "lost": max(0, len(expected) - len(set(seen))),
+        "duplicates": len(seen) - len(set(seen)),
+        "stage_seconds": stages,
+    }
+
+
+def sql_rows(db_url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        count = int(conn.execute(text("SELECT COUNT(*) FROM ingest_labels")).scalar_one())
+    engine.dispose()
+    return count
+
+
+def bottleneck(stages: dict[str, float]) -> str:
+    name = max(stages, key=lambda k: stages[k])
+    total = sum(stages.values()) or 1.0
+    return f"{name} ({100 * stages[name] / total:.0f}% of ingest's in-process time)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20000, help="events per run")
+    parser.add_argument("--batch", type=int, default=500, help="labels per HTTP batch")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
+    parser.add_argument("--broker", choices=["tansu", "apache"], default="tansu")
+    args = parser.parse_args()
+    console = Console()
+    pngs, targets = digit_pngs()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        work = Path(tmp)
+        broker = start_broker(args.broker, work)
+        proc = None
+        try:
+            ensure_topics(broker.bootstrap)
+            http_port, grpc_port = free_port(), free_port()
+            db_url = f"sqlite:///{work / 'ingest.db'}"
+            env = {
+                **os.environ,
+                "FLYWHEEL_HOME": str(work / "home"),
+                "FLYWHEEL_KAFKA_BOOTSTRAP": broker.bootstrap,
+                "FLYWHEEL_DATABASE_URL": db_url,
+                "FLYWHEEL_INGEST_HTTP_PORT": str(http_port),
+                "FLYWHEEL_INGEST_GRPC_PORT": str(grpc_port),
+                "FLYWHEEL_LOG_LEVEL": "WARNING",
+            }
+            log = (work / "ingest.log").open("w")
+            proc = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, stdout=log, stderr=log)
+            http = f"http://127.0.0.1:{http_port}"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise SystemExit(f"ingest exited: {(work / 'ingest.log').read_text()[-2000:]}")
+                try:
+                    if httpx.get(f"{http}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+            reader = LabelsReader(broker.bootstrap)
+            console.print(f"ingest ready; {args.events} events per run on {args.broker}")
+            http_result = run_http(http, reader, args.events, args.batch, args.clients, pngs, targets)
+            kafka_result = run_kafka(http, broker.bootstrap, reader, args.events, pngs, targets)
+            reader.close()
+            rows = sql_rows(db_url)
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+            broker.stop()
+    zero_loss = (
+        http_result["lost"] == 0
+        and kafka_result["lost"] == 0
+        and http_result["out_unique"] == args.events
+        and kafka_result["out_unique"] == args.events
+        and rows == 2 * args.events
+    )
+    result = {
+        "benchmark": "ingest",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "broker": args.broker,
+        "database": "sqlite",
+        "end_to_end": "HTTP batch in -> flywheel.labels out (acked by the broker); the lake sink was not measured",
+        "http": http_result,
+        "kafka": kafka_result,
+        "sql_rows": rows,
+        "zero_loss": zero_loss,
+        "bottleneck_http": bottleneck(http_result["stage_seconds"]),
+        "bottleneck_kafka": bottleneck(kafka_result["stage_seconds"]),
+    }
+    table = Table(title="ingest: label events end to end")
+    for col in ("run", "events", "events/s", "s to out", "lost", "dups", *STAGES):
+        table.add_column(col, justify="right")
+    for name, r in (("HTTP → flywheel.labels", http_result), ("Kafka raw → flywheel.labels", kafka_result)):
+        table.add_row(
+            name,
+            str(r["events"]),
+            f"{r['events_per_s']:.0f}",
+            f"{r['seconds_to_flywheel_labels']:.2f}",
+            str(r["lost"]),
+            str(r["duplicates"]),
+            *(f"{r['stage_seconds'].get(s, 0.0):.2f}" for s in STAGES),
+        )
+    console.print(table)
+    console.print(f"SQL rows: {rows}; zero loss: {zero_loss}")
+    console.print(f"bottleneck: HTTP {result['bottleneck_http']}; Kafka {result['bottleneck_kafka']}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"wrote {RESULTS}")
+    return 0 if zero_loss else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
