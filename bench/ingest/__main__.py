@@ -45,10 +45,17 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "ingest.json"
 STAGES = ("parse", "validate", "objects", "sql", "publish")
 
 
-def digit_pngs() -> tuple[list[bytes], list[str]]:
+def digit_pngs(n: int) -> tuple[list[bytes], list[str]]:
+    """n distinct digit PNGs (scikit-learn's digits, the corner pixel varied), so every label stores a new object."""
     digits = load_digits()
     feats = sklearn_digits_features(digits.images)
-    return [features_to_png(f) for f in feats], [str(t) for t in digits.target]
+    pngs, labels = [], []
+    for i in range(n):
+        f = feats[i % len(feats)].copy()
+        f[0] = ((i // len(feats)) % 17) / 16.0
+        pngs.append(features_to_png(f))
+        labels.append(str(digits.target[i % len(feats)]))
+    return pngs, labels
 
 
 class LabelsReader:
@@ -239,7 +246,7 @@ def main() -> int:
     parser.add_argument("--broker", choices=["tansu", "apache"], default="tansu")
     args = parser.parse_args()
     console = Console()
-    pngs, targets = digit_pngs()
+    pngs, targets = digit_pngs(2 * args.events)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         broker = start_broker(args.broker, work)
@@ -272,8 +279,10 @@ def main() -> int:
                 time.sleep(0.1)
             reader = LabelsReader(broker.bootstrap)
             console.print(f"ingest ready; {args.events} events per run on {args.broker}")
-            http_result = run_http(http, reader, args.events, args.batch, args.clients, pngs, targets)
-            kafka_result = run_kafka(http, broker.bootstrap, reader, args.events, pngs, targets)
+            http_result = run_http(http, reader, args.events, args.batch, args.clients, pngs[: args.events], targets)
+            kafka_result = run_kafka(
+                http, broker.bootstrap, reader, args.events, pngs[args.events :], targets[args.events :]
+            )
             reader.close()
             rows = sql_rows(db_url)
         finally:

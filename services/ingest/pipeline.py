@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -56,6 +57,7 @@ class IngestPipeline:
         producer: EventProducer,
         allowed_labels: Sequence[str],
         label_schema_version: int = 1,
+        object_writers: int = 8,
     ) -> None:
         self.db = db
         self.objects = objects
@@ -63,6 +65,7 @@ class IngestPipeline:
         self.allowed_labels = tuple(allowed_labels)
         self.label_schema_version = label_schema_version
         self._publish_lock = threading.Lock()
+        self._io = ThreadPoolExecutor(max_workers=object_writers, thread_name_prefix="objects")
 
     # -- validation -------------------------------------------------------------------------
     def validate(self, inputs: Sequence[LabelInput]) -> list[ValidLabel]:
@@ -104,14 +107,16 @@ class IngestPipeline:
         return SubmitResult([e.meta.event_id for e in events], skipped)
 
     def _store_objects(self, items: Sequence[ValidLabel]) -> dict[bytes, tuple[str, str]]:
+        """Store each distinct image; writes run in parallel (creating a file is I/O-bound)."""
         started = time.perf_counter()
-        stored: dict[bytes, tuple[str, str]] = {}
+        blobs = list(dict.fromkeys(i.png for i in items if i.png is not None))
         try:
-            for item in items:
-                if item.png is not None and item.png not in stored:
-                    stored[item.png] = self.objects.put(item.png)
+            results = (
+                list(self._io.map(self.objects.put, blobs)) if len(blobs) > 1 else [self.objects.put(b) for b in blobs]
+            )
         except OSError as exc:
             raise Unavailable(f"object store write failed: {exc}") from exc
+        stored = dict(zip(blobs, results, strict=True))
         STAGE_SECONDS.labels("objects").observe(time.perf_counter() - started)
         return stored
 
@@ -241,6 +246,9 @@ class IngestPipeline:
             )
         if rows:
             session.execute(outbox.insert(), rows)
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
 
     # -- publishing -------------------------------------------------------------------------
     def publish(self, events: Sequence[ev.LabelEvent]) -> None:

@@ -16,7 +16,7 @@ from services.events import ConsumeLoop, ConsumerConfig, EventProducer, InvalidE
 from services.events.consumer import Record, invalid_in_context
 from services.events.topics import LABELS_RAW
 from services.ingest.errors import InvalidInput, UnknownAnnotation
-from services.ingest.labels import validate
+from services.ingest.labels import ValidLabel, validate
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.raw_codec import from_raw
 
@@ -31,14 +31,25 @@ def build_consume_loop(
     stop: threading.Event,
     max_batch: int = 1000,
 ) -> ConsumeLoop:
+    # The loop validates each event while decoding (so a bad one is dead-lettered with its
+    # reason); the handler reuses that result instead of decoding the image twice. Entries are
+    # keyed by the message object, alive in its Record for the whole batch.
+    validated: dict[int, ValidLabel] = {}
+
     def check(message: Message) -> None:
         try:
-            validate(from_raw(message, SOURCE), pipeline.allowed_labels)  # type: ignore[arg-type]
+            validated[id(message)] = validate(from_raw(message, SOURCE), pipeline.allowed_labels)  # type: ignore[arg-type]
         except InvalidInput as exc:
             raise InvalidEvent(str(exc)) from None
 
     def handle(records: list[Record]) -> None:
-        valid = [pipeline.validate([from_raw(r.event, SOURCE)])[0] for r in records]  # type: ignore[arg-type]
+        try:
+            valid = [
+                validated.get(id(r.event)) or pipeline.validate([from_raw(r.event, SOURCE)])[0]  # type: ignore[arg-type]
+                for r in records
+            ]
+        finally:
+            validated.clear()
         try:
             pipeline.submit_valid(valid)
         except UnknownAnnotation as exc:
