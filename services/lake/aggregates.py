@@ -92,11 +92,12 @@ class Aggregates:
                     "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _partition, _offset) = 1"
                 )
                 # The latest event per example decides: an update replaces, a delete removes.
-                as_of = f"WHERE {LABEL_TIME} <= $as_of" if flt.as_of is not None else ""
+                as_of = (
+                    "" if flt.as_of is None else f"WHERE {LABEL_TIME} <= TIMESTAMPTZ {_literal(flt.as_of.isoformat())}"
+                )
                 con.execute(
                     f"CREATE TEMP TABLE latest AS SELECT * FROM labels {as_of} QUALIFY row_number() OVER "
-                    f"(PARTITION BY example_id ORDER BY {LABEL_TIME} DESC, event_time DESC, _offset DESC) = 1",
-                    {"as_of": flt.as_of} if flt.as_of is not None else None,
+                    f"(PARTITION BY example_id ORDER BY {LABEL_TIME} DESC, event_time DESC, _offset DESC) = 1"
                 )
                 con.execute("CREATE TEMP VIEW live AS SELECT * FROM latest WHERE action <> 'deleted'")
                 yield con, manifest
@@ -110,7 +111,8 @@ class Aggregates:
             self.store.full(e.path) if self.store.local else self.store.url_of(e.path) for e in manifest.files(topic)
         ]
         if files:
-            con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM read_parquet($files)", {"files": files})
+            listed = ", ".join(_literal(f) for f in files)
+            con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM read_parquet([{listed}])")
         else:
             con.register(f"{view}_empty", SCHEMAS[topic].empty_table())
             con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {view}_empty")
@@ -123,7 +125,7 @@ class Aggregates:
 
     def latest_labels(self, example_ids: list[str] | None = None, limit: int = 1000) -> tuple[list[dict], int]:
         with self.connect() as (con, _):
-            total = int(con.execute("SELECT count(*) FROM live").fetchone()[0])  # type: ignore[index]
+            total = int(con.execute("SELECT count(*) FROM live").fetchall()[0][0])
             sql = (
                 f"SELECT example_id, label, source, object_uri, sha256, {LABEL_TIME} AS updated_at, event_id FROM live"
             )
@@ -131,7 +133,7 @@ class Aggregates:
             if example_ids:
                 sql += " WHERE example_id IN (SELECT unnest($ids))"
                 params["ids"] = example_ids
-            rows = con.execute(sql + " ORDER BY example_id LIMIT $limit", params).fetch_arrow_table().to_pylist()
+            rows = con.sql(sql + " ORDER BY example_id LIMIT $limit", params=params).to_arrow_table().to_pylist()
         return rows, total
 
     def feature_stats(self) -> list[ClassStats]:
@@ -168,7 +170,7 @@ class Aggregates:
             out = []
             for view, topic in (("labels", LABELS.name), ("predictions", PREDICTIONS.name)):
                 files = manifest.files(topic)
-                distinct = int(con.execute(f"SELECT count(*) FROM {view}").fetchone()[0])  # type: ignore[index]
+                distinct = int(con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0])
                 out.append(TopicStats(topic, sum(e.rows for e in files), len(files), distinct))
         return out
 
@@ -176,11 +178,15 @@ class Aggregates:
         """The live labelled examples that pass the filter, in the snapshot's columns."""
         with self.connect(flt) as (con, _):
             where, params = _filter_sql(flt)
-            return con.execute(
+            return con.sql(
                 "SELECT example_id, label, CAST(features AS FLOAT[]) AS features, object_uri, sha256, "
                 f"{LABEL_TIME} AS updated_at FROM live WHERE true {where} ORDER BY example_id",
-                params or None,
-            ).fetch_arrow_table()
+                params=params or None,
+            ).to_arrow_table()
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _filter_sql(flt: LabelFilter) -> tuple[str, dict[str, object]]:
