@@ -12,6 +12,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from confluent_kafka import KafkaException
+
 from services.config import CommonSettings, ConfigError, describe_settings, load_settings
 from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_topics
 from services.events.topics import DEADLETTER, topic
@@ -82,25 +84,35 @@ def main(argv: list[str] | None = None) -> int:
         ensure_topics(common.kafka_bootstrap, [*topics, DEADLETTER], timeout_s=10)
     except Exception as exc:  # noqa: BLE001 - the loop waits for the broker; readiness reports it
         log.warning("could not ensure topics", extra={"error": str(exc)})
-    loop = ConsumeLoop(
-        ConsumerConfig(
-            bootstrap=common.kafka_bootstrap,
-            group=settings.group,
-            topics=[t.name for t in topics],
-            max_batch=settings.flush_rows,
-            poll_timeout_s=settings.flush_interval_s,
-        ),
-        sink.handle,
-        EventProducer(common.kafka_bootstrap, client_id=settings.group),
-        stop.event,
+    config = ConsumerConfig(
+        bootstrap=common.kafka_bootstrap,
+        group=settings.group,
+        topics=[t.name for t in topics],
+        max_batch=settings.flush_rows,
+        poll_timeout_s=settings.flush_interval_s,
     )
+    deadletter = EventProducer(common.kafka_bootstrap, client_id=settings.group)
+    current: list[ConsumeLoop] = []
+
+    def consume() -> None:
+        """Run the consume loop; a broker error that escapes it (a failed commit while the broker
+        restarts) starts a fresh loop: the manifest makes the replayed batch harmless."""
+        while not stop.is_set():
+            loop = ConsumeLoop(config, sink.handle, deadletter, stop.event)
+            current[:] = [loop]
+            try:
+                loop.run()
+            except KafkaException as exc:
+                log.warning("consume loop failed; restarting it", extra={"error": str(exc)})
+                stop.wait(1.0)
+
     readiness = Readiness()
-    readiness.add("consumer", loop.healthy)
+    readiness.add("consumer", lambda: current[0].healthy() if current else (False, "starting"))
     readiness.add("lake", lambda: (store.exists(""), f"lake root {store.url} not reachable"))
 
     http = serve_http_in_thread(build_app(dp, readiness), settings.host, settings.http_port)
     grpc_server, grpc_port = serve_grpc(dp, settings.host, settings.grpc_port)
-    consumer = threading.Thread(target=loop.run, name="consume")
+    consumer = threading.Thread(target=consume, name="consume")
     consumer.start()
     periodic(stop.event, settings.compact_interval_s, "compact", sink.compact)
     periodic(stop.event, settings.gauges_interval_s, "gauges", dp.refresh_gauges)

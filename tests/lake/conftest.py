@@ -77,3 +77,9 @@ def count_rows(root: Path, prefix: str) -> tuple[int, int]:
 
 def wait_rows(root: Path, prefix: str, at_least: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
     wait_until(lambda: count_rows(root, prefix)[1] >= at_least, timeout_s, proc=proc, message=f"{at_least} rows")
+
+
+def metric(lake: LakeProcess, name: str) -> float:
+    """Sum of a Prometheus metric's samples (all labels) on the lake's /metrics."""
+    text = httpx.get(f"{lake.http}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
