@@ -27,6 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
+import duckdb
 import httpx
 from confluent_kafka import Consumer
 from rich.console import Console
@@ -38,6 +39,8 @@ from services.cli.ports import free_port
 from services.events import EventProducer, ensure_topics
 from services.events.codec import new_meta
 from services.genproto.flywheel.v1 import events_pb2 as ev
+from services.lake.manifest import Manifest
+from services.lake.store import LakeStore
 from services.preprocessing import features_to_png
 from services.preprocessing.digits import sklearn_digits_features
 
@@ -113,6 +116,40 @@ class LabelsReader:
         self._thread.join(10)
 
 
+def lake_rows(root: Path, prefix: str) -> tuple[int, int]:
+    """(rows, distinct event ids) in the lake's Parquet files (as listed by its manifest) for this run."""
+    store = LakeStore(f"file://{root}")
+    paths = [store.full(e.path) for e in Manifest.load(store).files("flywheel.labels")]
+    if not paths:
+        return 0, 0
+    con = duckdb.connect()
+    try:
+        rows, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM read_parquet($paths) WHERE example_id LIKE $p",
+            {"paths": paths, "p": f"{prefix}:%"},
+        ).fetchone()
+    finally:
+        con.close()
+    return int(rows), int(distinct)
+
+
+def wait_lake(root: Path | None, prefix: str, n: int, timeout_s: float = 300) -> tuple[float | None, int, int]:
+    """Poll the lake until n distinct events of this run are in Parquet; (time, rows, distinct)."""
+    if root is None:
+        return None, 0, 0
+    deadline = time.perf_counter() + timeout_s
+    rows = distinct = 0
+    while time.perf_counter() < deadline:
+        try:
+            rows, distinct = lake_rows(root, prefix)
+        except (duckdb.Error, OSError, ValueError):
+            rows, distinct = 0, 0  # a file being compacted away; look again
+        if distinct >= n:
+            return time.perf_counter(), rows, distinct
+        time.sleep(0.25)
+    return None, rows, distinct
+
+
 def stage_seconds(http: str) -> dict[str, float]:
     text = httpx.get(f"{http}/metrics", timeout=10).text
     out = dict.fromkeys(STAGES, 0.0)
@@ -127,8 +164,34 @@ def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: round(after[k] - before.get(k, 0.0), 3) for k in after}
 
 
+def start_service(name: str, env: dict[str, str], work: Path) -> subprocess.Popen:
+    """Start `python -m services.<name>` and wait for its /readyz."""
+    port = env[f"FLYWHEEL_{name.upper()}_HTTP_PORT"]
+    log = (work / f"{name}.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited: {(work / f'{name}.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{name} did not become ready: {(work / f'{name}.log').read_text()[-2000:]}")
+
+
 def run_http(
-    http: str, reader: LabelsReader, n: int, batch: int, clients: int, pngs: list[bytes], targets: list[str]
+    http: str,
+    reader: LabelsReader,
+    lake_root: Path | None,
+    n: int,
+    batch: int,
+    clients: int,
+    pngs: list[bytes],
+    targets: list[str],
 ) -> dict:
     prefix = f"h{uuid.uuid4().hex[:6]}"
     encoded = [base64.b64encode(p).decode() for p in pngs]
@@ -168,8 +231,10 @@ def run_http(
     t_acked = time.perf_counter()
     t_out = reader.wait(prefix, n, timeout_s=300)
     stages = diff(stage_seconds(http), before)
+    t_lake, lake_total, lake_distinct = wait_lake(lake_root, prefix, n)
     seen = reader.ids(prefix)
     return {
+        **lake_fields(n, t0, t_out, t_lake, lake_total, lake_distinct),
         "events": n,
         "batch": batch,
         "clients": clients,
@@ -185,7 +250,15 @@ def run_http(
     }
 
 
-def run_kafka(http: str, bootstrap: str, reader: LabelsReader, n: int, pngs: list[bytes], targets: list[str]) -> dict:
+def run_kafka(
+    http: str,
+    bootstrap: str,
+    reader: LabelsReader,
+    lake_root: Path | None,
+    n: int,
+    pngs: list[bytes],
+    targets: list[str],
+) -> dict:
     prefix = f"k{uuid.uuid4().hex[:6]}"
     raws = [
         ev.RawLabel(
@@ -207,9 +280,11 @@ def run_kafka(http: str, bootstrap: str, reader: LabelsReader, n: int, pngs: lis
     t_produced = time.perf_counter()
     t_out = reader.wait(prefix, n, timeout_s=300)
     stages = diff(stage_seconds(http), before)
+    t_lake, lake_total, lake_distinct = wait_lake(lake_root, prefix, n)
     seen = reader.ids(prefix)
     expected = {f"{prefix}:{i}" for i in range(n)}
     return {
+        **lake_fields(n, t0, t_out, t_lake, lake_total, lake_distinct),
         "events": n,
         "seconds_to_produce_raw": round(t_produced - t0, 3),
         "seconds_to_flywheel_labels": round(t_out - t0, 3),
@@ -219,6 +294,22 @@ def run_kafka(http: str, bootstrap: str, reader: LabelsReader, n: int, pngs: lis
         "lost": max(0, len(expected) - len(set(seen))),
         "duplicates": len(seen) - len(set(seen)),
         "stage_seconds": stages,
+    }
+
+
+def lake_fields(n: int, t0: float, t_out: float, t_lake: float | None, rows: int, distinct: int) -> dict:
+    if t_lake is None and rows == 0:
+        return {"lake": None}
+    return {
+        "lake": {
+            "seconds_to_parquet": None if t_lake is None else round(t_lake - t0, 3),
+            "events_per_s_to_parquet": None if t_lake is None else round(n / (t_lake - t0), 1),
+            "lake_lag_after_labels_s": None if t_lake is None else round(t_lake - t_out, 3),
+            "parquet_rows": rows,
+            "parquet_distinct_events": distinct,
+            "lost": n - distinct,
+            "duplicates": rows - distinct,
+        }
     }
 
 
@@ -232,10 +323,20 @@ def sql_rows(db_url: str) -> int:
     return count
 
 
-def bottleneck(stages: dict[str, float]) -> str:
+def bottleneck(run: dict) -> str:
+    """Which stage limits the run: ingest (and within it, the stage with the most time) or the lake."""
+    stages = run["stage_seconds"]
     name = max(stages, key=lambda k: stages[k])
     total = sum(stages.values()) or 1.0
-    return f"{name} ({100 * stages[name] / total:.0f}% of ingest's in-process time)"
+    inside = f"ingest's {name} stage ({100 * stages[name] / total:.0f}% of ingest's in-process time)"
+    lake = run.get("lake") or {}
+    lag, to_labels = lake.get("lake_lag_after_labels_s"), run["seconds_to_flywheel_labels"]
+    if lag is not None and lag > 0.5 * to_labels:
+        return (
+            f"the lake sink (its Parquet rows trail flywheel.labels by {lag:.1f}s of a {to_labels:.1f}s run); "
+            f"in ingest: {inside}"
+        )
+    return f"ingest, not the lake (Parquet trails flywheel.labels by {lag}s); within ingest: {inside}"
 
 
 def main() -> int:
@@ -244,13 +345,15 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500, help="labels per HTTP batch")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients")
     parser.add_argument("--broker", choices=["tansu", "apache"], default="tansu")
+    parser.add_argument("--no-lake", action="store_true", help="measure only up to flywheel.labels")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=160)
     pngs, targets = digit_pngs(2 * args.events)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         broker = start_broker(args.broker, work)
-        proc = None
+        proc = lake = None
+        lake_root = None if args.no_lake else work / "lake"
         try:
             ensure_topics(broker.bootstrap)
             http_port, grpc_port = free_port(), free_port()
@@ -264,68 +367,80 @@ def main() -> int:
                 "FLYWHEEL_INGEST_GRPC_PORT": str(grpc_port),
                 "FLYWHEEL_LOG_LEVEL": "WARNING",
             }
-            log = (work / "ingest.log").open("w")
-            proc = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, stdout=log, stderr=log)
+            proc = start_service("ingest", env, work)
             http = f"http://127.0.0.1:{http_port}"
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise SystemExit(f"ingest exited: {(work / 'ingest.log').read_text()[-2000:]}")
-                try:
-                    if httpx.get(f"{http}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
+            if lake_root is not None:
+                lake = start_service(
+                    "lake",
+                    {
+                        **env,
+                        "FLYWHEEL_LAKE_ROOT": f"file://{lake_root}",
+                        "FLYWHEEL_LAKE_HTTP_PORT": str(free_port()),
+                        "FLYWHEEL_LAKE_GRPC_PORT": str(free_port()),
+                        "FLYWHEEL_LAKE_GROUP": f"bench-lake-{uuid.uuid4().hex[:6]}",
+                        "FLYWHEEL_LAKE_TOPICS": "flywheel.labels",
+                    },
+                    work,
+                )
             reader = LabelsReader(broker.bootstrap)
             console.print(f"ingest ready; {args.events} events per run on {args.broker}")
-            http_result = run_http(http, reader, args.events, args.batch, args.clients, pngs[: args.events], targets)
+            http_result = run_http(
+                http, reader, lake_root, args.events, args.batch, args.clients, pngs[: args.events], targets
+            )
             kafka_result = run_kafka(
-                http, broker.bootstrap, reader, args.events, pngs[args.events :], targets[args.events :]
+                http, broker.bootstrap, reader, lake_root, args.events, pngs[args.events :], targets[args.events :]
             )
             reader.close()
             rows = sql_rows(db_url)
         finally:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(60)
+            for p in (proc, lake):
+                if p is not None and p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(60)
             broker.stop()
+    runs = {"http": http_result, "kafka": kafka_result}
+    lake_ok = all(r["lake"] is None or (r["lake"]["lost"] == 0 and r["lake"]["duplicates"] == 0) for r in runs.values())
     zero_loss = (
-        http_result["lost"] == 0
-        and kafka_result["lost"] == 0
-        and http_result["out_unique"] == args.events
-        and kafka_result["out_unique"] == args.events
+        all(r["lost"] == 0 and r["out_unique"] == args.events for r in runs.values())
         and rows == 2 * args.events
+        and lake_ok
     )
     result = {
         "benchmark": "ingest",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "broker": args.broker,
         "database": "sqlite",
-        "end_to_end": "HTTP batch in -> flywheel.labels out (acked by the broker); the lake sink was not measured",
+        "end_to_end": (
+            "HTTP batch in / Kafka raw in -> flywheel.labels out -> rows in the lake's Parquet "
+            "(the lake service; files listed by its manifest)"
+            if lake_root is not None
+            else "HTTP batch in / Kafka raw in -> flywheel.labels out (acked by the broker); the lake was not run"
+        ),
         "http": http_result,
         "kafka": kafka_result,
         "sql_rows": rows,
         "zero_loss": zero_loss,
-        "bottleneck_http": bottleneck(http_result["stage_seconds"]),
-        "bottleneck_kafka": bottleneck(kafka_result["stage_seconds"]),
+        "bottleneck": {name: bottleneck(r) for name, r in runs.items()},
     }
     table = Table(title="ingest: label events end to end")
-    for col in ("run", "events", "events/s", "s to out", "lost", "dups", *STAGES):
+    for col in ("run", "events", "→labels/s", "→parquet/s", "lake lag s", "lost", "dups", *STAGES):
         table.add_column(col, justify="right")
-    for name, r in (("HTTP → flywheel.labels", http_result), ("Kafka raw → flywheel.labels", kafka_result)):
+    for name, r in (("HTTP batch", http_result), ("Kafka raw", kafka_result)):
+        lake = r["lake"] or {}
         table.add_row(
             name,
             str(r["events"]),
             f"{r['events_per_s']:.0f}",
-            f"{r['seconds_to_flywheel_labels']:.2f}",
-            str(r["lost"]),
-            str(r["duplicates"]),
+            str(lake.get("events_per_s_to_parquet", "-")),
+            str(lake.get("lake_lag_after_labels_s", "-")),
+            str(r["lost"] + lake.get("lost", 0)),
+            str(r["duplicates"] + lake.get("duplicates", 0)),
             *(f"{r['stage_seconds'].get(s, 0.0):.2f}" for s in STAGES),
         )
     console.print(table)
     console.print(f"SQL rows: {rows}; zero loss: {zero_loss}")
-    console.print(f"bottleneck: HTTP {result['bottleneck_http']}; Kafka {result['bottleneck_kafka']}")
+    for name, text in result["bottleneck"].items():
+        console.print(f"bottleneck ({name}): {text}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"wrote {RESULTS}")
