@@ -349,6 +349,7 @@ def main() -> int:
     args = parser.parse_args()
     console = Console(width=160)
     pngs, targets = digit_pngs(2 * args.events)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         broker = start_broker(args.broker, work)
@@ -407,7 +408,13 @@ def main() -> int:
     )
     result = {
         "benchmark": "ingest",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            # The machine is shared: the 1-minute load average before and after says how busy it was.
+            "load_avg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        },
         "broker": args.broker,
         "database": "sqlite",
         "end_to_end": (

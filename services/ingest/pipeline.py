@@ -40,6 +40,7 @@ ACTION_CODES = {
     DELETED: ev.LABEL_ACTION_DELETED,
 }
 CHUNK = 500
+MAX_ACKED = 20_000
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class IngestPipeline:
         self.allowed_labels = tuple(allowed_labels)
         self.label_schema_version = label_schema_version
         self._publish_lock = threading.Lock()
+        self._acked: list[str] = []  # published event ids whose outbox rows are still to delete
+        self._acked_lock = threading.Lock()
         self._io = ThreadPoolExecutor(max_workers=object_writers, thread_name_prefix="objects")
 
     # -- validation -------------------------------------------------------------------------
@@ -90,12 +93,15 @@ class IngestPipeline:
         stored = self._store_objects(items)
         started = time.perf_counter()
         for attempt in range(5):
+            acked = self._take_acked()
             try:
                 with self.db.session() as session:
                     events, skipped = self._write_rows(session, items, stored, skip_unknown_deletes)
                     self._write_outbox(session, events)
+                    _delete_outbox(session, acked)  # earlier batches' acknowledged events, in the same commit
                 break
             except (IntegrityError, OperationalError) as exc:
+                self._give_back_acked(acked)
                 # Two writers raced on a new row (or SQLite was busy): the transaction rolled back; redo it.
                 if attempt == 4:
                     raise Unavailable(f"database write failed: {type(exc).__name__}") from exc
@@ -252,7 +258,11 @@ class IngestPipeline:
 
     # -- publishing -------------------------------------------------------------------------
     def publish(self, events: Sequence[ev.LabelEvent]) -> None:
-        """Send events, wait for the broker's acks, then drop them from the outbox."""
+        """Send events and wait for the broker's acks; their outbox rows are then due for deletion.
+
+        The deletion rides on the next batch's transaction (one commit instead of two); until
+        then a crash merely re-publishes events the broker already has, under the same ids.
+        """
         if not events:
             return
         started = time.perf_counter()
@@ -263,14 +273,35 @@ class IngestPipeline:
         except ProduceFailed as exc:
             raise Unavailable(f"broker did not acknowledge the labels (kept in the outbox for retry): {exc}") from exc
         STAGE_SECONDS.labels("publish").observe(time.perf_counter() - started)
-        ids = list({e.meta.event_id for e in events})
-        with self.db.session() as session:
-            for start in range(0, len(ids), CHUNK):
-                session.execute(delete(outbox).where(outbox.c.event_id.in_(ids[start : start + CHUNK])))
+        self._give_back_acked([e.meta.event_id for e in events])
+        if len(self._acked) > MAX_ACKED:
+            self.flush_acked()
+
+    def _take_acked(self) -> list[str]:
+        with self._acked_lock:
+            taken, self._acked = self._acked, []
+        return taken
+
+    def _give_back_acked(self, ids: list[str]) -> None:
+        with self._acked_lock:
+            self._acked.extend(ids)
+
+    def flush_acked(self) -> None:
+        """Delete the outbox rows of every acknowledged event now."""
+        acked = self._take_acked()
+        if not acked:
+            return
+        try:
+            with self.db.session() as session:
+                _delete_outbox(session, acked)
+        except OperationalError:
+            self._give_back_acked(acked)
+            raise
 
     def republish_outbox(self, older_than_s: float = 0.0, limit: int = 2000) -> int:
         """Publish events a crash or a broker outage left in the outbox; returns how many."""
         with self._publish_lock:
+            self.flush_acked()
             cutoff = int((time.time() - older_than_s) * 1000)
             with self.db.session() as session:
                 rows = session.execute(
@@ -285,6 +316,7 @@ class IngestPipeline:
                 event.ParseFromString(payload)
                 events.append(event)
             self.publish(events)
+            self.flush_acked()
             if events:
                 log.info("re-published outbox events", extra={"events": len(events)})
             return len(events)
@@ -297,6 +329,11 @@ class IngestPipeline:
                     pass
             except (Unavailable, OperationalError) as exc:
                 log.warning("outbox relay could not publish; will retry", extra={"error": str(exc)})
+
+
+def _delete_outbox(session: Session, ids: list[str]) -> None:
+    for start in range(0, len(ids), CHUNK):
+        session.execute(delete(outbox).where(outbox.c.event_id.in_(ids[start : start + CHUNK])))
 
 
 def _aware(value: datetime) -> datetime:
