@@ -67,3 +67,6 @@ loadtest: setup
 
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
+
+bench-lake: setup
+	$(PY) -m bench.lake
