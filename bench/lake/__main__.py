@@ -27,11 +27,13 @@ import httpx
 
 from services.cli.brokers import start_tansu
 from services.cli.ports import free_port
-from services.events import EventProducer, ensure_topics, new_meta
+from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_topics, new_meta
+from services.events.consumer import Record
 from services.events.topics import LABELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.lake.aggregates import Aggregates
 from services.lake.manifest import Manifest
+from services.lake.sink import LakeSink
 from services.lake.store import LakeStore
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "lake.json"
@@ -67,6 +69,34 @@ def _wait_rows(store: LakeStore, n: int, proc: subprocess.Popen, timeout_s: floa
             return time.perf_counter()
         time.sleep(0.05)
     raise RuntimeError(f"timed out waiting for {n} rows")
+
+
+def _bare_consume(bootstrap: str, n: int) -> float:
+    """The shared ConsumeLoop with a handler that does nothing: the consume stage alone."""
+    stop = threading.Event()
+    seen = [0]
+
+    def handle(records: list[Record]) -> None:
+        seen[0] += len(records)
+        if seen[0] >= n:
+            stop.set()
+
+    config = ConsumerConfig(
+        bootstrap=bootstrap, group=f"bare-{uuid.uuid4().hex[:6]}", topics=[LABELS.name], max_batch=5000
+    )
+    loop = ConsumeLoop(config, handle, EventProducer(bootstrap), stop)
+    t0 = time.perf_counter()
+    loop.run()
+    return time.perf_counter() - t0
+
+
+def _sink_only(events: list[ev.LabelEvent], root: Path) -> float:
+    """The sink's handler alone on decoded records (rows → Parquet → manifest), no broker."""
+    sink = LakeSink(Manifest.load(LakeStore(f"file://{root}")), threading.RLock())
+    records = [Record(LABELS.name, 0, i, None, 0, e) for i, e in enumerate(events)]
+    t0 = time.perf_counter()
+    sink.handle(records)
+    return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -124,6 +154,8 @@ def main() -> int:
         with agg.connect() as (con, _):
             raw = con.execute("SELECT count(*) FROM labels_all WHERE example_id LIKE $p", {"p": f"{run}-%"}).fetchall()
             distinct = con.execute("SELECT count(*) FROM labels WHERE example_id LIKE $p", {"p": f"{run}-%"}).fetchall()
+        consume_s = _bare_consume(broker.bootstrap, 2 * n)
+        sink_s = _sink_only(live_events[:5000], work / "sink-only")
         result = {
             "events": 2 * n,
             "flush_rows": args.flush_rows,
@@ -131,6 +163,8 @@ def main() -> int:
             "lake_start_to_ready_s": round(t_ready - t_start, 2),
             "backlog_events_per_s": round(n / backlog_s),
             "live_end_to_end_events_per_s": round(n / live_s),
+            "bare_consume_loop_events_per_s": round(2 * n / consume_s),
+            "sink_only_events_per_s": round(5000 / sink_s),
             "rows_in_files": raw[0][0],
             "distinct_events": distinct[0][0],
             "zero_loss_zero_duplicates": raw[0][0] == distinct[0][0] == 2 * n,
