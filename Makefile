@@ -68,6 +68,9 @@ loadtest: setup
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
 
+bench-lake: setup
+	$(PY) -m bench.lake
+
 .PHONY: bench-ingest
 bench-ingest: setup
 	$(PY) -m bench.ingest $(BENCH_ARGS)
