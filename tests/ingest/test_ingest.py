@@ -241,6 +241,12 @@ def test_kafka_raw_to_labels_and_deadletter(kafka: Broker, database_url: str, st
         ev.RawLabel(
             meta=new_meta("test-producer"), example_id=f"{p}bad-image", label="1", annotator="bot", data=b"not a png"
         ),
+        ev.RawLabel(
+            meta=new_meta("test-producer"),
+            example_id=f"{p}never-stored",
+            annotation_id=f"{p}ghost",
+            action=ev.LABEL_ACTION_DELETED,
+        ),
     ]
     for raw in bad:
         producer.send("flywheel.labels.raw", raw)
@@ -264,11 +270,12 @@ def test_kafka_raw_to_labels_and_deadletter(kafka: Broker, database_url: str, st
 
     dead = letters(
         read_topic(
-            kafka.bootstrap, "flywheel.deadletter", want=10**9, timeout_s=60, stop_when=lambda ms: len(letters(ms)) >= 3
+            kafka.bootstrap, "flywheel.deadletter", want=10**9, timeout_s=60, stop_when=lambda ms: len(letters(ms)) >= 4
         )
     )
     reasons = " | ".join(d.reason for d in dead)
-    assert len(dead) == 3, reasons
+    assert len(dead) == 4, reasons
     assert "not in the label schema" in reasons and "image" in reasons and "protobuf" in reasons
+    assert "no stored label" in reasons  # a delete of an annotation ingest never saw
     assert len(_rows(database_url, p)) == 6
     assert httpx.get(f"{svc.http}/readyz", timeout=5).json()["checks"]["raw_consumer"] == "ok"
