@@ -27,6 +27,7 @@ from services.preprocessing import DIGIT_LABELS
 from services.storage import Database, ObjectStore, migrate
 from tests.ingest.conftest import TOKEN, b64, digit_png, read_matching
 from tests.ingest.test_ingest import _decode, _rows
+from tests.support.waiting import wait_until
 
 
 def test_bad_inputs_are_refused_with_field_and_reason(kafka: Broker, tmp_path: Path, start_ingest) -> None:
@@ -148,3 +149,17 @@ def test_help_lists_settings_and_bad_config_names_the_variable(tmp_path: Path) -
     bad = subprocess.run([sys.executable, "-m", "services.ingest"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode != 0
     assert "FLYWHEEL_INGEST_LABELS" in bad.stderr and "FLYWHEEL_INGEST_HTTP_PORT" in bad.stderr
+
+
+def test_readyz_reports_broker_database_and_object_store(tansu: Broker, tmp_path: Path, start_ingest) -> None:
+    svc = start_ingest(tansu.bootstrap, f"sqlite:///{tmp_path / 'ready.db'}", FLYWHEEL_INGEST_CONSUME_RAW="false")
+    ready = httpx.get(f"{svc.http}/readyz", timeout=5).json()
+    assert ready["ready"] and set(ready["checks"]) == {"broker", "database", "object_store"}
+    tansu.stop()
+
+    def broker_reported_down() -> bool:
+        r = httpx.get(f"{svc.http}/readyz", timeout=10)
+        return r.status_code == 503 and r.json()["checks"]["broker"] != "ok"
+
+    wait_until(broker_reported_down, timeout_s=60, proc=svc.proc, message="/readyz to report the broker down")
+    assert httpx.get(f"{svc.http}/healthz", timeout=5).status_code == 200
