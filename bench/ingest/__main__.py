@@ -151,12 +151,17 @@ def wait_lake(root: Path | None, prefix: str, n: int, timeout_s: float = 300) ->
 
 
 def stage_seconds(http: str) -> dict[str, float]:
+    """Ingest's per-stage totals from /metrics: wall seconds (`<stage>`) and CPU seconds (`<stage>_cpu`)."""
     text = httpx.get(f"{http}/metrics", timeout=10).text
-    out = dict.fromkeys(STAGES, 0.0)
+    out = dict.fromkeys([*STAGES, *(f"{s}_cpu" for s in STAGES)], 0.0)
     for line in text.splitlines():
-        if line.startswith("flywheel_ingest_stage_seconds_sum{"):
-            stage = line.split('stage="', 1)[1].split('"', 1)[0]
-            out[stage] = float(line.rsplit(" ", 1)[1])
+        for metric, suffix in (
+            ("flywheel_ingest_stage_seconds_sum{", ""),
+            ("flywheel_ingest_stage_cpu_seconds_total{", "_cpu"),
+        ):
+            if line.startswith(metric):
+                name = line.split('stage="', 1)[1].split('"', 1)[0]
+                out[name + suffix] = float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -325,10 +330,13 @@ def sql_rows(db_url: str) -> int:
 
 def bottleneck(run: dict) -> str:
     """Which stage limits the run: ingest (and within it, the stage with the most time) or the lake."""
-    stages = run["stage_seconds"]
-    name = max(stages, key=lambda k: stages[k])
-    total = sum(stages.values()) or 1.0
-    inside = f"ingest's {name} stage ({100 * stages[name] / total:.0f}% of ingest's in-process time)"
+    cpu = {s: run["stage_seconds"][f"{s}_cpu"] for s in STAGES}
+    name = max(cpu, key=lambda k: cpu[k])
+    total = sum(cpu.values()) or 1.0
+    per_event = 1e6 * cpu[name] / run["events"]
+    inside = (
+        f"its {name} stage ({100 * cpu[name] / total:.0f}% of ingest's stage CPU time, {per_event:.0f} µs CPU/event)"
+    )
     lake = run.get("lake") or {}
     lag, to_labels = lake.get("lake_lag_after_labels_s"), run["seconds_to_flywheel_labels"]
     if lag is not None and lag > 0.5 * to_labels:
@@ -430,7 +438,7 @@ def main() -> int:
         "bottleneck": {name: bottleneck(r) for name, r in runs.items()},
     }
     table = Table(title="ingest: label events end to end")
-    for col in ("run", "events", "→labels/s", "→parquet/s", "lake lag s", "lost", "dups", *STAGES):
+    for col in ("run", "events", "→labels/s", "→parquet/s", "lake lag s", "lost", "dups", *(f"{s} µs" for s in STAGES)):
         table.add_column(col, justify="right")
     for name, r in (("HTTP batch", http_result), ("Kafka raw", kafka_result)):
         lake = r["lake"] or {}
@@ -442,9 +450,10 @@ def main() -> int:
             str(lake.get("lake_lag_after_labels_s", "-")),
             str(r["lost"] + lake.get("lost", 0)),
             str(r["duplicates"] + lake.get("duplicates", 0)),
-            *(f"{r['stage_seconds'].get(s, 0.0):.2f}" for s in STAGES),
+            *(f"{1e6 * r['stage_seconds'][f'{s}_cpu'] / r['events']:.0f}" for s in STAGES),
         )
     console.print(table)
+    console.print("stage columns: CPU µs per event in ingest's own threads (wall seconds are in the JSON)")
     console.print(f"SQL rows: {rows}; zero loss: {zero_loss}")
     for name, text in result["bottleneck"].items():
         console.print(f"bottleneck ({name}): {text}")

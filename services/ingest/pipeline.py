@@ -28,7 +28,7 @@ from services.events.topics import LABELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.ingest.errors import InvalidInput, Unavailable, UnknownAnnotation
 from services.ingest.labels import CREATED, DELETED, UPDATED, LabelInput, ValidLabel, validate
-from services.ingest.metrics import ACCEPTED, BATCH_SIZE, REJECTED, STAGE_SECONDS
+from services.ingest.metrics import ACCEPTED, BATCH_SIZE, REJECTED, STAGE_SECONDS, stage
 from services.ingest.tables import labels, outbox
 from services.storage import Database, ObjectStore
 
@@ -73,14 +73,12 @@ class IngestPipeline:
     # -- validation -------------------------------------------------------------------------
     def validate(self, inputs: Sequence[LabelInput]) -> list[ValidLabel]:
         """Validate every label; raise InvalidInput for the first bad one (nothing is written)."""
-        started = time.perf_counter()
-        try:
-            return [validate(i, self.allowed_labels) for i in inputs]
-        except InvalidInput:
-            REJECTED.labels(inputs[0].source if inputs else "unknown").inc()
-            raise
-        finally:
-            STAGE_SECONDS.labels("validate").observe(time.perf_counter() - started)
+        with stage("validate"):
+            try:
+                return [validate(i, self.allowed_labels) for i in inputs]
+            except InvalidInput:
+                REJECTED.labels(inputs[0].source if inputs else "unknown").inc()
+                raise
 
     # -- the write path ---------------------------------------------------------------------
     def submit(self, inputs: Sequence[LabelInput], skip_unknown_deletes: bool = False) -> SubmitResult:
@@ -91,7 +89,17 @@ class IngestPipeline:
             return SubmitResult([], [])
         BATCH_SIZE.observe(len(items))
         stored = self._store_objects(items)
-        started = time.perf_counter()
+        with stage("sql"):
+            events, skipped = self._commit(items, stored, skip_unknown_deletes)
+        self.publish(events)
+        for item in items:
+            ACCEPTED.labels(item.input.source).inc()
+        return SubmitResult([e.meta.event_id for e in events], skipped)
+
+    def _commit(
+        self, items: Sequence[ValidLabel], stored: dict[bytes, tuple[str, str]], skip_unknown_deletes: bool
+    ) -> tuple[list[ev.LabelEvent], list[str]]:
+        """Label rows + outbox rows in one transaction, retried when two writers raced."""
         for attempt in range(5):
             acked = self._take_acked()
             try:
@@ -99,32 +107,29 @@ class IngestPipeline:
                     events, skipped = self._write_rows(session, items, stored, skip_unknown_deletes)
                     self._write_outbox(session, events)
                     _delete_outbox(session, acked)  # earlier batches' acknowledged events, in the same commit
-                break
+                return events, skipped
             except (IntegrityError, OperationalError) as exc:
                 self._give_back_acked(acked)
                 # Two writers raced on a new row (or SQLite was busy): the transaction rolled back; redo it.
                 if attempt == 4:
                     raise Unavailable(f"database write failed: {type(exc).__name__}") from exc
                 log.info("retrying label write", extra={"attempt": attempt + 1, "error": type(exc).__name__})
-        STAGE_SECONDS.labels("sql").observe(time.perf_counter() - started)
-        self.publish(events)
-        for item in items:
-            ACCEPTED.labels(item.input.source).inc()
-        return SubmitResult([e.meta.event_id for e in events], skipped)
+        raise AssertionError("unreachable")
 
     def _store_objects(self, items: Sequence[ValidLabel]) -> dict[bytes, tuple[str, str]]:
         """Store each distinct image; writes run in parallel (creating a file is I/O-bound)."""
         started = time.perf_counter()
         blobs = list(dict.fromkeys(i.png for i in items if i.png is not None))
         try:
-            results = (
-                list(self._io.map(self.objects.put, blobs)) if len(blobs) > 1 else [self.objects.put(b) for b in blobs]
-            )
+            results = list(self._io.map(self._put, blobs)) if len(blobs) > 1 else [self._put(b) for b in blobs]
         except OSError as exc:
             raise Unavailable(f"object store write failed: {exc}") from exc
-        stored = dict(zip(blobs, results, strict=True))
         STAGE_SECONDS.labels("objects").observe(time.perf_counter() - started)
-        return stored
+        return dict(zip(blobs, results, strict=True))
+
+    def _put(self, blob: bytes) -> tuple[str, str]:
+        with stage("objects", wall=False):  # CPU counted in the writer thread; wall time for the whole batch above
+            return self.objects.put(blob)
 
     def _write_rows(
         self,
@@ -265,14 +270,15 @@ class IngestPipeline:
         """
         if not events:
             return
-        started = time.perf_counter()
-        for e in events:
-            self.producer.send(LABELS.name, e, key=e.example_id.encode())
-        try:
-            self.producer.flush()
-        except ProduceFailed as exc:
-            raise Unavailable(f"broker did not acknowledge the labels (kept in the outbox for retry): {exc}") from exc
-        STAGE_SECONDS.labels("publish").observe(time.perf_counter() - started)
+        with stage("publish"):
+            for e in events:
+                self.producer.send(LABELS.name, e, key=e.example_id.encode())
+            try:
+                self.producer.flush()
+            except ProduceFailed as exc:
+                raise Unavailable(
+                    f"broker did not acknowledge the labels (kept in the outbox for retry): {exc}"
+                ) from exc
         self._give_back_acked([e.meta.event_id for e in events])
         if len(self._acked) > MAX_ACKED:
             self.flush_acked()

@@ -9,7 +9,6 @@ and the broker's acks on `flywheel.labels`, so the loop's commit follows a durab
 from __future__ import annotations
 
 import threading
-import time
 
 from google.protobuf.message import Message
 
@@ -18,7 +17,7 @@ from services.events.consumer import Record, invalid_in_context
 from services.events.topics import LABELS_RAW
 from services.ingest.errors import InvalidInput, UnknownAnnotation
 from services.ingest.labels import ValidLabel, validate
-from services.ingest.metrics import REJECTED, STAGE_SECONDS
+from services.ingest.metrics import REJECTED, stage
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.raw_codec import from_raw
 
@@ -39,14 +38,12 @@ def build_consume_loop(
     validated: dict[int, ValidLabel] = {}
 
     def check(message: Message) -> None:
-        started = time.perf_counter()
-        try:
-            validated[id(message)] = validate(from_raw(message, SOURCE), pipeline.allowed_labels)  # type: ignore[arg-type]
-        except InvalidInput as exc:
-            REJECTED.labels(SOURCE).inc()
-            raise InvalidEvent(str(exc)) from None
-        finally:
-            STAGE_SECONDS.labels("validate").observe(time.perf_counter() - started)
+        with stage("validate"):
+            try:
+                validated[id(message)] = validate(from_raw(message, SOURCE), pipeline.allowed_labels)  # type: ignore[arg-type]
+            except InvalidInput as exc:
+                REJECTED.labels(SOURCE).inc()
+                raise InvalidEvent(str(exc)) from None
 
     def handle(records: list[Record]) -> None:
         try:

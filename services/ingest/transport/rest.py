@@ -11,7 +11,6 @@ import binascii
 import hmac
 import json
 import logging
-import time
 import uuid
 from datetime import datetime
 from typing import Literal
@@ -24,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.ingest.errors import IngestError, InvalidInput, PayloadTooLarge, Unauthorized
 from services.ingest.label_studio import parse_webhook
 from services.ingest.labels import CREATED, LabelInput
-from services.ingest.metrics import STAGE_SECONDS
+from services.ingest.metrics import stage
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.status import body_of, status_of
 from services.telemetry import Readiness, health_router, request_id_var
@@ -147,15 +146,14 @@ def build_app(
     @app.post("/v1/labels", summary="Submit a batch of native label events")
     async def submit_labels(request: Request) -> dict:
         body = await read_body(request, max_body_bytes)
-        started = time.perf_counter()
-        try:
-            batch = NativeBatch.model_validate(_json(body))
-        except ValidationError as exc:
-            raise _pydantic_error(exc) from None
-        if len(batch.labels) > max_batch:
-            raise InvalidInput("labels", f"has {len(batch.labels)} items; the limit is {max_batch}")
-        inputs = to_inputs(batch, request_id_var.get())
-        STAGE_SECONDS.labels("parse").observe(time.perf_counter() - started)
+        with stage("parse"):
+            try:
+                batch = NativeBatch.model_validate(_json(body))
+            except ValidationError as exc:
+                raise _pydantic_error(exc) from None
+            if len(batch.labels) > max_batch:
+                raise InvalidInput("labels", f"has {len(batch.labels)} items; the limit is {max_batch}")
+            inputs = to_inputs(batch, request_id_var.get())
         result = await run_in_threadpool(pipeline.submit, inputs)
         return {"accepted": len(result.event_ids), "event_ids": result.event_ids}
 
