@@ -7,6 +7,7 @@ written and committed, then stops the HTTP and gRPC servers; exit status 0.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import sys
 import threading
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_LAKE_TOPICS: {exc.args[0]}") from None
     configure_logging("lake", common.log_level)
+    faulthandler.enable()  # a native crash still leaves every thread's stack in the log
     stop = StopSignal().install()
 
     store = LakeStore(resolved_root(settings, common.home))
