@@ -81,7 +81,14 @@ def count_rows(root: Path, prefix: str) -> tuple[int, int]:
 
 
 def wait_rows(root: Path, prefix: str, at_least: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    wait_until(lambda: count_rows(root, prefix)[1] >= at_least, timeout_s, proc=proc, message=f"{at_least} rows")
+    # Each poll is a DuckDB scan of the lake: poll gently, the lake shares the CPUs.
+    wait_until(
+        lambda: count_rows(root, prefix)[1] >= at_least,
+        timeout_s,
+        proc=proc,
+        interval_s=0.3,
+        message=f"{at_least} rows",
+    )
 
 
 def metric(lake: LakeProcess, name: str) -> float:
