@@ -7,6 +7,7 @@ written and committed, then stops the HTTP and gRPC servers; exit status 0.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import sys
 import threading
@@ -54,7 +55,7 @@ def periodic(stop: threading.Event, every_s: float, name: str, work: Callable[[]
             except Exception:
                 log.exception(f"{name} failed; retrying next round")
 
-    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread = threading.Thread(target=run, name=name)
     thread.start()
     return thread
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_LAKE_TOPICS: {exc.args[0]}") from None
     configure_logging("lake", common.log_level)
+    faulthandler.enable()  # a native crash still leaves every thread's stack in the log
     stop = StopSignal().install()
 
     store = LakeStore(resolved_root(settings, common.home))
@@ -114,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     grpc_server, grpc_port = serve_grpc(dp, settings.host, settings.grpc_port)
     consumer = threading.Thread(target=consume, name="consume")
     consumer.start()
-    periodic(stop.event, settings.compact_interval_s, "compact", sink.compact)
-    periodic(stop.event, settings.gauges_interval_s, "gauges", dp.refresh_gauges)
+    workers = [
+        periodic(stop.event, settings.compact_interval_s, "compact", sink.compact),
+        periodic(stop.event, settings.gauges_interval_s, "gauges", dp.refresh_gauges),
+    ]
     log.info(
         "lake serving",
         extra={"root": store.url, "http_port": http.port, "grpc_port": grpc_port, "topics": [t.name for t in topics]},
@@ -128,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             break
     stop.event.set()
     consumer.join(60)
+    for worker in workers:  # a compaction or a gauge query in flight finishes before exit
+        worker.join(60)
     grpc_server.stop(5).wait(5)
     http.stop()
+    deadletter.flush(10)
     log.info("lake stopped", extra={"status": status})
     return status
 

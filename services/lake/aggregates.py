@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +25,24 @@ from services.lake.rows import SCHEMAS
 from services.lake.store import LakeStore
 
 LABEL_TIME = "coalesce(updated_at, event_time)"
+R = TypeVar("R")
+
+
+def retrying(fn: Callable[..., R]) -> Callable[..., R]:
+    """Retry a query whose files vanished under it (another process compacted them): a fresh
+    read of the manifest lists the files that replaced them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        for attempt in range(3):
+            try:
+                return fn(*args, **kwargs)
+            except LakeUnavailable:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -118,11 +138,13 @@ class Aggregates:
             con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {view}_empty")
 
     # -- queries ----------------------------------------------------------------------------
+    @retrying
     def label_distribution(self) -> dict[str, int]:
         with self.connect() as (con, _):
             rows = con.execute("SELECT label, count(*) FROM live GROUP BY label ORDER BY label").fetchall()
         return {str(label): int(n) for label, n in rows}
 
+    @retrying
     def latest_labels(self, example_ids: list[str] | None = None, limit: int = 1000) -> tuple[list[dict], int]:
         with self.connect() as (con, _):
             total = int(con.execute("SELECT count(*) FROM live").fetchall()[0][0])
@@ -136,6 +158,7 @@ class Aggregates:
             rows = con.sql(sql + " ORDER BY example_id LIMIT $limit", params=params).to_arrow_table().to_pylist()
         return rows, total
 
+    @retrying
     def feature_stats(self) -> list[ClassStats]:
         with self.connect() as (con, _):
             rows = con.execute(
@@ -153,6 +176,7 @@ class Aggregates:
             s.max.append(float(hi))
         return [out[k] for k in sorted(out)]
 
+    @retrying
     def live_accuracy(self) -> list[ModelAccuracy]:
         """Per model version: predictions, those whose example has a live label, and correct ones."""
         with self.connect() as (con, _):
@@ -165,6 +189,7 @@ class Aggregates:
             ).fetchall()
         return [ModelAccuracy(str(m), str(v), int(n), int(lab), int(ok)) for m, v, n, lab, ok in rows]
 
+    @retrying
     def topic_stats(self) -> list[TopicStats]:
         with self.connect() as (con, manifest):
             out = []
@@ -174,6 +199,7 @@ class Aggregates:
                 out.append(TopicStats(topic, sum(e.rows for e in files), len(files), distinct))
         return out
 
+    @retrying
     def live_table(self, flt: LabelFilter) -> pa.Table:
         """The live labelled examples that pass the filter, in the snapshot's columns."""
         with self.connect(flt) as (con, _):

@@ -24,6 +24,7 @@ class LakeProcess:
     proc: subprocess.Popen
     http: str
     grpc: str
+    log_path: Path
 
     def ready(self) -> bool:
         return httpx.get(f"{self.http}/readyz", timeout=2).status_code == 200
@@ -34,7 +35,11 @@ class LakeProcess:
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
+        status = self.proc.wait(60)
+        if status != 0:  # show why in the test report (librdkafka's own lines start with %)
+            lines = [x for x in self.log_path.read_text(errors="replace").splitlines() if not x.startswith("%")]
+            print("\n".join(lines[-60:]))
+        return status
 
 
 def start_lake(bootstrap: str, root: Path, group: str, home: Path, **extra: str) -> LakeProcess:
@@ -53,7 +58,7 @@ def start_lake(bootstrap: str, root: Path, group: str, home: Path, **extra: str)
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "lake.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "services.lake"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    lake = LakeProcess(proc, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
+    lake = LakeProcess(proc, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", home / "lake.log")
     wait_until(lake.ready, 60, proc=proc, message="lake /readyz")
     return lake
 
@@ -76,7 +81,14 @@ def count_rows(root: Path, prefix: str) -> tuple[int, int]:
 
 
 def wait_rows(root: Path, prefix: str, at_least: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    wait_until(lambda: count_rows(root, prefix)[1] >= at_least, timeout_s, proc=proc, message=f"{at_least} rows")
+    # Each poll is a DuckDB scan of the lake: poll gently, the lake shares the CPUs.
+    wait_until(
+        lambda: count_rows(root, prefix)[1] >= at_least,
+        timeout_s,
+        proc=proc,
+        interval_s=0.3,
+        message=f"{at_least} rows",
+    )
 
 
 def metric(lake: LakeProcess, name: str) -> float:
