@@ -93,3 +93,10 @@ bench-modelserver: setup
 .PHONY: test-gateway
 test-gateway: setup
 	$(PY) -m pytest -q tests/gateway $(PYTEST_ARGS)
+
+bench-lake: setup
+	$(PY) -m bench.lake
+
+.PHONY: bench-ingest
+bench-ingest: setup
+	$(PY) -m bench.ingest $(BENCH_ARGS)

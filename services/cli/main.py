@@ -23,7 +23,10 @@ from services.cli.stack import SERVICES, available_services
 from services.config import CommonSettings, ConfigError, load_settings
 
 # Modules that add subcommands (keys, train, snapshot, demo...), imported lazily.
-EXTRA_COMMANDS: list[str] = ["services.gateway.keys_cli"]
+EXTRA_COMMANDS: list[str] = [
+    "services.gateway.keys_cli",
+    "services.lake.cli",
+]
 
 console = Console(stderr=False)
 

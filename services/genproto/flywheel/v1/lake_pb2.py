@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lywheel/v1/lake.proto\x12\x0b\x66lywheel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\tSplitSpec\x12\r\n\x05train\x18\x01 \x01(\x01\x12\x12\n\nvalidation\x18\x02 \x01(\x01\x12\x0c\n\x04test\x18\x03 \x01(\x01\x12\x0c\n\x04salt\x18\x04 \x01(\t\"\x9f\x01\n\x15\x43reateSnapshotRequest\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x0f\n\x07sources\x18\x02 \x03(\t\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05split\x18\x04 \x01(\x0b\x32\x16.flywheel.v1.SplitSpec\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"I\n\x0cSnapshotFile\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\x99\x03\n\x08Snapshot\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x19.flywheel.v1.SnapshotFile\x12?\n\x0erows_per_split\x18\x04 \x03(\x0b\x32\'.flywheel.v1.Snapshot.RowsPerSplitEntry\x12<\n\x0clabel_counts\x18\x05 \x03(\x0b\x32&.flywheel.v1.Snapshot.LabelCountsEntry\x12\x14\n\x0c\x63ode_version\x18\x06 \x01(\t\x12\x0b\n\x03uri\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x1a\x33\n\x11RowsPerSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\")\n\x12GetSnapshotRequest\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\"\x16\n\x14ListSnapshotsRequest\"A\n\x15ListSnapshotsResponse\x12(\n\tsnapshots\x18\x01 \x03(\x0b\x32\x15.flywheel.v1.Snapshot\"\x1a\n\x18LabelDistributionRequest\"\x8e\x01\n\x19LabelDistributionResponse\x12\x42\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x32.flywheel.v1.LabelDistributionResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xde\x02\n\x04Lake\x12M\n\x0e\x43reateSnapshot\x12\".flywheel.v1.CreateSnapshotRequest\x1a\x15.flywheel.v1.Snapshot\"\x00\x12G\n\x0bGetSnapshot\x12\x1f.flywheel.v1.GetSnapshotRequest\x1a\x15.flywheel.v1.Snapshot\"\x00\x12X\n\rListSnapshots\x12!.flywheel.v1.ListSnapshotsRequest\x1a\".flywheel.v1.ListSnapshotsResponse\"\x00\x12\x64\n\x11LabelDistribution\x12%.flywheel.v1.LabelDistributionRequest\x1a&.flywheel.v1.LabelDistributionResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lywheel/v1/lake.proto\x12\x0b\x66lywheel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\tSplitSpec\x12\r\n\x05train\x18\x01 \x01(\x01\x12\x12\n\nvalidation\x18\x02 \x01(\x01\x12\x0c\n\x04test\x18\x03 \x01(\x01\x12\x0c\n\x04salt\x18\x04 \x01(\t\"\x9f\x01\n\x15\x43reateSnapshotRequest\x12\x0e\n\x06labels\x18\x01 \x03(\t\x12\x0f\n\x07sources\x18\x02 \x03(\t\x12)\n\x05\x61s_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05split\x18\x04 \x01(\x0b\x32\x16.flywheel.v1.SplitSpec\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"I\n\x0cSnapshotFile\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\x99\x03\n\x08Snapshot\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x19.flywheel.v1.SnapshotFile\x12?\n\x0erows_per_split\x18\x04 \x03(\x0b\x32\'.flywheel.v1.Snapshot.RowsPerSplitEntry\x12<\n\x0clabel_counts\x18\x05 \x03(\x0b\x32&.flywheel.v1.Snapshot.LabelCountsEntry\x12\x14\n\x0c\x63ode_version\x18\x06 \x01(\t\x12\x0b\n\x03uri\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x1a\x33\n\x11RowsPerSplitEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10LabelCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\")\n\x12GetSnapshotRequest\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\"\x16\n\x14ListSnapshotsRequest\"A\n\x15ListSnapshotsResponse\x12(\n\tsnapshots\x18\x01 \x03(\x0b\x32\x15.flywheel.v1.Snapshot\"\x1a\n\x18LabelDistributionRequest\"\x8e\x01\n\x19LabelDistributionResponse\x12\x42\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x32.flywheel.v1.LabelDistributionResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"3\n\x14\x44iffSnapshotsRequest\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\t\x12\r\n\x05other\x18\x02 \x01(\t\"@\n\x0bLabelChange\x12\x12\n\nexample_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x02 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\t\"\x85\x04\n\x0cSnapshotDiff\x12\x0c\n\x04\x62\x61se\x18\x01 \x01(\t\x12\r\n\x05other\x18\x02 \x01(\t\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\t\x12\x0f\n\x07removed\x18\x04 \x03(\t\x12,\n\nrelabelled\x18\x05 \x03(\x0b\x32\x18.flywheel.v1.LabelChange\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x06 \x01(\x03\x12\x15\n\rremoved_count\x18\x07 \x01(\x03\x12\x18\n\x10relabelled_count\x18\x08 \x01(\x03\x12\x19\n\x11moved_split_count\x18\t \x01(\x03\x12N\n\x14rows_per_split_delta\x18\n \x03(\x0b\x32\x30.flywheel.v1.SnapshotDiff.RowsPerSplitDeltaEntry\x12K\n\x12label_counts_delta\x18\x0b \x03(\x0b\x32/.flywheel.v1.SnapshotDiff.LabelCountsDeltaEntry\x12\x19\n\x11same_code_version\x18\x0c \x01(\x08\x1a\x38\n\x16RowsPerSplitDeltaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x37\n\x15LabelCountsDeltaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"9\n\x13LatestLabelsRequest\x12\x13\n\x0b\x65xample_ids\x18\x01 \x03(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xa6\x01\n\x0bLatestLabel\x12\x12\n\nexample_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x12\n\nobject_uri\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\x07 \x01(\t\"O\n\x14LatestLabelsResponse\x12(\n\x06labels\x18\x01 \x03(\x0b\x32\x18.flywheel.v1.LatestLabel\x12\r\n\x05total\x18\x02 \x01(\x03\"\x15\n\x13\x46\x65\x61tureStatsRequest\"f\n\x11\x43lassFeatureStats\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x0c\n\x04mean\x18\x03 \x03(\x01\x12\x0b\n\x03std\x18\x04 \x03(\x01\x12\x0b\n\x03min\x18\x05 \x03(\x01\x12\x0b\n\x03max\x18\x06 \x03(\x01\"G\n\x14\x46\x65\x61tureStatsResponse\x12/\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x1e.flywheel.v1.ClassFeatureStats\"\x15\n\x13LiveAccuracyRequest\"\x7f\n\rModelAccuracy\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x13\n\x0bpredictions\x18\x03 \x01(\x03\x12\x10\n\x08labelled\x18\x04 \x01(\x03\x12\x0f\n\x07\x63orrect\x18\x05 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x06 \x01(\x01\"B\n\x14LiveAccuracyResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.flywheel.v1.ModelAccuracy\"\x12\n\x10LakeStatsRequest\"Q\n\nTopicStats\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\r\n\x05\x66iles\x18\x03 \x01(\x03\x12\x17\n\x0f\x64istinct_events\x18\x04 \x01(\x03\"<\n\x11LakeStatsResponse\x12\'\n\x06topics\x18\x01 \x03(\x0b\x32\x17.flywheel.v1.TopicStats2\x82\x06\n\x04Lake\x12M\n\x0e\x43reateSnapshot\x12\".flywheel.v1.CreateSnapshotRequest\x1a\x15.flywheel.v1.Snapshot\"\x00\x12G\n\x0bGetSnapshot\x12\x1f.flywheel.v1.GetSnapshotRequest\x1a\x15.flywheel.v1.Snapshot\"\x00\x12X\n\rListSnapshots\x12!.flywheel.v1.ListSnapshotsRequest\x1a\".flywheel.v1.ListSnapshotsResponse\"\x00\x12\x64\n\x11LabelDistribution\x12%.flywheel.v1.LabelDistributionRequest\x1a&.flywheel.v1.LabelDistributionResponse\"\x00\x12O\n\rDiffSnapshots\x12!.flywheel.v1.DiffSnapshotsRequest\x1a\x19.flywheel.v1.SnapshotDiff\"\x00\x12U\n\x0cLatestLabels\x12 .flywheel.v1.LatestLabelsRequest\x1a!.flywheel.v1.LatestLabelsResponse\"\x00\x12U\n\x0c\x46\x65\x61tureStats\x12 .flywheel.v1.FeatureStatsRequest\x1a!.flywheel.v1.FeatureStatsResponse\"\x00\x12U\n\x0cLiveAccuracy\x12 .flywheel.v1.LiveAccuracyRequest\x1a!.flywheel.v1.LiveAccuracyResponse\"\x00\x12L\n\tLakeStats\x12\x1d.flywheel.v1.LakeStatsRequest\x1a\x1e.flywheel.v1.LakeStatsResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOT_LABELCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_LABELDISTRIBUTIONRESPONSE_COUNTSENTRY']._loaded_options = None
   _globals['_LABELDISTRIBUTIONRESPONSE_COUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_SNAPSHOTDIFF_ROWSPERSPLITDELTAENTRY']._loaded_options = None
+  _globals['_SNAPSHOTDIFF_ROWSPERSPLITDELTAENTRY']._serialized_options = b'8\001'
+  _globals['_SNAPSHOTDIFF_LABELCOUNTSDELTAENTRY']._loaded_options = None
+  _globals['_SNAPSHOTDIFF_LABELCOUNTSDELTAENTRY']._serialized_options = b'8\001'
   _globals['_SPLITSPEC']._serialized_start=72
   _globals['_SPLITSPEC']._serialized_end=146
   _globals['_CREATESNAPSHOTREQUEST']._serialized_start=149
@@ -62,6 +66,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABELDISTRIBUTIONRESPONSE']._serialized_end=1102
   _globals['_LABELDISTRIBUTIONRESPONSE_COUNTSENTRY']._serialized_start=1057
   _globals['_LABELDISTRIBUTIONRESPONSE_COUNTSENTRY']._serialized_end=1102
-  _globals['_LAKE']._serialized_start=1105
-  _globals['_LAKE']._serialized_end=1455
+  _globals['_DIFFSNAPSHOTSREQUEST']._serialized_start=1104
+  _globals['_DIFFSNAPSHOTSREQUEST']._serialized_end=1155
+  _globals['_LABELCHANGE']._serialized_start=1157
+  _globals['_LABELCHANGE']._serialized_end=1221
+  _globals['_SNAPSHOTDIFF']._serialized_start=1224
+  _globals['_SNAPSHOTDIFF']._serialized_end=1741
+  _globals['_SNAPSHOTDIFF_ROWSPERSPLITDELTAENTRY']._serialized_start=1628
+  _globals['_SNAPSHOTDIFF_ROWSPERSPLITDELTAENTRY']._serialized_end=1684
+  _globals['_SNAPSHOTDIFF_LABELCOUNTSDELTAENTRY']._serialized_start=1686
+  _globals['_SNAPSHOTDIFF_LABELCOUNTSDELTAENTRY']._serialized_end=1741
+  _globals['_LATESTLABELSREQUEST']._serialized_start=1743
+  _globals['_LATESTLABELSREQUEST']._serialized_end=1800
+  _globals['_LATESTLABEL']._serialized_start=1803
+  _globals['_LATESTLABEL']._serialized_end=1969
+  _globals['_LATESTLABELSRESPONSE']._serialized_start=1971
+  _globals['_LATESTLABELSRESPONSE']._serialized_end=2050
+  _globals['_FEATURESTATSREQUEST']._serialized_start=2052
+  _globals['_FEATURESTATSREQUEST']._serialized_end=2073
+  _globals['_CLASSFEATURESTATS']._serialized_start=2075
+  _globals['_CLASSFEATURESTATS']._serialized_end=2177
+  _globals['_FEATURESTATSRESPONSE']._serialized_start=2179
+  _globals['_FEATURESTATSRESPONSE']._serialized_end=2250
+  _globals['_LIVEACCURACYREQUEST']._serialized_start=2252
+  _globals['_LIVEACCURACYREQUEST']._serialized_end=2273
+  _globals['_MODELACCURACY']._serialized_start=2275
+  _globals['_MODELACCURACY']._serialized_end=2402
+  _globals['_LIVEACCURACYRESPONSE']._serialized_start=2404
+  _globals['_LIVEACCURACYRESPONSE']._serialized_end=2470
+  _globals['_LAKESTATSREQUEST']._serialized_start=2472
+  _globals['_LAKESTATSREQUEST']._serialized_end=2490
+  _globals['_TOPICSTATS']._serialized_start=2492
+  _globals['_TOPICSTATS']._serialized_end=2573
+  _globals['_LAKESTATSRESPONSE']._serialized_start=2575
+  _globals['_LAKESTATSRESPONSE']._serialized_end=2635
+  _globals['_LAKE']._serialized_start=2638
+  _globals['_LAKE']._serialized_end=3408
 # @@protoc_insertion_point(module_scope)

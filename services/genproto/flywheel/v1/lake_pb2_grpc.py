@@ -54,6 +54,31 @@ class LakeStub:
                 request_serializer=flywheel_dot_v1_dot_lake__pb2.LabelDistributionRequest.SerializeToString,
                 response_deserializer=flywheel_dot_v1_dot_lake__pb2.LabelDistributionResponse.FromString,
                 _registered_method=True)
+        self.DiffSnapshots = channel.unary_unary(
+                '/flywheel.v1.Lake/DiffSnapshots',
+                request_serializer=flywheel_dot_v1_dot_lake__pb2.DiffSnapshotsRequest.SerializeToString,
+                response_deserializer=flywheel_dot_v1_dot_lake__pb2.SnapshotDiff.FromString,
+                _registered_method=True)
+        self.LatestLabels = channel.unary_unary(
+                '/flywheel.v1.Lake/LatestLabels',
+                request_serializer=flywheel_dot_v1_dot_lake__pb2.LatestLabelsRequest.SerializeToString,
+                response_deserializer=flywheel_dot_v1_dot_lake__pb2.LatestLabelsResponse.FromString,
+                _registered_method=True)
+        self.FeatureStats = channel.unary_unary(
+                '/flywheel.v1.Lake/FeatureStats',
+                request_serializer=flywheel_dot_v1_dot_lake__pb2.FeatureStatsRequest.SerializeToString,
+                response_deserializer=flywheel_dot_v1_dot_lake__pb2.FeatureStatsResponse.FromString,
+                _registered_method=True)
+        self.LiveAccuracy = channel.unary_unary(
+                '/flywheel.v1.Lake/LiveAccuracy',
+                request_serializer=flywheel_dot_v1_dot_lake__pb2.LiveAccuracyRequest.SerializeToString,
+                response_deserializer=flywheel_dot_v1_dot_lake__pb2.LiveAccuracyResponse.FromString,
+                _registered_method=True)
+        self.LakeStats = channel.unary_unary(
+                '/flywheel.v1.Lake/LakeStats',
+                request_serializer=flywheel_dot_v1_dot_lake__pb2.LakeStatsRequest.SerializeToString,
+                response_deserializer=flywheel_dot_v1_dot_lake__pb2.LakeStatsResponse.FromString,
+                _registered_method=True)
 
 
 class LakeServicer:
@@ -83,6 +108,36 @@ class LakeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiffSnapshots(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LatestLabels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FeatureStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LiveAccuracy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LakeStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LakeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +160,31 @@ def add_LakeServicer_to_server(servicer, server):
                     servicer.LabelDistribution,
                     request_deserializer=flywheel_dot_v1_dot_lake__pb2.LabelDistributionRequest.FromString,
                     response_serializer=flywheel_dot_v1_dot_lake__pb2.LabelDistributionResponse.SerializeToString,
+            ),
+            'DiffSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffSnapshots,
+                    request_deserializer=flywheel_dot_v1_dot_lake__pb2.DiffSnapshotsRequest.FromString,
+                    response_serializer=flywheel_dot_v1_dot_lake__pb2.SnapshotDiff.SerializeToString,
+            ),
+            'LatestLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.LatestLabels,
+                    request_deserializer=flywheel_dot_v1_dot_lake__pb2.LatestLabelsRequest.FromString,
+                    response_serializer=flywheel_dot_v1_dot_lake__pb2.LatestLabelsResponse.SerializeToString,
+            ),
+            'FeatureStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.FeatureStats,
+                    request_deserializer=flywheel_dot_v1_dot_lake__pb2.FeatureStatsRequest.FromString,
+                    response_serializer=flywheel_dot_v1_dot_lake__pb2.FeatureStatsResponse.SerializeToString,
+            ),
+            'LiveAccuracy': grpc.unary_unary_rpc_method_handler(
+                    servicer.LiveAccuracy,
+                    request_deserializer=flywheel_dot_v1_dot_lake__pb2.LiveAccuracyRequest.FromString,
+                    response_serializer=flywheel_dot_v1_dot_lake__pb2.LiveAccuracyResponse.SerializeToString,
+            ),
+            'LakeStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.LakeStats,
+                    request_deserializer=flywheel_dot_v1_dot_lake__pb2.LakeStatsRequest.FromString,
+                    response_serializer=flywheel_dot_v1_dot_lake__pb2.LakeStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +295,141 @@ class Lake:
             '/flywheel.v1.Lake/LabelDistribution',
             flywheel_dot_v1_dot_lake__pb2.LabelDistributionRequest.SerializeToString,
             flywheel_dot_v1_dot_lake__pb2.LabelDistributionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flywheel.v1.Lake/DiffSnapshots',
+            flywheel_dot_v1_dot_lake__pb2.DiffSnapshotsRequest.SerializeToString,
+            flywheel_dot_v1_dot_lake__pb2.SnapshotDiff.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LatestLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flywheel.v1.Lake/LatestLabels',
+            flywheel_dot_v1_dot_lake__pb2.LatestLabelsRequest.SerializeToString,
+            flywheel_dot_v1_dot_lake__pb2.LatestLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FeatureStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flywheel.v1.Lake/FeatureStats',
+            flywheel_dot_v1_dot_lake__pb2.FeatureStatsRequest.SerializeToString,
+            flywheel_dot_v1_dot_lake__pb2.FeatureStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LiveAccuracy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flywheel.v1.Lake/LiveAccuracy',
+            flywheel_dot_v1_dot_lake__pb2.LiveAccuracyRequest.SerializeToString,
+            flywheel_dot_v1_dot_lake__pb2.LiveAccuracyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LakeStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flywheel.v1.Lake/LakeStats',
+            flywheel_dot_v1_dot_lake__pb2.LakeStatsRequest.SerializeToString,
+            flywheel_dot_v1_dot_lake__pb2.LakeStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

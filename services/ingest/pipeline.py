@@ -1,0 +1,352 @@
+"""The ingest pipeline: validate → store objects → SQL rows + outbox (one commit) → publish.
+
+Nothing is half-written: objects are stored before the rows that point at them, rows and the
+events describing them commit in one transaction, and events leave the outbox only after the
+broker acknowledged them.  A crash anywhere re-publishes the same events (deterministic ids)
+at the next start, so a consumer that keeps event ids sees each fact once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from services.events import EventProducer
+from services.events.codec import deterministic_id, encode, new_meta
+from services.events.producer import ProduceFailed
+from services.events.topics import LABELS
+from services.genproto.flywheel.v1 import events_pb2 as ev
+from services.ingest.errors import InvalidInput, Unavailable, UnknownAnnotation
+from services.ingest.labels import CREATED, DELETED, UPDATED, LabelInput, ValidLabel, validate
+from services.ingest.metrics import ACCEPTED, BATCH_SIZE, REJECTED, STAGE_SECONDS, stage
+from services.ingest.tables import labels, outbox
+from services.storage import Database, ObjectStore
+
+log = logging.getLogger(__name__)
+
+ACTION_CODES = {
+    CREATED: ev.LABEL_ACTION_CREATED,
+    UPDATED: ev.LABEL_ACTION_UPDATED,
+    DELETED: ev.LABEL_ACTION_DELETED,
+}
+CHUNK = 500
+MAX_ACKED = 20_000
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    event_ids: list[str]
+    # Deletes of annotations ingest never stored, skipped when the caller asked to skip them.
+    skipped: list[str]
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        db: Database,
+        objects: ObjectStore,
+        producer: EventProducer,
+        allowed_labels: Sequence[str],
+        label_schema_version: int = 1,
+        object_writers: int = 8,
+    ) -> None:
+        self.db = db
+        self.objects = objects
+        self.producer = producer
+        self.allowed_labels = tuple(allowed_labels)
+        self.label_schema_version = label_schema_version
+        self._publish_lock = threading.Lock()
+        self._acked: list[str] = []  # published event ids whose outbox rows are still to delete
+        self._acked_lock = threading.Lock()
+        self._io = ThreadPoolExecutor(max_workers=object_writers, thread_name_prefix="objects")
+
+    # -- validation -------------------------------------------------------------------------
+    def validate(self, inputs: Sequence[LabelInput]) -> list[ValidLabel]:
+        """Validate every label; raise InvalidInput for the first bad one (nothing is written)."""
+        with stage("validate"):
+            try:
+                return [validate(i, self.allowed_labels) for i in inputs]
+            except InvalidInput:
+                REJECTED.labels(inputs[0].source if inputs else "unknown").inc()
+                raise
+
+    # -- the write path ---------------------------------------------------------------------
+    def submit(self, inputs: Sequence[LabelInput], skip_unknown_deletes: bool = False) -> SubmitResult:
+        return self.submit_valid(self.validate(inputs), skip_unknown_deletes)
+
+    def submit_valid(self, items: Sequence[ValidLabel], skip_unknown_deletes: bool = False) -> SubmitResult:
+        if not items:
+            return SubmitResult([], [])
+        BATCH_SIZE.observe(len(items))
+        stored = self._store_objects(items)
+        with stage("sql"):
+            events, skipped = self._commit(items, stored, skip_unknown_deletes)
+        self.publish(events)
+        for item in items:
+            ACCEPTED.labels(item.input.source).inc()
+        return SubmitResult([e.meta.event_id for e in events], skipped)
+
+    def _commit(
+        self, items: Sequence[ValidLabel], stored: dict[bytes, tuple[str, str]], skip_unknown_deletes: bool
+    ) -> tuple[list[ev.LabelEvent], list[str]]:
+        """Label rows + outbox rows in one transaction, retried when two writers raced."""
+        for attempt in range(5):
+            acked = self._take_acked()
+            try:
+                with self.db.session() as session:
+                    events, skipped = self._write_rows(session, items, stored, skip_unknown_deletes)
+                    self._write_outbox(session, events)
+                    _delete_outbox(session, acked)  # earlier batches' acknowledged events, in the same commit
+                return events, skipped
+            except (IntegrityError, OperationalError) as exc:
+                self._give_back_acked(acked)
+                # Two writers raced on a new row (or SQLite was busy): the transaction rolled back; redo it.
+                if attempt == 4:
+                    raise Unavailable(f"database write failed: {type(exc).__name__}") from exc
+                log.info("retrying label write", extra={"attempt": attempt + 1, "error": type(exc).__name__})
+        raise AssertionError("unreachable")
+
+    def _store_objects(self, items: Sequence[ValidLabel]) -> dict[bytes, tuple[str, str]]:
+        """Store each distinct image; writes run in parallel (creating a file is I/O-bound)."""
+        started = time.perf_counter()
+        blobs = list(dict.fromkeys(i.png for i in items if i.png is not None))
+        try:
+            results = list(self._io.map(self._put, blobs)) if len(blobs) > 1 else [self._put(b) for b in blobs]
+        except OSError as exc:
+            raise Unavailable(f"object store write failed: {exc}") from exc
+        STAGE_SECONDS.labels("objects").observe(time.perf_counter() - started)
+        return dict(zip(blobs, results, strict=True))
+
+    def _put(self, blob: bytes) -> tuple[str, str]:
+        with stage("objects", wall=False):  # CPU counted in the writer thread; wall time for the whole batch above
+            return self.objects.put(blob)
+
+    def _write_rows(
+        self,
+        session: Session,
+        items: Sequence[ValidLabel],
+        stored: dict[bytes, tuple[str, str]],
+        skip_unknown_deletes: bool,
+    ) -> tuple[list[ev.LabelEvent], list[str]]:
+        keys = list({i.record_key for i in items})
+        current: dict[str, dict] = {}
+        for start in range(0, len(keys), CHUNK):
+            rows = session.execute(select(labels).where(labels.c.record_key.in_(keys[start : start + CHUNK])))
+            for row in rows.mappings():
+                current[row["record_key"]] = dict(row)
+        existing = set(current)
+        changed: set[str] = set()
+        events: list[ev.LabelEvent] = []
+        skipped: list[str] = []
+        for index, item in enumerate(items):
+            inp = item.input
+            row = current.get(item.record_key)
+            if item.action == DELETED:
+                if row is None:
+                    if skip_unknown_deletes:
+                        skipped.append(inp.annotation_id or inp.example_id)
+                        continue
+                    exc = UnknownAnnotation(
+                        f"{inp.where}.annotation_id" if inp.where else "annotation_id",
+                        f"no stored label for annotation {inp.annotation_id!r} of example {inp.example_id!r}",
+                    )
+                    exc.index = index  # type: ignore[attr-defined]
+                    raise exc
+                event_id = deterministic_id(inp.source, item.record_key, inp.identity or "", DELETED)
+                if not row["deleted"]:
+                    row.update(deleted=True, updated_at=item.updated_at, last_event_id=event_id)
+                    changed.add(item.record_key)
+                events.append(self._event(row, item, event_id, features=None))
+                continue
+            assert item.png is not None and item.features is not None
+            uri, digest = stored[item.png]
+            event_id = deterministic_id(
+                inp.source,
+                inp.identity
+                or "|".join(
+                    [item.record_key, inp.example_id, inp.label, inp.annotator, inp.action, digest, str(inp.updated_at)]
+                ),
+            )
+            fresh = {
+                "record_key": item.record_key,
+                "example_id": inp.example_id,
+                "annotation_id": inp.annotation_id,
+                "object_uri": uri,
+                "sha256": digest,
+                "label": inp.label,
+                "annotator": inp.annotator,
+                "source": inp.source,
+                "label_schema_version": self.label_schema_version,
+                "created_at": row["created_at"] if row else item.created_at,
+                "updated_at": item.updated_at,
+                "deleted": False,
+                "last_event_id": event_id,
+            }
+            # A replayed older version never overwrites a newer one.
+            if row is None or _aware(row["updated_at"]) <= item.updated_at:
+                current[item.record_key] = fresh
+                changed.add(item.record_key)
+            events.append(self._event(fresh, item, event_id, features=item.features))
+        inserts = [current[k] for k in changed if k not in existing]
+        updates = [{**current[k], "k": k} for k in changed if k in existing]
+        if inserts:
+            session.execute(labels.insert(), inserts)
+        if updates:
+            stmt = (
+                labels.update()
+                .where(labels.c.record_key == bindparam("k"))
+                .values({c.name: bindparam(c.name) for c in labels.columns if c.name != "record_key"})
+            )
+            session.execute(stmt, updates)
+        return events, skipped
+
+    def _event(self, row: dict, item: ValidLabel, event_id: str, features: object) -> ev.LabelEvent:
+        inp = item.input
+        event = ev.LabelEvent(
+            meta=new_meta("ingest", event_id=event_id, trace_id=inp.trace_id),
+            example_id=row["example_id"],
+            object_uri=row["object_uri"],
+            sha256=row["sha256"],
+            label=row["label"],
+            annotator=row["annotator"] if item.action == DELETED else inp.annotator,
+            source=inp.source,
+            label_schema_version=row["label_schema_version"],
+            action=ACTION_CODES[item.action],
+            annotation_id=row["annotation_id"],
+            created_at=_timestamp(_aware(row["created_at"])),
+            updated_at=_timestamp(item.updated_at),
+        )
+        # The envelope's time is the fact's time, so a re-published event is byte-identical.
+        event.meta.time.CopyFrom(_timestamp(item.updated_at))
+        if features is not None:
+            event.features.extend(features.tolist())  # type: ignore[attr-defined]
+        return event
+
+    def _write_outbox(self, session: Session, events: list[ev.LabelEvent]) -> None:
+        ids = list(dict.fromkeys(e.meta.event_id for e in events))
+        seen: set[str] = set()
+        for start in range(0, len(ids), CHUNK):
+            seen |= set(
+                session.scalars(select(outbox.c.event_id).where(outbox.c.event_id.in_(ids[start : start + CHUNK])))
+            )
+        now_ms = int(time.time() * 1000)
+        rows, added = [], set()
+        for e in events:
+            eid = e.meta.event_id
+            if eid in seen or eid in added:
+                continue
+            added.add(eid)
+            rows.append(
+                {
+                    "event_id": eid,
+                    "topic": LABELS.name,
+                    "key": e.example_id.encode(),
+                    "payload": encode(e),
+                    "created_ms": now_ms,
+                }
+            )
+        if rows:
+            session.execute(outbox.insert(), rows)
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+
+    # -- publishing -------------------------------------------------------------------------
+    def publish(self, events: Sequence[ev.LabelEvent]) -> None:
+        """Send events and wait for the broker's acks; their outbox rows are then due for deletion.
+
+        The deletion rides on the next batch's transaction (one commit instead of two); until
+        then a crash merely re-publishes events the broker already has, under the same ids.
+        """
+        if not events:
+            return
+        with stage("publish"):
+            for e in events:
+                self.producer.send(LABELS.name, e, key=e.example_id.encode())
+            try:
+                self.producer.flush()
+            except ProduceFailed as exc:
+                raise Unavailable(
+                    f"broker did not acknowledge the labels (kept in the outbox for retry): {exc}"
+                ) from exc
+        self._give_back_acked([e.meta.event_id for e in events])
+        if len(self._acked) > MAX_ACKED:
+            self.flush_acked()
+
+    def _take_acked(self) -> list[str]:
+        with self._acked_lock:
+            taken, self._acked = self._acked, []
+        return taken
+
+    def _give_back_acked(self, ids: list[str]) -> None:
+        with self._acked_lock:
+            self._acked.extend(ids)
+
+    def flush_acked(self) -> None:
+        """Delete the outbox rows of every acknowledged event now."""
+        acked = self._take_acked()
+        if not acked:
+            return
+        try:
+            with self.db.session() as session:
+                _delete_outbox(session, acked)
+        except OperationalError:
+            self._give_back_acked(acked)
+            raise
+
+    def republish_outbox(self, older_than_s: float = 0.0, limit: int = 2000) -> int:
+        """Publish events a crash or a broker outage left in the outbox; returns how many."""
+        with self._publish_lock:
+            self.flush_acked()
+            cutoff = int((time.time() - older_than_s) * 1000)
+            with self.db.session() as session:
+                rows = session.execute(
+                    select(outbox.c.payload)
+                    .where(outbox.c.created_ms <= cutoff)
+                    .order_by(outbox.c.created_ms)
+                    .limit(limit)
+                ).all()
+            events = []
+            for (payload,) in rows:
+                event = ev.LabelEvent()
+                event.ParseFromString(payload)
+                events.append(event)
+            self.publish(events)
+            self.flush_acked()
+            if events:
+                log.info("re-published outbox events", extra={"events": len(events)})
+            return len(events)
+
+    def run_outbox_relay(self, stop: threading.Event, every_s: float) -> None:
+        """Until stopped: re-send what stayed in the outbox longer than `every_s`."""
+        while not stop.wait(every_s):
+            try:
+                while self.republish_outbox(older_than_s=every_s) >= 2000:
+                    pass
+            except (Unavailable, OperationalError) as exc:
+                log.warning("outbox relay could not publish; will retry", extra={"error": str(exc)})
+
+
+def _delete_outbox(session: Session, ids: list[str]) -> None:
+    for start in range(0, len(ids), CHUNK):
+        session.execute(delete(outbox).where(outbox.c.event_id.in_(ids[start : start + CHUNK])))
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts

@@ -1,0 +1,1 @@
+"""Adapters: REST (native batches, Label Studio webhooks), gRPC, the Kafka consume loop."""

@@ -1,0 +1,43 @@
+"""RawLabel (gRPC stream item, flywheel.labels.raw event) → LabelInput."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.genproto.flywheel.v1 import events_pb2 as ev
+from services.ingest.errors import InvalidInput
+from services.ingest.labels import CREATED, DELETED, UPDATED, LabelInput
+
+ACTIONS = {
+    ev.LABEL_ACTION_UNSPECIFIED: CREATED,
+    ev.LABEL_ACTION_CREATED: CREATED,
+    ev.LABEL_ACTION_UPDATED: UPDATED,
+    ev.LABEL_ACTION_DELETED: DELETED,
+}
+IMAGE_TYPES = ("", "image/png")
+
+
+def from_raw(raw: ev.RawLabel, source: str, where: str = "") -> LabelInput:
+    prefix = f"{where}." if where else ""
+    if raw.action not in ACTIONS:
+        raise InvalidInput(f"{prefix}action", f"unknown LabelAction {raw.action}")
+    if raw.data and raw.content_type not in IMAGE_TYPES:
+        raise InvalidInput(f"{prefix}content_type", f"{raw.content_type!r} is not supported; send image/png")
+    updated: datetime | None = None
+    if raw.HasField("meta") and raw.meta.HasField("time") and raw.action != ev.LABEL_ACTION_DELETED:
+        updated = raw.meta.time.ToDatetime()
+    identity = raw.meta.event_id if raw.HasField("meta") else ""
+    return LabelInput(
+        example_id=raw.example_id,
+        label=raw.label,
+        annotator=raw.annotator,
+        source=source,
+        action=ACTIONS[raw.action],
+        image=raw.data or None,
+        features=list(raw.features) or None,
+        annotation_id=raw.annotation_id,
+        updated_at=updated,
+        identity=identity,
+        where=where,
+        trace_id=raw.meta.trace_id if raw.HasField("meta") else "",
+    )

@@ -1,0 +1,173 @@
+"""HTTP adapter: `POST /v1/labels` (native JSON batch), `POST /webhooks/label-studio`, health.
+
+Bodies are read with a byte limit (413 above it) and parsed here; every ingest error becomes
+`{"error", "field", "reason"}` with the status from transport/status.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.ingest.errors import IngestError, InvalidInput, PayloadTooLarge, Unauthorized
+from services.ingest.label_studio import parse_webhook
+from services.ingest.labels import CREATED, LabelInput
+from services.ingest.metrics import stage
+from services.ingest.pipeline import IngestPipeline
+from services.ingest.transport.status import body_of, status_of
+from services.telemetry import Readiness, health_router, request_id_var
+
+log = logging.getLogger(__name__)
+
+
+class NativeLabel(BaseModel):
+    """One native label event. `image` is a base64 PNG; or give `features` (64 numbers in [0, 1])."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    example_id: str
+    label: str = ""
+    annotator: str = ""
+    image: str | None = None
+    features: list[float] | None = None
+    annotation_id: str = ""
+    action: Literal["created", "updated", "deleted"] = CREATED
+    updated_at: datetime | None = None
+
+
+class NativeBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    labels: list[NativeLabel] = Field(min_length=1)
+
+
+def to_inputs(batch: NativeBatch, trace_id: str) -> list[LabelInput]:
+    inputs = []
+    for i, item in enumerate(batch.labels):
+        image = None
+        if item.image:
+            try:
+                image = base64.b64decode(item.image, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput(f"labels[{i}].image", "is not valid base64") from None
+        inputs.append(
+            LabelInput(
+                example_id=item.example_id,
+                label=item.label,
+                annotator=item.annotator,
+                source="api",
+                action=item.action,
+                image=image,
+                features=item.features,
+                annotation_id=item.annotation_id,
+                updated_at=item.updated_at,
+                where=f"labels[{i}]",
+                trace_id=trace_id,
+            )
+        )
+    return inputs
+
+
+def _pydantic_error(exc: ValidationError) -> InvalidInput:
+    err = exc.errors()[0]
+    parts: list[str] = []
+    for p in err.get("loc", ()):
+        if isinstance(p, int) and parts:
+            parts[-1] = f"{parts[-1]}[{p}]"
+        else:
+            parts.append(str(p))
+    return InvalidInput(".".join(parts) or "body", err["msg"])
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(int(declared), limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput("body", f"not valid JSON: {exc}") from None
+
+
+def check_token(header: str | None, token: str) -> None:
+    if not token:
+        raise Unauthorized("the Label Studio webhook is disabled: set FLYWHEEL_INGEST_WEBHOOK_TOKEN")
+    if not header:
+        raise Unauthorized("missing `Authorization: Token <token>` header")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() not in ("token", "bearer") or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("wrong webhook token")
+
+
+def build_app(
+    pipeline: IngestPipeline, readiness: Readiness, webhook_token: str, max_body_bytes: int, max_batch: int
+) -> FastAPI:
+    app = FastAPI(title="flywheel ingest", version="1")
+    app.include_router(health_router(readiness))
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        try:
+            response = await call_next(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers["x-request-id"] = rid
+        return response
+
+    @app.exception_handler(IngestError)
+    async def ingest_error(request: Request, exc: IngestError) -> JSONResponse:
+        status, _ = status_of(exc)
+        log.info("request refused", extra={"path": request.url.path, "status": status, "reason": str(exc)})
+        return JSONResponse(body_of(exc), status_code=status)
+
+    @app.post("/v1/labels", summary="Submit a batch of native label events")
+    async def submit_labels(request: Request) -> dict:
+        body = await read_body(request, max_body_bytes)
+        with stage("parse"):
+            try:
+                batch = NativeBatch.model_validate(_json(body))
+            except ValidationError as exc:
+                raise _pydantic_error(exc) from None
+            if len(batch.labels) > max_batch:
+                raise InvalidInput("labels", f"has {len(batch.labels)} items; the limit is {max_batch}")
+            inputs = to_inputs(batch, request_id_var.get())
+        result = await run_in_threadpool(pipeline.submit, inputs)
+        return {"accepted": len(result.event_ids), "event_ids": result.event_ids}
+
+    @app.post("/webhooks/label-studio", summary="Label Studio webhook receiver")
+    async def label_studio(request: Request) -> dict:
+        check_token(request.headers.get("authorization"), webhook_token)
+        body = await read_body(request, max_body_bytes)
+        batch = parse_webhook(_json(body))
+        result = await run_in_threadpool(pipeline.submit, batch.inputs, True)
+        return {
+            "action": batch.action,
+            "accepted": len(result.event_ids),
+            "event_ids": result.event_ids,
+            "ignored": batch.ignored + [f"unknown annotation {a}" for a in result.skipped],
+        }
+
+    return app

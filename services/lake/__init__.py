@@ -1,0 +1,1 @@
+"""The data lake: Kafka events into partitioned Parquet, DuckDB aggregates, versioned snapshots."""
