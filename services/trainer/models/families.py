@@ -1,0 +1,47 @@
+"""The model families a job can ask for, with their defaults and what they accept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from services.trainer.errors import InvalidRequest
+from services.trainer.models.cnn import DigitsCNN
+from services.trainer.models.layers import Standardize
+from services.trainer.models.mlp import MLP
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    preprocess: str  # flywheel.json "preprocess": how the gateway builds the input tensor
+    feature_dim: int | None  # None: any
+    default_width: int
+    default_depth: int
+
+
+FAMILIES: dict[str, ModelFamily] = {
+    "digits_mlp": ModelFamily("digits_mlp", "digits_8x8", 64, 256, 2),
+    "digits_cnn": ModelFamily("digits_cnn", "digits_8x8", 64, 128, 1),
+    "tabular_mlp": ModelFamily("tabular_mlp", "none", None, 128, 2),
+}
+
+
+def family(name: str) -> ModelFamily:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise InvalidRequest(f"unknown model_family {name!r}; choose one of {', '.join(FAMILIES)}") from None
+
+
+def build_model(fam: ModelFamily, x_train: np.ndarray, n_classes: int, width: int, depth: int) -> nn.Module:
+    """A freshly initialised model whose normalisation is fitted on the training features."""
+    dim = x_train.shape[1]
+    if fam.feature_dim is not None and dim != fam.feature_dim:
+        raise InvalidRequest(f"{fam.name} takes {fam.feature_dim} features, the snapshot has {dim}")
+    norm = Standardize.fit(x_train)
+    if fam.name == "digits_cnn":
+        return DigitsCNN(norm, n_classes, width=width, depth=depth)
+    return MLP(norm, dim, n_classes, width=width, depth=depth)
