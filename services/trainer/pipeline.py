@@ -21,11 +21,12 @@ from services.trainer.data import SnapshotData, load_snapshot
 from services.trainer.errors import InvalidRequest
 from services.trainer.export import ExportOptions, export_model, next_version, onnx_probabilities
 from services.trainer.models import family
+from services.trainer.models.families import family_defaults
 from services.trainer.registry import Registry, VersionRecord
 from services.trainer.report import write_report
 from services.trainer.training.baselines import run_baselines
-from services.trainer.training.hyperparameters import Hyperparameters, parse_hyperparameters
-from services.trainer.training.loop import Control, predict, train
+from services.trainer.training.hyperparameters import parse_hyperparameters
+from services.trainer.training.loop import Control, distributed, predict, train
 from services.trainer.training.metrics import SCALARS, CombinedMetric, classification_metrics
 from services.trainer.training.overfit import OverfitCheck, overfit_one_batch
 from services.trainer.training.search import SearchSpec, random_search
@@ -57,8 +58,7 @@ class JobSpec:
 
     def validate(self) -> JobSpec:
         fam = family(self.model_family)
-        base = Hyperparameters(width=fam.default_width, depth=fam.default_depth)
-        parse_hyperparameters(self.hyperparameters, base)
+        parse_hyperparameters(self.hyperparameters, family_defaults(fam))
         if not self.model or not all(c.isalnum() or c in "-_" for c in self.model):
             raise InvalidRequest(f"model name {self.model!r}: use letters, digits, '-' and '_'")
         if self.search_trials < 0 or self.search_rounds < 1 or self.budget_s < 0:
@@ -135,7 +135,7 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     best_baseline = max(baselines, key=lambda b: b.combined.get("test", b.combined.get("validation", -1)))
     check()
 
-    base = parse_hyperparameters(spec.hyperparameters, Hyperparameters(width=fam.default_width, depth=fam.default_depth))
+    base = parse_hyperparameters(spec.hyperparameters, family_defaults(fam))
     report_progress("overfit_check", 0.06, "overfitting one batch", {})
     overfit = overfit_one_batch(fam, data, base, ctx.overfit)
     check()
@@ -170,6 +170,8 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     else:
         result = train(fam, data, base, control)
     check()
+    if distributed()[0] != 0:
+        return JobOutcome("", "", {}, {})  # under torchrun only rank 0 evaluates, exports and registers
 
     evals = {}
     for split_name in ("train", "validation", "test"):

@@ -104,9 +104,7 @@ class Registry:
 
     def max_version(self, model: str) -> int:
         with self._db.session() as s:
-            return int(
-                s.scalar(select(func.max(model_versions.c.version)).where(model_versions.c.model == model)) or 0
-            )
+            return int(s.scalar(select(func.max(model_versions.c.version)).where(model_versions.c.model == model)) or 0)
 
     # -- writes ---------------------------------------------------------------------------
     def register(self, rec: VersionRecord) -> VersionRecord:

@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _png(fig) -> str:  # type: ignore[no-untyped-def]
@@ -77,7 +77,8 @@ def write_report(folder: Path, report: dict) -> tuple[Path, Path]:
         f"<h1>Training job {html.escape(report['job_id'])}</h1>",
         f"<p>model <b>{html.escape(report['model'])}</b> version {html.escape(str(report.get('version', '')))}, "
         f"family {html.escape(report['model_family'])}, snapshot {html.escape(report['snapshot_id'])}, "
-        f"git {html.escape(report.get('git_commit', ''))}. Combined number: {html.escape(report['combined_metric'])}.</p>",
+        f"git {html.escape(report.get('git_commit', ''))}. "
+        f"Combined number: {html.escape(report['combined_metric'])}.</p>",
         "<h2>Baseline comparison (test split)</h2>",
         _table(
             ["model", "accuracy", "macro F1", "combined"],
@@ -107,8 +108,16 @@ def write_report(folder: Path, report: dict) -> tuple[Path, Path]:
             _table(
                 ["#", "round", "lr", "width", "depth", "weight decay", "val combined", "epochs"],
                 [
-                    [t["index"], t["round"], t["hp"]["lr"], t["hp"]["width"], t["hp"]["depth"],
-                     t["hp"]["weight_decay"], t["val_score"], t["epochs"]]
+                    [
+                        t["index"],
+                        t["round"],
+                        t["hp"]["lr"],
+                        t["hp"]["width"],
+                        t["hp"]["depth"],
+                        t["hp"]["weight_decay"],
+                        t["val_score"],
+                        t["epochs"],
+                    ]
                     for t in report["search"]["trials"]
                 ],
             ),

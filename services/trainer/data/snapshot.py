@@ -114,4 +114,3 @@ def load_snapshot(uri: str, labels: tuple[str, ...] | None = None) -> SnapshotDa
         validation=splits["validation"],
         test=splits["test"],
     )
-

@@ -20,11 +20,14 @@ class ModelFamily:
     feature_dim: int | None  # None: any
     default_width: int
     default_depth: int
+    image_side: int = 0  # > 0: features are a square image, shifts are a valid augmentation
+    default_augment: int = 0
+    default_max_epochs: int = 200
 
 
 FAMILIES: dict[str, ModelFamily] = {
-    "digits_mlp": ModelFamily("digits_mlp", "digits_8x8", 64, 256, 2),
-    "digits_cnn": ModelFamily("digits_cnn", "digits_8x8", 64, 128, 1),
+    "digits_mlp": ModelFamily("digits_mlp", "digits_8x8", 64, 256, 2, image_side=8, default_augment=1),
+    "digits_cnn": ModelFamily("digits_cnn", "digits_8x8", 64, 128, 1, image_side=8, default_augment=1),
     "tabular_mlp": ModelFamily("tabular_mlp", "none", None, 128, 2),
 }
 
@@ -45,3 +48,10 @@ def build_model(fam: ModelFamily, x_train: np.ndarray, n_classes: int, width: in
     if fam.name == "digits_cnn":
         return DigitsCNN(norm, n_classes, width=width, depth=depth)
     return MLP(norm, dim, n_classes, width=width, depth=depth)
+
+
+def family_defaults(fam: ModelFamily):  # type: ignore[no-untyped-def]
+    """The family's starting hyperparameters (the notes' defaults plus its width, depth, augmentation)."""
+    from services.trainer.training.hyperparameters import Hyperparameters
+
+    return Hyperparameters(width=fam.default_width, depth=fam.default_depth, augment_shift=fam.default_augment)

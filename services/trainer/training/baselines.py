@@ -43,7 +43,5 @@ def run_baselines(data: SnapshotData, combined: CombinedMetric, seed: int = 0) -
                 continue
             pred = np.asarray(clf.predict(split.x), dtype=np.int64)
             metrics[split_name] = classification_metrics(split.y, pred, data.n_classes)
-        results.append(
-            BaselineResult(name, description, metrics, {s: combined.score(m) for s, m in metrics.items()})
-        )
+        results.append(BaselineResult(name, description, metrics, {s: combined.score(m) for s, m in metrics.items()}))
     return results

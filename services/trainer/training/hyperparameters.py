@@ -17,6 +17,7 @@ class Hyperparameters:
     max_epochs: int = 200
     patience: int = 15  # early stopping: epochs without a better validation loss
     seed: int = 0
+    augment_shift: int = 0  # image families: random shifts of up to this many pixels (0: none)
 
     def as_strings(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -30,6 +31,7 @@ class Hyperparameters:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.max_epochs >= 1, "max_epochs must be >= 1"),
             (self.patience >= 1, "patience must be >= 1"),
+            (0 <= self.augment_shift <= 3, "augment_shift must be 0..3"),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:

@@ -7,12 +7,14 @@ lets the caller watch progress, cancel between epochs, and cap the wall time.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from services.trainer.data import SnapshotData, Split
@@ -75,14 +77,54 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return model(torch.from_numpy(x)).argmax(dim=1).numpy().astype(np.int64)
 
 
+def shift_images(x: torch.Tensor, side: int, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to max_shift pixels in x and y, filling with background (0)."""
+    if max_shift <= 0:
+        return x
+    n = x.shape[0]
+    img = x.reshape(n, 1, side, side)
+    pad = nn.functional.pad(img, (max_shift,) * 4)
+    dev = x.device
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen).to(dev)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen).to(dev)
+    ar = torch.arange(side, device=dev)
+    rows = (dy[:, None] + ar[None, :])[:, :, None].expand(n, side, side)
+    cols = (dx[:, None] + ar[None, :])[:, None, :].expand(n, side, side)
+    out = pad[torch.arange(n, device=dev)[:, None, None], 0, rows, cols]
+    return out.reshape(n, side * side)
+
+
+def device() -> torch.device:
+    """CUDA when present (the GPU of this rank under torchrun), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); (0, 1) unless torchrun started several processes with a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train(fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, control: Control | None = None) -> TrainResult:
+    """Train one model. Under torchrun (several ranks) the model is wrapped in DistributedDataParallel
+    and each rank takes its share of every epoch's batches; every rank ends with the same weights."""
     control = control or Control()
     gen = seed_everything(hp.seed)
-    model = build_model(fam, data.train.x, data.n_classes, hp.width, hp.depth)
-    opt = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-    xt, yt = tensors(data.train)
+    dev = device()
+    rank, world = distributed()
+    model = build_model(fam, data.train.x, data.n_classes, hp.width, hp.depth).to(dev)
+    net: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = torch.optim.Adam(net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    xt, yt = (t.to(dev) for t in tensors(data.train))
     # Early stopping watches validation; without one, the training loss.
-    xv, yv = tensors(data.validation) if len(data.validation) else (xt, yt)
+    xv, yv = (t.to(dev) for t in tensors(data.validation)) if len(data.validation) else (xt, yt)
     history: dict[str, list[float]] = {"train_loss": [], "train_accuracy": [], "val_loss": [], "val_accuracy": []}
     best_state, best_loss, best_epoch, since_best = None, float("inf"), 0, 0
     stopped_by = "max_epochs"
@@ -92,10 +134,12 @@ def train(fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, control: Co
         control.check()
         model.train()
         order = torch.randperm(len(yt), generator=gen)
-        for i in range(0, len(order), hp.batch_size):
-            idx = order[i : i + hp.batch_size]
+        step = hp.batch_size * world
+        for i in range(0, len(order) - (len(order) % step if world > 1 else 0), step):
+            idx = order[i : i + step][rank::world].to(dev)
             opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            xb = shift_images(xt[idx], fam.image_side, hp.augment_shift, gen) if fam.image_side else xt[idx]
+            loss = nn.functional.cross_entropy(net(xb), yt[idx])
             loss.backward()
             opt.step()
         tl, ta = evaluate(model, xt, yt)
@@ -117,6 +161,7 @@ def train(fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, control: Co
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model = model.cpu().eval()
+    xv, yv = xv.cpu(), yv.cpu()
     vl, va = evaluate(model, xv, yv)
     return TrainResult(model, hp, best_epoch, epoch, stopped_by, history, vl, va, time.monotonic() - start)

@@ -73,8 +73,7 @@ class CombinedMetric:
         except ValueError as exc:
             raise InvalidRequest(f"combined metric {spec!r}: {exc}") from None
         raise InvalidRequest(
-            f"combined metric {spec!r}: use 'weighted:accuracy=0.5,macro_f1=0.5' or "
-            "'optimise:macro_f1;min_recall>=0.9'"
+            f"combined metric {spec!r}: use 'weighted:accuracy=0.5,macro_f1=0.5' or 'optimise:macro_f1;min_recall>=0.9'"
         )
 
     @staticmethod

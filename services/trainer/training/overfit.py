@@ -57,7 +57,10 @@ def overfit_one_batch(
     xb = torch.from_numpy(data.train.x)[batch_idx]
     yb = torch.from_numpy(data.train.y)[batch_idx]
     if len(data.validation):
-        xh, yh = torch.from_numpy(data.validation.x[: check.heldout]), torch.from_numpy(data.validation.y[: check.heldout])
+        xh, yh = (
+            torch.from_numpy(data.validation.x[: check.heldout]),
+            torch.from_numpy(data.validation.y[: check.heldout]),
+        )
     else:
         rest = pick[min(check.batch, n) :][: check.heldout]
         xh, yh = torch.from_numpy(data.train.x)[rest], torch.from_numpy(data.train.y)[rest]
@@ -66,7 +69,8 @@ def overfit_one_batch(
     model.train()
     initial = final = float(nn.functional.cross_entropy(model(xb), yb).item())
     steps = 0
-    for steps in range(1, check.max_steps + 1):
+    while steps < check.max_steps:
+        steps += 1
         opt.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(model(xb), yb)
         loss.backward()

@@ -64,7 +64,7 @@ def _sample(rng: random.Random, space: SearchSpace, base: Hyperparameters, seed:
     return replace(
         base,
         lr=_log_uniform(rng, *space.lr),
-        width=int(round(_log_uniform(rng, *space.width))),
+        width=round(_log_uniform(rng, *space.width)),
         depth=rng.randint(*space.depth),
         weight_decay=_log_uniform(rng, *space.weight_decay),
         seed=seed,
