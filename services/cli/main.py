@@ -23,7 +23,9 @@ from services.cli.stack import SERVICES, available_services
 from services.config import CommonSettings, ConfigError, load_settings
 
 # Modules that add subcommands (keys, train, snapshot, demo...), imported lazily.
-EXTRA_COMMANDS: list[str] = []
+EXTRA_COMMANDS: list[str] = [
+    "services.trainer.cli",
+]
 
 console = Console(stderr=False)
 

@@ -88,6 +88,7 @@ class JobOutcome:
     report_uri: str
     metrics: dict[str, float]
     report: dict
+    model: torch.nn.Module | None = None  # the trained logits model (for callers that check exports)
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -298,4 +299,4 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     }
     _, html_path = write_report(ctx.reports / spec.job_id, report)
     report_progress("done", 1.0, f"{spec.model} v{version}: test accuracy {metrics.get('test_accuracy', 0):.4f}", {})
-    return JobOutcome(version, html_path.resolve().as_uri(), metrics, report)
+    return JobOutcome(version, html_path.resolve().as_uri(), metrics, report, result.model)
