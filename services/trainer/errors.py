@@ -49,3 +49,7 @@ class OverfitCheckFailed(TrainingFailed):
 
 class JobCancelled(TrainerError):
     """The job was cancelled while it ran."""
+
+
+class RunnerFailed(TrainerError):
+    """The runner could not start or stop the job (the Kubernetes API refused, say); the message says why."""

@@ -9,17 +9,28 @@ cancelling deletes it with foreground propagation (its pods get SIGTERM and reco
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
 from kubernetes import client
 
+from services.trainer.errors import RunnerFailed
 from services.trainer.jobs import FAILED, Job, JobStore
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
 LABELS = {"app.kubernetes.io/name": "flywheel-trainer", "app.kubernetes.io/part-of": "flywheel"}
+
+
+def _api_message(exc: client.ApiException) -> str:
+    """The API server's Status reason and message, not just the HTTP reason phrase."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        return str(exc.reason)
+    return f"{body.get('reason', exc.reason)}: {body.get('message', '')}".rstrip(": ")
 
 
 def job_name(job_id: str) -> str:
@@ -143,7 +154,7 @@ class KubernetesRunner:
             )
         except client.ApiException as exc:
             if exc.status != 404:
-                raise
+                raise RunnerFailed(f"Kubernetes refused to delete the Job: {exc.status} {_api_message(exc)}") from None
         self._store.update(job.job_id, state="cancelled", phase="cancelled", reason="cancelled; Kubernetes Job deleted")
 
     def reconcile(self, job: Job) -> None:

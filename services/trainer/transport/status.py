@@ -11,6 +11,7 @@ from services.trainer.errors import (
     LakeUnavailable,
     ModelNotFound,
     PromotionRefused,
+    RunnerFailed,
     SnapshotInvalid,
     SnapshotNotFound,
     TrainerError,
@@ -25,6 +26,7 @@ STATUS: dict[type[TrainerError], tuple[int, grpc.StatusCode]] = {
     JobConflict: (409, grpc.StatusCode.FAILED_PRECONDITION),
     PromotionRefused: (409, grpc.StatusCode.FAILED_PRECONDITION),
     LakeUnavailable: (503, grpc.StatusCode.UNAVAILABLE),
+    RunnerFailed: (502, grpc.StatusCode.UNAVAILABLE),
 }
 
 
