@@ -125,7 +125,7 @@ def test_a_refused_job_is_failed_with_the_reason(store, httpserver: HTTPServer) 
         status=403,
     )
     jobs = _service(store, KubernetesRunner.from_settings(store, settings, ENV))
-    with pytest.raises(RunnerFailed, match="403 Forbidden: jobs.batch is forbidden"):
+    with pytest.raises(RunnerFailed, match=r"403 Forbidden: jobs\.batch is forbidden"):
         jobs.submit(model="digits", snapshot_id="snap", model_family="digits_mlp", job_id="denied")
     job = store.get("denied")
     assert job.state == FAILED and "Kubernetes refused the Job: 403 Forbidden: jobs.batch is forbidden" in job.reason

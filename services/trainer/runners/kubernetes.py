@@ -136,13 +136,9 @@ class KubernetesRunner:
         try:
             self._batch.create_namespaced_job(self._settings.k8s_namespace, body)
         except client.ApiException as exc:
-            self._store.update(
-                job.job_id,
-                state=FAILED,
-                phase="failed",
-                reason=f"Kubernetes refused the Job: {exc.status} {exc.reason}",
-            )
-            raise
+            reason = f"Kubernetes refused the Job: {exc.status} {_api_message(exc)}"
+            self._store.update(job.job_id, state=FAILED, phase="failed", reason=reason)
+            raise RunnerFailed(reason) from None
         log.info("kubernetes job created", extra={"job_id": job.job_id, "k8s_job": name})
 
     def cancel(self, job: Job) -> None:
