@@ -11,12 +11,12 @@ import pytest
 from services.cli.brokers import Broker, start_broker
 from services.events import ensure_topics
 from services.storage import Database, migrate
+from services.trainer.data.sklearn_digits import write_digits_snapshot
 from services.trainer.export import ExportOptions
 from services.trainer.pipeline import JobContext, JobOutcome, JobSpec, run_job
 from services.trainer.registry import Registry
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric
-from tests.trainer.snapshots import write_digits_snapshot
 
 COMBINED = "weighted:accuracy=0.5,macro_f1=0.5"
 # Found by the coarse-to-fine search (bench/train); fixed here so the test is one deterministic run.

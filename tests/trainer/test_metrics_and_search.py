@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from services.trainer.data import load_snapshot
+from services.trainer.data.sklearn_digits import write_digits_snapshot
 from services.trainer.errors import InvalidRequest
 from services.trainer.models import family
 from services.trainer.models.families import family_defaults
@@ -14,7 +15,6 @@ from services.trainer.training.hyperparameters import parse_hyperparameters
 from services.trainer.training.loop import Control
 from services.trainer.training.metrics import CombinedMetric, classification_metrics
 from services.trainer.training.search import SearchSpec, random_search
-from tests.trainer.snapshots import write_digits_snapshot
 
 
 def test_classification_metrics_on_a_known_example() -> None:

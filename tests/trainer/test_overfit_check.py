@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from services.trainer.data import load_snapshot
+from services.trainer.data.sklearn_digits import write_digits_snapshot
 from services.trainer.errors import OverfitCheckFailed
 from services.trainer.models import family
 from services.trainer.models.families import family_defaults
 from services.trainer.training.hyperparameters import parse_hyperparameters
 from services.trainer.training.overfit import overfit_one_batch
-from tests.trainer.snapshots import write_digits_snapshot
 
 
 def test_a_healthy_setup_passes(digits_uri) -> None:
