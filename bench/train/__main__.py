@@ -46,7 +46,12 @@ CONFIGS = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: OpenMP spinning on a shared machine inflates times badly)",
+    )
     parser.add_argument("--seeds", default="0,1", help="one job per seed and configuration")
     parser.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"])
     parser.add_argument("--search-budget", type=float, default=30.0, help="seconds for the search row (0: skip)")
