@@ -182,7 +182,10 @@ class JobService:
         if runner not in self.runners:
             raise InvalidRequest(f"runner {runner!r} is not available; available: {sorted(self.runners)}")
         if not snapshot_id:
-            raise InvalidRequest("snapshot_id is required")
+            fresh = getattr(self._snapshot_uri, "fresh", None)
+            if fresh is None:
+                raise InvalidRequest("snapshot_id is required (no lake configured to cut a fresh one)")
+            snapshot_id = fresh(f"training {model or 'digits'}")
         if gpus < 0:
             raise InvalidRequest("gpus must be >= 0")
         spec = JobSpec(
@@ -205,7 +208,12 @@ class JobService:
         return self.store.get(job.job_id)
 
     def get(self, job_id: str) -> Job:
-        return self.store.get(job_id)
+        job = self.store.get(job_id)
+        reconcile = getattr(self.runners.get(job.runner), "reconcile", None)
+        if job.state == RUNNING and reconcile is not None:
+            reconcile(job)  # a cluster-side failure the worker could not report (image pull, OOM, backoff)
+            job = self.store.get(job_id)
+        return job
 
     def cancel(self, job_id: str) -> Job:
         job = self.store.get(job_id)

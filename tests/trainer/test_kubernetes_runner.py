@@ -95,6 +95,16 @@ def test_submit_creates_and_cancel_deletes_the_job(store, httpserver: HTTPServer
     assert created[0]["spec"]["template"]["spec"]["containers"][0]["command"][0] == "torchrun"
     kubernetes_validate.validate(created[0], "1.37.0", strict=True)
 
+    # The cluster reports the Job failed (backoff exhausted) before the worker could say why.
+    status_path = f"{path}/{job_name('abc')}/status"
+    failed = {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}
+    httpserver.expect_oneshot_request(status_path, method="GET").respond_with_json({"status": {"active": 1}})
+    assert jobs.get("abc").state == RUNNING
+    httpserver.expect_oneshot_request(status_path, method="GET").respond_with_json(failed)
+    gone = jobs.get("abc")
+    assert gone.state == FAILED and "BackoffLimitExceeded" in gone.reason
+    store.update("abc", only_if_not_terminal=False, state=RUNNING, reason="")
+
     deleted: list[dict] = []
 
     def delete(request):  # type: ignore[no-untyped-def]

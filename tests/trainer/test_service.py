@@ -78,7 +78,13 @@ def trainer(tmp_path_factory, broker, lake, lake_root: Path) -> Iterator[dict]:
             message="trainer ready",
         )
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-        yield {"stub": trainer_pb2_grpc.TrainerStub(channel), "http": http, "proc": proc, "repo": tmp / "models"}
+        yield {
+            "stub": trainer_pb2_grpc.TrainerStub(channel),
+            "http": http,
+            "grpc": f"127.0.0.1:{grpc_port}",
+            "proc": proc,
+            "repo": tmp / "models",
+        }
         channel.close()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -113,6 +119,13 @@ def test_submit_watch_and_publish(trainer, broker) -> None:
     published = read_topic(broker.bootstrap, MODELS.name, want=1, timeout_s=30)
     event = ev.ModelPublished.FromString(published[0].value())
     assert (event.model, event.version, event.stage, event.snapshot_id) == ("digits", "1", "candidate", "snap-digits")
+    cli = subprocess.run(
+        [sys.executable, "-m", "services.cli", "train", "--addr", trainer["grpc"], "watch", job.job_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0 and "succeeded" in cli.stdout and "model digits v1" in cli.stdout, cli.stdout
     listed = stub.ListModels(pb.ListModelsRequest(model="digits")).versions
     assert [(v.version, v.stage, v.snapshot_id) for v in listed] == [("1", "candidate", "snap-digits")]
     assert listed[0].hyperparameters["max_epochs"] == "15" and listed[0].artifacts["onnx"].endswith("model.onnx")

@@ -155,7 +155,11 @@ class KubernetesRunner:
 
     def reconcile(self, job: Job) -> None:
         """A Job that failed in the cluster before its worker could report (image pull, OOM, backoff)."""
-        status = self._batch.read_namespaced_job_status(job_name(job.job_id), self._settings.k8s_namespace).status
+        try:
+            status = self._batch.read_namespaced_job_status(job_name(job.job_id), self._settings.k8s_namespace).status
+        except client.ApiException as exc:
+            log.warning("could not read the Job's status", extra={"job_id": job.job_id, "status": exc.status})
+            return
         for cond in status.conditions or []:
             if cond.type == "Failed" and cond.status == "True":
                 self._store.update(
