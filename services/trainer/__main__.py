@@ -8,11 +8,12 @@ import os
 import sys
 import threading
 
-from services.config import CommonSettings, describe_settings, load_settings
+from services.config import CommonSettings, ConfigError, describe_settings, load_settings
 from services.events import ConsumeLoop, ConsumerConfig, EventProducer
 from services.events.topics import MODELS, TRAIN_REQUESTS
 from services.storage import Database, migrate
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
+from services.trainer.errors import InvalidRequest
 from services.trainer.jobs import JobService, JobStore, Runner
 from services.trainer.lake_client import LakeClient
 from services.trainer.registry import Registry
@@ -21,6 +22,7 @@ from services.trainer.runners.local import LocalRunner
 from services.trainer.settings import TrainerSettings
 from services.trainer.snapshots import SnapshotResolver
 from services.trainer.tables import MIGRATIONS
+from services.trainer.training.metrics import CombinedMetric
 from services.trainer.transport.grpc_api import TrainerServicer, serve_grpc
 from services.trainer.transport.rest import build_app
 from services.trainer.transport.train_requests import TrainRequestHandler
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         runner=args.runner,
         consume=False if args.no_consume else None,
     )
+    try:
+        CombinedMetric.parse(settings.combined_metric)
+    except InvalidRequest as exc:
+        raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_COMBINED_METRIC: {exc}") from None
     configure_logging("trainer", common.log_level)
     stop = StopSignal().install()
 

@@ -203,3 +203,12 @@ def test_a_train_request_on_the_broker_becomes_a_job(trainer, broker, lake) -> N
         pb.PromoteModelRequest(model="weak", version=job.model_version, stage="production", force=True)
     )
     assert forced.stage == "production"
+
+
+def test_a_bad_setting_stops_the_service_before_it_listens() -> None:
+    env = {**os.environ, "FLYWHEEL_TRAINER_COMBINED_METRIC": "mean", "FLYWHEEL_TRAINER_HTTP_PORT": str(free_port())}
+    out = subprocess.run(
+        [sys.executable, "-m", "services.trainer"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode != 0
+    assert "FLYWHEEL_TRAINER_COMBINED_METRIC" in out.stderr and "use 'weighted:" in out.stderr
