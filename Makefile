@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.flywheel-setup
 KAFKA_LIBS := .tools/kafka/libs/.done
 
-.PHONY: setup demo test test-fast lint protos protos-check bench bench-kafka loadtest kafka-jars clean up down status
+.PHONY: setup demo test test-fast lint protos protos-check bench bench-kafka bench-train loadtest kafka-jars clean up down status
 
 setup: $(STAMP) $(KAFKA_LIBS)
 
@@ -61,6 +61,9 @@ bench: bench-kafka
 
 bench-kafka: setup
 	$(PY) -m bench.kafka
+
+bench-train: setup
+	$(PY) -m bench.train $(BENCH_TRAIN_ARGS)
 
 loadtest: setup
 	@echo "load tests land with the demo issue (loadtests/)"

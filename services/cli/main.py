@@ -26,6 +26,7 @@ from services.config import CommonSettings, ConfigError, load_settings
 EXTRA_COMMANDS: list[str] = [
     "services.gateway.keys_cli",
     "services.lake.cli",
+    "services.trainer.cli",
 ]
 
 console = Console(stderr=False)

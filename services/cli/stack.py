@@ -64,7 +64,10 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec(
         "trainer",
         {"http": 8300, "grpc": 8301},
-        env=lambda ctx: {"FLYWHEEL_TRAINER_MODEL_REPOSITORY": str((ctx.home / "models").resolve())},
+        env=lambda ctx: {
+            "FLYWHEEL_TRAINER_MODEL_REPOSITORY": str((ctx.home / "models").resolve()),
+            **({"FLYWHEEL_TRAINER_LAKE_ADDR": ctx.addr("lake", "grpc")} if "lake" in ctx.ports else {}),
+        },
     ),
     ServiceSpec(
         "gateway",

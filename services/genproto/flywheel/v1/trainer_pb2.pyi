@@ -34,7 +34,7 @@ class SearchSpec(_message.Message):
     def __init__(self, trials: _Optional[int] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("model", "snapshot_id", "model_family", "hyperparameters", "search", "budget_s", "runner")
+    __slots__ = ("model", "snapshot_id", "model_family", "hyperparameters", "search", "budget_s", "runner", "gpus", "combined_metric")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,8 @@ class SubmitJobRequest(_message.Message):
     SEARCH_FIELD_NUMBER: _ClassVar[int]
     BUDGET_S_FIELD_NUMBER: _ClassVar[int]
     RUNNER_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    COMBINED_METRIC_FIELD_NUMBER: _ClassVar[int]
     model: str
     snapshot_id: str
     model_family: str
@@ -56,10 +58,12 @@ class SubmitJobRequest(_message.Message):
     search: SearchSpec
     budget_s: float
     runner: str
-    def __init__(self, model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., model_family: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., budget_s: _Optional[float] = ..., runner: _Optional[str] = ...) -> None: ...
+    gpus: int
+    combined_metric: str
+    def __init__(self, model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., model_family: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., budget_s: _Optional[float] = ..., runner: _Optional[str] = ..., gpus: _Optional[int] = ..., combined_metric: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "model", "snapshot_id", "reason", "model_version", "report_uri", "metrics", "created_at", "finished_at")
+    __slots__ = ("job_id", "state", "model", "snapshot_id", "reason", "model_version", "report_uri", "metrics", "created_at", "finished_at", "phase", "fraction", "runner", "model_family")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +81,10 @@ class Job(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    RUNNER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     model: str
@@ -87,7 +95,11 @@ class Job(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     created_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., report_uri: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    phase: str
+    fraction: float
+    runner: str
+    model_family: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., reason: _Optional[str] = ..., model_version: _Optional[str] = ..., report_uri: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phase: _Optional[str] = ..., fraction: _Optional[float] = ..., runner: _Optional[str] = ..., model_family: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -1,0 +1,144 @@
+"""`python -m services.trainer`: the trainer service (REST + gRPC API, Kafka train requests, job runners)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+
+from services.config import CommonSettings, ConfigError, describe_settings, load_settings
+from services.events import ConsumeLoop, ConsumerConfig, EventProducer
+from services.events.topics import MODELS, TRAIN_REQUESTS
+from services.storage import Database, migrate
+from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
+from services.trainer.errors import InvalidRequest
+from services.trainer.jobs import JobService, JobStore, Runner
+from services.trainer.lake_client import LakeClient
+from services.trainer.registry import Registry
+from services.trainer.runners.kubernetes import KubernetesRunner
+from services.trainer.runners.local import LocalRunner
+from services.trainer.settings import TrainerSettings
+from services.trainer.snapshots import SnapshotResolver
+from services.trainer.tables import MIGRATIONS
+from services.trainer.training.metrics import CombinedMetric
+from services.trainer.transport.grpc_api import TrainerServicer, serve_grpc
+from services.trainer.transport.rest import build_app
+from services.trainer.transport.train_requests import TrainRequestHandler
+
+log = logging.getLogger("services.trainer")
+
+
+def worker_env(common: CommonSettings, settings: TrainerSettings) -> dict[str, str]:
+    """What a worker needs: the same database, broker, repository and settings as the service."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("FLYWHEEL_") or k in ("PATH", "HOME", "PYTHONPATH")}
+    env.update(
+        FLYWHEEL_HOME=str(common.home.resolve()),
+        FLYWHEEL_DATABASE_URL=common.resolved_database_url(),
+        FLYWHEEL_KAFKA_BOOTSTRAP=common.kafka_bootstrap,
+        FLYWHEEL_TRAINER_MODEL_REPOSITORY=str(settings.model_repository.resolve()),
+    )
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.trainer",
+        description="Flywheel trainer: training jobs, exports, the model registry.",
+        epilog=describe_settings(CommonSettings, TrainerSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--http-port", type=int, help="overrides FLYWHEEL_TRAINER_HTTP_PORT")
+    parser.add_argument("--grpc-port", type=int, help="overrides FLYWHEEL_TRAINER_GRPC_PORT")
+    parser.add_argument("--runner", choices=["local", "kubernetes"], help="overrides FLYWHEEL_TRAINER_RUNNER")
+    parser.add_argument("--no-consume", action="store_true", help="do not consume flywheel.train.requests")
+    args = parser.parse_args(argv)
+    common = load_settings(CommonSettings)
+    settings = load_settings(
+        TrainerSettings,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        runner=args.runner,
+        consume=False if args.no_consume else None,
+    )
+    try:
+        CombinedMetric.parse(settings.combined_metric)
+    except InvalidRequest as exc:
+        raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_COMBINED_METRIC: {exc}") from None
+    configure_logging("trainer", common.log_level)
+    stop = StopSignal().install()
+
+    db_url = common.resolved_database_url()
+    migrate(db_url, [MIGRATIONS])
+    db = Database(db_url)
+    store = JobStore(db)
+    producer = EventProducer(common.kafka_bootstrap, client_id="trainer")
+
+    def publish(event) -> None:  # type: ignore[no-untyped-def]
+        producer.send(MODELS.name, event)
+        producer.flush()
+
+    settings.model_repository.mkdir(parents=True, exist_ok=True)
+    registry = Registry(
+        db,
+        repository_uri=settings.model_repository.resolve().as_uri(),
+        margin=settings.promotion_margin,
+        publish=publish,
+    )
+    env = worker_env(common, settings)
+    local = LocalRunner(store, env, settings.max_concurrent_jobs, log_dir=common.home / "logs" / "train")
+    runners: dict[str, Runner] = {"local": local}
+    if settings.runner == "kubernetes" or settings.k8s_api_url:
+        pod_env = {
+            "FLYWHEEL_HOME": "/data",
+            "FLYWHEEL_DATABASE_URL": common.resolved_database_url(),
+            "FLYWHEEL_KAFKA_BOOTSTRAP": common.kafka_bootstrap,
+            "FLYWHEEL_TRAINER_MODEL_REPOSITORY": "/data/models",
+            "FLYWHEEL_TRAINER_COMBINED_METRIC": settings.combined_metric,
+        }
+        runners["kubernetes"] = KubernetesRunner.from_settings(store, settings, pod_env)
+    lake_root = settings.lake_root or (common.home / "lake").resolve().as_uri()
+    lake = LakeClient(settings.lake_addr) if settings.lake_addr else None
+    resolver = SnapshotResolver(lake_root, lake)
+    jobs = JobService(store, runners, settings.runner, resolver)
+
+    readiness = Readiness()
+    readiness.add("database", db.ping)
+    local.recover()
+    local.begin()
+
+    loop = None
+    loop_thread = None
+    if settings.consume:
+        dlq = EventProducer(common.kafka_bootstrap, client_id="trainer-dlq")
+        loop = ConsumeLoop(
+            ConsumerConfig(common.kafka_bootstrap, settings.consumer_group, [TRAIN_REQUESTS.name]),
+            TrainRequestHandler(jobs, db, resolver),
+            dlq,
+            stop.event,
+        )
+        readiness.add("train_requests", loop.healthy)
+        loop_thread = threading.Thread(target=loop.run, name="train-requests", daemon=True)
+        loop_thread.start()
+
+    http = serve_http_in_thread(build_app(jobs, registry, readiness, stop.event), settings.host, settings.http_port)
+    grpc_server, grpc_port = serve_grpc(TrainerServicer(jobs, registry, stop.event), settings.host, settings.grpc_port)
+    log.info("trainer ready", extra={"http_port": http.port, "grpc_port": grpc_port, "runner": settings.runner})
+
+    stop.wait()
+    log.info("stopping: draining")
+    grpc_server.stop(grace=5).wait(10)
+    http.stop()
+    if loop_thread is not None:
+        loop_thread.join(30)
+    local.close()
+    producer.close(10)
+    if lake is not None:
+        lake.close()
+    db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""`flywheel train …`: submit, watch (with a progress bar), cancel, list and promote, over the trainer's gRPC API.
+
+`flywheel train run` trains in this process instead (no service needed), for a laptop or a bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import grpc
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.genproto.flywheel.v1 import trainer_pb2 as pb
+from services.genproto.flywheel.v1 import trainer_pb2_grpc
+
+console = Console()
+STATE_NAMES = {v: k for k, v in pb.JobState.items()}
+DONE = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
+
+
+def _stub(args: argparse.Namespace) -> trainer_pb2_grpc.TrainerStub:
+    return trainer_pb2_grpc.TrainerStub(grpc.insecure_channel(args.addr))
+
+
+def _kv(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise SystemExit(f"--hp {p!r}: use key=value")
+        out[key] = value
+    return out
+
+
+def _state(s: int) -> str:
+    return STATE_NAMES.get(s, str(s)).removeprefix("JOB_STATE_").lower()
+
+
+def _watch(stub: trainer_pb2_grpc.TrainerStub, job_id: str) -> int:
+    last = None
+    with Progress(
+        TextColumn("[bold]{task.fields[phase]:<14}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("", total=1.0, phase="queued")
+        for p in stub.WatchJob(pb.GetJobRequest(job_id=job_id)):
+            last = p
+            extra = " ".join(f"{k}={v:.4f}" for k, v in sorted(p.metrics.items()) if "accuracy" in k)
+            bar.update(task, completed=p.fraction, phase=p.phase or _state(p.state), description=f"{p.message} {extra}")
+    job = stub.GetJob(pb.GetJobRequest(job_id=job_id))
+    colour = "green" if job.state == pb.JOB_STATE_SUCCEEDED else "red"
+    console.print(f"job {job_id}: [{colour}]{_state(job.state)}[/{colour}] {job.reason}")
+    if job.state == pb.JOB_STATE_SUCCEEDED:
+        console.print(f"model {job.model} v{job.model_version}; report {job.report_uri}")
+        for k, v in sorted(job.metrics.items()):
+            console.print(f"  {k:<32} {v:.4f}")
+    return 0 if last is not None and job.state == pb.JOB_STATE_SUCCEEDED else 1
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    stub = _stub(args)
+    try:
+        job = stub.SubmitJob(
+            pb.SubmitJobRequest(
+                model=args.model,
+                snapshot_id=args.snapshot,
+                model_family=args.family,
+                hyperparameters=_kv(args.hp),
+                search=pb.SearchSpec(trials=args.trials, rounds=args.rounds),
+                budget_s=args.budget,
+                runner=args.runner,
+                gpus=args.gpus,
+                combined_metric=args.combined,
+            )
+        )
+    except grpc.RpcError as exc:
+        console.print(f"[red]refused:[/red] {exc.code().name}: {exc.details()}")
+        return 2
+    console.print(f"job {job.job_id} {_state(job.state)} on {job.runner}")
+    return _watch(stub, job.job_id) if args.wait else 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    return _watch(_stub(args), args.job_id)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        job = _stub(args).GetJob(pb.GetJobRequest(job_id=args.job_id))
+    except grpc.RpcError as exc:
+        console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+        return 1
+    console.print(
+        f"{job.job_id} {_state(job.state)} phase={job.phase} {job.fraction:.0%} "
+        f"model={job.model} v{job.model_version} {job.reason}"
+    )
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    try:
+        job = _stub(args).CancelJob(pb.GetJobRequest(job_id=args.job_id))
+    except grpc.RpcError as exc:
+        console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")
+        return 1
+    console.print(f"{job.job_id}: {_state(job.state)} {job.reason}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    resp = _stub(args).ListModels(pb.ListModelsRequest(model=args.model))
+    table = Table(title="model registry")
+    for col in ("model", "version", "stage", "snapshot", "test acc", "combined", "git"):
+        table.add_column(col)
+    for v in resp.versions:
+        table.add_row(
+            v.model,
+            v.version,
+            v.stage,
+            v.snapshot_id,
+            f"{v.metrics.get('test_accuracy', float('nan')):.4f}",
+            f"{v.metrics.get('test_combined', float('nan')):.4f}",
+            v.git_commit[:10],
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    try:
+        v = _stub(args).PromoteModel(
+            pb.PromoteModelRequest(model=args.model, version=args.version, stage=args.stage, force=args.force)
+        )
+    except grpc.RpcError as exc:
+        console.print(f"[red]refused[/red] ({exc.code().name}): {exc.details()}")
+        return 1
+    console.print(f"{v.model} v{v.version} is now {v.stage}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train in this process: snapshot folder → model repository, report, registry (SQLite by default)."""
+    import uuid
+    from pathlib import Path
+
+    from services.config import CommonSettings, load_settings
+    from services.storage import Database, migrate
+    from services.trainer.errors import TrainerError
+    from services.trainer.export import ExportOptions
+    from services.trainer.pipeline import JobContext, JobSpec, git_commit, run_job
+    from services.trainer.registry import Registry
+    from services.trainer.settings import TrainerSettings
+    from services.trainer.tables import MIGRATIONS
+    from services.trainer.training.metrics import CombinedMetric
+
+    common = load_settings(CommonSettings)
+    settings = load_settings(TrainerSettings)
+    url = common.resolved_database_url()
+    migrate(url, [MIGRATIONS])
+    db = Database(url)
+    repo = Path(args.repository) if args.repository else settings.model_repository
+    registry = Registry(db, repository_uri=repo.resolve().as_uri(), margin=settings.promotion_margin)
+    snap = args.snapshot_uri.rstrip("/")
+    with Progress(
+        TextColumn("[bold]{task.fields[phase]:<14}"), BarColumn(), TimeElapsedColumn(), TextColumn("{task.description}")
+    ) as bar:
+        task = bar.add_task("", total=1.0, phase="start")
+        ctx = JobContext(
+            repository=repo,
+            reports=common.home / "reports",
+            registry=registry,
+            combined=CombinedMetric.parse(args.combined or settings.combined_metric),
+            export=ExportOptions(exporter=args.exporter or settings.onnx_exporter),
+            threads=args.threads or os.cpu_count() or 1,
+            git_commit=git_commit(),
+            progress=lambda phase, frac, msg, m: bar.update(task, completed=frac, phase=phase, description=msg),
+        )
+        spec = JobSpec(
+            job_id=uuid.uuid4().hex[:16],
+            model=args.model,
+            model_family=args.family,
+            snapshot_id=snap.rsplit("/", 1)[-1],
+            snapshot_uri=snap if "://" in snap else Path(snap).resolve().as_uri(),
+            hyperparameters=_kv(args.hp),
+            search_trials=args.trials,
+            search_rounds=args.rounds,
+            budget_s=args.budget,
+        )
+        try:
+            out = run_job(spec, ctx)
+        except TrainerError as exc:
+            console.print(f"[red]{type(exc).__name__}[/red]: {exc}")
+            return 1
+    acc = out.metrics["test_accuracy"]
+    console.print(f"{args.model} v{out.version}: test accuracy {acc:.4f}; report {out.report_uri}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="training jobs and the model registry")
+    p.add_argument("--addr", default=os.environ.get("FLYWHEEL_TRAINER_ADDR", "127.0.0.1:8301"), help="trainer gRPC")
+    sub = p.add_subparsers(dest="train_command", required=True)
+
+    def job_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--model", default="digits")
+        q.add_argument("--family", default="digits_cnn", choices=["digits_mlp", "digits_cnn", "tabular_mlp"])
+        q.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter (repeat)")
+        q.add_argument("--trials", type=int, default=0, help="random-search trials (0: no search)")
+        q.add_argument("--rounds", type=int, default=2, help="coarse-to-fine rounds")
+        q.add_argument("--budget", type=float, default=0.0, help="seconds for training/search (0: no limit)")
+        q.add_argument("--combined", default="", help="combined-metric formula override")
+
+    s = sub.add_parser("submit", help="submit a job (and watch it with --wait)")
+    s.add_argument("--snapshot", required=True, help="snapshot id")
+    s.add_argument("--runner", default="", choices=["", "local", "kubernetes"])
+    s.add_argument("--gpus", type=int, default=0)
+    s.add_argument("--wait", action="store_true", help="show a progress bar until the job finishes")
+    job_flags(s)
+    s.set_defaults(func=cmd_submit)
+    for name, fn, helptext in (
+        ("watch", cmd_watch, "progress bar of a job"),
+        ("status", cmd_status, "a job's state"),
+        ("cancel", cmd_cancel, "cancel a job"),
+    ):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("job_id")
+        q.set_defaults(func=fn)
+    m = sub.add_parser("models", help="list registered versions")
+    m.add_argument("--model", default="")
+    m.set_defaults(func=cmd_models)
+    pr = sub.add_parser("promote", help="promote a version (the gate may refuse)")
+    pr.add_argument("model")
+    pr.add_argument("version")
+    pr.add_argument("stage", choices=["canary", "production", "archived"])
+    pr.add_argument("--force", action="store_true", help="skip the gate")
+    pr.set_defaults(func=cmd_promote)
+    r = sub.add_parser("run", help="train here, without the service")
+    r.add_argument("--snapshot-uri", required=True, help="snapshot folder (path or fsspec URL)")
+    r.add_argument("--repository", default="", help="model repository (default FLYWHEEL_TRAINER_MODEL_REPOSITORY)")
+    r.add_argument("--threads", type=int, default=0)
+    r.add_argument("--exporter", default="", choices=["", "dynamo", "torchscript"])
+    job_flags(r)
+    r.set_defaults(func=cmd_run)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(0)

@@ -1,0 +1,1 @@
+"""Where jobs run: a local child process (default) or a Kubernetes Job."""

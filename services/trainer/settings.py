@@ -1,0 +1,41 @@
+"""TrainerSettings: every field is the env var FLYWHEEL_TRAINER_<FIELD>; `--help` lists them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_TRAINER_", extra="ignore")
+
+    http_port: int = Field(8300, ge=0, le=65535, description="REST, health and metrics port (0 picks one)")
+    grpc_port: int = Field(8301, ge=0, le=65535, description="gRPC port (0 picks one)")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    model_repository: Path = Field(Path(".flywheel/models"), description="Triton-layout model repository to write")
+    reports_dir: Path = Field(Path(""), description="job reports; empty means FLYWHEEL_HOME/reports")
+    lake_root: str = Field("", description="fsspec URL of the lake root; empty means file://FLYWHEEL_HOME/lake")
+    lake_addr: str = Field("127.0.0.1:8201", description="the lake's gRPC address (CreateSnapshot for empty ids)")
+    runner: str = Field("local", pattern=r"^(local|kubernetes)$", description="default runner: local or kubernetes")
+    max_concurrent_jobs: int = Field(1, ge=1, description="local runner: jobs run at once (the rest queue)")
+    threads: int = Field(1, ge=1, description="torch CPU threads per local job")
+    combined_metric: str = Field(
+        "weighted:accuracy=0.5,macro_f1=0.5", description="formula of the one number that ranks models"
+    )
+    promotion_margin: float = Field(0.002, ge=0, description="gate: how much a version must beat the others by")
+    onnx_exporter: str = Field("dynamo", pattern=r"^(dynamo|torchscript)$", description="torch.onnx exporter")
+    consume: bool = Field(True, description="consume flywheel.train.requests")
+    consumer_group: str = Field("trainer", description="Kafka consumer group")
+    # Kubernetes runner
+    k8s_namespace: str = Field("flywheel", description="namespace of training Jobs")
+    k8s_image: str = Field("ghcr.io/flywheel/trainer:latest", description="image of training Jobs")
+    k8s_service_account: str = Field("", description="service account of training pods")
+    k8s_ttl_s: int = Field(3600, ge=0, description="ttlSecondsAfterFinished of training Jobs")
+    k8s_backoff_limit: int = Field(1, ge=0, description="backoffLimit of training Jobs")
+    k8s_cpu: str = Field("2", description="CPU request/limit of a training pod")
+    k8s_memory: str = Field("4Gi", description="memory request/limit of a training pod")
+    k8s_pvc: str = Field("flywheel-data", description="PVC mounted at FLYWHEEL_HOME in training pods")
+    k8s_in_cluster: bool = Field(False, description="use the in-cluster service account config")
+    k8s_api_url: str = Field("", description="API server URL (tests); empty: kubeconfig or in-cluster")

@@ -1,0 +1,1 @@
+"""The training loop, the overfit-one-batch check, baselines, metrics and hyperparameter search."""

@@ -1,0 +1,99 @@
+"""REST adapter: each route makes one JobService/Registry call; errors go through transport/status.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from services.telemetry import Readiness, health_router
+from services.trainer.errors import TrainerError
+from services.trainer.jobs import JobService
+from services.trainer.registry import Registry
+from services.trainer.transport.codec import job_json, version_json
+from services.trainer.transport.status import status_of
+
+
+class SearchBody(BaseModel):
+    trials: int = Field(0, ge=0, le=1000)
+    rounds: int = Field(2, ge=1, le=10)
+
+
+class SubmitBody(BaseModel):
+    model: str = "digits"
+    snapshot_id: str
+    model_family: str = "digits_mlp"
+    hyperparameters: dict[str, str] = Field(default_factory=dict)
+    search: SearchBody = Field(default_factory=SearchBody)
+    budget_s: float = Field(0.0, ge=0)
+    runner: str = ""
+    gpus: int = Field(0, ge=0)
+    combined_metric: str = ""
+
+
+class PromoteBody(BaseModel):
+    stage: str
+    force: bool = False
+
+
+def build_app(jobs: JobService, registry: Registry, readiness: Readiness, stop: threading.Event) -> FastAPI:
+    app = FastAPI(title="flywheel trainer", version="1")
+    app.include_router(health_router(readiness))
+
+    @app.exception_handler(TrainerError)
+    def _error(request: Request, exc: TrainerError) -> JSONResponse:
+        code, _ = status_of(exc)
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=code)
+
+    @app.post("/v1/jobs", status_code=201)
+    def submit(body: SubmitBody) -> dict:
+        return job_json(
+            jobs.submit(
+                model=body.model,
+                snapshot_id=body.snapshot_id,
+                model_family=body.model_family,
+                hyperparameters=body.hyperparameters,
+                search_trials=body.search.trials,
+                search_rounds=body.search.rounds,
+                budget_s=body.budget_s,
+                runner=body.runner,
+                gpus=body.gpus,
+                combined_metric=body.combined_metric,
+            )
+        )
+
+    @app.get("/v1/jobs")
+    def list_jobs(state: str | None = None) -> list[dict]:
+        return [job_json(j) for j in jobs.store.list(state)]
+
+    @app.get("/v1/jobs/{job_id}")
+    def get(job_id: str) -> dict:
+        return job_json(jobs.get(job_id))
+
+    @app.get("/v1/jobs/{job_id}/watch", summary="NDJSON stream of progress until the job finishes")
+    def watch(job_id: str) -> StreamingResponse:
+        jobs.get(job_id)  # 404 before the stream starts
+
+        def lines() -> Iterator[bytes]:
+            for job in jobs.watch(job_id, stop):
+                yield (json.dumps(job_json(job)) + "\n").encode()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.post("/v1/jobs/{job_id}/cancel")
+    def cancel(job_id: str) -> dict:
+        return job_json(jobs.cancel(job_id))
+
+    @app.get("/v1/models")
+    def models(model: str = "") -> list[dict]:
+        return [version_json(v) for v in registry.list(model)]
+
+    @app.post("/v1/models/{model}/versions/{version}/promote")
+    def promote(model: str, version: str, body: PromoteBody) -> dict:
+        return version_json(registry.promote(model, version, body.stage, body.force))
+
+    return app

@@ -1,0 +1,74 @@
+"""Trainer fixtures: a digits snapshot in the lake's format, a registry database, one trained job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.cli.brokers import Broker, start_broker
+from services.events import ensure_topics
+from services.storage import Database, migrate
+from services.trainer.data.sklearn_digits import write_digits_snapshot
+from services.trainer.export import ExportOptions
+from services.trainer.pipeline import JobContext, JobOutcome, JobSpec, run_job
+from services.trainer.registry import Registry
+from services.trainer.tables import MIGRATIONS
+from services.trainer.training.metrics import CombinedMetric
+
+COMBINED = "weighted:accuracy=0.5,macro_f1=0.5"
+# Found by the coarse-to-fine search (bench/train); fixed here so the test is one deterministic run.
+DIGITS_HP = {"lr": "0.001", "weight_decay": "0.0001", "augment_shift": "0"}
+
+
+@pytest.fixture(scope="session")
+def lake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("lake")
+    write_digits_snapshot(root, "snap-digits")
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_uri(lake_root: Path) -> str:
+    return (lake_root / "snapshots" / "snap-digits").as_uri()
+
+
+@dataclass
+class Trained:
+    outcome: JobOutcome
+    repo: Path
+    registry: Registry
+    spec: JobSpec
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, digits_uri: str) -> Iterator[Trained]:
+    """One real training job on digits (small CNN), shared by the tests that inspect its results."""
+    tmp = tmp_path_factory.mktemp("trained")
+    url = f"sqlite:///{tmp / 'registry.db'}"
+    migrate(url, [MIGRATIONS])
+    db = Database(url)
+    registry = Registry(db, repository_uri=(tmp / "models").as_uri())
+    ctx = JobContext(
+        repository=tmp / "models",
+        reports=tmp / "reports",
+        registry=registry,
+        combined=CombinedMetric.parse(COMBINED),
+        export=ExportOptions(exporter="torchscript"),
+        threads=1,
+        git_commit="test",
+    )
+    spec = JobSpec("job-digits", "digits", "digits_mlp", "snap-digits", digits_uri, hyperparameters=DIGITS_HP)
+    yield Trained(run_job(spec, ctx), tmp / "models", registry, spec)
+    db.close()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A Tansu broker for the trainer's service tests (one per module)."""
+    b = start_broker("tansu", tmp_path_factory.mktemp("tansu"))
+    ensure_topics(b.bootstrap)
+    yield b
+    b.stop()
