@@ -34,7 +34,7 @@ class MonitorSettings(BaseSettings):
     correction: Literal["bh", "bonferroni"] = Field("bh", description="multiple-testing correction")
     min_drifted_share: float = Field(0.0, ge=0, le=1, description="a window drifts when more than this share drifts")
     persist_windows: int = Field(3, ge=1, description="consecutive drifted windows that make a DriftAlert")
-    alert_repeat_s: float = Field(300.0, gt=0, description="while drift lasts, repeat the DriftAlert this often")
+    alert_repeat_s: float = Field(300.0, ge=0, description="while drift lasts, repeat the DriftAlert this often")
     train_cooldown_s: float = Field(3600.0, ge=0, description="at most one TrainRequest per model per cooldown")
     train_budget: int = Field(6, ge=0, description="at most this many TrainRequests per model per budget period")
     train_budget_period_s: float = Field(86400.0, gt=0, description="the budget's period")

@@ -151,9 +151,7 @@ def test_lasting_drift_alerts_repeatedly_but_retrains_once_per_cooldown(traffic:
     x, _, predicted, _ = traffic.sample(1000, np.random.default_rng(8), shift=noise(0.2))
     retrains, alerts = [], []
     for i in range(0, 1000, 100):
-        batch = [
-            Prediction("digits", "1", x[j], str(predicted[j]), 1000.0 + j, f"e{j}") for j in range(i, i + 100)
-        ]
+        batch = [Prediction("digits", "1", x[j], str(predicted[j]), 1000.0 + j, f"e{j}") for j in range(i, i + 100)]
         _, a, r = monitor.observe(batch)
         alerts += a
         retrains += r
