@@ -67,3 +67,8 @@ loadtest: setup
 
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
+
+.PHONY: eval-drift
+# Drift evaluation: events until detection per shift and strength, false-alarm rate (bench/results/drift.json).
+eval-drift: setup
+	$(PY) -m bench.drift

@@ -38,14 +38,28 @@ class DigitsTraffic:
         clf = LogisticRegression(max_iter=2000).fit(rx, ry)
         return cls(rx, ry, lx, ly, clf)
 
+    def resplit(self, seed: int) -> DigitsTraffic:
+        """Another random reference/live split of the same images (the classifier is kept)."""
+        x = np.concatenate([self.reference_x, self.live_x])
+        y = np.concatenate([self.reference_y, self.live_y])
+        rx, lx, ry, ly = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
+        return DigitsTraffic(rx, ry, lx, ly, self.classifier)
+
     def profile(self, snapshot_id: str) -> dict:
         return build_profile(snapshot_id, self.reference_x, [str(v) for v in self.reference_y])
 
     def sample(
-        self, n: int, rng: np.random.Generator, shift: Shift | None = None, class_weights: np.ndarray | None = None
+        self,
+        n: int,
+        rng: np.random.Generator,
+        shift: Shift | None = None,
+        class_weights: np.ndarray | None = None,
+        replace: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """n live examples (with replacement): features, true labels, predicted classes, scores."""
-        if class_weights is None:
+        """n live examples (with replacement by default): features, true labels, predicted classes, scores."""
+        if not replace:
+            idx = rng.permutation(len(self.live_x))[:n]
+        elif class_weights is None:
             idx = rng.integers(0, len(self.live_x), n)
         else:
             p = class_weights[self.live_y]

@@ -158,7 +158,7 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
     req = requests[0]
     assert req.snapshot_id == "" and req.caused_by == first.meta.event_id and req.budget_s == 120
     assert monitor.metric("flywheel_monitor_train_requests_total", model=model, outcome="cooldown") >= 2
-    assert monitor.metric("flywheel_events_dead_lettered_total", topic=PREDICTIONS.name) == 2
+    assert monitor.metric("flywheel_events_dead_lettered_total", topic=PREDICTIONS.name) >= 2
 
 
 def _parse(cls: type, raw: bytes):
