@@ -70,7 +70,11 @@ SERVICES: list[ServiceSpec] = [
             {"FLYWHEEL_GATEWAY_MODELSERVER_ADDR": ctx.addr("modelserver", "grpc")} if "modelserver" in ctx.ports else {}
         ),
     ),
-    ServiceSpec("monitor", {"http": 8400}),
+    ServiceSpec(
+        "monitor",
+        {"http": 8400},
+        env=lambda ctx: {"FLYWHEEL_MONITOR_MODEL_REPOSITORY": str((ctx.home / "models").resolve())},
+    ),
 ]
 
 
