@@ -167,3 +167,30 @@ def test_live_accuracy_joins_labels(traffic: DigitsTraffic) -> None:
     )
     assert all(monitor.label(f"x{i}", str(y[i])) for i in range(100))
     assert not monitor.label("never-predicted", "3")
+
+
+def test_time_windows_follow_event_time() -> None:
+    from services.monitor.windows import VersionWindows
+
+    w = VersionWindows(size=1000, step=1000, span_s=10.0, step_s=5.0, time_max=1000)
+    for i in range(30):  # one event a second, from t=100
+        w.add(np.full(64, i / 30), str(i % 10), 100.0 + i, f"e{i}")
+        if "time" in w.due():
+            window = w.take("time")
+            assert window.kind == "time"
+            # the last 10 s of event time: events t-9 .. t (fewer while the stream is younger)
+            assert len(window.features) == min(10, i + 1) and window.end_time == 100.0 + i
+            assert window.last_event_id == f"e{i}"
+    assert "count" not in w.due()
+
+
+def test_time_windows_detect_a_shift_too(traffic: DigitsTraffic) -> None:
+    monitor = _monitor(traffic)
+    monitor.window_params = WindowParams(size=100_000, step=100_000, span_s=20.0, step_s=5.0)
+    x, _, predicted, _ = traffic.sample(1500, np.random.default_rng(9), shift=rotation(30))
+    # 20 predictions per second of event time: each time window holds 400
+    batch = [Prediction("digits", "1", x[i], str(predicted[i]), 1000.0 + i / 20, f"e{i}") for i in range(1500)]
+    outcomes, alerts, _ = monitor.observe(batch)
+    assert outcomes and {o.window for o in outcomes} == {"time"}
+    assert alerts and alerts[0].window == "time"
+    assert max(o.verdict.samples for o in outcomes) == 400  # 20 s at 20 per second
