@@ -13,7 +13,7 @@ from services.monitor.monitor import Monitor, WindowParams
 from services.monitor.policy import RetrainPolicy
 from services.monitor.reference import ReferenceStore, SnapshotMap
 from services.monitor.settings import MonitorSettings, resolved_lake_root
-from services.monitor.transport.kafka import VALIDATORS, MonitorHandler
+from services.monitor.transport.kafka import VALIDATORS, MonitorHandler, restore_state
 from services.telemetry import Readiness, StopSignal, configure_logging, health_app, serve_http_in_thread
 
 log = logging.getLogger("services.monitor")
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopSignal().install()
 
     monitor = build_monitor(settings, common)
+    restore_state(monitor, common.kafka_bootstrap, settings.group)
     producer = EventProducer(common.kafka_bootstrap, client_id=settings.group)
     handler = MonitorHandler(monitor, producer, settings.train_budget_s, settings.train_model_family)
     loop = ConsumeLoop(

@@ -19,6 +19,14 @@ class RetrainPolicy:
     _sent: dict[str, deque[float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def seed(self, model: str, sent_at: list[float]) -> None:
+        """Remember requests sent before a restart (read back from flywheel.train.requests)."""
+        with self._lock:
+            sent = self._sent.setdefault(model, deque())
+            for t in sorted(sent_at):
+                sent.append(t)
+                self._last[model] = max(self._last.get(model, t), t)
+
     def decide(self, model: str) -> str:
         """ "sent" (and records it), "cooldown" or "budget"."""
         now = self.clock()

@@ -10,6 +10,7 @@ and exactly one TrainRequest per cooldown on flywheel.train.requests.
 from __future__ import annotations
 
 import shutil
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,7 +112,9 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
     kafka: Broker, traffic: DigitsTraffic, start_monitor: Callable[..., MonitorProcess]
 ) -> None:
     model = f"loop-{uuid.uuid4().hex[:6]}"
-    monitor = start_monitor(kafka.bootstrap, alert_repeat_s=0, train_cooldown_s=3600, train_budget_s=120)
+    group = f"monitor-{uuid.uuid4().hex[:8]}"
+    settings = {"alert_repeat_s": 0, "train_cooldown_s": 3600, "train_budget_s": 120, "group": group}
+    monitor = start_monitor(kafka.bootstrap, **settings)
     publish_model(kafka.bootstrap, model)
     # Bad input is dead-lettered and the monitor keeps going.
     bad = EventProducer(kafka.bootstrap)
@@ -159,6 +162,23 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
     assert req.snapshot_id == "" and req.caused_by == first.meta.event_id and req.budget_s == 120
     assert monitor.metric("flywheel_monitor_train_requests_total", model=model, outcome="cooldown") >= 2
     assert monitor.metric("flywheel_events_dead_lettered_total", topic=PREDICTIONS.name) >= 2
+
+    # A restarted monitor keeps the cooldown: it reads back the TrainRequests it already sent.
+    monitor.proc.send_signal(signal.SIGTERM)
+    assert monitor.proc.wait(60) == 0
+    monitor = start_monitor(kafka.bootstrap, **settings)
+    send_predictions(kafka.bootstrap, traffic, model, 800, seed=4, shift=noise(0.2))
+    wait_until(
+        lambda: monitor.metric("flywheel_monitor_train_requests_total", model=model, outcome="cooldown") >= 1,
+        90,
+        proc=monitor.proc,
+        interval_s=0.5,
+        message="an alert after the restart, held back by the cooldown",
+    )
+    wait_until(lambda: len(published_alerts()) > len(alerts), 60, proc=monitor.proc, message="new alerts published")
+    requests = read_all(kafka.bootstrap, TRAIN_REQUESTS.name, lambda v: ours(ev.TrainRequest, v))
+    assert len(requests) == 1
+    assert monitor.metric("flywheel_monitor_train_requests_total", model=model, outcome="sent") == 0
 
 
 def _parse(cls: type, raw: bytes):

@@ -11,7 +11,7 @@ import math
 import time
 
 import numpy as np
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from services.events import EventProducer, InvalidEvent, new_meta
 from services.events.consumer import Record
@@ -90,6 +90,60 @@ def train_event(retrain: Retrain, budget_s: float, model_family: str) -> ev.Trai
         reason=retrain.reason,
         caused_by=retrain.caused_by,
     )
+
+
+def read_to_end(bootstrap: str, topic_name: str, client: str, timeout_s: float = 30.0) -> list[bytes]:
+    """Every value of a (small) topic from its start to its current end, without a group commit."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": client, "enable.auto.commit": False})
+    values: list[bytes] = []
+    try:
+        topic = consumer.list_topics(topic_name, timeout=timeout_s).topics.get(topic_name)
+        if topic is None or topic.error is not None:
+            return values
+        ends: dict[int, int] = {}
+        for p in topic.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic_name, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic_name, p, 0) for p in ends])
+        done: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(ends) and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error() is not None:
+                    continue
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    done.add(msg.partition())
+                values.append(msg.value() or b"")
+        return values
+    finally:
+        consumer.close()
+
+
+def restore_state(monitor: Monitor, bootstrap: str, group: str) -> None:
+    """What a restarted monitor must not forget: which snapshot each published version was trained
+    on (flywheel.models; the loop's committed offsets are past those events) and when it sent
+    TrainRequests (flywheel.train.requests; the cooldown and budget outlive a restart)."""
+    for raw in read_to_end(bootstrap, MODELS.name, f"{group}-restore"):
+        published = ev.ModelPublished()
+        try:
+            published.ParseFromString(raw)
+        except DecodeError:
+            continue  # the loop dead-letters it
+        monitor.model_published(published.model, published.version, published.snapshot_id)
+    sent: dict[str, list[float]] = {}
+    for raw in read_to_end(bootstrap, TRAIN_REQUESTS.name, f"{group}-restore"):
+        req = ev.TrainRequest()
+        try:
+            req.ParseFromString(raw)
+        except DecodeError:
+            continue
+        if req.meta.source == SOURCE and req.model:
+            sent.setdefault(req.model, []).append(req.meta.time.seconds + req.meta.time.nanos / 1e9)
+    for model, times in sent.items():
+        monitor.policy.seed(model, times)
 
 
 class MonitorHandler:
