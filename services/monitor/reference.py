@@ -104,9 +104,14 @@ class ReferenceStore:
 class SnapshotMap:
     """model, version → snapshot_id, from ModelPublished events and the model repository."""
 
-    def __init__(self, model_repository: str = "") -> None:
+    def __init__(
+        self, model_repository: str = "", retry_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._map: dict[tuple[str, str], str] = {}
         self._repo = Path(model_repository) if model_repository else None
+        self._misses: dict[tuple[str, str], float] = {}
+        self._retry_s = retry_s
+        self._clock = clock
         self._lock = threading.Lock()
 
     def published(self, model: str, version: str, snapshot_id: str) -> None:
@@ -120,12 +125,16 @@ class SnapshotMap:
             found = self._map.get((model, version))
         if found is not None or self._repo is None:
             return found
+        missed = self._misses.get((model, version))
+        if missed is not None and self._clock() - missed < self._retry_s:
+            return None  # looked a moment ago: do not read the repository for every prediction
         meta = self._repo / model / version / "flywheel.json"
         try:
             snapshot_id = str(json.loads(meta.read_text()).get("snapshot_id") or "")
         except (OSError, ValueError):
-            return None
+            snapshot_id = ""
         if snapshot_id:
             self.published(model, version, snapshot_id)
             return snapshot_id
+        self._misses[(model, version)] = self._clock()
         return None
