@@ -103,3 +103,8 @@ bench-lake: setup
 .PHONY: bench-ingest
 bench-ingest: setup
 	$(PY) -m bench.ingest $(BENCH_ARGS)
+
+.PHONY: eval-drift
+# Drift evaluation: events until detection per shift and strength, false-alarm rate (bench/results/drift.json).
+eval-drift: setup
+	$(PY) -m bench.drift

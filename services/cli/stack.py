@@ -81,7 +81,11 @@ SERVICES: list[ServiceSpec] = [
             ),
         },
     ),
-    ServiceSpec("monitor", {"http": 8400}),
+    ServiceSpec(
+        "monitor",
+        {"http": 8400},
+        env=lambda ctx: {"FLYWHEEL_MONITOR_MODEL_REPOSITORY": str((ctx.home / "models").resolve())},
+    ),
 ]
 
 

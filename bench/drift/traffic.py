@@ -1,0 +1,103 @@
+"""Digits traffic for drift checks: a reference split, a live split, a real classifier, and shifts.
+
+Shared by `make eval-drift` and tests/monitor. The reference profile is built with
+services.profiles.build_profile from the reference split; live traffic samples the other split,
+so unshifted traffic is the same distribution but never the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+
+from services.profiles import build_profile
+
+Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+@dataclass
+class DigitsTraffic:
+    reference_x: np.ndarray
+    reference_y: np.ndarray
+    live_x: np.ndarray
+    live_y: np.ndarray
+    classifier: LogisticRegression
+
+    @classmethod
+    def load(cls, seed: int = 0) -> DigitsTraffic:
+        digits = load_digits()
+        x = (digits.data / 16.0).astype(np.float32)  # canonical features: levels 0..16 → [0, 1]
+        y = digits.target
+        rx, lx, ry, ly = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
+        clf = LogisticRegression(max_iter=2000).fit(rx, ry)
+        return cls(rx, ry, lx, ly, clf)
+
+    def resplit(self, seed: int) -> DigitsTraffic:
+        """Another random reference/live split of the same images (the classifier is kept)."""
+        x = np.concatenate([self.reference_x, self.live_x])
+        y = np.concatenate([self.reference_y, self.live_y])
+        rx, lx, ry, ly = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
+        return DigitsTraffic(rx, ry, lx, ly, self.classifier)
+
+    def profile(self, snapshot_id: str) -> dict:
+        return build_profile(snapshot_id, self.reference_x, [str(v) for v in self.reference_y])
+
+    def sample(
+        self,
+        n: int,
+        rng: np.random.Generator,
+        shift: Shift | None = None,
+        class_weights: np.ndarray | None = None,
+        replace: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """n live examples (with replacement by default): features, true labels, predicted classes, scores."""
+        if not replace:
+            idx = rng.permutation(len(self.live_x))[:n]
+        elif class_weights is None:
+            idx = rng.integers(0, len(self.live_x), n)
+        else:
+            p = class_weights[self.live_y]
+            idx = rng.choice(len(self.live_x), n, p=p / p.sum())
+        x = self.live_x[idx].copy()
+        if shift is not None:
+            x = np.clip(shift(x, rng), 0.0, 1.0).astype(np.float32)
+        scores = self.classifier.predict_proba(x).astype(np.float32)
+        return x, self.live_y[idx], scores.argmax(axis=1), scores
+
+
+def noise(sigma: float) -> Shift:
+    return lambda x, rng: x + rng.normal(0.0, sigma, x.shape)
+
+
+def rotation(degrees: float) -> Shift:
+    def rotate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        imgs = x.reshape(-1, 8, 8)
+        out = ndimage.rotate(imgs, degrees, axes=(2, 1), reshape=False, order=1, mode="constant")
+        return out.reshape(len(x), 64)
+
+    return rotate
+
+
+def inversion(fraction: float) -> Shift:
+    """Invert a fraction of the images (1 - x): a camera or scanner with the opposite polarity."""
+
+    def invert(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        flip = rng.random(len(x)) < fraction
+        x = x.copy()
+        x[flip] = 1.0 - x[flip]
+        return x
+
+    return invert
+
+
+def prior_weights(strength: float, favoured: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+    """Class weights: the favoured classes get (1 + 9·strength)× the traffic of the others."""
+    w = np.ones(10)
+    w[list(favoured)] *= 1.0 + 9.0 * strength
+    return w

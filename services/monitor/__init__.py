@@ -1,0 +1,1 @@
+"""Monitor: drift of live predictions against the training snapshot's reference profile."""

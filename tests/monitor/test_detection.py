@@ -1,0 +1,196 @@
+"""The drift detector on real digits (no broker): shifts users meet are flagged within a few hundred
+predictions, unshifted traffic is not; the statistics, correction and retrain policy behave."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bench.drift.traffic import DigitsTraffic, Shift, inversion, noise, prior_weights, rotation
+from services.monitor.detector import DriftConfig, evaluate_window
+from services.monitor.monitor import Monitor, Prediction, WindowParams
+from services.monitor.policy import RetrainPolicy
+from services.monitor.reference import Reference, ReferenceStore, SnapshotMap
+from services.monitor.statistics import ColumnReference, ks_test, psi, reject
+from tests.monitor.conftest import SNAPSHOT
+
+
+@pytest.fixture(scope="module")
+def reference(traffic: DigitsTraffic) -> Reference:
+    return Reference.from_profile(traffic.profile(SNAPSHOT))
+
+
+def _monitor(traffic: DigitsTraffic, policy: RetrainPolicy | None = None) -> Monitor:
+    profile = traffic.profile(SNAPSHOT)
+    snapshots = SnapshotMap()
+    snapshots.published("digits", "1", SNAPSHOT)
+    return Monitor(
+        DriftConfig(),
+        WindowParams(size=200, step=50, span_s=3600, step_s=3600),
+        ReferenceStore("memory://unused", loader=lambda url: profile),
+        snapshots,
+        policy or RetrainPolicy(cooldown_s=3600, budget=5, budget_period_s=86400),
+        persist_windows=3,
+        export=False,
+    )
+
+
+def _feed(monitor: Monitor, x: np.ndarray, predicted: np.ndarray, start: int, t0: float) -> list[int]:
+    """Feed predictions one by one; return the positions (0-based, relative) that raised an alert."""
+    alerted = []
+    for i in range(len(x)):
+        p = Prediction("digits", "1", x[i], str(predicted[i]), t0 + (start + i) * 0.01, f"e{start + i}")
+        _, alerts, _ = monitor.observe([p])
+        if alerts:
+            alerted.append(i)
+    return alerted
+
+
+def test_unshifted_traffic_raises_no_alert_and_few_drifted_windows(
+    traffic: DigitsTraffic, reference: Reference
+) -> None:
+    rng = np.random.default_rng(11)
+    drifted = 0
+    for _ in range(100):
+        x, _, predicted, _ = traffic.sample(200, rng)
+        verdict = evaluate_window(reference, x, [str(p) for p in predicted], DriftConfig())
+        assert verdict is not None and verdict.tested == 64 + 9 + 1
+        drifted += verdict.drifted
+    assert drifted <= 3, f"{drifted} of 100 unshifted windows flagged"
+    x, _, predicted, _ = traffic.sample(3000, np.random.default_rng(12))
+    assert _feed(_monitor(traffic), x, predicted, 0, time.time()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "shift", "weights"),
+    [
+        ("noise", noise(0.1), None),
+        ("rotation", rotation(20), None),
+        ("inversion", inversion(0.5), None),
+        ("class priors", None, prior_weights(0.5)),
+    ],
+)
+def test_clear_shift_is_alerted_within_500_events(
+    traffic: DigitsTraffic, name: str, shift: Shift | None, weights: np.ndarray | None
+) -> None:
+    monitor = _monitor(traffic)
+    rng = np.random.default_rng(5)
+    t0 = time.time()
+    x, _, predicted, _ = traffic.sample(400, rng)
+    assert _feed(monitor, x, predicted, 0, t0) == []
+    x, _, predicted, _ = traffic.sample(500, rng, shift, weights)
+    alerted = _feed(monitor, x, predicted, 400, t0)
+    assert alerted, f"{name}: no alert within 500 shifted events"
+    assert alerted[0] < 500
+
+
+def test_class_prior_shift_moves_the_chi_square(traffic: DigitsTraffic, reference: Reference) -> None:
+    x, _, predicted, _ = traffic.sample(300, np.random.default_rng(3), class_weights=prior_weights(1.0))
+    verdict = evaluate_window(reference, x, [str(p) for p in predicted], DriftConfig())
+    assert verdict is not None
+    chi2 = [r for r in verdict.results if r.test == "chi2"]
+    assert chi2 and chi2[0].drifted and chi2[0].p_value < 1e-6
+
+
+def test_effect_sizes_are_reported_per_feature(traffic: DigitsTraffic, reference: Reference) -> None:
+    x, _, predicted, _ = traffic.sample(200, np.random.default_rng(4), shift=inversion(1.0))
+    verdict = evaluate_window(reference, x, [str(p) for p in predicted], DriftConfig())
+    assert verdict is not None and verdict.drifted and verdict.drifted_share > 0.5
+    by_test = {(r.feature, r.test): r for r in verdict.results}
+    assert by_test[("mean_intensity", "psi")].statistic > 1.0
+    assert by_test[("mean_intensity", "wasserstein")].statistic > 3.0
+
+
+def test_ks_matches_scipy_and_psi_is_zero_on_itself() -> None:
+    rng = np.random.default_rng(0)
+    ref_values = np.sort(rng.normal(size=600))
+    counts, edges = np.histogram(ref_values, bins=20)
+    col = ColumnReference("x", ref_values, edges, counts / counts.sum(), float(ref_values.std()))
+    live = rng.normal(0.3, 1.0, size=200)
+    d, p = ks_test(live, col)
+    expected = stats.ks_2samp(live, ref_values, method="asymp")
+    assert d == pytest.approx(expected.statistic)
+    assert p == pytest.approx(expected.pvalue, rel=0.2)
+    assert psi(ref_values, col) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_corrections() -> None:
+    p = [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216]
+    assert reject(p, 0.05, "bonferroni").tolist() == [True] + [False] * 9
+    assert reject(p, 0.05, "bh").tolist() == [True, True] + [False] * 8
+    assert reject([0.01, 0.02, 0.03], 0.05, "bh").tolist() == [True, True, True]
+    assert reject([], 0.05, "bh").tolist() == []
+
+
+def test_too_small_a_window_is_not_tested(traffic: DigitsTraffic, reference: Reference) -> None:
+    x, _, predicted, _ = traffic.sample(50, np.random.default_rng(1), shift=inversion(1.0))
+    assert evaluate_window(reference, x, [str(p) for p in predicted], DriftConfig(min_samples=100)) is None
+
+
+def test_policy_one_request_per_cooldown_within_budget() -> None:
+    now = [1000.0]
+    policy = RetrainPolicy(cooldown_s=600, budget=2, budget_period_s=3600, clock=lambda: now[0])
+    assert policy.decide("digits") == "sent"
+    now[0] += 300
+    assert policy.decide("digits") == "cooldown"
+    assert policy.decide("other") == "sent"  # per model
+    now[0] += 400
+    assert policy.decide("digits") == "sent"
+    now[0] += 700
+    assert policy.decide("digits") == "budget"  # two in the last hour already
+    now[0] += 3600
+    assert policy.decide("digits") == "sent"
+
+
+def test_lasting_drift_alerts_repeatedly_but_retrains_once_per_cooldown(traffic: DigitsTraffic) -> None:
+    monitor = _monitor(traffic)
+    monitor.alert_repeat_s = 0.0
+    x, _, predicted, _ = traffic.sample(1000, np.random.default_rng(8), shift=noise(0.2))
+    retrains, alerts = [], []
+    for i in range(0, 1000, 100):
+        batch = [Prediction("digits", "1", x[j], str(predicted[j]), 1000.0 + j, f"e{j}") for j in range(i, i + 100)]
+        _, a, r = monitor.observe(batch)
+        alerts += a
+        retrains += r
+    assert len(alerts) >= 5
+    assert len(retrains) == 1 and retrains[0].caused_by == alerts[0].event_id
+
+
+def test_live_accuracy_joins_labels(traffic: DigitsTraffic) -> None:
+    monitor = _monitor(traffic)
+    x, y, predicted, _ = traffic.sample(100, np.random.default_rng(2))
+    monitor.observe(
+        [Prediction("digits", "1", x[i], str(predicted[i]), 1.0 + i, f"e{i}", example_id=f"x{i}") for i in range(100)]
+    )
+    assert all(monitor.label(f"x{i}", str(y[i])) for i in range(100))
+    assert not monitor.label("never-predicted", "3")
+
+
+def test_time_windows_follow_event_time() -> None:
+    from services.monitor.windows import VersionWindows
+
+    w = VersionWindows(size=1000, step=1000, span_s=10.0, step_s=5.0, time_max=1000)
+    for i in range(30):  # one event a second, from t=100
+        w.add(np.full(64, i / 30), str(i % 10), 100.0 + i, f"e{i}")
+        if "time" in w.due():
+            window = w.take("time")
+            assert window.kind == "time"
+            # the last 10 s of event time: events t-9 .. t (fewer while the stream is younger)
+            assert len(window.features) == min(10, i + 1) and window.end_time == 100.0 + i
+            assert window.last_event_id == f"e{i}"
+    assert "count" not in w.due()
+
+
+def test_time_windows_detect_a_shift_too(traffic: DigitsTraffic) -> None:
+    monitor = _monitor(traffic)
+    monitor.window_params = WindowParams(size=100_000, step=100_000, span_s=20.0, step_s=5.0)
+    x, _, predicted, _ = traffic.sample(1500, np.random.default_rng(9), shift=rotation(30))
+    # 20 predictions per second of event time: each time window holds 400
+    batch = [Prediction("digits", "1", x[i], str(predicted[i]), 1000.0 + i / 20, f"e{i}") for i in range(1500)]
+    outcomes, alerts, _ = monitor.observe(batch)
+    assert outcomes and {o.window for o in outcomes} == {"time"}
+    assert alerts and alerts[0].window == "time"
+    assert max(o.verdict.samples for o in outcomes) == 400  # 20 s at 20 per second
