@@ -49,6 +49,10 @@ def render_chart(helm: Path, values_file: str) -> list[dict]:
 
 def render_kustomize(kubectl: Path, overlay: str) -> list[dict]:
     out = subprocess.run(
-        [str(kubectl), "kustomize", str(ROOT / "k8s" / overlay)], check=True, capture_output=True, text=True, timeout=120
+        [str(kubectl), "kustomize", str(ROOT / "k8s" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return load_docs(out.stdout)

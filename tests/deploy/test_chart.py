@@ -70,13 +70,25 @@ def test_value_sets_cover_the_features(helm: Path) -> None:
     kinds = {v: {d["kind"] for d in render_chart(helm, v)} for v in VALUE_SETS}
     assert {"ScaledObject", "ServiceMonitor", "PrometheusRule", "Kafka"} <= kinds["keda-prometheus-values.yaml"]
     assert "ScaledObject" not in kinds["default-values.yaml"]
-    gpu = next(d for d in render_chart(helm, "gpu-values.yaml") if d["kind"] == "Deployment" and "modelserver" in d["metadata"]["name"])
+    gpu = next(
+        d
+        for d in render_chart(helm, "gpu-values.yaml")
+        if d["kind"] == "Deployment" and "modelserver" in d["metadata"]["name"]
+    )
     pod = gpu["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["tolerations"] and pod["nodeSelector"]
     assert pod["containers"][0]["image"].split(":")[0].endswith("-gpu")
-    triton = next(d for d in render_chart(helm, "triton-values.yaml") if d["kind"] == "Deployment" and "modelserver" in d["metadata"]["name"])
+    triton = next(
+        d
+        for d in render_chart(helm, "triton-values.yaml")
+        if d["kind"] == "Deployment" and "modelserver" in d["metadata"]["name"]
+    )
     assert "tritonserver" in triton["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def modelserver_deployment(docs: list[dict]) -> dict:
+    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-modelserver"))
 
 
 def test_prometheus_rule_matches_infra_rules(helm: Path) -> None:
