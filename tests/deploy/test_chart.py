@@ -164,3 +164,10 @@ def check_workloads(docs: list[dict]) -> None:
         if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject"):
             target = d["spec"]["scaleTargetRef"]["name"]
             assert target in {d2["metadata"]["name"] for d2 in docs if d2["kind"] == "Deployment"}, target
+
+
+def test_kustomize_base_has_the_chart_topology(helm: Path, kubectl: Path) -> None:
+    """k8s/base was generated from the chart's defaults; the same kinds and names must come out of both."""
+    chart = {(d["kind"], d["metadata"]["name"].removeprefix("rel-")) for d in render_chart(helm, "default-values.yaml")}
+    base = {(d["kind"], d["metadata"]["name"].removeprefix("flywheel-")) for d in render_kustomize(kubectl, "base")}
+    assert {c for c in chart if c[0] != "Pod"} == base
