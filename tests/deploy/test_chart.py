@@ -171,3 +171,14 @@ def test_kustomize_base_has_the_chart_topology(helm: Path, kubectl: Path) -> Non
     chart = {(d["kind"], d["metadata"]["name"].removeprefix("rel-")) for d in render_chart(helm, "default-values.yaml")}
     base = {(d["kind"], d["metadata"]["name"].removeprefix("flywheel-")) for d in render_kustomize(kubectl, "base")}
     assert {c for c in chart if c[0] != "Pod"} == base
+
+
+def test_kustomize_base_is_up_to_date(helm: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_k8s_base", ROOT / "infra" / "tools" / "render_k8s_base.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = module.render()
+    actual = {p.name: p.read_text() for p in (ROOT / "k8s" / "base").glob("*.yaml")}
+    assert actual == expected, "k8s/base is stale: run .venv/bin/python infra/tools/render_k8s_base.py"

@@ -1,5 +1,5 @@
-"""Static checks of docker/Dockerfile: no Docker engine runs here, so the file is
-parsed (and hadolint runs on it): pinned bases, non-root USER and a HEALTHCHECK in every final stage, no ADD of URLs, COPY sources exist."""
+"""Static checks of docker/Dockerfile. No Docker engine runs here, so the file is parsed (and hadolint runs
+on it): pinned bases, non-root USER and a HEALTHCHECK in every final stage, no ADD, COPY sources exist."""
 
 from __future__ import annotations
 
