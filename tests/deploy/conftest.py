@@ -1,0 +1,58 @@
+"""Fixtures for the deployment checks: helm and kubectl from .tools/bin (make k8s-tools), rendered manifests."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "flywheel"
+TOOLS = ROOT / ".tools" / "bin"
+VALUE_SETS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
+OVERLAYS = ["base", "overlays/dev", "overlays/gpu"]
+
+
+def _tool(name: str) -> Path:
+    path = TOOLS / name
+    if not path.exists():
+        subprocess.run([str(ROOT / "infra" / "tools" / "fetch_k8s_tools.sh")], check=True, timeout=600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return _tool("helm")
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> Path:
+    return _tool("kubectl")
+
+
+def load_docs(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def render_chart(helm: Path, values_file: str) -> list[dict]:
+    out = subprocess.run(
+        [str(helm), "template", "rel", str(CHART), "--namespace", "flywheel", "-f", str(CHART / "ci" / values_file)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return load_docs(out.stdout)
+
+
+def render_kustomize(kubectl: Path, overlay: str) -> list[dict]:
+    out = subprocess.run(
+        [str(kubectl), "kustomize", str(ROOT / "k8s" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return load_docs(out.stdout)
