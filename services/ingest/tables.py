@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 
 metadata = MetaData()
 

@@ -68,11 +68,28 @@ class Database:
         self.engine.dispose()
 
 
+SERVICES_DIR = Path(__file__).resolve().parent.parent
+
+
+def all_migration_dirs() -> list[Path]:
+    """Every service's Alembic branch (`services/<name>/migrations/versions`).
+
+    A database shared by several services records each one's head in `alembic_version`; Alembic
+    must see every branch to upgrade any of them, or it fails with "Can't locate revision".
+    """
+    return sorted(p for p in SERVICES_DIR.glob("*/migrations/versions") if p.parent.parent.name != "storage")
+
+
 def migrate(url: str, service_migrations: Sequence[Path] = ()) -> None:
-    """Upgrade the database at `url` to every head (the shared base plus each service's branch)."""
+    """Upgrade the database at `url` to every head: the shared base and every service's branch.
+
+    `service_migrations` adds locations outside `services/` (plugins, tests).
+    """
     cfg = Config()
     cfg.set_main_option("script_location", str(BASE_MIGRATIONS))
-    locations = [BASE_MIGRATIONS / "versions", *service_migrations]
+    extra = [Path(p).resolve() for p in service_migrations]
+    known = all_migration_dirs()
+    locations = [BASE_MIGRATIONS / "versions", *known, *(p for p in extra if p not in known)]
     cfg.set_main_option("version_locations", " ".join(str(p) for p in locations))
     cfg.set_main_option("path_separator", "space")
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
