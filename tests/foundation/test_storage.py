@@ -15,8 +15,6 @@ from services.storage.db import all_migration_dirs, migrate
 from services.trainer.tables import MIGRATIONS as TRAINER
 
 
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_services_migrate_one_database_in_any_order(tmp_path: Path, backend: str) -> None:
     """The gateway, then the trainer, then ingest migrate the same database: each finds the others' heads."""
