@@ -17,7 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
-from services.config import CommonSettings, describe_settings, load_settings
+from services.config import CommonSettings, ConfigError, describe_settings, load_settings
 from services.events import EventProducer
 from services.gateway.auth import Guard
 from services.gateway.backend import ModelServerClient
@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(settings, common, stop.event))
+        try:
+            return runner.run(serve(settings, common, stop.event))
+        except ConfigError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return 2
 
 
 async def _watch_backend(gateway: Gateway, flag: threading.Event, stop: asyncio.Event) -> None:
@@ -92,6 +96,12 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     await asyncio.to_thread(migrate, url, [MIGRATIONS])
     db = Database(url)
     keys = KeyStore(db, settings.key_cache_s)
+    for key in (k.strip() for k in settings.bootstrap_keys.split(",") if k.strip()):
+        try:
+            if keys.ensure(key, "bootstrap", ["predict", "admin"]):
+                log.info("registered bootstrap key %s", key.split("_")[1])
+        except ValueError as exc:
+            raise ConfigError(f"FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS: {exc}") from None
     routes = RouteTable(db)
     routes.load()
 

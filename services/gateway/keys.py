@@ -77,6 +77,30 @@ class KeyStore:
             )
         return key
 
+    def ensure(self, key: str, name: str, scopes: list[str]) -> bool:
+        """Register a key made elsewhere (a Kubernetes Secret); True when it was new. Idempotent.
+
+        ValueError when the key is malformed or its id is taken by a different key.
+        """
+        try:
+            key_id = split_key(key)
+        except Unauthenticated as exc:
+            raise ValueError(f"{exc}: expected fwk_<id>_<secret>") from None
+        if len(key.split("_")[2]) < 16:
+            raise ValueError(f"key {key_id}: the secret part must be at least 16 characters")
+        with self._db.session() as s:
+            row = s.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
+            if row is not None:
+                if not hmac.compare_digest(row.key_hash, hash_key(key)):
+                    raise ValueError(f"key id {key_id} already belongs to a different key")
+                return False
+            s.execute(
+                api_keys.insert().values(
+                    key_id=key_id, name=name, key_hash=hash_key(key), scopes=",".join(sorted(set(scopes)))
+                )
+            )
+        return True
+
     def list(self) -> list[ApiKey]:
         with self._db.session() as s:
             rows = s.execute(select(api_keys).order_by(api_keys.c.created_at)).all()

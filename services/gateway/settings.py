@@ -30,6 +30,11 @@ class GatewaySettings(BaseSettings):
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest HTTP body or gRPC message")
     max_instances: int = Field(256, ge=1, description="most instances in one :predict request")
     require_api_key: bool = Field(True, description="predictions need a key (admin routes always do)")
+    bootstrap_keys: str = Field(
+        "",
+        description="comma-separated keys (fwk_<id>_<secret>) registered at start with scopes predict,admin: "
+        "how Helm and CI provision a first key; make the rest with `flywheel keys create`",
+    )
     key_cache_s: float = Field(2.0, ge=0, description="how long a looked-up key is trusted (revocation delay)")
     default_rate_per_s: float = Field(100.0, gt=0, description="requests per second of a key without its own")
     default_burst: int = Field(200, ge=1, description="bucket size of a key without its own")

@@ -92,9 +92,15 @@ def modelserver_deployment(docs: list[dict]) -> dict:
 
 
 def test_prometheus_rule_matches_infra_rules(helm: Path) -> None:
-    infra = yaml.safe_load((ROOT / "infra" / "prometheus" / "rules" / "flywheel.yml").read_text())
+    groups = []
+    for path in sorted((ROOT / "infra" / "prometheus" / "rules").glob("*.yml")):
+        groups += yaml.safe_load(path.read_text())["groups"]
+    infra = {"groups": groups}
     rule = next(d for d in render_chart(helm, "keda-prometheus-values.yaml") if d["kind"] == "PrometheusRule")
-    assert rule["spec"] == infra, "charts/flywheel/files/prometheus-rules.yml drifted from infra/prometheus/rules"
+    assert rule["spec"] == infra, (
+        "charts/flywheel/files/prometheus-rules.yml drifted from infra/prometheus/rules: "
+        "run python infra/tools/sync_chart_rules.py"
+    )
 
 
 def test_only_gateway_and_ingest_reachable_from_outside(helm: Path) -> None:
@@ -182,3 +188,35 @@ def test_kustomize_base_is_up_to_date(helm: Path) -> None:
     expected = module.render()
     actual = {p.name: p.read_text() for p in (ROOT / "k8s" / "base").glob("*.yaml")}
     assert actual == expected, "k8s/base is stale: run .venv/bin/python infra/tools/render_k8s_base.py"
+
+
+def _settings_env_names() -> set[str]:
+    import importlib
+
+    from services.config import CommonSettings
+
+    classes = [CommonSettings]
+    for svc in ("gateway", "modelserver", "ingest", "lake", "trainer", "monitor"):
+        module = importlib.import_module(f"services.{svc}.settings")
+        classes += [c for c in vars(module).values() if isinstance(c, type) and c.__module__ == module.__name__]
+    names = set()
+    for cls in classes:
+        fields = getattr(cls, "model_fields", {})
+        names |= {cls.model_config.get("env_prefix", "") + f.upper() for f in fields}
+    return names
+
+
+@pytest.mark.parametrize("values", ["default-values.yaml", "keda-prometheus-values.yaml"])
+def test_every_flywheel_env_var_is_a_real_setting(helm: Path, values: str) -> None:
+    """A misspelt FLYWHEEL_* variable is silently ignored by pydantic-settings: catch it here."""
+    known = _settings_env_names()
+    used: set[str] = set()
+    for d in render_chart(helm, values):
+        if d["kind"] == "ConfigMap":
+            used |= {k for k in (d.get("data") or {}) if k.startswith("FLYWHEEL_")}
+        if d["kind"] in ("Deployment", "StatefulSet", "Job", "Pod"):
+            spec = d["spec"]["template"]["spec"] if d["kind"] != "Pod" else d["spec"]
+            for c in spec.get("containers", []):
+                used |= {e["name"] for e in c.get("env", []) if e["name"].startswith("FLYWHEEL_")}
+    assert used, "no FLYWHEEL_ variables rendered"
+    assert used <= known, f"not settings of any service: {sorted(used - known)}"

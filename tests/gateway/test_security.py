@@ -120,3 +120,18 @@ def test_no_secret_in_logs(gateway: Gateway, keys: dict[str, str]) -> None:
     for key in keys.values():
         assert key not in text
         assert key.split("_")[2] not in text
+
+
+def test_bootstrap_key_from_the_environment_is_registered_and_works(start_gateway) -> None:
+    """FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS (how Helm provisions a key) registers it; a malformed one stops the start."""
+    key = "fwk_boot0001_" + "s3cret-" * 4
+    gw = start_gateway(bootstrap_keys=key)
+    assert _predict(gw, auth(key)).status_code == 200
+    assert _predict(gw, auth(key[:-1] + "X")).status_code == 401
+    env = {**os.environ, "FLYWHEEL_DATABASE_URL": gw.database_url, "FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS": "change-me"}
+    env |= {"FLYWHEEL_GATEWAY_HTTP_PORT": "0", "FLYWHEEL_GATEWAY_GRPC_PORT": "0", "FLYWHEEL_GATEWAY_EVENTS": "false"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "services.gateway"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2
+    assert "FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS" in bad.stderr and "fwk_<id>_<secret>" in bad.stderr
