@@ -94,6 +94,11 @@ setup: tools
 bench-modelserver: setup
 	$(PY) -m bench.modelserver $(BENCH_ARGS)
 
+# Model server REST vs gRPC latency, one client (~10 s): bench/results/modelserver_rest.json.
+.PHONY: bench-modelserver-rest
+bench-modelserver-rest: setup
+	$(PY) -m bench.modelserver.rest_latency
+
 # The gateway's tests on their own (they import services.genproto.inference; see tests/gateway/triton_client.py).
 .PHONY: test-gateway
 test-gateway: setup

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -23,6 +22,7 @@ from services.modelserver.registry import ModelRegistry, ServingOptions
 from services.modelserver.repository import ModelRepository
 from services.modelserver.settings import ModelServerSettings
 from services.modelserver.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
+from services.modelserver.transport.listener import http_listener
 from services.modelserver.transport.rest import build_app
 from services.telemetry import Readiness, StopSignal, configure_logging
 
@@ -84,9 +84,7 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
     await grpc_server.start()
     await health.set("", NOT_SERVING)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.http_port))
+    sock = http_listener(settings.host, settings.http_port)  # TCP_NODELAY: no ~40 ms Nagle stall per response
     http = uvicorn.Server(
         uvicorn.Config(build_app(dp, readiness, settings.max_request_bytes), log_config=None, access_log=False)
     )
