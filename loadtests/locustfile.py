@@ -49,7 +49,7 @@ class HttpPredictUser(FastHttpUser):
     @task
     def predict(self) -> None:
         i = np.random.randint(len(PNGS))
-        body = {"instances": [{"image_png_base64": base64.b64encode(PNGS[i]).decode()}]}
+        body = {"instances": [{"b64": base64.b64encode(PNGS[i]).decode()}]}
         with self.client.post(
             f"/v1/models/{MODEL}:predict",
             json=body,

@@ -7,18 +7,17 @@ so unshifted traffic is the same distribution but never the same images.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
+from services.preprocessing.shifts import Shift, inversion, noise, rotation
 from services.profiles import build_profile
 
-Shift = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+__all__ = ["DigitsTraffic", "Shift", "inversion", "noise", "prior_weights", "rotation"]
 
 
 @dataclass
@@ -69,31 +68,6 @@ class DigitsTraffic:
             x = np.clip(shift(x, rng), 0.0, 1.0).astype(np.float32)
         scores = self.classifier.predict_proba(x).astype(np.float32)
         return x, self.live_y[idx], scores.argmax(axis=1), scores
-
-
-def noise(sigma: float) -> Shift:
-    return lambda x, rng: x + rng.normal(0.0, sigma, x.shape)
-
-
-def rotation(degrees: float) -> Shift:
-    def rotate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        imgs = x.reshape(-1, 8, 8)
-        out = ndimage.rotate(imgs, degrees, axes=(2, 1), reshape=False, order=1, mode="constant")
-        return out.reshape(len(x), 64)
-
-    return rotate
-
-
-def inversion(fraction: float) -> Shift:
-    """Invert a fraction of the images (1 - x): a camera or scanner with the opposite polarity."""
-
-    def invert(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        flip = rng.random(len(x)) < fraction
-        x = x.copy()
-        x[flip] = 1.0 - x[flip]
-        return x
-
-    return invert
 
 
 def prior_weights(strength: float, favoured: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:

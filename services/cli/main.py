@@ -27,6 +27,7 @@ EXTRA_COMMANDS: list[str] = [
     "services.gateway.keys_cli",
     "services.lake.cli",
     "services.trainer.cli",
+    "services.cli.demo",
 ]
 
 console = Console(stderr=False)

@@ -139,7 +139,10 @@ def start_prometheus(home: Path, targets: dict[str, str], port: int) -> Componen
     return Component("prometheus", proc.pid, f"127.0.0.1:{port}", url, str(log_path), kind="metrics")
 
 
-def start_service(spec: ServiceSpec, ctx: StackContext, extra_env: dict[str, str]) -> Component:
+def launch_service(
+    spec: ServiceSpec, ctx: StackContext, extra_env: dict[str, str]
+) -> tuple[Component, subprocess.Popen[bytes]]:
+    """Start a service's process without waiting for it (see `wait_ready`)."""
     ports = ctx.ports[spec.name]
     env = dict(os.environ)
     env.update(
@@ -156,9 +159,8 @@ def start_service(spec: ServiceSpec, ctx: StackContext, extra_env: dict[str, str
     log_path = ctx.home / "logs" / f"{spec.name}.log"
     proc = _popen([sys.executable, "-m", spec.module], log_path, env)
     health = f"http://127.0.0.1:{ports['http']}/readyz"
-    _wait_http_ready(health, proc, spec.ready_timeout_s, log_path)
     address = ", ".join(f"{role} 127.0.0.1:{p}" for role, p in ports.items())
-    return Component(spec.name, proc.pid, address, health, str(log_path))
+    return Component(spec.name, proc.pid, address, health, str(log_path)), proc
 
 
 def up(
@@ -206,10 +208,18 @@ def up(
         ports = {s.name: {role: (free_port() if free_ports else p) for role, p in s.ports.items()} for s in specs}
         ctx = StackContext(home=home, kafka_bootstrap=bootstrap, ports=ports)
         prom_port = free_port() if free_ports else prometheus_port
+        # All at once: each imports its libraries (seconds of CPU) while the others do; a service
+        # that needs another (the gateway its model server) waits for it in its own readiness.
+        launched = []
         for s in specs:
             progress(f"starting {s.name}")
-            components.append(start_service(s, ctx, extra_env or {}))
-            write_state(home, components)
+            component, proc = launch_service(s, ctx, extra_env or {})
+            components.append(component)
+            launched.append((s, component, proc))
+        write_state(home, components)
+        for s, component, proc in launched:
+            _wait_http_ready(component.health_url, proc, s.ready_timeout_s, Path(component.log))
+            progress(f"{s.name} ready")
         progress("starting prometheus" if shutil.which("prometheus") else "prometheus not installed: skipped")
         prom = start_prometheus(home, {s.name: ctx.addr(s.name, "http") for s in specs}, prom_port)
         if prom is not None:

@@ -1,0 +1,142 @@
+"""`flywheel demo [--quick]`: the whole flywheel on this machine, start to finish, then stop.
+
+Starts the stack on embedded defaults (Tansu, SQLite, local object store and lake, Prometheus when
+installed) on free ports under its own home, tells one turn of the story (see story.py), prints a
+summary, writes `summary.json` and `report.html`, and stops everything it started — also on Ctrl-C.
+Exit status: 0 when the story holds (nothing lost, the model beats its baselines, drift found),
+1 when a step fails (the message names the step and the log), 2 on bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from services.cli import runner
+from services.config import CommonSettings, ConfigError, load_settings
+
+console = Console()
+
+
+def demo_env(quick: bool, api_key: str, webhook_token: str) -> dict[str, str]:
+    """Settings the demo gives the services: credentials, and windows short enough to see drift in a minute."""
+    return {
+        "FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS": api_key,
+        "FLYWHEEL_GATEWAY_CANARY_WEIGHT": "0.3",
+        "FLYWHEEL_GATEWAY_DEFAULT_RATE_PER_S": "5000",
+        "FLYWHEEL_GATEWAY_DEFAULT_BURST": "5000",
+        "FLYWHEEL_INGEST_WEBHOOK_TOKEN": webhook_token,
+        "FLYWHEEL_LAKE_FLUSH_INTERVAL_S": "0.5",
+        "FLYWHEEL_LAKE_GAUGES_INTERVAL_S": "2",
+        "FLYWHEEL_MONITOR_WINDOW_SIZE": "150",
+        "FLYWHEEL_MONITOR_WINDOW_STEP": "50",
+        "FLYWHEEL_MONITOR_MIN_SAMPLES": "100",
+        "FLYWHEEL_MONITOR_PERSIST_WINDOWS": "2",
+        "FLYWHEEL_MONITOR_TIME_STEP_S": "10",
+        "FLYWHEEL_MONITOR_TRAIN_COOLDOWN_S": "600",
+        "FLYWHEEL_MONITOR_TRAIN_MODEL_FAMILY": "digits_mlp",
+        "FLYWHEEL_MONITOR_TRAIN_BUDGET_S": "60" if quick else "300",
+    }
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services.cli.demo.endpoints import DemoError, Endpoints
+    from services.cli.demo.report import print_summary, write_report
+    from services.cli.demo.story import DemoConfig, Story, new_credentials
+
+    try:
+        load_settings(CommonSettings)
+    except ConfigError as exc:
+        console.print(f"[red]flywheel demo:[/red] {exc.message}", highlight=False)
+        return 2
+    home = Path(args.home or ".flywheel/demo").resolve()
+    if runner.read_state(home) and any(runner.pid_alive(c.pid) for c in runner.read_state(home)):
+        console.print(
+            f"[red]flywheel demo:[/red] a stack is already running from {home}; stop it with `flywheel down --home {home}`"
+        )
+        return 2
+    if home.exists():
+        shutil.rmtree(home)  # the demo's own home: every run starts from nothing
+    cfg = DemoConfig.make(args.quick, home)
+    key, token = new_credentials()
+    started = time.monotonic()
+    # SIGTERM behaves like Ctrl-C: unwind through `finally` and stop the stack.
+    signal.signal(signal.SIGTERM, _interrupt)
+    console.rule(f"[bold]Flywheel demo{' (quick)' if args.quick else ''}[/bold] — home {home}")
+    story: Story | None = None
+    code = 1
+    try:
+        components = runner.up(
+            home,
+            free_ports=True,
+            extra_env=demo_env(args.quick, key, token),
+            progress=lambda m: console.print(f"  [dim]·[/dim] {m}"),
+        )
+        console.print(
+            f"  [dim]·[/dim] stack ready in {time.monotonic() - started:.1f} s ({len(components)} components)"
+        )
+        story = Story(cfg, Endpoints.from_components(components), key, token, console)
+        for step in (story.ingest, story.train_first, story.serve, story.load, story.drift, story.canary):
+            step()
+        code = 0
+    except DemoError as exc:
+        console.print(f"[red]demo stopped:[/red] {exc}")
+    except (runner.StackError, RuntimeError) as exc:
+        console.print(f"[red]the stack did not start:[/red] {exc}")
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        code = 130
+    finally:
+        if story is not None:
+            story.close()
+            print_summary(console, story.results)
+            report = write_report(home / "demo", story.results, dataclasses.asdict(cfg) | {"home": str(home)})
+            console.print(f"report: [bold]{report}[/bold] (summary.json beside it)")
+        if args.keep_running and code == 0:
+            console.print(f"stack left running (--keep-running): stop it with `flywheel down --home {home}`")
+        else:
+            runner.down(home, progress=lambda m: console.print(f"  [dim]·[/dim] {m}"))
+    if code == 0 and story is not None:
+        code = verdict(story.results.values)
+    console.print(f"demo {'finished' if code == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s")
+    return code
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def verdict(v: dict) -> int:
+    """The story's invariants; a broken one is a failed demo (CI runs `flywheel demo --quick`)."""
+    problems = []
+    if v.get("labels_lost"):
+        problems.append(f"{v['labels_lost']} labels lost between ingest and the lake")
+    best = max(v.get("baselines", {}).values(), default=1.0)
+    if not (v.get("v1_test_accuracy") or 0) > best:
+        problems.append("the first model does not beat its baselines")
+    if not v.get("drift_detected_after_events"):
+        problems.append("drift was not detected")
+    if not v.get("dead_lettered"):
+        problems.append("malformed events were not dead-lettered")
+    for p in problems:
+        console.print(f"[red]story broken:[/red] {p}")
+    return 1 if problems else 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "demo",
+        help="run the whole flywheel locally, start to finish (about 3 minutes; --quick: about 1-2)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="fewer labels, no search, shorter load: the same story, faster")
+    p.add_argument("--home", help="state folder of the demo's stack (default .flywheel/demo; wiped at start)")
+    p.add_argument("--keep-running", action="store_true", help="leave the stack running after a successful demo")
+    p.set_defaults(func=cmd_demo)
