@@ -7,6 +7,7 @@ SQLite is the default; PostgreSQL works through the same URL (`postgresql+psycop
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,4 +95,40 @@ def migrate(url: str, service_migrations: Sequence[Path] = ()) -> None:
     cfg.set_main_option("path_separator", "space")
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "heads")
+    with _migration_lock(url):
+        command.upgrade(cfg, "heads")
+
+
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """One migrator at a time: services (and replicas) that start together would race on CREATE TABLE.
+
+    PostgreSQL: a session advisory lock. SQLite: an exclusive flock on a file beside the database.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+        finally:
+            engine.dispose()
+    elif backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        lock_path = Path(parsed.database).with_name(Path(parsed.database).name + ".migrate.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    else:
+        yield
+
+
+_LOCK_KEY = 0x466C7977  # "Flyw": the advisory lock id of Flywheel's migrations

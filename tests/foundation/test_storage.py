@@ -47,3 +47,20 @@ def test_services_migrate_one_database_in_any_order(tmp_path: Path, backend: str
     assert len(heads) == len(all_migration_dirs()), heads
     assert "processed_events" in tables
     assert len(tables) >= 4, tables
+
+
+def test_concurrent_migrations_of_one_database(tmp_path: Path) -> None:
+    """Services started together migrate the same SQLite file at once: the lock serialises them."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=migrate, args=(url,)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    engine = create_engine(url)
+    assert "processed_events" in inspect(engine).get_table_names()
+    engine.dispose()

@@ -44,4 +44,5 @@ def test_torchrun_ranks_train_one_model(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["SAME", "SAME"]
+    # Both ranks write to one pipe: their lines may interleave, so count the verdicts.
+    assert out.stdout.count("SAME") == 2 and "DIFFERENT" not in out.stdout, out.stdout
