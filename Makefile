@@ -68,8 +68,9 @@ bench-kafka: setup
 bench-train: setup
 	$(PY) -m bench.train $(BENCH_TRAIN_ARGS)
 
+# Locust, headless, against the stack `make up` started (LOADTEST_ARGS="--shape spike --users 20 --duration 60").
 loadtest: setup
-	@echo "load tests land with the demo issue (loadtests/)"
+	$(PY) -m loadtests.run $(LOADTEST_ARGS)
 
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache

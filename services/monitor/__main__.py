@@ -12,7 +12,7 @@ from services.monitor.detector import DriftConfig
 from services.monitor.monitor import Monitor, WindowParams
 from services.monitor.policy import RetrainPolicy
 from services.monitor.reference import ReferenceStore, SnapshotMap
-from services.monitor.settings import MonitorSettings, resolved_lake_root
+from services.monitor.settings import MonitorSettings, parse_hyperparameters, resolved_lake_root
 from services.monitor.transport.kafka import VALIDATORS, MonitorHandler, restore_state
 from services.telemetry import Readiness, StopSignal, configure_logging, health_app, serve_http_in_thread
 
@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     monitor = build_monitor(settings, common)
     restore_state(monitor, common.kafka_bootstrap, settings.group)
     producer = EventProducer(common.kafka_bootstrap, client_id=settings.group)
-    handler = MonitorHandler(monitor, producer, settings.train_budget_s, settings.train_model_family)
+    handler = MonitorHandler(
+        monitor,
+        producer,
+        settings.train_budget_s,
+        settings.train_model_family,
+        parse_hyperparameters(settings.train_hyperparameters),
+    )
     loop = ConsumeLoop(
         ConsumerConfig(
             bootstrap=common.kafka_bootstrap,

@@ -40,9 +40,19 @@ class MonitorSettings(BaseSettings):
     train_budget_period_s: float = Field(86400.0, gt=0, description="the budget's period")
     train_budget_s: float = Field(600.0, ge=0, description="budget_s (training seconds) put in each TrainRequest")
     train_model_family: str = Field("", description="model_family put in each TrainRequest (empty: trainer's default)")
+    train_hyperparameters: str = Field(
+        "",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]*=[^,=]+(,[A-Za-z_][A-Za-z0-9_]*=[^,=]+)*)?$",
+        description="hyperparameters put in each TrainRequest, as name=value,name=value (empty: trainer's defaults)",
+    )
     label_join_max: int = Field(100_000, ge=0, description="predictions kept to join with later labels (0: off)")
     accuracy_window: int = Field(500, ge=1, description="live accuracy over the last N labelled predictions")
 
 
 def resolved_lake_root(settings: MonitorSettings, home: Path) -> str:
     return (settings.lake_root or f"file://{(home / 'lake').resolve()}").rstrip("/")
+
+
+def parse_hyperparameters(text: str) -> dict[str, str]:
+    """`lr=0.001,width=256` → {"lr": "0.001", "width": "256"} (the setting's pattern already checked it)."""
+    return dict(item.split("=", 1) for item in text.split(",") if item)

@@ -114,6 +114,7 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
     model = f"loop-{uuid.uuid4().hex[:6]}"
     group = f"monitor-{uuid.uuid4().hex[:8]}"
     settings = {"alert_repeat_s": 0, "train_cooldown_s": 3600, "train_budget_s": 120, "group": group}
+    settings["train_hyperparameters"] = "lr=0.001,width=64"
     monitor = start_monitor(kafka.bootstrap, **settings)
     publish_model(kafka.bootstrap, model)
     # Bad input is dead-lettered and the monitor keeps going.
@@ -160,6 +161,7 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
     assert len(requests) == 1, f"{len(requests)} TrainRequests for {len(alerts)} alerts within one cooldown"
     req = requests[0]
     assert req.snapshot_id == "" and req.caused_by == first.meta.event_id and req.budget_s == 120
+    assert dict(req.hyperparameters) == {"lr": "0.001", "width": "64"}
     assert monitor.metric("flywheel_monitor_train_requests_total", model=model, outcome="cooldown") >= 2
     assert monitor.metric("flywheel_events_dead_lettered_total", topic=PREDICTIONS.name) >= 2
 

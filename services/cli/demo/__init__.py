@@ -41,6 +41,7 @@ def demo_env(quick: bool, api_key: str, webhook_token: str) -> dict[str, str]:
         "FLYWHEEL_MONITOR_TIME_STEP_S": "10",
         "FLYWHEEL_MONITOR_TRAIN_COOLDOWN_S": "600",
         "FLYWHEEL_MONITOR_TRAIN_MODEL_FAMILY": "digits_mlp",
+        "FLYWHEEL_MONITOR_TRAIN_HYPERPARAMETERS": "lr=0.001,weight_decay=0.0001,augment_shift=0",
         "FLYWHEEL_MONITOR_TRAIN_BUDGET_S": "60" if quick else "300",
     }
 

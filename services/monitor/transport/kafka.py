@@ -80,12 +80,15 @@ def drift_event(alert: Alert) -> ev.DriftAlert:
     )
 
 
-def train_event(retrain: Retrain, budget_s: float, model_family: str) -> ev.TrainRequest:
+def train_event(
+    retrain: Retrain, budget_s: float, model_family: str, hyperparameters: dict[str, str] | None = None
+) -> ev.TrainRequest:
     return ev.TrainRequest(
         meta=new_meta(SOURCE, event_id=retrain.event_id),
         model=retrain.model,
         snapshot_id="",  # empty: the trainer cuts a fresh snapshot first
         model_family=model_family,
+        hyperparameters=hyperparameters or {},
         budget_s=budget_s,
         reason=retrain.reason,
         caused_by=retrain.caused_by,
@@ -151,11 +154,19 @@ class MonitorHandler:
 
     topics = [MODELS.name, PREDICTIONS.name, LABELS.name]
 
-    def __init__(self, monitor: Monitor, producer: EventProducer, budget_s: float, model_family: str) -> None:
+    def __init__(
+        self,
+        monitor: Monitor,
+        producer: EventProducer,
+        budget_s: float,
+        model_family: str,
+        hyperparameters: dict[str, str] | None = None,
+    ) -> None:
         self._monitor = monitor
         self._producer = producer
         self._budget_s = budget_s
         self._family = model_family
+        self._hyperparameters = hyperparameters or {}
 
     def __call__(self, records: list[Record]) -> None:
         predictions: list[Prediction] = []
@@ -175,6 +186,8 @@ class MonitorHandler:
         for alert in alerts:
             self._producer.send(DRIFT.name, drift_event(alert))
         for retrain in retrains:
-            self._producer.send(TRAIN_REQUESTS.name, train_event(retrain, self._budget_s, self._family))
+            self._producer.send(
+                TRAIN_REQUESTS.name, train_event(retrain, self._budget_s, self._family, self._hyperparameters)
+            )
         if alerts or retrains:
             self._producer.flush()
