@@ -34,7 +34,7 @@ def demo_env(quick: bool, api_key: str, webhook_token: str) -> dict[str, str]:
         "FLYWHEEL_INGEST_WEBHOOK_TOKEN": webhook_token,
         "FLYWHEEL_LAKE_FLUSH_INTERVAL_S": "0.5",
         "FLYWHEEL_LAKE_GAUGES_INTERVAL_S": "2",
-        "FLYWHEEL_MONITOR_WINDOW_SIZE": "150",
+        "FLYWHEEL_MONITOR_WINDOW_SIZE": "200",
         "FLYWHEEL_MONITOR_WINDOW_STEP": "50",
         "FLYWHEEL_MONITOR_MIN_SAMPLES": "100",
         "FLYWHEEL_MONITOR_PERSIST_WINDOWS": "2",
@@ -59,7 +59,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     home = Path(args.home or ".flywheel/demo").resolve()
     if runner.read_state(home) and any(runner.pid_alive(c.pid) for c in runner.read_state(home)):
         console.print(
-            f"[red]flywheel demo:[/red] a stack is already running from {home}; stop it with `flywheel down --home {home}`"
+            f"[red]flywheel demo:[/red] a stack is already running from {home}; "
+            f"stop it with `flywheel down --home {home}`"
         )
         return 2
     if home.exists():

@@ -17,8 +17,8 @@ from services.preprocessing.shifts import Shift, apply_shift, chain, noise, rota
 
 # The "new camera": rotated and noisier. Strong enough that a model trained on clean digits loses
 # accuracy and the monitor sees it within a few hundred predictions.
-DEMO_SHIFT: Shift = chain(rotation(25.0), noise(0.15))
-SHIFT_NAME = "rotation 25° + Gaussian noise σ=0.15"
+DEMO_SHIFT: Shift = chain(rotation(20.0), noise(0.1))
+SHIFT_NAME = "rotation 20° + Gaussian noise σ=0.1"
 
 LS_PROJECT = {
     "id": 1,

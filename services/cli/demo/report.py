@@ -38,7 +38,8 @@ def summary_rows(r: Results) -> list[tuple[str, str]]:
         ),
         (
             f"goodput at the {_f(load.get('slo_ms'), 0)} ms SLO",
-            f"{_f(load.get('goodput_rps'), 1)}/s of {_f(load.get('throughput_rps'), 1)}/s ({'met' if load.get('slo_met') else 'missed'})",
+            f"{_f(load.get('goodput_rps'), 1)}/s of {_f(load.get('throughput_rps'), 1)}/s "
+            f"({'met' if load.get('slo_met') else 'missed'})",
         ),
         (
             "clean windows tested / drifted (false alarms)",
@@ -94,7 +95,7 @@ def _plots(r: Results) -> list[tuple[str, str]]:
     v = r.values
     plots = []
     names = [f"baseline: {k}" for k in v.get("baselines", {})] + [f"v{v.get('v1')}"]
-    values = list(v.get("baselines", {}).values()) + [v.get("v1_test_accuracy") or 0.0]
+    values = [*v.get("baselines", {}).values(), v.get("v1_test_accuracy") or 0.0]
     if v.get("v2_metrics"):
         names.append(f"v{v['v2']} (retrained)")
         values.append(v["v2_metrics"].get("test_accuracy", 0.0))
@@ -153,8 +154,10 @@ def write_report(out_dir: Path, r: Results, config: dict[str, Any]) -> Path:
         if r.get(key)
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Flywheel demo</title>
-<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}td{{padding:2px 12px;border-bottom:1px solid #ddd}}</style>
-</head><body><h1>Flywheel demo</h1><ol>{steps}</ol><table>{rows}</table>{figures}<h2>More</h2><ul>{links}</ul></body></html>"""
+<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}
+td{{padding:2px 12px;border-bottom:1px solid #ddd}}</style></head>
+<body><h1>Flywheel demo</h1><ol>{steps}</ol><table>{rows}</table>{figures}
+<h2>More</h2><ul>{links}</ul></body></html>"""
     path = out_dir / "report.html"
     path.write_text(page)
     return path
