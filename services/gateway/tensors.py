@@ -8,34 +8,10 @@ import numpy as np
 
 from services.gateway.errors import InvalidInput
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
+from services.oip import CONTENTS_FIELD, DTYPES
 
-NUMPY = {
-    "BOOL": np.bool_,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
-CONTENTS = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-}
+NUMPY = DTYPES
+CONTENTS = CONTENTS_FIELD
 PARAM_KINDS = {bool: "bool_param", int: "int64_param", float: "double_param", str: "string_param"}
 
 

@@ -9,22 +9,7 @@ from typing import Any
 import numpy as np
 
 from services.modelserver.errors import InvalidInput
-
-# KServe v2 datatype name -> numpy dtype (little-endian, as the protocol's raw bytes are).
-DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("bool"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
+from services.oip import DTYPES
 
 
 def datatype_of(config_type_name: str) -> str:

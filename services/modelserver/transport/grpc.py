@@ -20,26 +20,12 @@ from services.modelserver.metrics import Duration
 from services.modelserver.registry import ServedVersion
 from services.modelserver.tensors import DTYPES, InferRequest, InferResult, datatype_of_array, decode_raw, decode_values
 from services.modelserver.transport.status import retry_after_s, status_of
+from services.oip import CONTENTS_FIELD
 from services.telemetry import request_id_var
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
-
-# KServe datatype -> the InferTensorContents field that carries it.
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-}
 
 
 def guarded(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
