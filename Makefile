@@ -16,10 +16,10 @@ $(STAMP): requirements.in constraints.txt pyproject.toml
 	@test -x $(PY) || python3.11 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel setuptools
 	@# torch first and pinned: nothing else may pull a different build.
-	$(PIP) show torch 2>/dev/null | grep -q "^Version: $(TORCH_VERSION)$$" || $(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) show torch 2>/dev/null | grep "^Version: $(TORCH_VERSION)$$" >/dev/null || $(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q -r requirements.in -c constraints.txt
 	$(PIP) install -q --no-deps -e .
-	@$(PIP) show torch | grep -q "^Version: $(TORCH_VERSION)$$" || (echo "torch is not $(TORCH_VERSION)"; exit 1)
+	@$(PIP) show torch | grep "^Version: $(TORCH_VERSION)$$" >/dev/null || (echo "torch is not $(TORCH_VERSION)"; exit 1)
 	$(PY) protos/genproto.py --check || $(PY) protos/genproto.py
 	@touch $(STAMP)
 
