@@ -42,7 +42,7 @@ def test_sigkill_at_random_points_ends_with_exactly_every_row(kafka: Broker, tmp
         for target in sorted(rng.sample(range(1_000, total - 1_000), 3)):
             if kills == 1:
                 _produce(producer, run, total // 2, total)  # the rest arrives mid-stream
-            wait_rows(root, run, target, lake.proc)
+            wait_rows(root, run, target, lake.proc, timeout_s=180)
             lake.kill()
             kills += 1
             lake = start_lake(kafka.bootstrap, root, group, tmp_path / "home", **settings)
