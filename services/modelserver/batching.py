@@ -290,7 +290,9 @@ class ArrivalRate:
 
 # -- the batcher --------------------------------------------------------------------------------
 class BatchObserver(Protocol):
-    def queued(self, depth: int) -> None: ...
+    """Told of each batch and refusal. Queue depth, cost model and limit are read when scraped (`Batcher.depth`,
+    `.cost`, `.aimd`), not pushed per request."""
+
     def shed(self) -> None: ...
     def expired(self) -> None: ...
     def batch(
@@ -375,7 +377,6 @@ class Batcher:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.push(Pending(deadline, rows, key, inputs, now, future))
         self._arrivals.arrive(now)
-        self._report_depth()
         self._kick()
         return await future
 
@@ -394,10 +395,6 @@ class Batcher:
         rows = max(self.config.max_batch_rows, 1)
         batches = math.ceil(len(self._queue) / rows / max(self.config.instances, 1))
         return max(0.001, batches * self.cost.predict(rows))
-
-    def _report_depth(self) -> None:
-        if self._observer:
-            self._observer.queued(len(self._queue))
 
     def _note_expired(self) -> None:
         if self._observer:
@@ -437,7 +434,6 @@ class Batcher:
             batch = self._queue.pop_batch(d.key, d.max_rows)
             if batch:
                 self._dispatch(self._free.pop(), batch)
-        self._report_depth()
         self._check_drained()
 
     def _dispatch(self, instance: int, batch: list[Pending]) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _LABELS = ("model", "version")
+Reading = Callable[[], float]
 
 REQUESTS = Counter("flywheel_modelserver_requests_total", "Inference requests answered", _LABELS)
 FAILURES = Counter("flywheel_modelserver_request_failures_total", "Inference requests failed", (*_LABELS, "reason"))
@@ -77,11 +78,19 @@ class VersionMetrics:
         self._cost_b = COST_B.labels(*labels)
         self._batch_limit = BATCH_LIMIT.labels(*labels)
         self._failures: dict[str, Counter] = {}
+        self._readings: tuple[Reading, ...] = ()
         LOADED.labels(*labels).set(1)
 
+    def follow(self, depth: Reading, a: Reading, b: Reading, limit: Reading) -> None:
+        """Gauges read from the batcher when Prometheus scrapes (no per-request updates)."""
+        self._readings = (depth, a, b, limit)
+        for gauge, read in zip(self._followed(), self._readings, strict=True):
+            gauge.set_function(read)
+
+    def _followed(self) -> tuple[Gauge, ...]:
+        return (self._queue_depth, self._cost_a, self._cost_b, self._batch_limit)
+
     # BatchObserver
-    def queued(self, depth: int) -> None:
-        self._queue_depth.set(depth)
 
     def shed(self) -> None:
         self._shed.inc()
@@ -95,9 +104,6 @@ class VersionMetrics:
         observe = self._queue_seconds.observe
         for q in queue_s:
             observe(q)
-        self._cost_a.set(a)
-        self._cost_b.set(b)
-        self._batch_limit.set(limit)
         with self._lock:
             s = self.stats
             s.execution_count += 1
@@ -126,4 +132,8 @@ class VersionMetrics:
 
     def unloaded(self) -> None:
         LOADED.labels(*self.labels).set(0)
-        QUEUE_DEPTH.labels(*self.labels).set(0)
+        # Keep the last values, and let the batcher go.
+        last = [0.0, *(read() for read in self._readings[1:])] if self._readings else [0.0, 0.0, 0.0, 0.0]
+        for gauge, value in zip(self._followed(), last, strict=True):
+            gauge.set_function(lambda v=value: v)
+        self._readings = ()

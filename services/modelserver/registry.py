@@ -238,6 +238,9 @@ class ModelRegistry:
             cost=cost,
             observer=metrics,
         )
+        metrics.follow(
+            lambda: batcher.depth, lambda: batcher.cost.a, lambda: batcher.cost.b, lambda: batcher.aimd.limit
+        )
         batcher.start()
         slo = config.parameters["slo_ms"].string_value if "slo_ms" in config.parameters else ""
         slo_s = float(slo) / 1000 if slo else self.options.default_slo_s
