@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import threading
@@ -47,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-request-bytes", type=int, help="largest request body / tensor")
     parser.add_argument("--intra-op-threads", type=int, help="runtime threads per instance")
     parser.add_argument("--instances", type=int, help="instances per model version (0 = config.pbtxt)")
+    parser.add_argument("--inline-below-us", type=float, help="run batches expected to be this quick on the loop")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], help="event loop implementation")
     parser.add_argument(
         "--consume-model-events", action=argparse.BooleanOptionalAction, default=None, help="follow flywheel.models"
     )
@@ -60,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     common = load_settings(CommonSettings)
     configure_logging("modelserver", common.log_level)
     stop = StopSignal().install()
-    return asyncio.run(serve(settings, common, stop.event))
+    loop_factory = None
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(settings, common, stop.event))
 
 
 async def serve(settings: ModelServerSettings, common: CommonSettings, stop: threading.Event) -> int:
@@ -73,6 +82,7 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
             intra_op_threads=settings.intra_op_threads,
             instances=settings.instances,
             default_slo_s=settings.default_slo_ms / 1000,
+            inline_below_s=settings.inline_below_us / 1e6,
         ),
     )
     dp = DataPlane(registry)
@@ -101,6 +111,10 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
     )
 
     dp.startup_failures = await registry.load_all()
+    # What start-up made (modules, configs, sessions) lives as long as the process: keep the
+    # collector from walking it again in every full collection while requests wait.
+    gc.collect()
+    gc.freeze()
     dp.started = True
     events_stop = threading.Event()
     events_thread = None

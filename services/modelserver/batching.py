@@ -23,6 +23,7 @@ Expired requests are answered `DeadlineExceeded` before any compute; a full queu
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import math
@@ -50,21 +51,47 @@ class CostModel:
         self._obs: deque[tuple[int, float]] = deque(maxlen=window)
         self.a = a
         self.b = b
+        # Running sums over the window (n, Σx, Σy, Σx², Σxy): a fit per batch costs O(1), not O(window).
+        self._sums = [0.0, 0.0, 0.0, 0.0]
+        self._since_exact = 0
 
     def observe(self, rows: int, seconds: float) -> None:
+        sums = self._sums
+        if len(self._obs) == self._obs.maxlen:
+            x0, y0 = self._obs[0]
+            sums[0] -= x0
+            sums[1] -= y0
+            sums[2] -= x0 * x0
+            sums[3] -= x0 * y0
+        x = float(rows)
         self._obs.append((rows, seconds))
+        sums[0] += x
+        sums[1] += seconds
+        sums[2] += x * x
+        sums[3] += x * seconds
+        self._since_exact += 1
+        if self._since_exact >= 4 * (self._obs.maxlen or 64):  # shed floating-point drift now and then
+            self._resum()
         self._fit()
+
+    def _resum(self) -> None:
+        self._since_exact = 0
+        self._sums = [
+            sum(float(r) for r, _ in self._obs),
+            sum(s for _, s in self._obs),
+            sum(float(r) * r for r, _ in self._obs),
+            sum(r * s for r, s in self._obs),
+        ]
 
     def _fit(self) -> None:
         n = len(self._obs)
         if n == 0:
             return
-        xs = [float(r) for r, _ in self._obs]
-        ys = [s for _, s in self._obs]
-        mx, my = sum(xs) / n, sum(ys) / n
-        sxx = sum((x - mx) ** 2 for x in xs)
-        if sxx > 1e-9:
-            a = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+        sx, sy, sxx, sxy = self._sums
+        mx, my = sx / n, sy / n
+        var = sxx - n * mx * mx  # Σ(x - mx)²
+        if var > 1e-9 * max(1.0, sxx):
+            a = (sxy - n * mx * my) / var  # Σ(x - mx)(y - my) / Σ(x - mx)²
             self.a = max(a, 1e-7)
         # With one batch size only the slope is unknown: keep the last slope, refit the intercept.
         self.b = max(my - self.a * mx, 0.0)
@@ -263,7 +290,9 @@ class ArrivalRate:
 
 # -- the batcher --------------------------------------------------------------------------------
 class BatchObserver(Protocol):
-    def queued(self, depth: int) -> None: ...
+    """Told of each batch and refusal. Queue depth, cost model and limit are read when scraped (`Batcher.depth`,
+    `.cost`, `.aimd`), not pushed per request."""
+
     def shed(self) -> None: ...
     def expired(self) -> None: ...
     def batch(
@@ -277,16 +306,25 @@ class BatcherConfig:
     instances: int = 1
     queue_bound: int = 256
     adaptive: bool = True
+    # A batch the cost model expects to finish sooner than this runs on the event loop's own thread:
+    # handing it to an executor thread and back costs more than such a batch (0 = always hand over).
+    inline_below_s: float = 0.001
 
 
 @dataclass
 class _Stats:
     executions: int = 0
     requests: int = 0
+    inline: int = 0
 
 
 class Batcher:
-    """Queues requests of one model version and runs them in batches on its instances."""
+    """Queues requests of one model version and runs them in batches on its instances.
+
+    No scheduler task: `submit` and each finished batch schedule one `_pump` for the loop's next
+    turn (so everything that arrived in this turn is there to batch), and a wait is a
+    `call_later` that any new arrival cancels by pumping again.
+    """
 
     def __init__(
         self,
@@ -305,15 +343,18 @@ class Batcher:
         self._queue = EdfQueue()
         self._arrivals = ArrivalRate()
         self._free = list(range(config.instances))
-        self._inflight: set[asyncio.Task] = set()
-        self._wake = asyncio.Event()
+        self._inflight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pump_handle: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._drained: asyncio.Future | None = None
         self._closing = False
-        self._task: asyncio.Task | None = None
         self.stats = _Stats()
 
     # -- public ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._schedule(), name="batcher")
+        self._loop = asyncio.get_running_loop()
+        self._kick()
 
     @property
     def depth(self) -> int:
@@ -336,16 +377,18 @@ class Batcher:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.push(Pending(deadline, rows, key, inputs, now, future))
         self._arrivals.arrive(now)
-        self._report_depth()
-        self._wake.set()
+        self._kick()
         return await future
 
     async def close(self) -> None:
         """Stop taking requests, finish every queued and in-flight one, then stop."""
         self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+        if self._loop is None:
+            return
+        self._drained = self._loop.create_future()
+        self._kick()
+        self._check_drained()
+        await self._drained
 
     # -- internals ------------------------------------------------------------------------
     def _drain_estimate(self) -> float:
@@ -353,66 +396,76 @@ class Batcher:
         batches = math.ceil(len(self._queue) / rows / max(self.config.instances, 1))
         return max(0.001, batches * self.cost.predict(rows))
 
-    def _report_depth(self) -> None:
-        if self._observer:
-            self._observer.queued(len(self._queue))
-
     def _note_expired(self) -> None:
         if self._observer:
             self._observer.expired()
 
-    async def _schedule(self) -> None:
-        while True:
-            self._wake.clear()
-            if not len(self._queue):
-                if self._closing:
-                    break
-                await self._wake.wait()
-                continue
-            if not self._free:
-                await self._wake.wait()
-                continue
+    def _kick(self) -> None:
+        """Pump on the loop's next turn (once, however many arrivals ask for it)."""
+        if self._loop is not None and self._pump_handle is None:
+            self._pump_handle = self._loop.call_soon(self._pump)
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self._drained.done() and not len(self._queue) and not self._inflight:
+            self._drained.set_result(None)
+
+    def _pump(self) -> None:
+        """Dispatch batches while an instance is free and the rule says go; else arm the wait timer."""
+        self._pump_handle = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._free and len(self._queue):
             now = time.monotonic()
             for p in self._queue.expire(now):
                 self._note_expired()
                 if p.future is not None and not p.future.done():
                     p.future.set_exception(DeadlineExceeded("deadline passed while queued; not computed"))
             if not len(self._queue):
-                self._report_depth()
-                continue
+                break
             gap = None if self._closing else self._arrivals.expected_gap(now)
             d = decide(
                 now, self._queue, self.cost, self.aimd.limit, self.config.max_batch_rows, gap, self.config.adaptive
             )
             if not d.dispatch:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=d.wait_s)
-                except TimeoutError:
-                    pass
-                continue
+                assert self._loop is not None
+                self._timer = self._loop.call_later(d.wait_s, self._kick)
+                break
             batch = self._queue.pop_batch(d.key, d.max_rows)
-            self._report_depth()
-            if not batch:
-                continue
-            instance = self._free.pop()
-            task = asyncio.get_running_loop().create_task(self._execute(instance, batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-        if self._inflight:
-            await asyncio.gather(*self._inflight)
+            if batch:
+                self._dispatch(self._free.pop(), batch)
+        self._check_drained()
 
-    async def _execute(self, instance: int, batch: list[Pending]) -> None:
-        loop = asyncio.get_running_loop()
-        start = time.monotonic()
-        try:
-            outcomes = await loop.run_in_executor(self._executor, self._run, instance, [p.inputs for p in batch])
-        except Exception as exc:  # noqa: BLE001 - a backend crash fails this batch's requests, not the server
-            outcomes = [InferenceFailed(f"{type(exc).__name__}: {exc}") for _ in batch]
-        finally:
-            self._free.append(instance)
-            self._wake.set()
-        end = time.monotonic()
+    def _dispatch(self, instance: int, batch: list[Pending]) -> None:
+        self._inflight += 1
+        inputs = [p.inputs for p in batch]
         rows = sum(p.rows for p in batch)
+        start = time.monotonic()
+        if self.cost.predict(rows) < self.config.inline_below_s:
+            self.stats.inline += 1
+            try:
+                outcomes: list[Outcome] = self._run(instance, inputs)
+            except Exception as exc:  # noqa: BLE001 - a backend crash fails this batch's requests, not the server
+                outcomes = [InferenceFailed(f"{type(exc).__name__}: {exc}") for _ in batch]
+            self._finish(instance, batch, rows, start, outcomes)
+            return
+        assert self._loop is not None
+        future = self._loop.run_in_executor(self._executor, self._run, instance, inputs)
+        future.add_done_callback(functools.partial(self._finished, instance, batch, rows, start))
+
+    def _finished(self, instance: int, batch: list[Pending], rows: int, start: float, future: asyncio.Future) -> None:
+        exc = future.exception()
+        if exc is None:
+            outcomes = future.result()
+        else:
+            outcomes = [InferenceFailed(f"{type(exc).__name__}: {exc}") for _ in batch]
+        self._finish(instance, batch, rows, start, outcomes)
+        self._kick()
+
+    def _finish(self, instance: int, batch: list[Pending], rows: int, start: float, outcomes: list[Outcome]) -> None:
+        end = time.monotonic()
+        self._free.append(instance)
+        self._inflight -= 1
         self.cost.observe(rows, end - start)
         self.aimd.on_batch(missed=any(end > p.deadline for p in batch))
         self.stats.executions += 1

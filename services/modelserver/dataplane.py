@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from services.genproto.inference import model_config_pb2 as mc
 from services.modelserver.batching import bucket_key
 from services.modelserver.errors import InvalidInput, ModelServerError, ShuttingDown
-from services.modelserver.registry import ModelRegistry, ServedVersion
+from services.modelserver.registry import InputSpec, ModelRegistry, ServedVersion
 from services.modelserver.tensors import InferRequest, InferResult, datatype_of, datatype_of_array
 
 log = logging.getLogger(__name__)
@@ -150,46 +150,65 @@ class DataPlane:
     def _validate(self, sv: ServedVersion, request: InferRequest) -> int:
         """Check names, datatypes and shapes against config.pbtxt; return the batch rows."""
         config = sv.config
-        model = f"{sv.name} v{sv.version}"
-        expected = {i.name: i for i in config.input}
-        for name in request.inputs:
-            if name not in expected:
-                raise InvalidInput(f"{model}: unknown input {name!r}; expected inputs: {', '.join(expected)}")
+        specs = sv.input_specs
+        inputs = request.inputs
+        if len(inputs) > len(specs) or any(name not in inputs for name in (s.name for s in specs)):
+            self._check_names(sv, request)
+        batched = sv.batched
         rows: int | None = None
-        for name, spec in expected.items():
-            array = request.inputs.get(name)
+        for spec in specs:
+            array = inputs.get(spec.name)
             if array is None:
-                if spec.optional:
-                    continue
-                raise InvalidInput(f"{model}: missing input {name!r} ({_dt(spec.data_type)} {_shape(config, spec)})")
-            want_dt = _dt(spec.data_type)
-            got_dt = datatype_of_array(array)
-            if got_dt != want_dt:
-                raise InvalidInput(f"{model}: input {name!r} has datatype {got_dt}, expected {want_dt}")
-            dims = list(spec.dims)
-            shape = list(array.shape)
-            if sv.batched:
+                continue  # optional (_check_names refused a missing required one)
+            name = spec.name
+            if array.dtype != spec.dtype:
+                model = f"{sv.name} v{sv.version}"
+                got_dt = datatype_of_array(array)
+                raise InvalidInput(f"{model}: input {name!r} has datatype {got_dt}, expected {spec.datatype}")
+            shape = array.shape
+            dims = spec.dims
+            if batched:
                 if len(shape) != len(dims) + 1 or not _dims_match(shape[1:], dims):
-                    raise InvalidInput(f"{model}: input {name!r} has shape {shape}, expected {_shape(config, spec)}")
+                    raise InvalidInput(
+                        f"{sv.name} v{sv.version}: input {name!r} has shape {list(shape)}, "
+                        f"expected {_shape(config, spec)}"
+                    )
                 n = shape[0]
                 if n < 1 or n > config.max_batch_size:
                     raise InvalidInput(
-                        f"{model}: input {name!r} has batch size {n}, expected 1..{config.max_batch_size} "
-                        "(max_batch_size)"
+                        f"{sv.name} v{sv.version}: input {name!r} has batch size {n}, "
+                        f"expected 1..{config.max_batch_size} (max_batch_size)"
                     )
                 if rows is not None and n != rows:
-                    raise InvalidInput(f"{model}: input {name!r} has batch size {n}, other inputs have {rows}")
+                    raise InvalidInput(
+                        f"{sv.name} v{sv.version}: input {name!r} has batch size {n}, other inputs have {rows}"
+                    )
                 rows = n
             elif len(shape) != len(dims) or not _dims_match(shape, dims):
-                raise InvalidInput(f"{model}: input {name!r} has shape {shape}, expected {_shape(config, spec)}")
-        known_outputs = [o.name for o in config.output]
-        for name in request.outputs:
-            if known_outputs and name not in known_outputs:
-                raise InvalidInput(f"{model}: unknown output {name!r}; outputs: {', '.join(known_outputs)}")
+                raise InvalidInput(
+                    f"{sv.name} v{sv.version}: input {name!r} has shape {list(shape)}, expected {_shape(config, spec)}"
+                )
+        if request.outputs:
+            known_outputs = sv.output_names
+            for name in request.outputs:
+                if known_outputs and name not in known_outputs:
+                    listed = ", ".join(o.name for o in config.output)
+                    raise InvalidInput(f"{sv.name} v{sv.version}: unknown output {name!r}; outputs: {listed}")
         return rows or 1
 
+    def _check_names(self, sv: ServedVersion, request: InferRequest) -> None:
+        """Refuse an unknown input or a missing required one, naming what the model expects."""
+        model = f"{sv.name} v{sv.version}"
+        expected = {s.name: s for s in sv.input_specs}
+        for name in request.inputs:
+            if name not in expected:
+                raise InvalidInput(f"{model}: unknown input {name!r}; expected inputs: {', '.join(expected)}")
+        for name, spec in expected.items():
+            if name not in request.inputs and not spec.optional:
+                raise InvalidInput(f"{model}: missing input {name!r} ({spec.datatype} {_shape(sv.config, spec)})")
 
-def _dims_match(shape: list[int], dims: list[int]) -> bool:
+
+def _dims_match(shape: Sequence[int], dims: Sequence[int]) -> bool:
     return all(d == -1 or d == s for s, d in zip(shape, dims, strict=True))
 
 
@@ -197,5 +216,5 @@ def _dt(data_type: int) -> str:
     return datatype_of(mc.DataType.Name(data_type))
 
 
-def _shape(config: mc.ModelConfig, spec: mc.ModelInput) -> list[int]:
+def _shape(config: mc.ModelConfig, spec: InputSpec) -> list[int]:
     return [-1, *spec.dims] if config.max_batch_size > 0 else list(spec.dims)

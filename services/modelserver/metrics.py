@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _LABELS = ("model", "version")
+Reading = Callable[[], float]
 
 REQUESTS = Counter("flywheel_modelserver_requests_total", "Inference requests answered", _LABELS)
 FAILURES = Counter("flywheel_modelserver_request_failures_total", "Inference requests failed", (*_LABELS, "reason"))
@@ -61,54 +62,78 @@ class VersionMetrics:
     """The batcher's observer and the dataplane's recorder for one model version."""
 
     def __init__(self, model: str, version: str) -> None:
-        self.labels = (model, version)
+        self.labels = labels = (model, version)
         self.stats = VersionStats()
         self._lock = threading.Lock()
-        LOADED.labels(*self.labels).set(1)
-        for counter in (REQUESTS, SHED, EXPIRED):
-            counter.labels(*self.labels)  # exported at 0 from the start
+        # The labelled children, looked up once: `labels()` per request costs more than the update.
+        self._requests = REQUESTS.labels(*labels)
+        self._shed = SHED.labels(*labels)
+        self._expired = EXPIRED.labels(*labels)
+        self._queue_seconds = QUEUE_SECONDS.labels(*labels)
+        self._compute_seconds = COMPUTE_SECONDS.labels(*labels)
+        self._request_seconds = REQUEST_SECONDS.labels(*labels)
+        self._batch_size = BATCH_SIZE.labels(*labels)
+        self._queue_depth = QUEUE_DEPTH.labels(*labels)
+        self._cost_a = COST_A.labels(*labels)
+        self._cost_b = COST_B.labels(*labels)
+        self._batch_limit = BATCH_LIMIT.labels(*labels)
+        self._failures: dict[str, Counter] = {}
+        self._readings: tuple[Reading, ...] = ()
+        LOADED.labels(*labels).set(1)
+
+    def follow(self, depth: Reading, a: Reading, b: Reading, limit: Reading) -> None:
+        """Gauges read from the batcher when Prometheus scrapes (no per-request updates)."""
+        self._readings = (depth, a, b, limit)
+        for gauge, read in zip(self._followed(), self._readings, strict=True):
+            gauge.set_function(read)
+
+    def _followed(self) -> tuple[Gauge, ...]:
+        return (self._queue_depth, self._cost_a, self._cost_b, self._batch_limit)
 
     # BatchObserver
-    def queued(self, depth: int) -> None:
-        QUEUE_DEPTH.labels(*self.labels).set(depth)
 
     def shed(self) -> None:
-        SHED.labels(*self.labels).inc()
+        self._shed.inc()
 
     def expired(self) -> None:
-        EXPIRED.labels(*self.labels).inc()
+        self._expired.inc()
 
     def batch(self, rows: int, compute_s: float, queue_s: Sequence[float], a: float, b: float, limit: float) -> None:
-        BATCH_SIZE.labels(*self.labels).observe(rows)
-        COMPUTE_SECONDS.labels(*self.labels).observe(compute_s)
+        self._batch_size.observe(rows)
+        self._compute_seconds.observe(compute_s)
+        observe = self._queue_seconds.observe
         for q in queue_s:
-            QUEUE_SECONDS.labels(*self.labels).observe(q)
-        COST_A.labels(*self.labels).set(a)
-        COST_B.labels(*self.labels).set(b)
-        BATCH_LIMIT.labels(*self.labels).set(limit)
+            observe(q)
         with self._lock:
             s = self.stats
             s.execution_count += 1
             s.inference_count += len(queue_s)
             s.compute.add(compute_s, len(queue_s))
-            for q in queue_s:
-                s.queue.add(q)
+            s.queue.count += len(queue_s)
+            s.queue.ns += int(sum(queue_s) * 1e9)
             s.batches.setdefault(rows, Duration()).add(compute_s)
 
     # dataplane
     def answered(self, seconds: float) -> None:
-        REQUESTS.labels(*self.labels).inc()
-        REQUEST_SECONDS.labels(*self.labels).observe(seconds)
+        self._requests.inc()
+        self._request_seconds.observe(seconds)
         with self._lock:
             self.stats.success.add(seconds)
             self.stats.last_inference_ms = int(time.time() * 1000)
 
     def failed(self, seconds: float, reason: str) -> None:
-        REQUESTS.labels(*self.labels).inc()
-        FAILURES.labels(*self.labels, reason).inc()
+        self._requests.inc()
+        child = self._failures.get(reason)
+        if child is None:
+            child = self._failures[reason] = FAILURES.labels(*self.labels, reason)
+        child.inc()
         with self._lock:
             self.stats.fail.add(seconds)
 
     def unloaded(self) -> None:
         LOADED.labels(*self.labels).set(0)
-        QUEUE_DEPTH.labels(*self.labels).set(0)
+        # Keep the last values, and let the batcher go.
+        last = [0.0, *(read() for read in self._readings[1:])] if self._readings else [0.0, 0.0, 0.0, 0.0]
+        for gauge, value in zip(self._followed(), last, strict=True):
+            gauge.set_function(lambda v=value: v)
+        self._readings = ()

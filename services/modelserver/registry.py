@@ -10,6 +10,7 @@ in-flight requests finish on the version they started on and none fails.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,16 @@ class ServingOptions:
     intra_op_threads: int = 1
     instances: int = 0  # 0: from config.pbtxt
     default_slo_s: float = 0.05
+    inline_below_s: float = 0.001
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    datatype: str  # protocol name, e.g. FP32
+    dtype: np.dtype | None  # None: a datatype numpy does not hold (no request can match it)
+    dims: tuple[int, ...]  # without the batch axis; -1 = any
+    optional: bool
 
 
 @dataclass
@@ -53,6 +64,19 @@ class ServedVersion:
     @property
     def batched(self) -> bool:
         return self.config.max_batch_size > 0
+
+    @functools.cached_property
+    def input_specs(self) -> list[InputSpec]:
+        """config.pbtxt's inputs, read once (validation runs per request)."""
+        specs = []
+        for i in self.config.input:
+            datatype = datatype_of(mc.DataType.Name(i.data_type))
+            specs.append(InputSpec(i.name, datatype, DTYPES.get(datatype), tuple(i.dims), i.optional))
+        return specs
+
+    @functools.cached_property
+    def output_names(self) -> frozenset[str]:
+        return frozenset(o.name for o in self.config.output)
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -207,11 +231,15 @@ class ModelRegistry:
                 queue_bound=self.options.queue_bound,
                 # As in Triton, a model batches requests together only when its config asks for it.
                 adaptive=self.options.adaptive and config.HasField("dynamic_batching"),
+                inline_below_s=self.options.inline_below_s,
             ),
             run=lambda i, batch: backends[i].infer_batch(batch),
             executor=executor,
             cost=cost,
             observer=metrics,
+        )
+        metrics.follow(
+            lambda: batcher.depth, lambda: batcher.cost.a, lambda: batcher.cost.b, lambda: batcher.aimd.limit
         )
         batcher.start()
         slo = config.parameters["slo_ms"].string_value if "slo_ms" in config.parameters else ""

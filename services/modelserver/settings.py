@@ -28,6 +28,13 @@ class ModelServerSettings(BaseSettings):
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body / tensor in bytes")
     intra_op_threads: int = Field(1, ge=0, description="runtime intra-op threads per instance; 0 = runtime default")
     instances: int = Field(0, ge=0, description="instances per model version; 0 = config.pbtxt instance_group count")
+    inline_below_us: float = Field(
+        1000.0,
+        ge=0,
+        description="a batch the cost model expects to take less than this runs on the event loop thread instead of "
+        "a runtime thread (the hand-over costs more than such a batch); 0 = always on a runtime thread",
+    )
+    event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="asyncio event loop implementation")
     consume_model_events: bool = Field(False, description="load versions announced on flywheel.models")
     events_group: str = Field("", description="consumer group for flywheel.models; empty = unique per process")
     drain_timeout_s: float = Field(20.0, gt=0, description="how long SIGTERM waits for in-flight requests")

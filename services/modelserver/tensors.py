@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,17 +18,25 @@ def datatype_of(config_type_name: str) -> str:
     return config_type_name.removeprefix("TYPE_")
 
 
+_DATATYPE_OF_DTYPE: dict[np.dtype, str] = {}
+for _name, _dtype in DTYPES.items():
+    _DATATYPE_OF_DTYPE.setdefault(_dtype, _name)  # the first name wins, as the old linear scan did
+
+
 def datatype_of_array(array: np.ndarray) -> str:
-    for name, dtype in DTYPES.items():
-        if array.dtype == dtype:
-            return name
-    raise InvalidInput(f"unsupported output dtype {array.dtype}")
+    name = _DATATYPE_OF_DTYPE.get(array.dtype)
+    if name is None:
+        for candidate, dtype in DTYPES.items():  # byte order or alignment variants that compare equal
+            if array.dtype == dtype:
+                return candidate
+        raise InvalidInput(f"unsupported output dtype {array.dtype}")
+    return name
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> int:
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input {name!r}: shape {list(shape)} has a negative dimension")
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return math.prod(shape)
 
 
 def decode_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes, max_bytes: int) -> np.ndarray:

@@ -192,3 +192,47 @@ def test_batcher_answers_each_request_and_refuses_expired_and_overflow() -> None
             await batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_cost_model_running_sums_match_a_full_refit_after_the_window_slides() -> None:
+    rng = np.random.default_rng(3)
+    cost = CostModel(window=8)
+    sizes = rng.integers(1, 33, 50)
+    noise = rng.random(50) * 1e-5
+    points = [(int(n), float(2e-5 * n + 1e-4 + e)) for n, e in zip(sizes, noise, strict=True)]
+    for n, s in points:
+        cost.observe(n, s)
+    xs, ys = zip(*points[-8:], strict=True)
+    a, b = np.polyfit(np.array(xs, float), np.array(ys), 1)
+    assert a > 0 and b > 0
+    assert cost.a == pytest.approx(a, rel=1e-6)
+    assert cost.b == pytest.approx(b, rel=1e-6)
+
+
+@pytest.mark.parametrize("inline_below_s", [0.0, 10.0], ids=["executor", "inline"])
+def test_batch_forms_from_everything_queued_in_one_turn_and_close_drains(inline_below_s: float) -> None:
+    """Requests submitted in the same event-loop turn go out as one batch, on a runtime thread or inline."""
+    batch_sizes: list[int] = []
+
+    def run(instance: int, batch: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        batch_sizes.append(len(batch))
+        return [{"y": b["x"] * 2} for b in batch]
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            config = BatcherConfig(max_batch_rows=8, instances=1, inline_below_s=inline_below_s)
+            batcher = Batcher(config, run, pool, cost=CostModel(a=1e-5, b=1e-4))
+            batcher.start()
+            far = time.monotonic() + 60
+            xs = [np.full((1, 2), i, np.float32) for i in range(5)]
+            outs = await asyncio.gather(*(batcher.submit({"x": x}, 1, "k", far) for x in xs))
+            assert [o["y"][0, 0] for o in outs] == [0, 2, 4, 6, 8]
+            assert batch_sizes == [5]
+            assert batcher.stats.inline == (1 if inline_below_s else 0)
+            # close() answers what is still queued before it returns.
+            late = [asyncio.ensure_future(batcher.submit({"x": x}, 1, "k", far)) for x in xs[:3]]
+            await asyncio.sleep(0)
+            await batcher.close()
+            assert all(f.done() and f.result()["y"].shape == (1, 2) for f in late)
+
+    asyncio.run(scenario())

@@ -211,7 +211,12 @@ def build_grpc_server(dp: DataPlane, max_request_bytes: int) -> tuple[grpc.aio.S
     # INVALID_ARGUMENT naming the input, rather than a transport-level refusal.
     limit = 4 * max_request_bytes + (1 << 20)
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # A port this server binds is its own: no second process silently sharing it.
+            ("grpc.so_reuseport", 0),
+        ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dp, max_request_bytes), server)
     health_servicer = health.aio.HealthServicer()
