@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_topics(common.kafka_bootstrap)
     producer = EventProducer(common.kafka_bootstrap, client_id="ingest")
     admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
-    pipeline = IngestPipeline(
-        db, objects, producer, settings.allowed_labels(), settings.label_schema_version, settings.object_writers
-    )
+    pipeline = IngestPipeline(db, objects, producer, settings.allowed_labels(), settings.label_schema_version)
     pipeline.republish_outbox()  # whatever a crash left between commit and acknowledgement
 
     readiness = Readiness()

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,7 +27,7 @@ from services.events.topics import LABELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.ingest.errors import InvalidInput, Unavailable, UnknownAnnotation
 from services.ingest.labels import CREATED, DELETED, UPDATED, LabelInput, ValidLabel, validate
-from services.ingest.metrics import ACCEPTED, BATCH_SIZE, REJECTED, STAGE_SECONDS, stage
+from services.ingest.metrics import ACCEPTED, BATCH_SIZE, REJECTED, stage
 from services.ingest.tables import labels, outbox
 from services.storage import Database, ObjectStore
 
@@ -58,7 +57,6 @@ class IngestPipeline:
         producer: EventProducer,
         allowed_labels: Sequence[str],
         label_schema_version: int = 1,
-        object_writers: int = 8,
     ) -> None:
         self.db = db
         self.objects = objects
@@ -68,7 +66,6 @@ class IngestPipeline:
         self._publish_lock = threading.Lock()
         self._acked: list[str] = []  # published event ids whose outbox rows are still to delete
         self._acked_lock = threading.Lock()
-        self._io = ThreadPoolExecutor(max_workers=object_writers, thread_name_prefix="objects")
 
     # -- validation -------------------------------------------------------------------------
     def validate(self, inputs: Sequence[LabelInput]) -> list[ValidLabel]:
@@ -117,19 +114,16 @@ class IngestPipeline:
         raise AssertionError("unreachable")
 
     def _store_objects(self, items: Sequence[ValidLabel]) -> dict[bytes, tuple[str, str]]:
-        """Store each distinct image; writes run in parallel (creating a file is I/O-bound)."""
-        started = time.perf_counter()
+        """Store each distinct image, durably, as one batch (two file-system flushes, not one per file)."""
         blobs = list(dict.fromkeys(i.png for i in items if i.png is not None))
-        try:
-            results = list(self._io.map(self._put, blobs)) if len(blobs) > 1 else [self._put(b) for b in blobs]
-        except OSError as exc:
-            raise Unavailable(f"object store write failed: {exc}") from exc
-        STAGE_SECONDS.labels("objects").observe(time.perf_counter() - started)
+        if not blobs:
+            return {}
+        with stage("objects"):
+            try:
+                results = self.objects.put_many(blobs)
+            except OSError as exc:
+                raise Unavailable(f"object store write failed: {exc}") from exc
         return dict(zip(blobs, results, strict=True))
-
-    def _put(self, blob: bytes) -> tuple[str, str]:
-        with stage("objects", wall=False):  # CPU counted in the writer thread; wall time for the whole batch above
-            return self.objects.put(blob)
 
     def _write_rows(
         self,
@@ -259,7 +253,7 @@ class IngestPipeline:
             session.execute(outbox.insert(), rows)
 
     def close(self) -> None:
-        self._io.shutdown(wait=True)
+        """Nothing to release: kept for callers that close the pipeline on shutdown."""
 
     # -- publishing -------------------------------------------------------------------------
     def publish(self, events: Sequence[ev.LabelEvent]) -> None:
