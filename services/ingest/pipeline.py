@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from services.events import EventProducer
-from services.events.codec import deterministic_id, encode, new_meta
+from services.events.codec import SCHEMA_VERSION, deterministic_id, encode
 from services.events.producer import ProduceFailed
 from services.events.topics import LABELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
@@ -40,6 +40,7 @@ ACTION_CODES = {
 }
 CHUNK = 500
 MAX_ACKED = 20_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,16 @@ class IngestPipeline:
 
     def _event(self, row: dict, item: ValidLabel, event_id: str, features: object) -> ev.LabelEvent:
         inp = item.input
+        updated = _timestamp(item.updated_at)
         event = ev.LabelEvent(
-            meta=new_meta("ingest", event_id=event_id, trace_id=inp.trace_id),
+            # The envelope's time is the fact's time, so a re-published event is byte-identical.
+            meta=ev.EventMeta(
+                event_id=event_id,
+                time=updated,
+                source="ingest",
+                trace_id=inp.trace_id,
+                schema_version=SCHEMA_VERSION,
+            ),
             example_id=row["example_id"],
             object_uri=row["object_uri"],
             sha256=row["sha256"],
@@ -218,10 +227,8 @@ class IngestPipeline:
             action=ACTION_CODES[item.action],
             annotation_id=row["annotation_id"],
             created_at=_timestamp(_aware(row["created_at"])),
-            updated_at=_timestamp(item.updated_at),
+            updated_at=updated,
         )
-        # The envelope's time is the fact's time, so a re-published event is byte-identical.
-        event.meta.time.CopyFrom(_timestamp(item.updated_at))
         if features is not None:
             event.features.extend(features.tolist())  # type: ignore[attr-defined]
         return event
@@ -341,6 +348,6 @@ def _aware(value: datetime) -> datetime:
 
 
 def _timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    """Timestamp.FromDatetime's result (UTC seconds + nanos), without its time-tuple round trip."""
+    delta = _aware(value) - EPOCH
+    return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
