@@ -52,6 +52,11 @@ class ObjectStore:
         # finds one of them "already stored" must flush too before its rows commit.
         self._unsynced: set[str] = set()
         self._lock = threading.Lock()
+        # Group flush: concurrent batches share one syncfs when it started after their writes.
+        self._sync_cond = threading.Condition()
+        self._sync_requested = 0
+        self._sync_done = 0
+        self._syncing = False
 
     def _path(self, digest: str) -> str:
         return f"{self.root}/sha256/{digest[:2]}/{digest}"
@@ -146,6 +151,32 @@ class ObjectStore:
                 os.close(fd)
 
     def _syncfs(self) -> None:
+        """Flush the file system holding the store, sharing the call with concurrent batches.
+
+        A request is satisfied by a syncfs that started after the request was made (its writes
+        were finished by then), so while one flush runs, the batches that arrive meanwhile wait
+        for it and share the next one instead of each running their own.
+        """
+        with self._sync_cond:
+            self._sync_requested += 1
+            mine = self._sync_requested
+            while self._sync_done < mine:
+                if self._syncing:
+                    self._sync_cond.wait()
+                    continue
+                self._syncing, covers = True, self._sync_requested
+                try:
+                    self._sync_cond.release()
+                    try:
+                        self._syncfs_now()
+                    finally:
+                        self._sync_cond.acquire()
+                    self._sync_done = max(self._sync_done, covers)
+                finally:
+                    self._syncing = False
+                    self._sync_cond.notify_all()
+
+    def _syncfs_now(self) -> None:
         assert _SYNCFS is not None
         fd = os.open(self.root, os.O_RDONLY)
         try:
