@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     threads: list[threading.Thread] = []
     loop = None
     if settings.consume_raw:
-        loop = build_consume_loop(pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event)
+        loop = build_consume_loop(
+            pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event, settings.raw_batch
+        )
         readiness.add("raw_consumer", loop.healthy)
         threads.append(threading.Thread(target=loop.run, name="raw-consumer"))
     threads.append(

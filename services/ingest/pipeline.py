@@ -66,6 +66,9 @@ class IngestPipeline:
         self.label_schema_version = label_schema_version
         self._publish_lock = threading.Lock()
         self._acked: list[str] = []  # published event ids whose outbox rows are still to delete
+        # Event ids from their SQL commit until their outbox rows are deleted: the main path owns
+        # them (publishing, or acknowledged and due for deletion), so the relay leaves them alone.
+        self._pending: set[str] = set()
         self._acked_lock = threading.Lock()
 
     # -- validation -------------------------------------------------------------------------
@@ -89,7 +92,13 @@ class IngestPipeline:
         stored = self._store_objects(items)
         with stage("sql"):
             events, skipped = self._commit(items, stored, skip_unknown_deletes)
-        self.publish(events)
+        ids = [e.meta.event_id for e in events]
+        self._hold(ids)
+        try:
+            self.publish(events)
+        except Exception:
+            self._release(ids)  # not acknowledged: the outbox relay re-sends them
+            raise
         for item in items:
             ACCEPTED.labels(item.input.source).inc()
         return SubmitResult([e.meta.event_id for e in events], skipped)
@@ -105,6 +114,7 @@ class IngestPipeline:
                     events, skipped = self._write_rows(session, items, stored, skip_unknown_deletes)
                     self._write_outbox(session, events)
                     _delete_outbox(session, acked)  # earlier batches' acknowledged events, in the same commit
+                self._release(acked)
                 return events, skipped
             except (IntegrityError, OperationalError) as exc:
                 self._give_back_acked(acked)
@@ -293,6 +303,18 @@ class IngestPipeline:
         with self._acked_lock:
             self._acked.extend(ids)
 
+    def _hold(self, ids: list[str]) -> None:
+        with self._acked_lock:
+            self._pending.update(ids)
+
+    def _release(self, ids: list[str]) -> None:
+        with self._acked_lock:
+            self._pending.difference_update(ids)
+
+    def _held(self, ids: list[str]) -> set[str]:
+        with self._acked_lock:
+            return self._pending.intersection(ids)
+
     def flush_acked(self) -> None:
         """Delete the outbox rows of every acknowledged event now."""
         acked = self._take_acked()
@@ -304,6 +326,7 @@ class IngestPipeline:
         except OperationalError:
             self._give_back_acked(acked)
             raise
+        self._release(acked)
 
     def republish_outbox(self, older_than_s: float = 0.0, limit: int = 2000) -> int:
         """Publish events a crash or a broker outage left in the outbox; returns how many."""
@@ -312,13 +335,18 @@ class IngestPipeline:
             cutoff = int((time.time() - older_than_s) * 1000)
             with self.db.session() as session:
                 rows = session.execute(
-                    select(outbox.c.payload)
+                    select(outbox.c.event_id, outbox.c.payload)
                     .where(outbox.c.created_ms <= cutoff)
                     .order_by(outbox.c.created_ms)
                     .limit(limit)
                 ).all()
+            # Events a submit is still publishing (or has just had acknowledged) are its to finish:
+            # re-sending them here would only duplicate them on the topic.
+            held = self._held([event_id for event_id, _ in rows])
             events = []
-            for (payload,) in rows:
+            for event_id, payload in rows:
+                if event_id in held:
+                    continue
                 event = ev.LabelEvent()
                 event.ParseFromString(payload)
                 events.append(event)
