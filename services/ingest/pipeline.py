@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -99,8 +100,8 @@ class IngestPipeline:
         except Exception:
             self._release(ids)  # not acknowledged: the outbox relay re-sends them
             raise
-        for item in items:
-            ACCEPTED.labels(item.input.source).inc()
+        for source, count in Counter(item.input.source for item in items).items():
+            ACCEPTED.labels(source).inc(count)
         return SubmitResult([e.meta.event_id for e in events], skipped)
 
     def _commit(
