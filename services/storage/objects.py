@@ -52,6 +52,7 @@ class ObjectStore:
         # finds one of them "already stored" must flush too before its rows commit.
         self._unsynced: set[str] = set()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         # Group flush: concurrent batches share one syncfs when it started after their writes.
         self._sync_cond = threading.Condition()
         self._sync_requested = 0
@@ -98,23 +99,29 @@ class ObjectStore:
         new_dirs = self._make_dirs({self._path(d).rsplit("/", 1)[0] for d in new})
         staged: list[tuple[str, str]] = []
         try:
-            for digest, data in new.items():
-                path = self._path(digest)
-                tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                staged.append((tmp, path))
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    if _SYNCFS is None:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
+            # One batch creates files at a time: concurrent creators in the same directories cost
+            # more kernel CPU than they save, while the flushes below are shared between batches.
+            with self._write_lock:
+                for digest, data in new.items():
+                    path = self._path(digest)
+                    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    staged.append((tmp, path))
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        if _SYNCFS is None:
+                            os.fsync(fd)
+                    finally:
+                        os.close(fd)
             if _SYNCFS is not None:
                 self._syncfs()  # every temporary file's bytes on disk before any rename
-            for tmp, path in staged:
-                os.replace(tmp, path)
+            with self._lock:
+                self._unsynced.update(new)  # visible under their names from here until flushed
+            with self._write_lock:
+                for tmp, path in staged:
+                    os.replace(tmp, path)
             staged = []
         finally:
             for tmp, _ in staged:
@@ -122,20 +129,22 @@ class ObjectStore:
                     os.unlink(tmp)
                 except OSError:
                     pass
-        with self._lock:
-            self._unsynced.update(new)
-        self._flush([*{p.rsplit("/", 1)[0] for p in map(self._path, new)}, *new_dirs])
+        # The fan-out directory itself too: a concurrent batch may have created one of ours.
+        self._flush([*{p.rsplit("/", 1)[0] for p in map(self._path, new)}, *new_dirs, f"{self.root}/sha256"])
         with self._lock:
             self._unsynced.difference_update(new)
 
     def _make_dirs(self, dirs: set[str]) -> list[str]:
         """Create missing fan-out directories; returns the parents whose entries must be flushed."""
         created: list[str] = []
-        for d in dirs - self._dirs:
+        with self._lock:
+            missing = dirs - self._dirs
+        for d in missing:
             if not os.path.isdir(d):
                 os.makedirs(d, exist_ok=True)
                 created.append(d.rsplit("/", 1)[0])
-        self._dirs |= dirs
+        with self._lock:
+            self._dirs |= dirs
         return created
 
     def _flush(self, dirs: list[str]) -> None:
