@@ -77,35 +77,46 @@ def _canonical_pixels(data: bytes) -> bytes | None:
     return _unfilter(raw)
 
 
+LOW7 = 0x7F7F7F7F7F7F7F7F
+HIGH = 0x8080808080808080
+
+
 def _unfilter(raw: bytes) -> bytes | None:
-    """Undo PNG scanline filters for 1 byte per pixel (PNG spec §9)."""
+    """Undo PNG scanline filters for 1 byte per pixel (PNG spec §9).
+
+    Rows are 8 bytes, so "none" and "up" (most rows of Pillow's digits) work on a row as one
+    64-bit integer: "up" is a byte-wise addition mod 256 without carries between bytes.
+    """
     out = bytearray(SIDE * SIDE)
-    prior = bytes(SIDE)
+    prior = 0
     for y in range(SIDE):
         kind = raw[y * ROW]
         line = raw[y * ROW + 1 : (y + 1) * ROW]
         if kind == 0:
-            cur = bytearray(line)
+            cur = int.from_bytes(line, "big")
         elif kind == 2:
-            cur = bytearray((a + b) & 0xFF for a, b in zip(line, prior, strict=True))
+            value = int.from_bytes(line, "big")
+            cur = ((value & LOW7) + (prior & LOW7)) ^ ((value ^ prior) & HIGH)
         elif kind in (1, 3, 4):
-            cur = bytearray(SIDE)
+            up_row = prior.to_bytes(SIDE, "big")
+            row = bytearray(SIDE)
             left = 0
             for x in range(SIDE):
-                up = prior[x]
+                up = up_row[x]
                 if kind == 1:
                     predicted = left
                 elif kind == 3:
                     predicted = (left + up) >> 1
                 else:
-                    upleft = prior[x - 1] if x else 0
+                    upleft = up_row[x - 1] if x else 0
                     p = left + up - upleft
                     pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
                     predicted = left if pa <= pb and pa <= pc else (up if pb <= pc else upleft)
                 left = (line[x] + predicted) & 0xFF
-                cur[x] = left
+                row[x] = left
+            cur = int.from_bytes(row, "big")
         else:
             return None
-        out[y * SIDE : (y + 1) * SIDE] = cur
-        prior = bytes(cur)
+        out[y * SIDE : (y + 1) * SIDE] = cur.to_bytes(SIDE, "big")
+        prior = cur
     return bytes(out)
