@@ -8,7 +8,8 @@ bytes are flushed to disk before they are renamed into place (so a final name ne
 partial object, even after a power loss), and the renames are flushed before returning (so a
 database row committed afterwards never points at a name the disk forgot).  `put_many` does
 that for a whole batch with two file-system flushes (Linux `syncfs`) instead of an fsync per
-file and per directory; elsewhere it falls back to fsyncing each file and directory.
+file and per directory; elsewhere it falls back to fsyncing each file and directory.  Batches
+are stored one at a time per store.
 """
 
 from __future__ import annotations
@@ -48,16 +49,12 @@ class ObjectStore:
         self._protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
         self._local = isinstance(self.fs, LocalFileSystem)
         self._dirs: set[str] = set()  # fan-out directories known to exist (and to be durable)
-        # Digests renamed into place whose renames are not flushed yet: a concurrent batch that
-        # finds one of them "already stored" must flush too before its rows commit.
-        self._unsynced: set[str] = set()
-        self._lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        # Group flush: concurrent batches share one syncfs when it started after their writes.
-        self._sync_cond = threading.Condition()
-        self._sync_requested = 0
-        self._sync_done = 0
-        self._syncing = False
+        # One batch at a time: its existence checks see only flushed objects, and a flush never
+        # runs beside another batch's file creation (which made each flush cost far more CPU).
+        self._put_lock = threading.Lock()
+        # Renames whose flush has not succeeded yet; True at start, in case a crashed process
+        # left some that the kernel still holds (so the first batch flushes even if it wrote nothing).
+        self._unflushed = True
 
     def _path(self, digest: str) -> str:
         return f"{self.root}/sha256/{digest[:2]}/{digest}"
@@ -89,19 +86,16 @@ class ObjectStore:
             self.fs.mv(tmp, path)
 
     def _put_local(self, objects: dict[str, bytes]) -> None:
-        with self._lock:
-            unsynced_seen = any(d in self._unsynced for d in objects)
-        new = {d: b for d, b in objects.items() if not os.path.exists(self._path(d))}
-        if not new:
-            if unsynced_seen:
-                self._flush([])
-            return
-        new_dirs = self._make_dirs({self._path(d).rsplit("/", 1)[0] for d in new})
-        staged: list[tuple[str, str]] = []
-        try:
-            # One batch creates files at a time: concurrent creators in the same directories cost
-            # more kernel CPU than they save, while the flushes below are shared between batches.
-            with self._write_lock:
+        with self._put_lock:
+            new = {d: b for d, b in objects.items() if not os.path.exists(self._path(d))}
+            if not new:
+                if self._unflushed:  # an earlier flush failed: what we found may not be durable
+                    self._flush([f"{self.root}/sha256"])
+                    self._unflushed = False
+                return
+            new_dirs = self._make_dirs({self._path(d).rsplit("/", 1)[0] for d in new})
+            staged: list[tuple[str, str]] = []
+            try:
                 for digest, data in new.items():
                     path = self._path(digest)
                     tmp = f"{path}.{uuid.uuid4().hex}.tmp"
@@ -115,42 +109,37 @@ class ObjectStore:
                             os.fsync(fd)
                     finally:
                         os.close(fd)
-            if _SYNCFS is not None:
-                self._syncfs()  # every temporary file's bytes on disk before any rename
-            with self._lock:
-                self._unsynced.update(new)  # visible under their names from here until flushed
-            with self._write_lock:
+                if _SYNCFS is not None:
+                    self._syncfs_now()  # every temporary file's bytes on disk before any rename
+                self._unflushed = True
                 for tmp, path in staged:
                     os.replace(tmp, path)
-            staged = []
-        finally:
-            for tmp, _ in staged:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-        # The fan-out directory itself too: a concurrent batch may have created one of ours.
-        self._flush([*{p.rsplit("/", 1)[0] for p in map(self._path, new)}, *new_dirs, f"{self.root}/sha256"])
-        with self._lock:
-            self._unsynced.difference_update(new)
+                staged = []
+            finally:
+                for tmp, _ in staged:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+            # If this flush fails, the names are visible but maybe not durable: raising keeps the
+            # caller from committing rows, and the next batch flushes before relying on them.
+            self._flush([*{p.rsplit("/", 1)[0] for p in map(self._path, new)}, *new_dirs, f"{self.root}/sha256"])
+            self._unflushed = False
 
     def _make_dirs(self, dirs: set[str]) -> list[str]:
         """Create missing fan-out directories; returns the parents whose entries must be flushed."""
         created: list[str] = []
-        with self._lock:
-            missing = dirs - self._dirs
-        for d in missing:
+        for d in dirs - self._dirs:
             if not os.path.isdir(d):
                 os.makedirs(d, exist_ok=True)
                 created.append(d.rsplit("/", 1)[0])
-        with self._lock:
-            self._dirs |= dirs
+        self._dirs |= dirs
         return created
 
     def _flush(self, dirs: list[str]) -> None:
         """Make the renames (and created directories) durable: one syncfs, or an fsync per directory."""
         if _SYNCFS is not None:
-            self._syncfs()
+            self._syncfs_now()
             return
         for d in dict.fromkeys(dirs or [self.root]):
             fd = os.open(d, os.O_RDONLY)
@@ -158,32 +147,6 @@ class ObjectStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-    def _syncfs(self) -> None:
-        """Flush the file system holding the store, sharing the call with concurrent batches.
-
-        A request is satisfied by a syncfs that started after the request was made (its writes
-        were finished by then), so while one flush runs, the batches that arrive meanwhile wait
-        for it and share the next one instead of each running their own.
-        """
-        with self._sync_cond:
-            self._sync_requested += 1
-            mine = self._sync_requested
-            while self._sync_done < mine:
-                if self._syncing:
-                    self._sync_cond.wait()
-                    continue
-                self._syncing, covers = True, self._sync_requested
-                try:
-                    self._sync_cond.release()
-                    try:
-                        self._syncfs_now()
-                    finally:
-                        self._sync_cond.acquire()
-                    self._sync_done = max(self._sync_done, covers)
-                finally:
-                    self._syncing = False
-                    self._sync_cond.notify_all()
 
     def _syncfs_now(self) -> None:
         assert _SYNCFS is not None
