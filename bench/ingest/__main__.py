@@ -165,6 +165,19 @@ def stage_seconds(http: str) -> dict[str, float]:
     return out
 
 
+def process_cpu(procs: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each process used so far, from /proc (Linux); `bench` is this process."""
+    out = {"bench": sum(os.times()[:2])}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name, pid in procs.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, IndexError, ValueError):
+            out[name] = 0.0
+    return out
+
+
 def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: round(after[k] - before.get(k, 0.0), 3) for k in after}
 
@@ -197,6 +210,7 @@ def run_http(
     clients: int,
     pngs: list[bytes],
     targets: list[str],
+    procs: dict[str, int],
 ) -> dict:
     prefix = f"h{uuid.uuid4().hex[:6]}"
     encoded = [base64.b64encode(p).decode() for p in pngs]
@@ -226,7 +240,7 @@ def run_http(
                 with lock:
                     returned.extend(r.json()["event_ids"])
 
-    before = stage_seconds(http)
+    before, cpu_before = stage_seconds(http), process_cpu(procs)
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(bodies[i::clients],)) for i in range(clients)]
     for t in threads:
@@ -237,10 +251,12 @@ def run_http(
     t_out = reader.wait(prefix, n, timeout_s=300)
     stages = diff(stage_seconds(http), before)
     t_lake, lake_total, lake_distinct = wait_lake(lake_root, prefix, n)
+    cpu = diff(process_cpu(procs), cpu_before)
     seen = reader.ids(prefix)
     return {
         **lake_fields(n, t0, t_out, t_lake, lake_total, lake_distinct),
         "events": n,
+        "process_cpu_seconds": cpu,
         "batch": batch,
         "clients": clients,
         "http_errors": len(errors),
@@ -263,6 +279,7 @@ def run_kafka(
     n: int,
     pngs: list[bytes],
     targets: list[str],
+    procs: dict[str, int],
 ) -> dict:
     prefix = f"k{uuid.uuid4().hex[:6]}"
     raws = [
@@ -277,7 +294,7 @@ def run_kafka(
         for i in range(n)
     ]
     producer = EventProducer(bootstrap, client_id="bench-raw")
-    before = stage_seconds(http)
+    before, cpu_before = stage_seconds(http), process_cpu(procs)
     t0 = time.perf_counter()
     for raw in raws:
         producer.send("flywheel.labels.raw", raw)
@@ -286,11 +303,13 @@ def run_kafka(
     t_out = reader.wait(prefix, n, timeout_s=300)
     stages = diff(stage_seconds(http), before)
     t_lake, lake_total, lake_distinct = wait_lake(lake_root, prefix, n)
+    cpu = diff(process_cpu(procs), cpu_before)
     seen = reader.ids(prefix)
     expected = {f"{prefix}:{i}" for i in range(n)}
     return {
         **lake_fields(n, t0, t_out, t_lake, lake_total, lake_distinct),
         "events": n,
+        "process_cpu_seconds": cpu,
         "seconds_to_produce_raw": round(t_produced - t0, 3),
         "seconds_to_flywheel_labels": round(t_out - t0, 3),
         "events_per_s": round(n / (t_out - t0), 1),
@@ -337,6 +356,11 @@ def bottleneck(run: dict) -> str:
     inside = (
         f"its {name} stage ({100 * cpu[name] / total:.0f}% of ingest's stage CPU time, {per_event:.0f} µs CPU/event)"
     )
+    procs = run.get("process_cpu_seconds") or {}
+    if procs:
+        busy = sum(procs.values()) / run["seconds_to_flywheel_labels"]
+        share = ", ".join(f"{p} {1e6 * c / run['events']:.0f}" for p, c in sorted(procs.items(), key=lambda x: -x[1]))
+        inside += f"; CPU µs/event by process: {share} ({busy:.1f} of {os.cpu_count()} cores busy)"
     lake = run.get("lake") or {}
     lag, to_labels = lake.get("lake_lag_after_labels_s"), run["seconds_to_flywheel_labels"]
     if lag is not None and lag > 0.5 * to_labels:
@@ -391,13 +415,23 @@ def main() -> int:
                     },
                     work,
                 )
+            procs = {"ingest": proc.pid, "broker": broker.process.pid}
+            if lake is not None:
+                procs["lake"] = lake.pid
             reader = LabelsReader(broker.bootstrap)
             console.print(f"ingest ready; {args.events} events per run on {args.broker}")
             http_result = run_http(
-                http, reader, lake_root, args.events, args.batch, args.clients, pngs[: args.events], targets
+                http, reader, lake_root, args.events, args.batch, args.clients, pngs[: args.events], targets, procs
             )
             kafka_result = run_kafka(
-                http, broker.bootstrap, reader, lake_root, args.events, pngs[args.events :], targets[args.events :]
+                http,
+                broker.bootstrap,
+                reader,
+                lake_root,
+                args.events,
+                pngs[args.events :],
+                targets[args.events :],
+                procs,
             )
             reader.close()
             rows = sql_rows(db_url)
@@ -454,6 +488,9 @@ def main() -> int:
         )
     console.print(table)
     console.print("stage columns: CPU µs per event in ingest's own threads (wall seconds are in the JSON)")
+    for name, r in (("HTTP batch", http_result), ("Kafka raw", kafka_result)):
+        per = ", ".join(f"{p} {1e6 * s / r['events']:.0f}" for p, s in r["process_cpu_seconds"].items())
+        console.print(f"process CPU µs per event ({name}): {per}")
     console.print(f"SQL rows: {rows}; zero loss: {zero_loss}")
     for name, text in result["bottleneck"].items():
         console.print(f"bottleneck ({name}): {text}")

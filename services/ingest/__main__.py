@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_topics(common.kafka_bootstrap)
     producer = EventProducer(common.kafka_bootstrap, client_id="ingest")
     admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
-    pipeline = IngestPipeline(
-        db, objects, producer, settings.allowed_labels(), settings.label_schema_version, settings.object_writers
-    )
+    pipeline = IngestPipeline(db, objects, producer, settings.allowed_labels(), settings.label_schema_version)
     pipeline.republish_outbox()  # whatever a crash left between commit and acknowledgement
 
     readiness = Readiness()
@@ -90,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     threads: list[threading.Thread] = []
     loop = None
     if settings.consume_raw:
-        loop = build_consume_loop(pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event)
+        loop = build_consume_loop(
+            pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event, settings.raw_batch
+        )
         readiness.add("raw_consumer", loop.healthy)
         threads.append(threading.Thread(target=loop.run, name="raw-consumer"))
     threads.append(

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from services.ingest.digit_png import features as png_features
 from services.ingest.errors import InvalidInput
-from services.preprocessing import FEATURE_DIM, InvalidImage, features_to_png, png_to_features
+from services.preprocessing import FEATURE_DIM, InvalidImage, features_to_png
 
 CREATED, UPDATED, DELETED = "created", "updated", "deleted"
 ACTIONS = (CREATED, UPDATED, DELETED)
@@ -99,7 +100,7 @@ def validate(inp: LabelInput, allowed_labels: Sequence[str], now: datetime | Non
     if has_image:
         assert inp.image is not None
         try:
-            features = png_to_features(inp.image)
+            features = png_features(inp.image)
         except InvalidImage as exc:
             raise InvalidInput(_field(inp, "image"), str(exc)) from None
         return ValidLabel(inp, inp.image, features, updated, created, key)
@@ -111,7 +112,7 @@ def validate(inp: LabelInput, allowed_labels: Sequence[str], now: datetime | Non
         raise InvalidInput(_field(inp, "features"), "every value must be a finite number in [0, 1]")
     png = features_to_png(np.asarray(values, dtype=np.float32))
     # The stored object is the truth: features are what decoding that object gives.
-    return ValidLabel(inp, png, png_to_features(png), updated, created, key)
+    return ValidLabel(inp, png, png_features(png), updated, created, key)
 
 
 def _utc(value: datetime | None) -> datetime | None:

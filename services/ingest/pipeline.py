@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,13 +22,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from services.events import EventProducer
-from services.events.codec import deterministic_id, encode, new_meta
+from services.events.codec import SCHEMA_VERSION, deterministic_id, encode
 from services.events.producer import ProduceFailed
 from services.events.topics import LABELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.ingest.errors import InvalidInput, Unavailable, UnknownAnnotation
 from services.ingest.labels import CREATED, DELETED, UPDATED, LabelInput, ValidLabel, validate
-from services.ingest.metrics import ACCEPTED, BATCH_SIZE, REJECTED, STAGE_SECONDS, stage
+from services.ingest.metrics import ACCEPTED, BATCH_SIZE, REJECTED, stage
 from services.ingest.tables import labels, outbox
 from services.storage import Database, ObjectStore
 
@@ -41,6 +41,7 @@ ACTION_CODES = {
 }
 CHUNK = 500
 MAX_ACKED = 20_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,6 @@ class IngestPipeline:
         producer: EventProducer,
         allowed_labels: Sequence[str],
         label_schema_version: int = 1,
-        object_writers: int = 8,
     ) -> None:
         self.db = db
         self.objects = objects
@@ -67,8 +67,10 @@ class IngestPipeline:
         self.label_schema_version = label_schema_version
         self._publish_lock = threading.Lock()
         self._acked: list[str] = []  # published event ids whose outbox rows are still to delete
+        # Event ids from their SQL commit until their outbox rows are deleted: the main path owns
+        # them (publishing, or acknowledged and due for deletion), so the relay leaves them alone.
+        self._pending: set[str] = set()
         self._acked_lock = threading.Lock()
-        self._io = ThreadPoolExecutor(max_workers=object_writers, thread_name_prefix="objects")
 
     # -- validation -------------------------------------------------------------------------
     def validate(self, inputs: Sequence[LabelInput]) -> list[ValidLabel]:
@@ -91,9 +93,15 @@ class IngestPipeline:
         stored = self._store_objects(items)
         with stage("sql"):
             events, skipped = self._commit(items, stored, skip_unknown_deletes)
-        self.publish(events)
-        for item in items:
-            ACCEPTED.labels(item.input.source).inc()
+        ids = [e.meta.event_id for e in events]
+        self._hold(ids)
+        try:
+            self.publish(events)
+        except Exception:
+            self._release(ids)  # not acknowledged: the outbox relay re-sends them
+            raise
+        for source, count in Counter(item.input.source for item in items).items():
+            ACCEPTED.labels(source).inc(count)
         return SubmitResult([e.meta.event_id for e in events], skipped)
 
     def _commit(
@@ -107,6 +115,7 @@ class IngestPipeline:
                     events, skipped = self._write_rows(session, items, stored, skip_unknown_deletes)
                     self._write_outbox(session, events)
                     _delete_outbox(session, acked)  # earlier batches' acknowledged events, in the same commit
+                self._release(acked)
                 return events, skipped
             except (IntegrityError, OperationalError) as exc:
                 self._give_back_acked(acked)
@@ -117,19 +126,16 @@ class IngestPipeline:
         raise AssertionError("unreachable")
 
     def _store_objects(self, items: Sequence[ValidLabel]) -> dict[bytes, tuple[str, str]]:
-        """Store each distinct image; writes run in parallel (creating a file is I/O-bound)."""
-        started = time.perf_counter()
+        """Store each distinct image, durably, as one batch (two file-system flushes, not one per file)."""
         blobs = list(dict.fromkeys(i.png for i in items if i.png is not None))
-        try:
-            results = list(self._io.map(self._put, blobs)) if len(blobs) > 1 else [self._put(b) for b in blobs]
-        except OSError as exc:
-            raise Unavailable(f"object store write failed: {exc}") from exc
-        STAGE_SECONDS.labels("objects").observe(time.perf_counter() - started)
+        if not blobs:
+            return {}
+        with stage("objects"):
+            try:
+                results = self.objects.put_many(blobs)
+            except OSError as exc:
+                raise Unavailable(f"object store write failed: {exc}") from exc
         return dict(zip(blobs, results, strict=True))
-
-    def _put(self, blob: bytes) -> tuple[str, str]:
-        with stage("objects", wall=False):  # CPU counted in the writer thread; wall time for the whole batch above
-            return self.objects.put(blob)
 
     def _write_rows(
         self,
@@ -212,8 +218,16 @@ class IngestPipeline:
 
     def _event(self, row: dict, item: ValidLabel, event_id: str, features: object) -> ev.LabelEvent:
         inp = item.input
+        updated = _timestamp(item.updated_at)
         event = ev.LabelEvent(
-            meta=new_meta("ingest", event_id=event_id, trace_id=inp.trace_id),
+            # The envelope's time is the fact's time, so a re-published event is byte-identical.
+            meta=ev.EventMeta(
+                event_id=event_id,
+                time=updated,
+                source="ingest",
+                trace_id=inp.trace_id,
+                schema_version=SCHEMA_VERSION,
+            ),
             example_id=row["example_id"],
             object_uri=row["object_uri"],
             sha256=row["sha256"],
@@ -224,10 +238,8 @@ class IngestPipeline:
             action=ACTION_CODES[item.action],
             annotation_id=row["annotation_id"],
             created_at=_timestamp(_aware(row["created_at"])),
-            updated_at=_timestamp(item.updated_at),
+            updated_at=updated,
         )
-        # The envelope's time is the fact's time, so a re-published event is byte-identical.
-        event.meta.time.CopyFrom(_timestamp(item.updated_at))
         if features is not None:
             event.features.extend(features.tolist())  # type: ignore[attr-defined]
         return event
@@ -259,7 +271,7 @@ class IngestPipeline:
             session.execute(outbox.insert(), rows)
 
     def close(self) -> None:
-        self._io.shutdown(wait=True)
+        """Nothing to release: kept for callers that close the pipeline on shutdown."""
 
     # -- publishing -------------------------------------------------------------------------
     def publish(self, events: Sequence[ev.LabelEvent]) -> None:
@@ -292,6 +304,18 @@ class IngestPipeline:
         with self._acked_lock:
             self._acked.extend(ids)
 
+    def _hold(self, ids: list[str]) -> None:
+        with self._acked_lock:
+            self._pending.update(ids)
+
+    def _release(self, ids: list[str]) -> None:
+        with self._acked_lock:
+            self._pending.difference_update(ids)
+
+    def _held(self, ids: list[str]) -> set[str]:
+        with self._acked_lock:
+            return self._pending.intersection(ids)
+
     def flush_acked(self) -> None:
         """Delete the outbox rows of every acknowledged event now."""
         acked = self._take_acked()
@@ -303,6 +327,7 @@ class IngestPipeline:
         except OperationalError:
             self._give_back_acked(acked)
             raise
+        self._release(acked)
 
     def republish_outbox(self, older_than_s: float = 0.0, limit: int = 2000) -> int:
         """Publish events a crash or a broker outage left in the outbox; returns how many."""
@@ -311,13 +336,18 @@ class IngestPipeline:
             cutoff = int((time.time() - older_than_s) * 1000)
             with self.db.session() as session:
                 rows = session.execute(
-                    select(outbox.c.payload)
+                    select(outbox.c.event_id, outbox.c.payload)
                     .where(outbox.c.created_ms <= cutoff)
                     .order_by(outbox.c.created_ms)
                     .limit(limit)
                 ).all()
+            # Events a submit is still publishing (or has just had acknowledged) are its to finish:
+            # re-sending them here would only duplicate them on the topic.
+            held = self._held([event_id for event_id, _ in rows])
             events = []
-            for (payload,) in rows:
+            for event_id, payload in rows:
+                if event_id in held:
+                    continue
                 event = ev.LabelEvent()
                 event.ParseFromString(payload)
                 events.append(event)
@@ -347,6 +377,6 @@ def _aware(value: datetime) -> datetime:
 
 
 def _timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    """Timestamp.FromDatetime's result (UTC seconds + nanos), without its time-tuple round trip."""
+    delta = _aware(value) - EPOCH
+    return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)

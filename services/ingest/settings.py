@@ -25,7 +25,9 @@ class IngestSettings(BaseSettings):
     label_schema_version: int = Field(1, ge=1, description="version of the label schema, stored with each label")
     consume_raw: bool = Field(True, description="consume flywheel.labels.raw from external producers")
     consumer_group: str = Field("ingest", min_length=1, description="Kafka consumer group for flywheel.labels.raw")
-    object_writers: int = Field(8, ge=1, le=64, description="threads writing objects in parallel per process")
+    raw_batch: int = Field(
+        2000, gt=0, le=50000, description="most flywheel.labels.raw events stored, published and committed as one batch"
+    )
     outbox_retry_s: float = Field(2.0, gt=0, description="how often unpublished outbox events are re-sent")
 
     @field_validator("labels")
