@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.gateway.model import write_digits_model
+from bench.processes import wait_ready
 from services.cli.brokers import start_broker
 from services.cli.ports import free_port, wait_for_port
 from services.events import ensure_topics
@@ -43,20 +44,6 @@ from services.storage import Database, migrate
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "gateway.json"
 MODEL = "digits"
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready in {timeout_s}s")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -161,10 +148,10 @@ def main() -> int:
         [sys.executable, "-m", "bench.gateway.bare_proxy", f"127.0.0.1:{bare}", f"127.0.0.1:{ms_grpc}"], env=env
     )
     try:
-        _wait_ready(f"http://127.0.0.1:{ms_http}/readyz", ms)
+        wait_ready(f"http://127.0.0.1:{ms_http}/readyz", ms)
         if not wait_for_port("127.0.0.1", bare, 30):
             raise RuntimeError("bare proxy did not start")
-        _wait_ready(f"http://127.0.0.1:{gw_http}/readyz", gw)
+        wait_ready(f"http://127.0.0.1:{gw_http}/readyz", gw)
         md = [("authorization", f"Bearer {key}")]
         headers = {"Authorization": f"Bearer {key}"}
         targets = {

@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.gateway.model import write_digits_model
+from bench.processes import wait_ready
 from services.cli.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,20 +127,6 @@ def _targets(http_addr: str, grpc_addr: str, features: np.ndarray) -> dict[tuple
     }
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"model server exited {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready in {timeout_s}s")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200, help="requests per target (default 200)")
@@ -164,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, "-m", "services.modelserver"], env=env, cwd=ROOT, stdout=out, stderr=out
             )
         try:
-            _wait_ready(f"http://127.0.0.1:{http_port}/readyz", proc)
+            wait_ready(f"http://127.0.0.1:{http_port}/readyz", proc)
             features = np.random.default_rng(0).random((1, 64), dtype=np.float32)
             targets = _targets(f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", features)
             lat: dict[tuple[str, str], list[float]] = {t: [] for t in targets}
