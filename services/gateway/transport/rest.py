@@ -196,14 +196,15 @@ def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_
 
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=infer_openapi)
     @app.post("/v2/models/{name}/infer", tags=["v2"], summary="KServe v2 inference", openapi_extra=infer_openapi)
-    async def infer(name: str, request: Request, version: str = "") -> dict[str, Any]:
+    async def infer(name: str, request: Request, version: str = "") -> JSONResponse:
         with observe("v2_infer", name, _http_status, "200") as ob:
             key_id = await admit(request, "predict")
             deadline = gateway.deadline(_timeout_s(request))
             req = json_to_request(name, version, await body_json(request))
             answer = await gateway.infer(req, key_id, deadline, request.headers.get("x-flywheel-sticky-key"))
             ob.version = answer.response.model_version
-            return response_to_json(answer.response)
+            # Already plain JSON types: a JSONResponse skips FastAPI's response validation and encoder.
+            return JSONResponse(response_to_json(answer.response))
 
     @app.post(
         "/v1/models/{name}:predict",
