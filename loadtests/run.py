@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +69,7 @@ def _from_state(home: Path) -> tuple[str, str, str]:
     url = grpc = kafka = ""
     for c in read_state(home):
         if c.name == "gateway":
-            found = dict(re.findall(r"(\w+) (127\.0\.0\.1:\d+)", c.address))
+            found = c.roles()
             url, grpc = f"http://{found['http']}", found["grpc"]
         elif c.kind == "broker":
             kafka = c.address

@@ -40,6 +40,10 @@ class Component:
     log: str
     kind: str = "service"
 
+    def roles(self) -> dict[str, str]:
+        """A service's addresses by role ({"http": "127.0.0.1:8080", "grpc": …}), parsed back from `address`."""
+        return dict(part.split(" ", 1) for part in self.address.split(", ") if " " in part)
+
 
 def state_path(home: Path) -> Path:
     return home / "run" / "state.json"

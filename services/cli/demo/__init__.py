@@ -57,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(f"[red]flywheel demo:[/red] {exc.message}", highlight=False)
         return 2
     home = Path(args.home or ".flywheel/demo").resolve()
-    if runner.read_state(home) and any(runner.pid_alive(c.pid) for c in runner.read_state(home)):
+    if any(runner.pid_alive(c.pid) for c in runner.read_state(home)):
         console.print(
             f"[red]flywheel demo:[/red] a stack is already running from {home}; "
             f"stop it with `flywheel down --home {home}`"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ class Endpoints:
             elif c.kind == "metrics":
                 prometheus = f"http://{c.address}"
             else:
-                for role, addr in re.findall(r"(\w+) (127\.0\.0\.1:\d+)", c.address):
+                for role, addr in c.roles().items():
                     (http if role == "http" else grpc)[c.name] = f"http://{addr}" if role == "http" else addr
         return cls(http, grpc, kafka, prometheus, logs)
 
