@@ -75,7 +75,10 @@ SERVICES: list[ServiceSpec] = [
         env=lambda ctx: {
             "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str((ctx.home / "models").resolve()),
             **(
-                {"FLYWHEEL_GATEWAY_MODELSERVER_ADDR": ctx.addr("modelserver", "grpc")}
+                {
+                    "FLYWHEEL_GATEWAY_MODELSERVER_ADDR": ctx.addr("modelserver", "grpc"),
+                    "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": ctx.addr("modelserver", "http"),
+                }
                 if "modelserver" in ctx.ports
                 else {}
             ),

@@ -27,12 +27,13 @@ from services.gateway.keys import KeyStore
 from services.gateway.model_cards import ModelCards
 from services.gateway.prediction_log import CountingProducer, PredictionLogger
 from services.gateway.ratelimit import TokenBuckets
+from services.gateway.rest_backend import ModelServerREST
 from services.gateway.rollback import CanaryWatch, Thresholds
 from services.gateway.routing import RouteTable
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import MIGRATIONS
 from services.gateway.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
-from services.gateway.transport.rest import build_app
+from services.gateway.transport.rest import build_asgi
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.storage import Database, migrate
 from services.telemetry import Readiness, StopSignal, configure_logging
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=int, help="HTTP port (0 = free)")
     parser.add_argument("--grpc-port", type=int, help="gRPC port (0 = free)")
     parser.add_argument("--modelserver-addr", help="model server gRPC host:port")
+    parser.add_argument("--modelserver-http-addr", help="model server HTTP host:port")
     parser.add_argument("--model-repository", type=Path, help="model repository folder (flywheel.json)")
     parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=None, help="use Kafka")
     return parser.parse_args(argv)
@@ -77,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _watch_backend(gateway: Gateway, flag: threading.Event, stop: asyncio.Event) -> None:
-    """Readiness of the model server, polled (ServerLive) so /readyz stays quick."""
+    """Readiness of the model server on both its addresses, polled so /readyz stays quick."""
     while not stop.is_set():
         try:
             await gateway.backend.stub().ServerLive(pb.ServerLiveRequest(), timeout=1.0)
-            flag.set()
+            reachable = await gateway.rest.live(timeout_s=1.0)
         except Exception:  # noqa: BLE001 - any failure means "not reachable now"
+            reachable = False
+        if reachable:
+            flag.set()
+        else:
             flag.clear()
         try:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
@@ -111,14 +117,16 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     logger = PredictionLogger(producer, settings.log_queue_bound)
     logger.start()
 
+    breakers = Breakers(settings.breaker_failures, settings.breaker_open_s)
     backend = ModelServerClient(
         settings.modelserver_addr,
         settings.channel_pool_size,
-        Breakers(settings.breaker_failures, settings.breaker_open_s),
+        breakers,
         settings.retries,
         settings.retry_backoff_ms / 1000,
         settings.max_request_bytes,
     )
+    rest = ModelServerREST(settings.modelserver_http_addr, breakers, settings.retries, settings.retry_backoff_ms / 1000)
     watch = CanaryWatch(
         Thresholds(
             settings.rollback_window_s,
@@ -129,6 +137,7 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     )
     gateway = Gateway(
         backend,
+        rest,
         routes,
         watch,
         ModelCards(settings.model_repository),
@@ -141,7 +150,11 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     readiness = Readiness()
     readiness.add("database", db.ping)
     backend_up = threading.Event()
-    readiness.add_flag("modelserver", backend_up, f"model server {settings.modelserver_addr} not reachable")
+    readiness.add_flag(
+        "modelserver",
+        backend_up,
+        f"model server not reachable at {settings.modelserver_addr} (gRPC) and {settings.modelserver_http_addr} (HTTP)",
+    )
     stop_async = asyncio.Event()
     watcher = loop.create_task(_watch_backend(gateway, backend_up, stop_async))
 
@@ -167,7 +180,7 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     sock.bind((settings.host, settings.http_port))
     http = uvicorn.Server(
         uvicorn.Config(
-            build_app(gateway, guard, readiness, settings.max_request_bytes), log_config=None, access_log=False
+            build_asgi(gateway, guard, readiness, settings.max_request_bytes), log_config=None, access_log=False
         )
     )
     http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # StopSignal owns SIGTERM
@@ -178,6 +191,7 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
             "http_port": sock.getsockname()[1],
             "grpc_port": grpc_port,
             "modelserver": settings.modelserver_addr,
+            "modelserver_http": settings.modelserver_http_addr,
             "routes": len(routes.all()),
         },
     )
@@ -195,6 +209,7 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
         await asyncio.to_thread(events_thread.join, settings.drain_timeout_s)
     await asyncio.to_thread(logger.close, settings.drain_timeout_s)
     await backend.close()
+    await rest.close()
     db.close()
     log.info("stopped", extra={"prediction_logs_dropped": logger.dropped})
     return 0

@@ -1,5 +1,8 @@
 """The model server over pooled gRPC channels: deadlines propagated, safe retries, a breaker per backend.
 
+Carries the metadata, readiness, repository, config and statistics RPCs; inference goes over
+rest_backend.py (measured cheaper per request).
+
 Retried, inside the remaining budget only: UNAVAILABLE (not reached, or the model not ready) and
 RESOURCE_EXHAUSTED (its queue is full: the request was not run). Never retried: a deadline that
 passed, a runtime failure, a bad request. Transport-level failures (UNAVAILABLE, DEADLINE_EXCEEDED)
@@ -28,7 +31,6 @@ from services.gateway.errors import (
     ModelNotFound,
 )
 from services.gateway.metrics import RETRIES
-from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.genproto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -95,12 +97,6 @@ class ModelServerClient:
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._channels))
-
-    async def infer(
-        self, request: pb.ModelInferRequest, deadline: Deadline, metadata: tuple[tuple[str, str], ...] = ()
-    ) -> pb.ModelInferResponse:
-        backend = f"{self.addr}/{request.model_name}/{request.model_version or 'default'}"
-        return await self.call(backend, lambda s, t: s.ModelInfer(request, timeout=t, metadata=metadata), deadline)
 
     async def call(
         self,

@@ -6,11 +6,13 @@ Typed in, typed out: protobuf KServe messages and plain values; no HTTP or gRPC 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
-import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,10 +32,11 @@ from services.gateway.metrics import ROLLBACKS, ROUTED, SHADOW
 from services.gateway.model_cards import ModelCards
 from services.gateway.model_events import publish_archived
 from services.gateway.prediction_log import LogEntry, PredictionLogger
+from services.gateway.rest_backend import HEADER_LENGTH_KEY, ModelServerREST, RestAnswer
 from services.gateway.rollback import CanaryWatch, Verdict
 from services.gateway.routing import CANARY, Choice, Route, RouteTable
 from services.gateway.routing import SHADOW as SHADOW_ROUTE
-from services.gateway.tensors import input_array, output_array
+from services.gateway.tensors import input_array, output_array, rest_document, rest_tensors
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.telemetry import request_id_var
 
@@ -41,6 +44,17 @@ log = logging.getLogger(__name__)
 
 # Failures that are the backend's fault, so they count against a canary.
 CANARY_FAULTS = (BackendFailed, BackendUnavailable, DeadlineExceeded)
+FLOAT_TYPES = ("FP32", "FP64", "FP16")
+T = TypeVar("T")
+
+
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """Unique across processes (a random prefix per process) without a syscall per request."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 @dataclass(frozen=True)
@@ -57,10 +71,29 @@ class Answer:
     request_id: str
 
 
+@dataclass(frozen=True)
+class RestResult:
+    """A v2 REST answer as the model server gave it, plus what logging it needs once it went out."""
+
+    answer: RestAnswer
+    model: str
+    choice: Choice
+    request_id: str
+    key_id: str
+    latency_s: float
+    request_body: bytes
+    request_headers: dict[str, str]  # lower-case names, as passed on
+
+    @property
+    def request_header_length(self) -> str | None:
+        return self.request_headers.get(HEADER_LENGTH_KEY)
+
+
 class Gateway:
     def __init__(
         self,
         backend: ModelServerClient,
+        rest: ModelServerREST,
         routes: RouteTable,
         watch: CanaryWatch,
         cards: ModelCards,
@@ -69,6 +102,7 @@ class Gateway:
         limits: Limits,
     ) -> None:
         self.backend = backend
+        self.rest = rest
         self.routes = routes
         self.cards = cards
         self._watch = watch
@@ -88,10 +122,54 @@ class Gateway:
             raise InvalidInput("model_name is required")
         if not request.inputs:
             raise InvalidInput("the request has no inputs")
-        if request.model_version and not request.model_version.isdigit():
-            raise InvalidInput(f"model_version must be a number, got {request.model_version!r}")
+        _check_version(request.model_version)
         choice = self.routes.choose(request.model_name, request.model_version, sticky_key)
         return await self._run(request, choice, key_id, deadline)
+
+    async def infer_rest(
+        self,
+        model: str,
+        version: str,
+        body: bytes,
+        headers: dict[str, str],
+        key_id: str,
+        deadline: Deadline,
+        sticky_key: str | None,
+    ) -> RestResult:
+        """A v2 REST request, routed and passed on as its own bytes; call `after_rest` once answered.
+
+        `headers`: the body's own headers (content-type, content-encoding, inference-header-content-length)
+        and x-request-id, lower-case; the dict is kept for logging and shadows.
+        """
+        _check_version(version)
+        choice = self.routes.choose(model, version, sticky_key)
+        request_id = headers.get("x-request-id") or new_request_id()
+        request_id_var.set(request_id)
+        headers["x-request-id"] = request_id
+        answer, latency = await self._judged(
+            model, choice, self.rest.infer(model, choice.version, body, headers, deadline)
+        )
+        return RestResult(answer, model, choice, request_id, key_id, latency, body, headers)
+
+    def after_rest(self, result: RestResult) -> None:
+        """Log a REST prediction and mirror it to a shadow: after the answer went out, off its latency."""
+        request = rest_document(result.request_body, result.request_header_length)
+        response = rest_document(result.answer.body, result.answer.header_length)
+        features = scores = None
+        request_id, version = result.request_id, result.choice.version
+        if request is not None:
+            request_id = str(request[0].get("id") or request_id)
+            features = next((a for t, a in rest_tensors(*request, "inputs") if t in FLOAT_TYPES), None)
+        if response is not None:
+            version = str(response[0].get("model_version") or version)
+            outputs = rest_tensors(*response, "outputs")
+            scores = outputs[0][1] if outputs else None
+        self._log_arrays(
+            request_id, result.model, version, features, scores, result.key_id, result.choice.route, result.latency_s
+        )
+        shadow = result.choice.shadow
+        if shadow and shadow != version:
+            self._spawn(self._shadow_rest(result, shadow, request_id))
 
     async def predict(
         self, model: str, instances: Any, key_id: str, deadline: Deadline, sticky_key: str | None, request_id: str
@@ -122,14 +200,22 @@ class Gateway:
 
     async def _run(self, request: pb.ModelInferRequest, choice: Choice, key_id: str, deadline: Deadline) -> Answer:
         if not request.id:
-            request.id = uuid.uuid4().hex
+            request.id = new_request_id()
         request_id_var.set(request.id)
-        model = request.model_name
         forward = request  # ours to change: the caller's message is not used after this
         forward.model_version = choice.version
+        call = self.rest.infer_proto(forward, deadline)
+        response, latency = await self._judged(request.model_name, choice, call)
+        self._log(forward, response, key_id, choice.route, latency)
+        if choice.shadow and choice.shadow != response.model_version:
+            self._spawn(self._shadow(forward, choice.shadow, key_id))
+        return Answer(response, choice.route, request.id)
+
+    async def _judged(self, model: str, choice: Choice, call: Awaitable[T]) -> tuple[T, float]:
+        """Await the backend call; a canary's outcome and latency go to its watch. → (result, latency)."""
         started = time.perf_counter()
         try:
-            response = await self.backend.infer(forward, deadline, (("x-request-id", request.id),))
+            result = await call
         except GatewayError as exc:
             if choice.route == CANARY and isinstance(exc, CANARY_FAULTS):
                 self._judge(model, choice.version, False, time.perf_counter() - started)
@@ -138,10 +224,7 @@ class Gateway:
         if choice.route == CANARY:
             self._judge(model, choice.version, True, latency)
         ROUTED.labels(model, choice.route).inc()
-        self._log(forward, response, key_id, choice.route, latency)
-        if choice.shadow and choice.shadow != response.model_version:
-            self._mirror(forward, choice.shadow, key_id)
-        return Answer(response, choice.route, request.id)
+        return result, latency
 
     # -- canary ------------------------------------------------------------------------------
     def _judge(self, model: str, version: str, ok: bool, latency_s: float) -> None:
@@ -177,8 +260,8 @@ class Gateway:
         return self.routes.put(route)
 
     # -- shadow ------------------------------------------------------------------------------
-    def _mirror(self, request: pb.ModelInferRequest, version: str, key_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._shadow(request, version, key_id))
+    def _spawn(self, shadow: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(shadow)
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
@@ -188,7 +271,7 @@ class Gateway:
         copy.model_version = version
         started = time.perf_counter()
         try:
-            response = await self.backend.infer(copy, self.deadline(None), (("x-request-id", request.id),))
+            response = await self.rest.infer_proto(copy, self.deadline(None))
         except GatewayError as exc:
             SHADOW.labels(request.model_name, "error").inc()
             log.info(
@@ -197,6 +280,31 @@ class Gateway:
             return
         SHADOW.labels(request.model_name, "ok").inc()
         self._log(copy, response, key_id, SHADOW_ROUTE, time.perf_counter() - started)
+
+    async def _shadow_rest(self, result: RestResult, version: str, request_id: str) -> None:
+        headers = dict(result.request_headers)
+        started = time.perf_counter()
+        try:
+            answer = await self.rest.infer(result.model, version, result.request_body, headers, self.deadline(None))
+        except GatewayError as exc:
+            SHADOW.labels(result.model, "error").inc()
+            log.info("shadow request failed", extra={"model": result.model, "version": version, "error": exc.message})
+            return
+        SHADOW.labels(result.model, "ok").inc()
+        request = rest_document(result.request_body, result.request_header_length)
+        response = rest_document(answer.body, answer.header_length)
+        features = next((a for t, a in rest_tensors(*request, "inputs") if t in FLOAT_TYPES), None) if request else None
+        outputs = rest_tensors(*response, "outputs") if response else []
+        self._log_arrays(
+            request_id,
+            result.model,
+            version,
+            features,
+            outputs[0][1] if outputs else None,
+            result.key_id,
+            SHADOW_ROUTE,
+            time.perf_counter() - started,
+        )
 
     async def drain(self, timeout_s: float) -> None:
         if self._shadows:
@@ -207,9 +315,29 @@ class Gateway:
         self, request: pb.ModelInferRequest, response: pb.ModelInferResponse, key_id: str, route: str, latency_s: float
     ) -> None:
         version = response.model_version or request.model_version
-        labels = self.cards.labels(request.model_name, version) if version else ()
-        features = _first_input(request)
-        scores = _first_output(response)
+        self._log_arrays(
+            request.id,
+            request.model_name,
+            version,
+            _first_input(request),
+            _first_output(response),
+            key_id,
+            route,
+            latency_s,
+        )
+
+    def _log_arrays(
+        self,
+        request_id: str,
+        model: str,
+        version: str,
+        features: np.ndarray | None,
+        scores: np.ndarray | None,
+        key_id: str,
+        route: str,
+        latency_s: float,
+    ) -> None:
+        labels = self.cards.labels(model, version) if version else ()
         rows = scores.shape[0] if scores is not None and scores.ndim >= 1 else 1
         if features is not None and (features.ndim < 1 or features.shape[0] != rows):
             features = None
@@ -220,8 +348,8 @@ class Gateway:
         for i in range(rows):
             self._logger.submit(
                 LogEntry(
-                    request_id=request.id if rows == 1 else f"{request.id}/{i}",
-                    model=request.model_name,
+                    request_id=request_id if rows == 1 else f"{request_id}/{i}",
+                    model=model,
                     version=version,
                     features=features[i] if features is not None else None,
                     scores=scores[i] if scores is not None and scores.ndim >= 1 else None,
@@ -233,9 +361,14 @@ class Gateway:
             )
 
 
+def _check_version(version: str) -> None:
+    if version and not version.isdigit():
+        raise InvalidInput(f"model_version must be a number, got {version!r}")
+
+
 def _first_input(request: pb.ModelInferRequest) -> np.ndarray | None:
     for i, t in enumerate(request.inputs):
-        if t.datatype in ("FP32", "FP64", "FP16"):
+        if t.datatype in FLOAT_TYPES:
             return input_array(request, i)
     return None
 

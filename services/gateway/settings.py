@@ -18,6 +18,9 @@ class GatewaySettings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="REST, /healthz, /readyz, /metrics; 0 = free")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC inference.GRPCInferenceService; 0 = free")
     modelserver_addr: str = Field("127.0.0.1:8001", description="the model server's gRPC host:port")
+    modelserver_http_addr: str = Field(
+        "127.0.0.1:8000", description="the model server's HTTP host:port (v2 REST inference is passed there)"
+    )
     model_repository: Path = Field(
         Path(".flywheel/models"), description="model repository, read for each version's flywheel.json"
     )

@@ -4,6 +4,7 @@ drops counted above it), a rolled-back canary published as archived, aliases mov
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import grpc
@@ -150,3 +151,60 @@ def test_model_events_move_aliases(kgateway: Gateway, kafka: Broker, keys: dict[
     publish("2", "production")
     wait_until(lambda: route()["production"] == "2", timeout_s=30, message="production alias from event")
     assert route()["canary"] == ""
+
+
+def test_rest_predictions_json_and_binary_are_logged_with_their_tensors(
+    kgateway: Gateway, kafka: Broker, keys: dict[str, str]
+) -> None:
+    """v2 REST passes bodies on as they are (JSON or Triton's binary extension); the log still has the tensors."""
+    prefix = f"rest-{uuid.uuid4().hex[:8]}-"
+    rng = np.random.default_rng(3)
+    sent: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    url = f"{kgateway.http_url}/v2/models/{MODEL}/versions/1/infer"
+    with httpx.Client(headers=auth(keys["predict"]), timeout=10) as client:
+        for i in range(10):
+            f = rng.random((1, 64), dtype=np.float32)
+            f[0, 0] = 0.0
+            rid = f"{prefix}json{i}"
+            doc = {
+                "id": rid,
+                "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "data": f.tolist()}],
+            }
+            r = client.post(url, json=doc)
+            assert r.status_code == 200, r.text
+            scores = np.array(r.json()["outputs"][0]["data"], np.float32)
+            sent[rid] = (f.ravel(), scores)
+        for i in range(10):
+            f = rng.random((1, 64), dtype=np.float32)
+            f[0, 0] = 0.0
+            rid = f"{prefix}bin{i}"
+            head = json.dumps(
+                {
+                    "id": rid,
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "FP32",
+                            "shape": [1, 64],
+                            "parameters": {"binary_data_size": 256},
+                        }
+                    ],
+                    "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+                }
+            ).encode()
+            r = client.post(
+                url,
+                content=head + f.tobytes(),
+                headers={"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))},
+            )
+            assert r.status_code == 200, r.text
+            split = int(r.headers["inference-header-content-length"])
+            assert json.loads(r.content[:split])["outputs"][0]["parameters"]["binary_data_size"] == 40
+            sent[rid] = (f.ravel(), np.frombuffer(r.content[split:], np.float32))
+    found = _logs(kafka.bootstrap, prefix, len(sent))
+    assert set(found) == set(sent)
+    for rid, (features, scores) in sent.items():
+        log = found[rid]
+        assert log.route == "production" and log.model_version == "1"
+        np.testing.assert_allclose(np.array(log.input_features), features, rtol=1e-6)
+        np.testing.assert_allclose(np.array(log.output_scores), scores, rtol=1e-6)

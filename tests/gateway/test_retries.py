@@ -1,13 +1,15 @@
-"""Retries and deadlines of the model-server client against a scripted gRPC server.
+"""Retries and deadlines of the model-server clients against scripted servers.
 
-The model server cannot be made to answer UNAVAILABLE or INTERNAL on cue, so this test runs a
-real grpc.aio server on 127.0.0.1 whose ModelInfer fails as each test scripts it (a stand-in for
-the model server's failure modes); the client, channels, deadlines and breaker are the real ones.
+The model server cannot be made to answer UNAVAILABLE or INTERNAL on cue, so these tests run a
+real grpc.aio server / a real uvicorn HTTP server on 127.0.0.1 that fail as each test scripts it
+(stand-ins for the model server's failure modes); the clients, connections, deadlines and breakers
+are the real ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 import grpc
 import pytest
@@ -42,6 +44,10 @@ class Scripted(pb_grpc.GRPCInferenceServiceServicer):
 REQ = pb.ModelInferRequest(model_name="m")
 
 
+def _infer(client: ModelServerClient, deadline: Deadline) -> Awaitable[pb.ModelInferResponse]:
+    return client.call("m", lambda stub, timeout: stub.ModelInfer(REQ, timeout=timeout), deadline)
+
+
 def test_retries_only_safe_failures_within_budget() -> None:
     async def scenario() -> None:
         servicer = Scripted()
@@ -55,27 +61,27 @@ def test_retries_only_safe_failures_within_budget() -> None:
         try:
             # Two UNAVAILABLE then OK: answered, after two retries.
             servicer.script = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE]
-            resp = await client.infer(REQ, Deadline.within(5.0))
+            resp = await _infer(client, Deadline.within(5.0))
             assert resp.model_version == "1" and servicer.calls == 3
 
             # Overloaded is retried too (the request was not run).
             servicer.calls = 0
             servicer.script = [grpc.StatusCode.RESOURCE_EXHAUSTED]
-            await client.infer(REQ, Deadline.within(5.0))
+            await _infer(client, Deadline.within(5.0))
             assert servicer.calls == 2
 
             # A runtime failure is never retried.
             servicer.calls = 0
             servicer.script = [grpc.StatusCode.INTERNAL]
             with pytest.raises(BackendFailed):
-                await client.infer(REQ, Deadline.within(5.0))
+                await _infer(client, Deadline.within(5.0))
             assert servicer.calls == 1
 
             # Retries stop at the limit.
             servicer.calls = 0
             servicer.script = [grpc.StatusCode.UNAVAILABLE] * 3
             with pytest.raises(BackendUnavailable):
-                await client.infer(REQ, Deadline.within(5.0))
+                await _infer(client, Deadline.within(5.0))
             assert servicer.calls == 3
 
             # The remaining budget is the server's deadline; a slow answer is a 504, not retried.
@@ -83,7 +89,7 @@ def test_retries_only_safe_failures_within_budget() -> None:
             servicer.timeouts.clear()
             servicer.script = [2.0]
             with pytest.raises(DeadlineExceeded):
-                await client.infer(REQ, Deadline.within(0.3))
+                await _infer(client, Deadline.within(0.3))
             assert servicer.calls == 1
             assert servicer.timeouts[0] is not None and servicer.timeouts[0] < 0.5  # the budget, not a default
         finally:

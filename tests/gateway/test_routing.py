@@ -127,7 +127,12 @@ def test_deadline_is_enforced(gateway: Gateway, keys: dict[str, str]) -> None:
 
 
 def test_unreachable_backend_opens_the_circuit(start_gateway: GatewayFactory, keys: dict[str, str]) -> None:
-    gw = start_gateway(probe="healthz", modelserver_addr=f"127.0.0.1:{free_port()}", breaker_failures=3)
+    gw = start_gateway(
+        probe="healthz",
+        modelserver_addr=f"127.0.0.1:{free_port()}",
+        modelserver_http_addr=f"127.0.0.1:{free_port()}",
+        breaker_failures=3,
+    )
     body = {"instances": [[0.0] * 64]}
     with httpx.Client(headers=auth(keys["predict"])) as client:
         r = client.post(f"{gw.http_url}/v2/models/{MODEL}/versions/1/infer", json=_json(SAFE))

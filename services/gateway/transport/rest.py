@@ -1,5 +1,6 @@
-"""HTTP: the KServe v2 REST routes (proxied to the model server over gRPC), the friendly
-`POST /v1/models/{name}:predict`, and the admin routes. Errors go through the one status table.
+"""HTTP: the KServe v2 REST routes (inference passed to the model server's REST route as its own
+bytes, the others over gRPC), the friendly `POST /v1/models/{name}:predict`, and the admin routes.
+Errors go through the one status table.
 
 Headers: `Authorization: Bearer <key>` (or `X-API-Key`), `X-Flywheel-Sticky-Key` (pins a caller
 to one side of a canary split), `X-Flywheel-Timeout-Ms` (a shorter deadline than the gateway's).
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -17,14 +17,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 
 from services.gateway.auth import Guard, presented_key
 from services.gateway.dataplane import Gateway
 from services.gateway.errors import GatewayError, InvalidInput, RequestTooLarge
 from services.gateway.routing import Route
-from services.gateway.tensors import json_to_request, response_to_json
 from services.gateway.transport.observe import observe
-from services.gateway.transport.status import retry_after_s, status_of
+from services.gateway.transport.rest_infer import InferFastPath, V2Infer, error_reply, timeout_from_header
+from services.gateway.transport.status import status_of
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.telemetry import Readiness, health_router
 
@@ -75,23 +76,22 @@ class RouteBody(BaseModel):
 
 
 def _timeout_s(request: Request) -> float | None:
-    raw = request.headers.get("x-flywheel-timeout-ms")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"X-Flywheel-Timeout-Ms must be a number, got {raw!r}") from None
-    if not value > 0:
-        raise InvalidInput("X-Flywheel-Timeout-Ms must be positive")
-    return value / 1000
+    return timeout_from_header(request.headers.get("x-flywheel-timeout-ms"))
 
 
 def _http_status(exc: GatewayError) -> str:
     return str(status_of(exc)[0])
 
 
-def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_bytes: int) -> FastAPI:
+def build_asgi(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_bytes: int) -> InferFastPath:
+    """The gateway's HTTP application: the inference fast path in front of the FastAPI app."""
+    v2_infer = V2Infer(gateway, guard)
+    return InferFastPath(build_app(gateway, guard, readiness, max_request_bytes, v2_infer), v2_infer, max_request_bytes)
+
+
+def build_app(
+    gateway: Gateway, guard: Guard, readiness: Readiness, max_request_bytes: int, v2_infer: V2Infer
+) -> FastAPI:
     app = FastAPI(
         title="Flywheel gateway",
         description="The public entry for predictions: KServe v2 / Open Inference Protocol REST, a friendly "
@@ -101,15 +101,9 @@ def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_
     app.include_router(health_router(readiness))
 
     @app.exception_handler(GatewayError)
-    async def domain_error(request: Request, exc: GatewayError) -> JSONResponse:
-        status, _ = status_of(exc)
-        headers = {}
-        retry = retry_after_s(exc)
-        if retry is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(retry)))
-        if status == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        return JSONResponse({"error": exc.message}, status_code=status, headers=headers)
+    async def domain_error(request: Request, exc: GatewayError) -> Response:
+        status, headers, body = error_reply(exc)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -126,7 +120,7 @@ def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         return (await guard.admit(key, scope)).key_id
 
-    async def body_json(request: Request) -> Any:
+    async def body_bytes(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_request_bytes:
             raise RequestTooLarge(f"body of {length} bytes is over the limit of {max_request_bytes} bytes")
@@ -136,7 +130,10 @@ def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_
             if size > max_request_bytes:
                 raise RequestTooLarge(f"body is over the limit of {max_request_bytes} bytes")
             chunks.append(chunk)
-        raw = b"".join(chunks)
+        return b"".join(chunks)
+
+    async def body_json(request: Request) -> Any:
+        raw = await body_bytes(request)
         if not raw:
             return {}
         try:
@@ -196,15 +193,16 @@ def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_
 
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=infer_openapi)
     @app.post("/v2/models/{name}/infer", tags=["v2"], summary="KServe v2 inference", openapi_extra=infer_openapi)
-    async def infer(name: str, request: Request, version: str = "") -> JSONResponse:
-        with observe("v2_infer", name, _http_status, "200") as ob:
-            key_id = await admit(request, "predict")
-            deadline = gateway.deadline(_timeout_s(request))
-            req = json_to_request(name, version, await body_json(request))
-            answer = await gateway.infer(req, key_id, deadline, request.headers.get("x-flywheel-sticky-key"))
-            ob.version = answer.response.model_version
-            # Already plain JSON types: a JSONResponse skips FastAPI's response validation and encoder.
-            return JSONResponse(response_to_json(answer.response))
+    async def infer(name: str, request: Request, version: str = "") -> Response:
+        """JSON tensors, or Triton's binary extension (`Inference-Header-Content-Length`), gzip/deflate
+        allowed: passed to the model server as they are, which validates them as for a direct caller.
+        (Served by `InferFastPath` ahead of FastAPI; this is the same handler, declared for the docs.)"""
+        result = await v2_infer(name, version, request.headers, await body_bytes(request))
+
+        async def after() -> None:
+            gateway.after_rest(result)
+
+        return Response(result.answer.body, headers=V2Infer.reply_headers(result), background=BackgroundTask(after))
 
     @app.post(
         "/v1/models/{name}:predict",

@@ -3,6 +3,10 @@
 Each route converts, makes one data-plane call, and converts back; errors go through the one
 status table. The JSON matches what `tritonclient.http` sends and expects, including binary
 tensor data (`Inference-Header-Content-Length` + `binary_data_size`).
+
+A caller's deadline comes as Triton's `timeout` parameter (µs) or, without touching the body, as
+the header `X-Flywheel-Timeout-Ms` (how the gateway passes on what is left of its budget); with
+both, the shorter wins. `X-Request-Id` names the request in logs when the body has no `id`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from services.telemetry import Readiness, health_router, request_id_var
 log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+TIMEOUT_HEADER = "x-flywheel-timeout-ms"
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64}
 
 
@@ -107,7 +112,10 @@ def build_app(dp: DataPlane, readiness: Readiness, max_request_bytes: int) -> Fa
             raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
         header_length = request.headers.get(HEADER_LENGTH)
         infer_request, binary = decode_infer(name, version, body, header_length, max_request_bytes)
-        request_id_var.set(infer_request.id)
+        header_timeout = _header_timeout_s(request.headers.get(TIMEOUT_HEADER))
+        if header_timeout is not None and (infer_request.timeout_s is None or header_timeout < infer_request.timeout_s):
+            infer_request.timeout_s = header_timeout
+        request_id_var.set(infer_request.id or request.headers.get("x-request-id", ""))
         return encode_infer(await dp.infer(infer_request), binary)
 
     @app.post("/v2/repository/index")
@@ -230,6 +238,18 @@ def _timeout_s(value: Any) -> float | None:
     if not isinstance(value, (int, float)) or value < 0:
         raise InvalidInput(f"parameter 'timeout' must be a non-negative number of microseconds, got {value!r}")
     return float(value) / 1e6
+
+
+def _header_timeout_s(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or math.isinf(value):
+        raise InvalidInput(f"header X-Flywheel-Timeout-Ms must be a positive number of milliseconds, got {raw!r}")
+    return value / 1000
 
 
 def encode_infer(result: InferResult, binary_out: dict[str, bool]) -> Response:
