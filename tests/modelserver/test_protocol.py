@@ -240,5 +240,14 @@ def test_expired_deadline_is_answered_before_compute(
     with pytest.raises(InferenceServerException) as http_err:
         hclient.infer("newest", [http_input(features(1))], timeout=1)
     assert http_err.value.status() == "504"
-    assert server.metric("flywheel_modelserver_expired_total", model="newest", version="3") == before + 2
+    # The deadline as a header (how the gateway passes on its remaining budget): 0.001 ms has passed too.
+    good = {"name": "features", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}
+    url = f"http://{server.http}/v2/models/newest/versions/3/infer"
+    r = httpx.post(url, json={"inputs": [good]}, headers={"x-flywheel-timeout-ms": "0.001"}, timeout=10)
+    assert r.status_code == 504, r.text
+    for bad in ("soon", "-5", "0"):
+        r = httpx.post(url, json={"inputs": [good]}, headers={"x-flywheel-timeout-ms": bad}, timeout=10)
+        assert r.status_code == 400 and "X-Flywheel-Timeout-Ms" in r.json()["error"]
+    assert httpx.post(url, json={"inputs": [good]}, headers={"x-flywheel-timeout-ms": "30000"}).status_code == 200
+    assert server.metric("flywheel_modelserver_expired_total", model="newest", version="3") == before + 3
     assert gclient.infer("newest", [grpc_input(features(1))], client_timeout=30).as_numpy("probabilities") is not None
