@@ -3,7 +3,7 @@
 A v2 REST request is passed on as the bytes it came in as (JSON, or JSON + binary tensors), so the
 gateway neither decodes nor re-encodes tensors and the model server validates them exactly as it
 does for a direct caller. Translating to gRPC instead cost a protobuf build, a grpc.aio call and a
-JSON re-encode per request: +1.6 ms at p50 against +0.4 ms for this path (`make bench-gateway`).
+JSON re-encode per request: +1.6 ms at p50 against +0.43 ms for this path (`make bench-gateway`).
 
 Same policy as the gRPC client (backend.py): what is left of the deadline travels as
 `X-Flywheel-Timeout-Ms`; not reached, 503 and 429 are retried inside the budget only; failures to
