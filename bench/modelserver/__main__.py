@@ -4,16 +4,20 @@
 
 One run, one machine, same ONNX models (bench/modelserver/models.py), systems one after the
 other so they never compete for the cores. The load generator is its own process
-(bench/modelserver/loadgen.py): open-loop Poisson arrivals at several rates. Each row reports
-throughput, p50/p99 (failures count as infinite latency) and goodput at the SLO: the
-throughput of a rate whose p99 meets it, else 0. Prints a table and writes
-bench/results/modelserver.json. On a shared, noisy machine compare ratios within one run only.
+(bench/modelserver/loadgen.py): open-loop Poisson arrivals at several rates. Every system is
+measured in `--repeats` passes, the order reversed each pass (A B C D, D C B A, …), and each
+row pools the latencies of its windows: one noisy moment on a shared machine then cannot decide
+a row alone, and drift over the run hits every system alike. Each row reports throughput,
+p50/p99 (failures count as infinite latency) and goodput at the SLO: the throughput of a rate
+whose p99 meets it, else 0. Prints a table and writes bench/results/modelserver.json. On a
+shared, noisy machine compare ratios within one run only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -27,6 +31,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.modelserver.loadgen import summarize
 from bench.modelserver.models import MODELS, sample, write_repositories
 from bench.modelserver.systems import (
     ROOT,
@@ -40,7 +45,7 @@ from bench.modelserver.systems import (
 RESULTS = ROOT / "bench" / "results" / "modelserver.json"
 SYSTEMS = ["flywheel-adaptive", "flywheel-nobatch", "triton", "torchserve", "onnxruntime"]
 RATES = {
-    ("cpu", False): {"mlp": [250, 500, 1000, 1500, 2000, 3000], "cnn": [100, 250, 500, 750, 1000, 1500]},
+    ("cpu", False): {"mlp": [250, 500, 1000, 1250, 1500, 2000], "cnn": [250, 500, 750, 1000, 1250, 1500]},
     ("cpu", True): {"mlp": [300, 1000], "cnn": [150, 500]},
     ("cuda", False): {"mlp": [500, 1000, 2000, 3000, 4000], "cnn": [500, 1000, 2000, 3000, 4000]},
     ("cuda", True): {"mlp": [1000, 3000], "cnn": [1000, 3000]},
@@ -182,7 +187,7 @@ def drive(endpoint: Endpoint, model: str, rates: list[int], args: argparse.Names
     cmd = [sys.executable, "-m", "bench.modelserver.loadgen", "--protocol", endpoint.protocol]
     cmd += ["--target", endpoint.target, "--model", model, "--shape", ",".join(map(str, spec.shape))]
     cmd += ["--rates", ",".join(map(str, rates)), "--duration", str(args.duration), "--warmup", str(args.warmup)]
-    cmd += ["--slo-ms", str(args.slo_ms)]
+    cmd += ["--slo-ms", str(args.slo_ms), "--raw"]
     budget = len(rates) * (args.duration + args.warmup + 5) + 60
     with log.open("ab") as err:
         out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, timeout=budget, check=True)
@@ -259,11 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="measured seconds per rate (default 5, quick 2)")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds before each rate (default 1, quick 0.5)")
     parser.add_argument("--slo-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--repeats", type=int, help="passes over every system, order reversed each pass (default 2, quick 1)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--workdir", type=Path, help="keep models and logs here (default: a temporary folder)")
     args = parser.parse_args(argv)
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    args.repeats = args.repeats or (1 if args.quick else 2)
     console = Console(width=150)
     systems = [s for s in args.systems.split(",") if s]
     models = [m for m in args.models.split(",") if m]
@@ -279,31 +288,47 @@ def main(argv: list[str] | None = None) -> int:
         write_repositories(work, args.device, runtime)
         rows: list[dict] = []
         skipped: dict[str, str] = {}
-        for name in systems:
-            if name == "onnxruntime":
-                console.print("in-process ceiling…")
-                seconds = 0.3 if args.quick else 1.0
-                if runtime == "onnx":
-                    rows += ceiling(work / "onnx", args.device, seconds)
-                else:
-                    rows += ceiling_torch(work / "torchscript", args.device, seconds)
+        if "onnxruntime" in systems:
+            console.print("in-process ceiling…")
+            seconds = 0.3 if args.quick else 1.0
+            if runtime == "onnx":
+                rows += ceiling(work / "onnx", args.device, seconds)
+            else:
+                rows += ceiling_torch(work / "torchscript", args.device, seconds)
+        servers = [s for s in systems if s != "onnxruntime"]
+        if "torchserve" in servers and runtime != "onnx":
+            skipped["torchserve"] = "its handler runs onnxruntime, and this run uses TorchScript"
+            servers.remove("torchserve")
+        windows: dict[tuple[str, str, float], list[dict]] = {}  # (system, model, rate) → one row per window
+        protocols: dict[str, str] = {}
+        for rep in range(args.repeats):
+            for name in servers if rep % 2 == 0 else servers[::-1]:
+                if name in skipped:
+                    continue
+                logdir = work / "logs" / name
+                logdir.mkdir(parents=True, exist_ok=True)
+                t0 = time.monotonic()
+                try:
+                    with system_context(name, work, logdir, args.device) as endpoint:
+                        console.print(f"[{rep + 1}/{args.repeats}] {name}: ready in {time.monotonic() - t0:.1f}s")
+                        protocols[name] = PROTOCOL[endpoint.protocol]
+                        for model in models:
+                            for r in drive(endpoint, model, rates[model], args, logdir / "loadgen.log"):
+                                windows.setdefault((name, model, r["rate"]), []).append(r)
+                                console.print(
+                                    f"  {model} @ {r['rate']:g}/s: {r['throughput']:g}/s p99 {r['p99_ms']} ms"
+                                )
+                except (SystemUnavailable, subprocess.SubprocessError) as exc:
+                    skipped[name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+                    console.print(f"[red]{name} failed[/]: {str(exc)[-1500:]}")
+        for (name, model, rate), ws in windows.items():
+            if name in skipped:
                 continue
-            if name == "torchserve" and runtime != "onnx":
-                skipped[name] = "its handler runs onnxruntime, and this run uses TorchScript"
-                continue
-            logdir = work / "logs" / name
-            logdir.mkdir(parents=True, exist_ok=True)
-            t0 = time.monotonic()
-            try:
-                with system_context(name, work, logdir, args.device) as endpoint:
-                    console.print(f"{name}: ready in {time.monotonic() - t0:.1f}s at {endpoint.target}")
-                    for model in models:
-                        for r in drive(endpoint, model, rates[model], args, logdir / "loadgen.log"):
-                            rows.append({"system": name, "model": model, "protocol": PROTOCOL[endpoint.protocol], **r})
-                            console.print(f"  {model} @ {r['rate']:g}/s: {r['throughput']:g}/s p99 {r['p99_ms']} ms")
-            except (SystemUnavailable, subprocess.SubprocessError) as exc:
-                skipped[name] = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-                console.print(f"[red]{name} failed[/]: {str(exc)[-1500:]}")
+            latencies = [math.inf if x is None else x / 1000 for w in ws for x in w["latencies_ms"]]
+            row = summarize(rate, args.duration * len(ws), latencies, args.slo_ms)
+            row["windows"] = len(ws)
+            row["window_p99_ms"] = [w["p99_ms"] for w in ws]
+            rows.append({"system": name, "model": model, "protocol": protocols[name], **row})
         render(rows, skipped, console, args.slo_ms)
         result = {
             "machine": machine(args.device),
@@ -311,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "runtime": runtime,
             "window_s": args.duration,
+            "repeats": args.repeats,
             "wall_s": round(time.monotonic() - started, 1),
             "rows": rows,
             "best_goodput_at_slo": summary(rows),

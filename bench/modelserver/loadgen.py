@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import random
@@ -136,10 +137,18 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
         for _ in range(20):  # warm the connection and the model
             await call()
         for rate in [float(r) for r in args.rates.split(",")]:
-            latencies = await run_rate(call, rate, args.duration, args.warmup)
+            # The collector's pauses would be counted as the server's latency: none while measuring.
+            gc.collect()
+            gc.disable()
+            try:
+                latencies = await run_rate(call, rate, args.duration, args.warmup)
+            finally:
+                gc.enable()
             row = summarize(rate, args.duration, latencies, args.slo_ms)
-            rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
+            if args.raw:
+                row["latencies_ms"] = [round(x * 1000, 3) if math.isfinite(x) else None for x in latencies]
+            rows.append(row)
             # Past saturation the next, higher rate tells nothing new and costs a full window.
             if row["throughput"] < 0.8 * rate or row["errors"] > 0.05 * max(1, row["sent"]):
                 break
@@ -159,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
     parser.add_argument("--slo-ms", type=float, default=20.0)
     parser.add_argument("--timeout-s", type=float, default=1.0, help="per-request deadline")
+    parser.add_argument("--raw", action="store_true", help="add each row's latencies (ms, null = failed)")
     args = parser.parse_args(argv)
     try:
         import uvloop
