@@ -43,7 +43,7 @@ from bench.modelserver.systems import (
 )
 
 RESULTS = ROOT / "bench" / "results" / "modelserver.json"
-SYSTEMS = ["flywheel-adaptive", "flywheel-nobatch", "triton", "torchserve", "onnxruntime"]
+SYSTEMS = ["flywheel-adaptive", "flywheel-adaptive-http", "flywheel-nobatch", "triton", "torchserve", "onnxruntime"]
 RATES = {
     ("cpu", False): {"mlp": [250, 500, 1000, 1250, 1500, 2000], "cnn": [250, 500, 750, 1000, 1250, 1500]},
     ("cpu", True): {"mlp": [300, 1000], "cnn": [150, 500]},
@@ -197,6 +197,8 @@ def drive(endpoint: Endpoint, model: str, rates: list[int], args: argparse.Names
 def system_context(name: str, repos: Path, workdir: Path, device: str) -> AbstractContextManager[Endpoint]:
     if name == "flywheel-adaptive":
         return start_flywheel(repos / "flywheel", workdir, "adaptive")
+    if name == "flywheel-adaptive-http":
+        return start_flywheel(repos / "flywheel", workdir, "adaptive", "v2-http")
     if name == "flywheel-nobatch":
         return start_flywheel(repos / "flywheel", workdir, "off")
     if name == "triton":
@@ -206,7 +208,7 @@ def system_context(name: str, repos: Path, workdir: Path, device: str) -> Abstra
     raise ValueError(name)
 
 
-PROTOCOL = {"grpc": "grpc", "torchserve": "http"}
+PROTOCOL = {"grpc": "grpc", "v2-http": "http (v2, binary)", "torchserve": "http"}
 
 
 def render(rows: list[dict], skipped: dict[str, str], console: Console, slo_ms: float) -> None:

@@ -10,7 +10,8 @@ an infinite latency, so it lands in p99. Prints one JSON list of rows on stdout.
 gRPC uses the KServe v2 stubs generated from protos/ (`inference.GRPCInferenceService`, the
 same wire messages Triton speaks); this process never imports tritonclient.grpc (the two
 register the same protobuf names), so the GPU run needs no tritonclient wheel.
-`--protocol torchserve` POSTs raw float32 bytes to TorchServe's /predictions/<model>.
+`--protocol v2-http` POSTs KServe v2 REST with binary tensors (as tritonclient.http does);
+`--protocol torchserve` POSTs raw float32 bytes to TorchServe's /predictions/<model>. Both on aiohttp.
 """
 
 from __future__ import annotations
@@ -125,11 +126,41 @@ async def torchserve_caller(target: str, model: str, payload: bytes, timeout_s: 
     return call, session.close
 
 
+async def v2_http_caller(target: str, model: str, payload: bytes, shape: list[int], timeout_s: float):
+    """KServe v2 REST with Triton's binary tensor extension (what tritonclient.http sends), on aiohttp."""
+    import aiohttp
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=timeout_s)
+    )
+    url = f"http://{target}/v2/models/{model}/infer"
+    head = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": shape, "parameters": {"binary_data_size": len(payload)}}
+            ],
+            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    body = head + payload
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+
+    async def call() -> None:
+        async with session.post(url, data=body, headers=headers) as r:
+            await r.read()
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}")
+
+    return call, session.close
+
+
 async def main_async(args: argparse.Namespace) -> list[dict]:
     shape = [int(d) for d in args.shape.split(",")]
     payload = np.random.default_rng(0).random(shape, dtype=np.float32).tobytes()
     if args.protocol == "grpc":
         call, close = await grpc_caller(args.target, args.model, payload, [1, *shape], args.timeout_s)
+    elif args.protocol == "v2-http":
+        call, close = await v2_http_caller(args.target, args.model, payload, [1, *shape], args.timeout_s)
     else:
         call, close = await torchserve_caller(args.target, args.model, payload, args.timeout_s)
     rows = []
@@ -159,7 +190,7 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.modelserver.loadgen", description=__doc__)
-    parser.add_argument("--protocol", choices=["grpc", "torchserve"], required=True)
+    parser.add_argument("--protocol", choices=["grpc", "v2-http", "torchserve"], required=True)
     parser.add_argument("--target", required=True, help="host:port")
     parser.add_argument("--model", required=True)
     parser.add_argument("--shape", required=True, help="one request's input shape without the batch, e.g. 1,28,28")

@@ -33,7 +33,7 @@ class SystemUnavailable(RuntimeError):
 
 @dataclass
 class Endpoint:
-    protocol: str  # loadgen protocol: grpc | torchserve
+    protocol: str  # loadgen protocol: grpc | v2-http | torchserve
     target: str  # host:port
 
 
@@ -80,7 +80,7 @@ def _ok(url: str, method: str = "GET", content: bytes | None = None) -> bool:
 
 
 @contextmanager
-def start_flywheel(repo: Path, workdir: Path, batching: str) -> Iterator[Endpoint]:
+def start_flywheel(repo: Path, workdir: Path, batching: str, protocol: str = "grpc") -> Iterator[Endpoint]:
     http, grpc = free_port(), free_port()
     cmd = [sys.executable, "-m", "services.modelserver", "--model-repository", str(repo)]
     cmd += ["--http-port", str(http), "--grpc-port", str(grpc), "--batching", batching, "--intra-op-threads", "1"]
@@ -88,7 +88,7 @@ def start_flywheel(repo: Path, workdir: Path, batching: str) -> Iterator[Endpoin
     log = workdir / f"flywheel-{batching}.log"
     with _process(cmd, env, log) as proc:
         _wait(proc, lambda: _ok(f"http://127.0.0.1:{http}/readyz"), f"flywheel ({batching})", log)
-        yield Endpoint("grpc", f"127.0.0.1:{grpc}")
+        yield Endpoint(protocol, f"127.0.0.1:{http if protocol == 'v2-http' else grpc}")
 
 
 def triton_paths() -> tuple[Path, Path]:

@@ -24,7 +24,7 @@ from services.modelserver.repository import ModelRepository
 from services.modelserver.settings import ModelServerSettings
 from services.modelserver.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
 from services.modelserver.transport.listener import http_listener
-from services.modelserver.transport.rest import build_app
+from services.modelserver.transport.rest import build_asgi
 from services.telemetry import Readiness, StopSignal, configure_logging
 
 log = logging.getLogger("services.modelserver")
@@ -96,7 +96,7 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
 
     sock = http_listener(settings.host, settings.http_port)  # TCP_NODELAY: no ~40 ms Nagle stall per response
     http = uvicorn.Server(
-        uvicorn.Config(build_app(dp, readiness, settings.max_request_bytes), log_config=None, access_log=False)
+        uvicorn.Config(build_asgi(dp, readiness, settings.max_request_bytes), log_config=None, access_log=False)
     )
     # StopSignal owns SIGTERM: keep uvicorn from capturing signals on the main thread.
     http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]

@@ -24,9 +24,10 @@ from services.gateway.dataplane import Gateway
 from services.gateway.errors import GatewayError, InvalidInput, RequestTooLarge
 from services.gateway.routing import Route
 from services.gateway.transport.observe import observe
-from services.gateway.transport.rest_infer import InferFastPath, V2Infer, error_reply, timeout_from_header
+from services.gateway.transport.rest_infer import V2Infer, error_reply, infer_route, timeout_from_header
 from services.gateway.transport.status import status_of
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
+from services.oip.asgi import InferRoute
 from services.telemetry import Readiness, health_router
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,10 @@ def _http_status(exc: GatewayError) -> str:
     return str(status_of(exc)[0])
 
 
-def build_asgi(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_bytes: int) -> InferFastPath:
-    """The gateway's HTTP application: the inference fast path in front of the FastAPI app."""
+def build_asgi(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_bytes: int) -> InferRoute:
+    """The gateway's HTTP application: the v2 inference route ahead of the FastAPI app."""
     v2_infer = V2Infer(gateway, guard)
-    return InferFastPath(build_app(gateway, guard, readiness, max_request_bytes, v2_infer), v2_infer, max_request_bytes)
+    return infer_route(build_app(gateway, guard, readiness, max_request_bytes, v2_infer), v2_infer, max_request_bytes)
 
 
 def build_app(
@@ -196,7 +197,7 @@ def build_app(
     async def infer(name: str, request: Request, version: str = "") -> Response:
         """JSON tensors, or Triton's binary extension (`Inference-Header-Content-Length`), gzip/deflate
         allowed: passed to the model server as they are, which validates them as for a direct caller.
-        (Served by `InferFastPath` ahead of FastAPI; this is the same handler, declared for the docs.)"""
+        (Served by `infer_route` ahead of FastAPI; this is the same handler, declared for the docs.)"""
         result = await v2_infer(name, version, request.headers, await body_bytes(request))
 
         async def after() -> None:

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,13 +30,65 @@ from services.modelserver.errors import InvalidInput, ModelServerError
 from services.modelserver.registry import ServedVersion
 from services.modelserver.tensors import InferRequest, InferResult, datatype_of_array, decode_raw, decode_values
 from services.modelserver.transport.status import retry_after_s, status_of
+from services.oip.asgi import BodyTooLarge, ClientGone, InferCall, InferRoute, error_body, read_body, reply
 from services.telemetry import Readiness, health_router, request_id_var
 
 log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
 TIMEOUT_HEADER = "x-flywheel-timeout-ms"
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64}
+
+
+def build_asgi(dp: DataPlane, readiness: Readiness, max_request_bytes: int) -> InferRoute:
+    """The model server's HTTP application: the v2 inference route ahead of the FastAPI app."""
+
+    async def infer(call: InferCall) -> None:
+        try:
+            body = await read_body(call, 4 * max_request_bytes)
+            answer, headers = await infer_answer(dp, max_request_bytes, call.model, call.version, call.headers, body)
+        except ClientGone:
+            return
+        except BodyTooLarge as exc:
+            await reply(call.send, *error_reply(InvalidInput(str(exc))))
+        except ModelServerError as exc:
+            await reply(call.send, *error_reply(exc))
+        except Exception as exc:
+            log.error("unhandled error", exc_info=exc, extra={"path": f"/v2/models/{call.model}/infer"})
+            await reply(call.send, 500, {}, error_body(f"internal error: {type(exc).__name__}"))
+        else:
+            await reply(call.send, 200, headers, answer)
+
+    return InferRoute(build_app(dp, readiness, max_request_bytes), infer)
+
+
+def error_reply(exc: ModelServerError) -> tuple[int, dict[str, str], bytes]:
+    """A domain error as (HTTP status, headers, JSON body `{"error": …}`), by the one status table."""
+    status, _ = status_of(exc)
+    headers = {"content-type": "application/json"}
+    retry = retry_after_s(exc)
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry)))
+        headers["Retry-After-Ms"] = str(max(1, math.ceil(retry * 1000)))
+    return status, headers, error_body(exc.message)
+
+
+async def infer_answer(
+    dp: DataPlane, max_request_bytes: int, name: str, version: str, headers: Mapping[str, str], body: bytes
+) -> tuple[bytes, dict[str, str]]:
+    """A v2 REST inference: body and headers in, (answer body, answer headers) out; domain errors raised."""
+    encoding = headers.get("content-encoding", "identity")
+    if encoding in ("gzip", "deflate"):
+        body = _decompress(body, encoding, 4 * max_request_bytes)
+    elif encoding != "identity":
+        raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    infer_request, binary = decode_infer(name, version, body, headers.get(HEADER_LENGTH_KEY), max_request_bytes)
+    header_timeout = _header_timeout_s(headers.get(TIMEOUT_HEADER))
+    if header_timeout is not None and (infer_request.timeout_s is None or header_timeout < infer_request.timeout_s):
+        infer_request.timeout_s = header_timeout
+    request_id_var.set(infer_request.id or headers.get("x-request-id", ""))
+    return encode_infer(await dp.infer(infer_request), binary)
 
 
 def build_app(dp: DataPlane, readiness: Readiness, max_request_bytes: int) -> FastAPI:
@@ -43,14 +96,9 @@ def build_app(dp: DataPlane, readiness: Readiness, max_request_bytes: int) -> Fa
     app.include_router(health_router(readiness))
 
     @app.exception_handler(ModelServerError)
-    async def domain_error(request: Request, exc: ModelServerError) -> JSONResponse:
-        status, _ = status_of(exc)
-        headers = {}
-        retry = retry_after_s(exc)
-        if retry is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(retry)))
-            headers["Retry-After-Ms"] = str(max(1, math.ceil(retry * 1000)))
-        return JSONResponse({"error": exc.message}, status_code=status, headers=headers)
+    async def domain_error(request: Request, exc: ModelServerError) -> Response:
+        status, headers, body = error_reply(exc)
+        return Response(body, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -101,22 +149,12 @@ def build_app(dp: DataPlane, readiness: Readiness, max_request_bytes: int) -> Fa
     @app.post("/v2/models/{name}/versions/{version}/infer")
     @app.post("/v2/models/{name}/infer")
     async def infer(name: str, request: Request, version: str = "") -> Response:
+        """Served by `infer_route` ahead of FastAPI; the same handling, declared here as the route."""
         length = request.headers.get("content-length")
-        if length and int(length) > 4 * max_request_bytes:
+        if length and length.isdigit() and int(length) > 4 * max_request_bytes:
             raise InvalidInput(f"request body is {length} bytes, over the limit of {4 * max_request_bytes} bytes")
-        body = await request.body()
-        encoding = request.headers.get("content-encoding", "identity")
-        if encoding in ("gzip", "deflate"):
-            body = _decompress(body, encoding, 4 * max_request_bytes)
-        elif encoding != "identity":
-            raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
-        header_length = request.headers.get(HEADER_LENGTH)
-        infer_request, binary = decode_infer(name, version, body, header_length, max_request_bytes)
-        header_timeout = _header_timeout_s(request.headers.get(TIMEOUT_HEADER))
-        if header_timeout is not None and (infer_request.timeout_s is None or header_timeout < infer_request.timeout_s):
-            infer_request.timeout_s = header_timeout
-        request_id_var.set(infer_request.id or request.headers.get("x-request-id", ""))
-        return encode_infer(await dp.infer(infer_request), binary)
+        body, headers = await infer_answer(dp, max_request_bytes, name, version, request.headers, await request.body())
+        return Response(body, headers=headers)
 
     @app.post("/v2/repository/index")
     async def repository_index(request: Request) -> list[dict[str, str]]:
@@ -252,7 +290,7 @@ def _header_timeout_s(raw: str | None) -> float | None:
     return value / 1000
 
 
-def encode_infer(result: InferResult, binary_out: dict[str, bool]) -> Response:
+def encode_infer(result: InferResult, binary_out: dict[str, bool]) -> tuple[bytes, dict[str, str]]:
     outputs = []
     chunks: list[bytes] = []
     for name, array in result.outputs.items():
@@ -269,10 +307,8 @@ def encode_infer(result: InferResult, binary_out: dict[str, bool]) -> Response:
         doc["id"] = result.id
     head = json.dumps(doc).encode()
     if not chunks:
-        return Response(head, media_type="application/json")
-    return Response(
-        b"".join([head, *chunks]), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(head))}
-    )
+        return head, {"content-type": "application/json"}
+    return b"".join([head, *chunks]), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
 
 
 # -- config and statistics as JSON --------------------------------------------------------------
