@@ -187,11 +187,12 @@ def drive(endpoint: Endpoint, model: str, rates: list[int], args: argparse.Names
     cmd = [sys.executable, "-m", "bench.modelserver.loadgen", "--protocol", endpoint.protocol]
     cmd += ["--target", endpoint.target, "--model", model, "--shape", ",".join(map(str, spec.shape))]
     cmd += ["--rates", ",".join(map(str, rates)), "--duration", str(args.duration), "--warmup", str(args.warmup)]
-    cmd += ["--slo-ms", str(args.slo_ms), "--raw"]
+    out = log.with_name("loadgen-rows.json")
+    cmd += ["--slo-ms", str(args.slo_ms), "--raw", "--out", str(out)]
     budget = len(rates) * (args.duration + args.warmup + 5) + 60
     with log.open("ab") as err:
-        out = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, timeout=budget, check=True)
-    return json.loads(out.stdout)
+        subprocess.run(cmd, cwd=ROOT, stdout=err, stderr=err, timeout=budget, check=True)
+    return json.loads(out.read_text())
 
 
 def system_context(name: str, repos: Path, workdir: Path, device: str) -> AbstractContextManager[Endpoint]:

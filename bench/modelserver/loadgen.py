@@ -21,10 +21,12 @@ import asyncio
 import gc
 import json
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slo-ms", type=float, default=20.0)
     parser.add_argument("--timeout-s", type=float, default=1.0, help="per-request deadline")
     parser.add_argument("--raw", action="store_true", help="add each row's latencies (ms, null = failed)")
+    parser.add_argument("--out", type=Path, help="write the rows here instead of stdout")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -207,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(main_async(args))))
+    rows = json.dumps(asyncio.run(main_async(args)))
+    if args.out is not None:
+        args.out.write_text(rows)
+    else:
+        os.set_blocking(sys.stdout.fileno(), True)  # the event loop may leave it non-blocking: no short writes
+        print(rows)
     return 0
 
 
