@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_LAKE_TOPICS: {exc.args[0]}") from None
     configure_logging("lake", common.log_level)
     faulthandler.enable()  # a native crash still leaves every thread's stack in the log
+    if hasattr(signal, "SIGUSR1"):  # and `kill -USR1` dumps them on demand, e.g. to see a stall
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     stop = StopSignal().install()
 
     store = LakeStore(resolved_root(settings, common.home))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,7 +53,7 @@ def start_lake(bootstrap: str, root: Path, group: str, home: Path, **extra: str)
         "FLYWHEEL_LAKE_HTTP_PORT": str(http_port),
         "FLYWHEEL_LAKE_GRPC_PORT": str(grpc_port),
         "FLYWHEEL_LAKE_GROUP": group,
-        "FLYWHEEL_LOG_LEVEL": "WARNING",
+        "FLYWHEEL_LOG_LEVEL": os.environ.get("FLYWHEEL_TEST_LAKE_LOG_LEVEL", "WARNING"),
         **{f"FLYWHEEL_LAKE_{k.upper()}": v for k, v in extra.items()},
     }
     home.mkdir(parents=True, exist_ok=True)
@@ -80,15 +81,47 @@ def count_rows(root: Path, prefix: str) -> tuple[int, int]:
     return int(raw), int(distinct)
 
 
-def wait_rows(root: Path, prefix: str, at_least: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    # Each poll is a DuckDB scan of the lake: poll gently, the lake shares the CPUs.
-    wait_until(
-        lambda: count_rows(root, prefix)[1] >= at_least,
-        timeout_s,
-        proc=proc,
-        interval_s=0.3,
-        message=f"{at_least} rows",
-    )
+def wait_rows(root: Path, prefix: str, at_least: int, lake: LakeProcess, timeout_s: float = 120) -> None:
+    """Wait until the lake holds at least this many of the run's events; on a timeout, print what
+    the lake was doing (rows, its counters and consumer lag, its threads' stacks, its log's tail)."""
+    try:
+        # Each poll is a DuckDB scan of the lake: poll gently, the lake shares the CPUs.
+        wait_until(
+            lambda: count_rows(root, prefix)[1] >= at_least,
+            timeout_s,
+            proc=lake.proc,
+            interval_s=0.3,
+            message=f"{at_least} rows",
+        )
+    except AssertionError:
+        print(diagnostics(lake, root, prefix))
+        raise
+
+
+def diagnostics(lake: LakeProcess, root: Path, prefix: str) -> str:
+    """A stalled lake's state, for a failing test's report; every part is best-effort."""
+    parts = []
+    try:
+        parts.append(f"rows of {prefix} (in files, distinct): {count_rows(root, prefix)}")
+    except Exception as exc:  # noqa: BLE001 - a report, not a check
+        parts.append(f"rows: unreadable ({exc!r})")
+    try:
+        ready = httpx.get(f"{lake.http}/readyz", timeout=5)
+        parts.append(f"/readyz {ready.status_code}: {ready.text}")
+        wanted = ("flywheel_lake_rows_", "flywheel_lake_files_", "flywheel_consumer_lag", "flywheel_events_")
+        text = httpx.get(f"{lake.http}/metrics", timeout=5).text
+        parts.extend(line for line in text.splitlines() if line.startswith(wanted))
+    except Exception as exc:  # noqa: BLE001
+        parts.append(f"/metrics: unreachable ({exc!r})")
+    if lake.proc.poll() is None:  # the lake dumps every thread's stack into its log on SIGUSR1
+        size = lake.log_path.stat().st_size
+        lake.proc.send_signal(signal.SIGUSR1)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: lake.log_path.stat().st_size > size, 5, message="thread dump")
+    lines = [x for x in lake.log_path.read_text(errors="replace").splitlines() if not x.startswith("%")]
+    parts.append(f"--- last {min(len(lines), 120)} lines of {lake.log_path} ---")
+    parts.extend(lines[-120:])
+    return "\n".join(parts)
 
 
 def metric(lake: LakeProcess, name: str) -> float:

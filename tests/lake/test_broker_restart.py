@@ -54,13 +54,13 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) 
         producer.flush()
         root = tmp_path / "lake"
         lake = start_lake(broker.bootstrap, root, f"restart-{run}", tmp_path / "home", flush_rows="300")
-        wait_rows(root, run, TOTAL // 4, lake.proc)
+        wait_rows(root, run, TOTAL // 4, lake)
         broker = _restart(broker)
         producer = EventProducer(broker.bootstrap)
         for i in range(TOTAL // 2, TOTAL):
             producer.send(LABELS.name, label_event(f"{run}-{i}", str(i % 10)))
         producer.flush()
-        wait_rows(root, run, TOTAL, lake.proc, timeout_s=180)
+        wait_rows(root, run, TOTAL, lake, timeout_s=180)
         assert lake.terminate() == 0
         lake = None
         assert count_rows(root, run) == (TOTAL, TOTAL)

@@ -50,7 +50,7 @@ def test_replaying_a_whole_topic_twice_gives_identical_parquet(tansu: Broker, tm
     root_a, root_b = tmp_path / "a", tmp_path / "b"
 
     lake = start_lake(tansu.bootstrap, root_a, f"g1-{run}", tmp_path / "home1", flush_rows="400")
-    wait_rows(root_a, run, total, lake.proc)
+    wait_rows(root_a, run, total, lake)
     assert lake.terminate() == 0
     first = _files(root_a)
 
@@ -71,7 +71,7 @@ def test_replaying_a_whole_topic_twice_gives_identical_parquet(tansu: Broker, tm
         compact_min_files="3",
         compact_interval_s="0.2",
     )
-    wait_rows(root_b, run, total, lake.proc)
+    wait_rows(root_b, run, total, lake)
     assert lake.terminate() == 0
     for topic in (LABELS.name, PREDICTIONS.name):
         assert _contents(root_a, topic).equals(_contents(root_b, topic))

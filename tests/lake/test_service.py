@@ -44,7 +44,7 @@ def test_aggregates_snapshots_and_cli_over_grpc_and_http(tansu: Broker, tmp_path
     root = tmp_path / "lake"
     lake = start_lake(tansu.bootstrap, root, f"svc-{run}", tmp_path / "home", gauges_interval_s="0.3")
     try:
-        wait_rows(root, run, 500, lake.proc)
+        wait_rows(root, run, 500, lake)
         stub = pb_grpc.LakeStub(grpc.insecure_channel(lake.grpc))
         assert stub.LabelDistribution(pb.LabelDistributionRequest()).counts == {str(d): 30 for d in range(10)}
         acc = {m.model_version: m for m in stub.LiveAccuracy(pb.LiveAccuracyRequest()).models}
