@@ -45,7 +45,7 @@ from bench.modelserver.systems import (
 RESULTS = ROOT / "bench" / "results" / "modelserver.json"
 SYSTEMS = ["flywheel-adaptive", "flywheel-adaptive-http", "flywheel-nobatch", "triton", "torchserve", "onnxruntime"]
 RATES = {
-    ("cpu", False): {"mlp": [250, 500, 1000, 1250, 1500, 2000], "cnn": [250, 500, 750, 1000, 1250, 1500]},
+    ("cpu", False): {"mlp": [500, 1000, 1500, 2000, 2500, 3000, 4000], "cnn": [500, 1000, 1500, 2000, 2500, 3000]},
     ("cpu", True): {"mlp": [300, 1000], "cnn": [150, 500]},
     ("cuda", False): {"mlp": [500, 1000, 2000, 3000, 4000], "cnn": [500, 1000, 2000, 3000, 4000]},
     ("cuda", True): {"mlp": [1000, 3000], "cnn": [1000, 3000]},
