@@ -43,7 +43,15 @@ from bench.modelserver.systems import (
 )
 
 RESULTS = ROOT / "bench" / "results" / "modelserver.json"
-SYSTEMS = ["flywheel-adaptive", "flywheel-adaptive-http", "flywheel-nobatch", "triton", "torchserve", "onnxruntime"]
+SYSTEMS = [
+    "flywheel-adaptive",
+    "flywheel-adaptive-http",
+    "flywheel-nobatch",
+    "triton",
+    "triton-http",
+    "torchserve",
+    "onnxruntime",
+]
 RATES = {
     ("cpu", False): {"mlp": [500, 1000, 1500, 2000, 2500, 3000, 4000], "cnn": [500, 1000, 1500, 2000, 2500, 3000]},
     ("cpu", True): {"mlp": [300, 1000], "cnn": [150, 500]},
@@ -204,6 +212,8 @@ def system_context(name: str, repos: Path, workdir: Path, device: str) -> Abstra
         return start_flywheel(repos / "flywheel", workdir, "off")
     if name == "triton":
         return start_triton(repos / "triton", workdir)
+    if name == "triton-http":
+        return start_triton(repos / "triton", workdir, "v2-http")
     if name == "torchserve":
         return start_torchserve(repos / "torchserve", workdir, {n: s.shape for n, s in MODELS.items()}, device)
     raise ValueError(name)

@@ -100,7 +100,7 @@ def triton_paths() -> tuple[Path, Path]:
 
 
 @contextmanager
-def start_triton(repo: Path, workdir: Path) -> Iterator[Endpoint]:
+def start_triton(repo: Path, workdir: Path, protocol: str = "grpc") -> Iterator[Endpoint]:
     base, server = triton_paths()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = base / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -132,7 +132,7 @@ def start_triton(repo: Path, workdir: Path) -> Iterator[Endpoint]:
     log = workdir / "triton.log"
     with _process(cmd, env, log) as proc:
         _wait(proc, lambda: _ok(f"http://127.0.0.1:{http}/v2/health/ready"), "tritonserver", log)
-        yield Endpoint("grpc", f"127.0.0.1:{grpc}")
+        yield Endpoint(protocol, f"127.0.0.1:{http if protocol == 'v2-http' else grpc}")
 
 
 LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
