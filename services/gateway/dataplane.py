@@ -154,22 +154,18 @@ class Gateway:
     def after_rest(self, result: RestResult) -> None:
         """Log a REST prediction and mirror it to a shadow: after the answer went out, off its latency."""
         request = rest_document(result.request_body, result.request_header_length)
-        response = rest_document(result.answer.body, result.answer.header_length)
-        features = scores = None
-        request_id, version = result.request_id, result.choice.version
+        request_id, features = result.request_id, None
         if request is not None:
             request_id = str(request[0].get("id") or request_id)
             features = next((a for t, a in rest_tensors(*request, "inputs") if t in FLOAT_TYPES), None)
-        if response is not None:
-            version = str(response[0].get("model_version") or version)
-            outputs = rest_tensors(*response, "outputs")
-            scores = outputs[0][1] if outputs else None
+        answered, scores = _rest_answer(result.answer)
+        version = answered or result.choice.version
         self._log_arrays(
             request_id, result.model, version, features, scores, result.key_id, result.choice.route, result.latency_s
         )
         shadow = result.choice.shadow
         if shadow and shadow != version:
-            self._spawn(self._shadow_rest(result, shadow, request_id))
+            self._spawn(self._shadow_rest(result, shadow, request_id, features))
 
     async def predict(
         self, model: str, instances: Any, key_id: str, deadline: Deadline, sticky_key: str | None, request_id: str
@@ -281,7 +277,9 @@ class Gateway:
         SHADOW.labels(request.model_name, "ok").inc()
         self._log(copy, response, key_id, SHADOW_ROUTE, time.perf_counter() - started)
 
-    async def _shadow_rest(self, result: RestResult, version: str, request_id: str) -> None:
+    async def _shadow_rest(
+        self, result: RestResult, version: str, request_id: str, features: np.ndarray | None
+    ) -> None:
         headers = dict(result.request_headers)
         started = time.perf_counter()
         try:
@@ -291,20 +289,9 @@ class Gateway:
             log.info("shadow request failed", extra={"model": result.model, "version": version, "error": exc.message})
             return
         SHADOW.labels(result.model, "ok").inc()
-        request = rest_document(result.request_body, result.request_header_length)
-        response = rest_document(answer.body, answer.header_length)
-        features = next((a for t, a in rest_tensors(*request, "inputs") if t in FLOAT_TYPES), None) if request else None
-        outputs = rest_tensors(*response, "outputs") if response else []
-        self._log_arrays(
-            request_id,
-            result.model,
-            version,
-            features,
-            outputs[0][1] if outputs else None,
-            result.key_id,
-            SHADOW_ROUTE,
-            time.perf_counter() - started,
-        )
+        _, scores = _rest_answer(answer)
+        latency = time.perf_counter() - started
+        self._log_arrays(request_id, result.model, version, features, scores, result.key_id, SHADOW_ROUTE, latency)
 
     async def drain(self, timeout_s: float) -> None:
         if self._shadows:
@@ -359,6 +346,15 @@ class Gateway:
                     route=route,
                 )
             )
+
+
+def _rest_answer(answer: RestAnswer) -> tuple[str, np.ndarray | None]:
+    """(model_version, first output) of a REST answer; ("", None) when unreadable."""
+    response = rest_document(answer.body, answer.header_length)
+    if response is None:
+        return "", None
+    outputs = rest_tensors(*response, "outputs")
+    return str(response[0].get("model_version") or ""), outputs[0][1] if outputs else None
 
 
 def _check_version(version: str) -> None:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httptools
 
+from services.gateway.backend import MIN_ATTEMPT_S
 from services.gateway.breaker import Breakers
 from services.gateway.deadline import Deadline
 from services.gateway.errors import (
@@ -40,7 +41,6 @@ from services.genproto.inference import grpc_predict_v2_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-MIN_ATTEMPT_S = 0.002
 HEADER_LENGTH_KEY = "inference-header-content-length"
 # Request headers that describe the body; passed on unchanged.
 BODY_HEADERS = ("content-type", "content-encoding", HEADER_LENGTH_KEY)
@@ -257,7 +257,8 @@ class ModelServerREST:
         while True:
             left = deadline.check()
             breaker.before()
-            sent = {**headers, "x-flywheel-timeout-ms": f"{left * 1000:.3f}"}
+            # Never "0.000": a budget under 1 µs still travels as the smallest positive value the server accepts.
+            sent = {**headers, "x-flywheel-timeout-ms": f"{max(left * 1000, 0.001):.3f}"}
             try:
                 status, rheaders, rbody = await self._send("POST", path, body, sent, left)
             except _NotReached as exc:
