@@ -3,7 +3,11 @@ start_postgres() {
   local bindir initdb pg_ctl
   initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n1 || true)
   [ -n "$initdb" ] || initdb=$(command -v initdb || true)
-  if [ -z "$initdb" ]; then echo "PostgreSQL not installed: PostgreSQL tests will be skipped"; return 0; fi
+  if [ -z "$initdb" ]; then
+    echo "PostgreSQL not installed: PostgreSQL tests will be skipped"
+    [ "${CI:-}" = true ] && return 1
+    return 0
+  fi
   bindir=$(dirname "$initdb"); pg_ctl="$bindir/pg_ctl"
   local dir=/tmp/flywheel-ci-pg port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
