@@ -83,6 +83,7 @@ class RestResult:
     latency_s: float
     request_body: bytes
     request_headers: dict[str, str]  # lower-case names, as passed on
+    synthetic: bool = False
 
     @property
     def request_header_length(self) -> str | None:
@@ -116,7 +117,12 @@ class Gateway:
 
     # -- inference ---------------------------------------------------------------------------
     async def infer(
-        self, request: pb.ModelInferRequest, key_id: str, deadline: Deadline, sticky_key: str | None
+        self,
+        request: pb.ModelInferRequest,
+        key_id: str,
+        deadline: Deadline,
+        sticky_key: str | None,
+        synthetic: bool = False,
     ) -> Answer:
         if not request.model_name:
             raise InvalidInput("model_name is required")
@@ -124,7 +130,7 @@ class Gateway:
             raise InvalidInput("the request has no inputs")
         _check_version(request.model_version)
         choice = self.routes.choose(request.model_name, request.model_version, sticky_key)
-        return await self._run(request, choice, key_id, deadline)
+        return await self._run(request, choice, key_id, deadline, synthetic)
 
     async def infer_rest(
         self,
@@ -135,6 +141,7 @@ class Gateway:
         key_id: str,
         deadline: Deadline,
         sticky_key: str | None,
+        synthetic: bool = False,
     ) -> RestResult:
         """A v2 REST request, routed and passed on as its own bytes; call `after_rest` once answered.
 
@@ -149,7 +156,7 @@ class Gateway:
         answer, latency = await self._judged(
             model, choice, self.rest.infer(model, choice.version, body, headers, deadline)
         )
-        return RestResult(answer, model, choice, request_id, key_id, latency, body, headers)
+        return RestResult(answer, model, choice, request_id, key_id, latency, body, headers, synthetic)
 
     def after_rest(self, result: RestResult) -> None:
         """Log a REST prediction and mirror it to a shadow: after the answer went out, off its latency."""
@@ -161,14 +168,29 @@ class Gateway:
         answered, scores = _rest_answer(result.answer)
         version = answered or result.choice.version
         self._log_arrays(
-            request_id, result.model, version, features, scores, result.key_id, result.choice.route, result.latency_s
+            request_id,
+            result.model,
+            version,
+            features,
+            scores,
+            result.key_id,
+            result.choice.route,
+            result.latency_s,
+            result.synthetic,
         )
         shadow = result.choice.shadow
         if shadow and shadow != version:
             self._spawn(self._shadow_rest(result, shadow, request_id, features))
 
     async def predict(
-        self, model: str, instances: Any, key_id: str, deadline: Deadline, sticky_key: str | None, request_id: str
+        self,
+        model: str,
+        instances: Any,
+        key_id: str,
+        deadline: Deadline,
+        sticky_key: str | None,
+        request_id: str,
+        synthetic: bool = False,
     ) -> dict[str, Any]:
         """The friendly route: instances → features (per flywheel.json) → infer → labels and probabilities."""
         if not isinstance(instances, list) or not instances:
@@ -183,7 +205,7 @@ class Gateway:
         request.inputs.add(name=card.input, datatype="FP32", shape=list(features.shape))
         request.raw_input_contents.append(features.tobytes())
         request.outputs.add(name=card.output)
-        answer = await self._run(request, Choice(version, choice.route, choice.shadow), key_id, deadline)
+        answer = await self._run(request, Choice(version, choice.route, choice.shadow), key_id, deadline, synthetic)
         scores = _named_output(answer.response, card.output)
         if scores is None:
             raise BackendFailed(f"the model server's answer has no {card.output!r} output")
@@ -194,7 +216,9 @@ class Gateway:
             "predictions": predictions(card, scores),
         }
 
-    async def _run(self, request: pb.ModelInferRequest, choice: Choice, key_id: str, deadline: Deadline) -> Answer:
+    async def _run(
+        self, request: pb.ModelInferRequest, choice: Choice, key_id: str, deadline: Deadline, synthetic: bool
+    ) -> Answer:
         if not request.id:
             request.id = new_request_id()
         request_id_var.set(request.id)
@@ -202,9 +226,9 @@ class Gateway:
         forward.model_version = choice.version
         call = self.rest.infer_proto(forward, deadline)
         response, latency = await self._judged(request.model_name, choice, call)
-        self._log(forward, response, key_id, choice.route, latency)
+        self._log(forward, response, key_id, choice.route, latency, synthetic)
         if choice.shadow and choice.shadow != response.model_version:
-            self._spawn(self._shadow(forward, choice.shadow, key_id))
+            self._spawn(self._shadow(forward, choice.shadow, key_id, synthetic))
         return Answer(response, choice.route, request.id)
 
     async def _judged(self, model: str, choice: Choice, call: Awaitable[T]) -> tuple[T, float]:
@@ -261,7 +285,7 @@ class Gateway:
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(self, request: pb.ModelInferRequest, version: str, key_id: str) -> None:
+    async def _shadow(self, request: pb.ModelInferRequest, version: str, key_id: str, synthetic: bool) -> None:
         copy = pb.ModelInferRequest()
         copy.CopyFrom(request)
         copy.model_version = version
@@ -275,7 +299,7 @@ class Gateway:
             )
             return
         SHADOW.labels(request.model_name, "ok").inc()
-        self._log(copy, response, key_id, SHADOW_ROUTE, time.perf_counter() - started)
+        self._log(copy, response, key_id, SHADOW_ROUTE, time.perf_counter() - started, synthetic)
 
     async def _shadow_rest(
         self, result: RestResult, version: str, request_id: str, features: np.ndarray | None
@@ -291,7 +315,9 @@ class Gateway:
         SHADOW.labels(result.model, "ok").inc()
         _, scores = _rest_answer(answer)
         latency = time.perf_counter() - started
-        self._log_arrays(request_id, result.model, version, features, scores, result.key_id, SHADOW_ROUTE, latency)
+        self._log_arrays(
+            request_id, result.model, version, features, scores, result.key_id, SHADOW_ROUTE, latency, result.synthetic
+        )
 
     async def drain(self, timeout_s: float) -> None:
         if self._shadows:
@@ -299,7 +325,13 @@ class Gateway:
 
     # -- prediction logs ---------------------------------------------------------------------
     def _log(
-        self, request: pb.ModelInferRequest, response: pb.ModelInferResponse, key_id: str, route: str, latency_s: float
+        self,
+        request: pb.ModelInferRequest,
+        response: pb.ModelInferResponse,
+        key_id: str,
+        route: str,
+        latency_s: float,
+        synthetic: bool,
     ) -> None:
         version = response.model_version or request.model_version
         self._log_arrays(
@@ -311,6 +343,7 @@ class Gateway:
             key_id,
             route,
             latency_s,
+            synthetic,
         )
 
     def _log_arrays(
@@ -323,6 +356,7 @@ class Gateway:
         key_id: str,
         route: str,
         latency_s: float,
+        synthetic: bool,
     ) -> None:
         labels = self.cards.labels(model, version) if version else ()
         rows = scores.shape[0] if scores is not None and scores.ndim >= 1 else 1
@@ -344,6 +378,7 @@ class Gateway:
                     latency_ms=latency_ms,
                     key_id=key_id,
                     route=route,
+                    synthetic=synthetic,
                 )
             )
 

@@ -21,6 +21,7 @@ from services.gateway.auth import Guard, presented_key
 from services.gateway.dataplane import Gateway
 from services.gateway.errors import GatewayError, InvalidInput
 from services.gateway.transport.observe import observe
+from services.gateway.transport.rest_infer import synthetic_from_header
 from services.gateway.transport.status import retry_after_s, status_of
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 
@@ -64,7 +65,13 @@ class GrpcProxy:
         with observe("grpc_infer", request.model_name, _grpc_status, "OK") as ob:
             key_id = await self._admit(md, "predict")
             deadline = self._gw.deadline(context.time_remaining())
-            answer = await self._gw.infer(request, key_id, deadline, md.get("x-flywheel-sticky-key"))
+            answer = await self._gw.infer(
+                request,
+                key_id,
+                deadline,
+                md.get("x-flywheel-sticky-key"),
+                synthetic=synthetic_from_header(md.get("x-flywheel-synthetic")),
+            )
             ob.version = answer.response.model_version
             return answer.response
 

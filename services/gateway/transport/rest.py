@@ -3,7 +3,8 @@ bytes, the others over gRPC), the friendly `POST /v1/models/{name}:predict`, and
 Errors go through the one status table.
 
 Headers: `Authorization: Bearer <key>` (or `X-API-Key`), `X-Flywheel-Sticky-Key` (pins a caller
-to one side of a canary split), `X-Flywheel-Timeout-Ms` (a shorter deadline than the gateway's).
+to one side of a canary split), `X-Flywheel-Timeout-Ms` (a shorter deadline than the gateway's),
+`X-Flywheel-Synthetic: true` (load-test traffic: logged as synthetic, left out of drift and training data).
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from services.gateway.dataplane import Gateway
 from services.gateway.errors import GatewayError, InvalidInput, RequestTooLarge
 from services.gateway.routing import Route
 from services.gateway.transport.observe import observe
-from services.gateway.transport.rest_infer import V2Infer, error_reply, infer_route, timeout_from_header
+from services.gateway.transport.rest_infer import (
+    V2Infer,
+    error_reply,
+    infer_route,
+    synthetic_from_header,
+    timeout_from_header,
+)
 from services.gateway.transport.status import status_of
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.oip.asgi import InferRoute
@@ -242,6 +249,7 @@ def build_app(
                 deadline,
                 request.headers.get("x-flywheel-sticky-key"),
                 str(body.get("id", "")),
+                synthetic=synthetic_from_header(request.headers.get("x-flywheel-synthetic")),
             )
             ob.version = result["model_version"]
             return result

@@ -39,6 +39,19 @@ def timeout_from_header(raw: str | None) -> float | None:
     return value / 1000
 
 
+def synthetic_from_header(raw: str | None) -> bool:
+    """X-Flywheel-Synthetic (HTTP) or x-flywheel-synthetic (gRPC metadata): load-test traffic, which drift,
+    live accuracy and training data leave out. Absent: production traffic; 400 when not a boolean."""
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise InvalidInput(f"X-Flywheel-Synthetic must be true or false, got {raw[:40]!r}")
+
+
 def error_reply(exc: GatewayError) -> tuple[int, dict[str, str], bytes]:
     """A domain error as (HTTP status, headers, JSON body `{"error": …}`)."""
     status, _ = status_of(exc)
@@ -76,7 +89,14 @@ class V2Infer:
             if rid := headers.get("x-request-id"):
                 forward["x-request-id"] = rid
             result = await self.gateway.infer_rest(
-                name, version, body, forward, key_id, deadline, headers.get("x-flywheel-sticky-key")
+                name,
+                version,
+                body,
+                forward,
+                key_id,
+                deadline,
+                headers.get("x-flywheel-sticky-key"),
+                synthetic=synthetic_from_header(headers.get("x-flywheel-synthetic")),
             )
             ob.version = result.choice.version or _model_version(result)
             return result

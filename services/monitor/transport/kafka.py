@@ -192,7 +192,7 @@ class MonitorHandler:
                     predictions.append(p)
             elif r.topic == LABELS.name:
                 label: ev.LabelEvent = r.event  # type: ignore[assignment]
-                if label.example_id and label.label:
+                if label.example_id and label.label and not label.synthetic:
                     self._monitor.label(label.example_id, label.label)
         _, alerts, retrains = self._monitor.observe(predictions)
         for alert in alerts:
