@@ -16,6 +16,8 @@ class Topic:
     partitions: int
     key: str  # the event field used as the Kafka key: order matters only within a key
     description: str
+    # Compacted topics keep the latest event per key forever (a catalog, read from the start).
+    compacted: bool = False
 
 
 LABELS_RAW = Topic("flywheel.labels.raw", ev.RawLabel, 3, "example_id", "labels from external producers")
@@ -25,9 +27,10 @@ TRAIN_REQUESTS = Topic("flywheel.train.requests", ev.TrainRequest, 1, "model", "
 MODELS = Topic("flywheel.models", ev.ModelPublished, 1, "model", "model versions published")
 DRIFT = Topic("flywheel.drift", ev.DriftAlert, 1, "model", "lasting drift alerts")
 DEADLETTER = Topic("flywheel.deadletter", ev.DeadLetter, 1, "original_topic", "events a consumer rejected")
+PROJECTS = Topic("flywheel.projects", ev.ProjectPublished, 1, "name", "project spec versions", compacted=True)
 
 TOPICS: dict[str, Topic] = {
-    t.name: t for t in (LABELS_RAW, LABELS, PREDICTIONS, TRAIN_REQUESTS, MODELS, DRIFT, DEADLETTER)
+    t.name: t for t in (LABELS_RAW, LABELS, PREDICTIONS, TRAIN_REQUESTS, MODELS, DRIFT, DEADLETTER, PROJECTS)
 }
 
 
@@ -47,7 +50,14 @@ def ensure_topics(bootstrap: str, topics: list[Topic] | None = None, timeout_s: 
     wanted = topics or list(TOPICS.values())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     new = [
-        NewTopic(t.name, num_partitions=t.partitions, replication_factor=1) for t in wanted if t.name not in existing
+        NewTopic(
+            t.name,
+            num_partitions=t.partitions,
+            replication_factor=1,
+            config={"cleanup.policy": "compact"} if t.compacted else {},
+        )
+        for t in wanted
+        if t.name not in existing
     ]
     if not new:
         return

@@ -1,15 +1,29 @@
-"""Preprocessing shared by ingest, trainer, model server and gateway (never by importing a service).
+"""Preprocessing shared by ingest, lake, trainer, gateway and monitor (never by importing a service).
 
-A model declares its preprocessing by name in `flywheel.json` next to its artifact; the gateway
-and the trainer look the name up here, so training and serving transform inputs identically.
+A project's `input` spec (services/projects) decides how a native input — an image, a tabular
+row, a text — becomes the model's input tensor and the features the monitor tests; every
+service builds its `InputCodec` from the same spec (a model version carries it in its
+flywheel.json), so training and serving transform inputs identically. `images.py` holds the one
+bounded image decoder.
 """
 
+from services.preprocessing.codec import Encoded, FeatureSchema, InputCodec
 from services.preprocessing.digits import (
     DIGIT_LABELS,
     FEATURE_DIM,
-    InvalidImage,
     features_to_png,
     png_to_features,
 )
+from services.preprocessing.errors import InvalidField, InvalidImage
 
-__all__ = ["DIGIT_LABELS", "FEATURE_DIM", "InvalidImage", "features_to_png", "png_to_features"]
+__all__ = [
+    "DIGIT_LABELS",
+    "FEATURE_DIM",
+    "Encoded",
+    "FeatureSchema",
+    "InputCodec",
+    "InvalidField",
+    "InvalidImage",
+    "features_to_png",
+    "png_to_features",
+]

@@ -1,55 +1,35 @@
-"""8×8 digit images ↔ the 64 features the digits models take.
+"""The digits example project's input (examples/digits/project.yaml) through the shared image path.
 
-Canonical features: 64 float32 values in [0, 1], row-major, 0 = background.  scikit-learn's
-digits (0..16 ink levels) map to PNG grey levels by v * 255 / 16, and back by / 255.
+Canonical features: 64 float32 values in [0, 1], row-major, 0 = background: what the generic
+image preprocessing makes of any image under the digits spec (grey, 8×8 by area averaging,
+/ 255). scikit-learn's digits (0..16 ink levels) map to PNG grey levels by v * 255 / 16.
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from services.preprocessing.images import image_tensor, tensor_png
+from services.projects.spec import ImageInput
 
 FEATURE_DIM = 64
 SIDE = 8
 DIGIT_LABELS: tuple[str, ...] = tuple(str(d) for d in range(10))
 MAX_PNG_BYTES = 64 * 1024
-
-
-class InvalidImage(ValueError):
-    """The bytes are not an image we can turn into digit features; the message says why."""
+DIGITS_INPUT = ImageInput(
+    kind="image", channels=1, height=SIDE, width=SIDE, resize="stretch", resample="box", layout="flat",
+    max_bytes=MAX_PNG_BYTES,
+)  # fmt: skip
 
 
 def png_to_features(data: bytes) -> np.ndarray:
-    """Decode an image (PNG, or anything Pillow reads) into 64 features in [0, 1].
-
-    Images of another size are resized to 8×8 (area averaging); colour becomes grey.
-    """
-    if not data:
-        raise InvalidImage("empty image")
-    if len(data) > MAX_PNG_BYTES:
-        raise InvalidImage(f"image is {len(data)} bytes; the limit is {MAX_PNG_BYTES}")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            grey = img.convert("L")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidImage(f"not a decodable image: {exc}") from None
-    if grey.size != (SIDE, SIDE):
-        grey = grey.resize((SIDE, SIDE), Image.Resampling.BOX)
-    return (np.asarray(grey, dtype=np.float32) / 255.0).reshape(FEATURE_DIM)
+    """Decode an image (PNG, JPEG or WebP) into 64 features in [0, 1] (InvalidImage when it cannot)."""
+    return image_tensor(data, DIGITS_INPUT)[0].reshape(FEATURE_DIM)
 
 
 def features_to_png(features: np.ndarray) -> bytes:
     """64 features in [0, 1] → an 8×8 greyscale PNG."""
-    arr = np.asarray(features, dtype=np.float32).reshape(SIDE, SIDE)
-    if not np.isfinite(arr).all():
-        raise InvalidImage("features contain NaN or infinity")
-    pixels = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
+    return tensor_png(np.clip(np.asarray(features, dtype=np.float32), 0.0, 1.0), DIGITS_INPUT)
 
 
 def sklearn_digits_features(images: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ class EventMeta(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., trace_id: _Optional[str] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
 class RawLabel(_message.Message):
-    __slots__ = ("meta", "example_id", "label", "annotator", "data", "content_type", "features", "annotation_id", "action", "label_schema_version", "synthetic")
+    __slots__ = ("meta", "example_id", "label", "annotator", "data", "content_type", "features", "annotation_id", "action", "label_schema_version", "synthetic", "project", "row_json", "text")
     META_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,9 @@ class RawLabel(_message.Message):
     ACTION_FIELD_NUMBER: _ClassVar[int]
     LABEL_SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ROW_JSON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     example_id: str
     label: str
@@ -59,10 +62,13 @@ class RawLabel(_message.Message):
     action: LabelAction
     label_schema_version: int
     synthetic: bool
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., example_id: _Optional[str] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ..., annotation_id: _Optional[str] = ..., action: _Optional[_Union[LabelAction, str]] = ..., label_schema_version: _Optional[int] = ..., synthetic: _Optional[bool] = ...) -> None: ...
+    project: str
+    row_json: str
+    text: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., example_id: _Optional[str] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ..., annotation_id: _Optional[str] = ..., action: _Optional[_Union[LabelAction, str]] = ..., label_schema_version: _Optional[int] = ..., synthetic: _Optional[bool] = ..., project: _Optional[str] = ..., row_json: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class LabelEvent(_message.Message):
-    __slots__ = ("meta", "example_id", "object_uri", "sha256", "label", "annotator", "source", "label_schema_version", "action", "features", "annotation_id", "created_at", "updated_at", "attributes", "synthetic")
+    __slots__ = ("meta", "example_id", "object_uri", "sha256", "label", "annotator", "source", "label_schema_version", "action", "features", "annotation_id", "created_at", "updated_at", "attributes", "synthetic", "project", "content_type")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +91,8 @@ class LabelEvent(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     example_id: str
     object_uri: str
@@ -100,10 +108,12 @@ class LabelEvent(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     attributes: _containers.ScalarMap[str, str]
     synthetic: bool
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., example_id: _Optional[str] = ..., object_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ..., source: _Optional[str] = ..., label_schema_version: _Optional[int] = ..., action: _Optional[_Union[LabelAction, str]] = ..., features: _Optional[_Iterable[float]] = ..., annotation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., synthetic: _Optional[bool] = ...) -> None: ...
+    project: str
+    content_type: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., example_id: _Optional[str] = ..., object_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ..., source: _Optional[str] = ..., label_schema_version: _Optional[int] = ..., action: _Optional[_Union[LabelAction, str]] = ..., features: _Optional[_Iterable[float]] = ..., annotation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., synthetic: _Optional[bool] = ..., project: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
 
 class PredictionLog(_message.Message):
-    __slots__ = ("meta", "request_id", "model", "model_version", "input_features", "input_ref", "output_scores", "predicted_label", "predicted_class", "latency_ms", "key_id", "route", "example_id", "synthetic")
+    __slots__ = ("meta", "request_id", "model", "model_version", "input_features", "input_ref", "output_scores", "predicted_label", "predicted_class", "latency_ms", "key_id", "route", "example_id", "synthetic", "project")
     META_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +128,7 @@ class PredictionLog(_message.Message):
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     request_id: str
     model: str
@@ -132,7 +143,8 @@ class PredictionLog(_message.Message):
     route: str
     example_id: str
     synthetic: bool
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_features: _Optional[_Iterable[float]] = ..., input_ref: _Optional[str] = ..., output_scores: _Optional[_Iterable[float]] = ..., predicted_label: _Optional[str] = ..., predicted_class: _Optional[int] = ..., latency_ms: _Optional[float] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., example_id: _Optional[str] = ..., synthetic: _Optional[bool] = ...) -> None: ...
+    project: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_features: _Optional[_Iterable[float]] = ..., input_ref: _Optional[str] = ..., output_scores: _Optional[_Iterable[float]] = ..., predicted_label: _Optional[str] = ..., predicted_class: _Optional[int] = ..., latency_ms: _Optional[float] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., example_id: _Optional[str] = ..., synthetic: _Optional[bool] = ..., project: _Optional[str] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
     __slots__ = ("meta", "model", "snapshot_id", "model_family", "hyperparameters", "budget_s", "reason", "caused_by", "model_version", "drifted_share")
@@ -166,7 +178,7 @@ class TrainRequest(_message.Message):
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., model_family: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., budget_s: _Optional[float] = ..., reason: _Optional[str] = ..., caused_by: _Optional[str] = ..., model_version: _Optional[str] = ..., drifted_share: _Optional[float] = ...) -> None: ...
 
 class ModelPublished(_message.Message):
-    __slots__ = ("meta", "model", "version", "stage", "repository_uri", "snapshot_id", "metrics", "platform")
+    __slots__ = ("meta", "model", "version", "stage", "repository_uri", "snapshot_id", "metrics", "platform", "lineage", "project")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +194,8 @@ class ModelPublished(_message.Message):
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     model: str
     version: str
@@ -190,7 +204,23 @@ class ModelPublished(_message.Message):
     snapshot_id: str
     metrics: _containers.ScalarMap[str, float]
     platform: str
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., stage: _Optional[str] = ..., repository_uri: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., platform: _Optional[str] = ...) -> None: ...
+    lineage: str
+    project: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., stage: _Optional[str] = ..., repository_uri: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., platform: _Optional[str] = ..., lineage: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+
+class ProjectPublished(_message.Message):
+    __slots__ = ("meta", "name", "version", "spec_json", "sha256")
+    META_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    name: str
+    version: int
+    spec_json: str
+    sha256: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., spec_json: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class FeatureDrift(_message.Message):
     __slots__ = ("feature", "test", "statistic", "p_value", "drifted")

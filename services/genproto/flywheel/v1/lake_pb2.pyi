@@ -22,18 +22,20 @@ class SplitSpec(_message.Message):
     def __init__(self, train: _Optional[float] = ..., validation: _Optional[float] = ..., test: _Optional[float] = ..., salt: _Optional[str] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
-    __slots__ = ("labels", "sources", "as_of", "split", "description")
+    __slots__ = ("labels", "sources", "as_of", "split", "description", "project")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     AS_OF_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedScalarFieldContainer[str]
     sources: _containers.RepeatedScalarFieldContainer[str]
     as_of: _timestamp_pb2.Timestamp
     split: SplitSpec
     description: str
-    def __init__(self, labels: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., split: _Optional[_Union[SplitSpec, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, labels: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., split: _Optional[_Union[SplitSpec, _Mapping]] = ..., description: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class SnapshotFile(_message.Message):
     __slots__ = ("split", "path", "rows", "sha256")
@@ -48,7 +50,7 @@ class SnapshotFile(_message.Message):
     def __init__(self, split: _Optional[str] = ..., path: _Optional[str] = ..., rows: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("snapshot_id", "created_at", "files", "rows_per_split", "label_counts", "code_version", "uri", "description")
+    __slots__ = ("snapshot_id", "created_at", "files", "rows_per_split", "label_counts", "code_version", "uri", "description", "project")
     class RowsPerSplitEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +73,7 @@ class Snapshot(_message.Message):
     CODE_VERSION_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     snapshot_id: str
     created_at: _timestamp_pb2.Timestamp
     files: _containers.RepeatedCompositeFieldContainer[SnapshotFile]
@@ -79,7 +82,8 @@ class Snapshot(_message.Message):
     code_version: str
     uri: str
     description: str
-    def __init__(self, snapshot_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., files: _Optional[_Iterable[_Union[SnapshotFile, _Mapping]]] = ..., rows_per_split: _Optional[_Mapping[str, int]] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., code_version: _Optional[str] = ..., uri: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, snapshot_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., files: _Optional[_Iterable[_Union[SnapshotFile, _Mapping]]] = ..., rows_per_split: _Optional[_Mapping[str, int]] = ..., label_counts: _Optional[_Mapping[str, int]] = ..., code_version: _Optional[str] = ..., uri: _Optional[str] = ..., description: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class GetSnapshotRequest(_message.Message):
     __slots__ = ("snapshot_id",)

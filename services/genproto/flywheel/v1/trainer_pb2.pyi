@@ -34,7 +34,7 @@ class SearchSpec(_message.Message):
     def __init__(self, trials: _Optional[int] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("model", "snapshot_id", "model_family", "hyperparameters", "search", "budget_s", "runner", "gpus", "combined_metric")
+    __slots__ = ("model", "snapshot_id", "model_family", "hyperparameters", "search", "budget_s", "runner", "gpus", "combined_metric", "project")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class SubmitJobRequest(_message.Message):
     RUNNER_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     COMBINED_METRIC_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     model: str
     snapshot_id: str
     model_family: str
@@ -60,7 +61,8 @@ class SubmitJobRequest(_message.Message):
     runner: str
     gpus: int
     combined_metric: str
-    def __init__(self, model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., model_family: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., budget_s: _Optional[float] = ..., runner: _Optional[str] = ..., gpus: _Optional[int] = ..., combined_metric: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., model_family: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., search: _Optional[_Union[SearchSpec, _Mapping]] = ..., budget_s: _Optional[float] = ..., runner: _Optional[str] = ..., gpus: _Optional[int] = ..., combined_metric: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "state", "model", "snapshot_id", "reason", "model_version", "report_uri", "metrics", "created_at", "finished_at", "phase", "fraction", "runner", "model_family")
@@ -137,7 +139,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("model", "version", "stage", "snapshot_id", "git_commit", "hyperparameters", "metrics", "artifacts", "created_at")
+    __slots__ = ("model", "version", "stage", "snapshot_id", "git_commit", "hyperparameters", "metrics", "artifacts", "created_at", "lineage", "model_family")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +170,8 @@ class ModelVersion(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FAMILY_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     stage: str
@@ -177,7 +181,9 @@ class ModelVersion(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     artifacts: _containers.ScalarMap[str, str]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., stage: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., git_commit: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., artifacts: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    lineage: str
+    model_family: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., stage: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., git_commit: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., artifacts: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[str] = ..., model_family: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("versions",)
