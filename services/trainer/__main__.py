@@ -7,15 +7,19 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 
 from services.config import CommonSettings, ConfigError, describe_settings, load_settings
-from services.events import ConsumeLoop, ConsumerConfig, EventProducer
-from services.events.topics import MODELS, TRAIN_REQUESTS
+from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_topics
+from services.events.producer import ProduceFailed
+from services.events.topics import MODELS, PROJECTS, TRAIN_REQUESTS
+from services.projects.catalog import Project, publish_project
 from services.storage import Database, migrate
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
-from services.trainer.errors import InvalidRequest
+from services.trainer.errors import InvalidRequest, ProjectConflict, PublishFailed
 from services.trainer.jobs import JobService, JobStore, Runner
 from services.trainer.lake_client import LakeClient
+from services.trainer.projects import ProjectRegistry
 from services.trainer.registry import Registry
 from services.trainer.runners.kubernetes import KubernetesRunner
 from services.trainer.runners.local import LocalRunner
@@ -79,6 +83,20 @@ def main(argv: list[str] | None = None) -> int:
         producer.send(MODELS.name, event)
         producer.flush()
 
+    def publish_spec(project: Project) -> None:
+        try:
+            publish_project(producer, project)
+        except ProduceFailed as exc:
+            raise PublishFailed(f"project {project.name} v{project.version} not published: {exc}") from exc
+
+    ensure_topics(common.kafka_bootstrap, [PROJECTS, MODELS])
+    project_registry = ProjectRegistry(db, publish=publish_spec)
+    try:
+        project_registry.register_files([Path(p.strip()) for p in settings.project_files.split(",") if p.strip()])
+    except (InvalidRequest, ProjectConflict) as exc:
+        raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_PROJECT_FILES: {exc}") from None
+    project_registry.publish_all()  # a broker that lost flywheel.projects learns every project again
+
     settings.model_repository.mkdir(parents=True, exist_ok=True)
     registry = Registry(
         db,
@@ -96,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             "FLYWHEEL_KAFKA_BOOTSTRAP": common.kafka_bootstrap,
             "FLYWHEEL_TRAINER_MODEL_REPOSITORY": "/data/models",
             "FLYWHEEL_TRAINER_COMBINED_METRIC": settings.combined_metric,
+            **({"FLYWHEEL_OBJECT_STORE_URL": common.object_store_url} if common.object_store_url else {}),
         }
         runners["kubernetes"] = KubernetesRunner.from_settings(store, settings, pod_env)
     lake_root = settings.lake_root or (common.home / "lake").resolve().as_uri()
     lake = LakeClient(settings.lake_addr) if settings.lake_addr else None
     resolver = SnapshotResolver(lake_root, lake)
-    jobs = JobService(store, runners, settings.runner, resolver)
+    jobs = JobService(store, runners, settings.runner, resolver, project_registry)
 
     readiness = Readiness()
     readiness.add("database", db.ping)
@@ -122,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         loop_thread = threading.Thread(target=loop.run, name="train-requests", daemon=True)
         loop_thread.start()
 
-    http = serve_http_in_thread(build_app(jobs, registry, readiness, stop.event), settings.host, settings.http_port)
+    http = serve_http_in_thread(
+        build_app(jobs, registry, readiness, stop.event, project_registry), settings.host, settings.http_port
+    )
     grpc_server, grpc_port = serve_grpc(TrainerServicer(jobs, registry, stop.event), settings.host, settings.grpc_port)
     log.info("trainer ready", extra={"http_port": http.port, "grpc_port": grpc_port, "runner": settings.runner})
 

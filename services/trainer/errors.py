@@ -53,3 +53,15 @@ class JobCancelled(TrainerError):
 
 class RunnerFailed(TrainerError):
     """The runner could not start or stop the job (the Kubernetes API refused, say); the message says why."""
+
+
+class ProjectNotFound(TrainerError):
+    """No project (or project version) of that name is registered."""
+
+
+class ProjectConflict(TrainerError):
+    """A new version of a project may not change what its stored labels were validated against."""
+
+
+class PublishFailed(TrainerError):
+    """The broker did not take an event (a project version, say); the caller may retry."""

@@ -6,7 +6,8 @@ For model `m`, version `v`:
     <repo>/m_int8/config.pbtxt + m_int8/v/model.onnx + flywheel.json            (dynamic int8 ONNX)
     <repo>/m_torchscript/config.pbtxt + m_torchscript/v/model.pt + flywheel.json (+ m.mar for TorchServe)
 
-Each exported graph takes the canonical features and does its own normalisation and softmax.
+Each exported graph takes the project's model input (services/preprocessing) and does its own
+normalisation and softmax.
 ONNX outputs are checked against PyTorch on held-out data before anything is written; each
 version folder is written under a hidden temporary name and renamed into place (atomic).
 """
@@ -59,10 +60,10 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def model_config(name: str, platform: str, dim: int, n_classes: int, inp: str, out: str) -> str:
+def model_config(name: str, platform: str, shape: tuple[int, ...], n_classes: int, inp: str, out: str) -> str:
     """Triton's config.pbtxt, built as a real ModelConfig message and printed in text format."""
     cfg = mc.ModelConfig(name=name, platform=platform, max_batch_size=MAX_BATCH)
-    cfg.input.add(name=inp, data_type=mc.TYPE_FP32, dims=[dim])
+    cfg.input.add(name=inp, data_type=mc.TYPE_FP32, dims=list(shape))
     cfg.output.add(name=out, data_type=mc.TYPE_FP32, dims=[n_classes])
     cfg.dynamic_batching.SetInParent()
     cfg.version_policy.latest.num_versions = 3
@@ -82,8 +83,8 @@ def next_version(repo: Path, model: str, at_least: int = 1) -> str:
     return str(max([at_least - 1, *existing]) + 1)
 
 
-def _onnx_export(wrapped: nn.Module, dim: int, path: Path, exporter: str) -> None:
-    example = torch.zeros(2, dim, dtype=torch.float32)
+def _onnx_export(wrapped: nn.Module, shape: tuple[int, ...], path: Path, exporter: str) -> None:
+    example = torch.zeros(2, *shape, dtype=torch.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
@@ -116,7 +117,7 @@ def onnx_probabilities(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _mar(workdir: Path, model: str, version: str, pt: Path, labels: list[str]) -> Path:
-    """A TorchServe archive of the TorchScript model with a small handler (64 features → probabilities)."""
+    """A TorchServe archive of the TorchScript model with a small handler (model-input rows → probabilities)."""
     handler = workdir / "flywheel_handler.py"
     handler.write_text(_HANDLER)
     (workdir / "index_to_name.json").write_text(json.dumps({str(i): lbl for i, lbl in enumerate(labels)}))
@@ -145,14 +146,14 @@ def _mar(workdir: Path, model: str, version: str, pt: Path, labels: list[str]) -
     return workdir / f"{model}.mar"
 
 
-_HANDLER = '''"""TorchServe handler: a JSON list of 64-feature rows (or {"features": [...]}) -> probabilities."""
+_HANDLER = '''"""TorchServe handler: a JSON list of model-input rows (or {"features": [...]}) -> probabilities."""
 import json
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
 
-class FlywheelDigitsHandler(BaseHandler):
+class FlywheelHandler(BaseHandler):
     def preprocess(self, data):
         rows = []
         for item in data:
@@ -183,7 +184,7 @@ def export_model(
     """Write every format for one version, checked, each version folder renamed into place."""
     model = model.eval()
     wrapped = WithSoftmax(model).eval()
-    dim = int(heldout_x.shape[1])
+    shape = tuple(int(d) for d in heldout_x.shape[1:])
     n_classes = len(flywheel["labels"])
     result = ExportResult(version)
     with torch.no_grad():
@@ -199,7 +200,7 @@ def export_model(
         onnx_dir = tmp / name
         onnx_dir.mkdir()
         onnx_path = onnx_dir / "model.onnx"
-        _onnx_export(wrapped, dim, onnx_path, options.exporter)
+        _onnx_export(wrapped, shape, onnx_path, options.exporter)
         probs = onnx_probabilities(onnx_path, heldout_x)
         diff = float(np.abs(probs - reference).max()) if len(reference) else 0.0
         for bs in (1, 3, MAX_BATCH):
@@ -263,7 +264,7 @@ def export_model(
             (vdir / "flywheel.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
             model_dir = repo / folder
             model_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(model_dir / "config.pbtxt", model_config(folder, platform, dim, n_classes, inp, out))
+            _write_atomic(model_dir / "config.pbtxt", model_config(folder, platform, shape, n_classes, inp, out))
             target = model_dir / version
             if target.exists():
                 raise TrainingFailed(f"{target} already exists; versions are never overwritten")

@@ -12,9 +12,11 @@ from typing import Protocol
 
 from sqlalchemy import select, update
 
+from services.projects import spec_json
 from services.storage import Database
 from services.trainer.errors import InvalidRequest, JobConflict, JobNotFound
 from services.trainer.pipeline import JobSpec
+from services.trainer.projects import ProjectRegistry
 from services.trainer.tables import jobs
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -156,11 +158,19 @@ class Runner(Protocol):
 class JobService:
     """The dataplane the transports call: no HTTP, gRPC or Kafka types here."""
 
-    def __init__(self, store: JobStore, runners: dict[str, Runner], default_runner: str, snapshot_uri) -> None:  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self,
+        store: JobStore,
+        runners: dict[str, Runner],
+        default_runner: str,
+        snapshot_uri,
+        projects: ProjectRegistry,
+    ) -> None:
         self.store = store
         self.runners = runners
         self.default_runner = default_runner
         self._snapshot_uri = snapshot_uri  # snapshot_id → URI (raises SnapshotNotFound)
+        self.projects = projects
         self._lock = threading.Lock()
 
     def submit(
@@ -168,41 +178,55 @@ class JobService:
         *,
         model: str,
         snapshot_id: str,
-        model_family: str,
+        model_family: str = "",
         hyperparameters: dict[str, str] | None = None,
-        search_trials: int = 0,
-        search_rounds: int = 2,
+        search_trials: int | None = None,
+        search_rounds: int | None = None,
         budget_s: float = 0.0,
         runner: str = "",
         gpus: int = 0,
         combined_metric: str = "",
         job_id: str = "",
+        project: str = "",
     ) -> Job:
+        """A job for a registered project (named by `project`, else by `model`: a project's model is
+        named after it). What the request leaves out — family, hyperparameters, search, budget —
+        comes from the project's spec; what it gives overrides the spec."""
         runner = runner or self.default_runner
         if runner not in self.runners:
             raise InvalidRequest(f"runner {runner!r} is not available; available: {sorted(self.runners)}")
-        if not snapshot_id:
-            fresh = getattr(self._snapshot_uri, "fresh", None)
-            if fresh is None:
-                raise InvalidRequest("snapshot_id is required (no lake configured to cut a fresh one)")
-            snapshot_id = fresh(f"training {model or 'digits'}")
+        name = project or model
+        if not name:
+            raise InvalidRequest("name the project (or its model) to train")
+        if model and model != name:
+            raise InvalidRequest(f"project {name!r} serves the model {name!r}, not {model!r}")
+        found = self.projects.get(name)
+        ps = found.spec
         if gpus < 0:
             raise InvalidRequest("gpus must be >= 0")
         spec = JobSpec(
             job_id=job_id or uuid.uuid4().hex[:16],
-            model=model or "digits",
-            model_family=model_family or "digits_mlp",
+            model=name,
+            model_family=model_family or ps.family_name(),
             snapshot_id=snapshot_id,
             snapshot_uri="",
-            hyperparameters=dict(hyperparameters or {}),
-            search_trials=search_trials,
-            search_rounds=search_rounds or 2,
-            budget_s=budget_s,
+            hyperparameters={**ps.model.hyperparameters, **(hyperparameters or {})},
+            search_trials=ps.model.search.trials if search_trials is None else search_trials,
+            search_rounds=(search_rounds or ps.model.search.rounds),
+            budget_s=budget_s or ps.model.budget_s,
             runner=runner,
             gpus=gpus,
             combined_metric=combined_metric,
+            project=name,
+            project_version=found.version,
+            project_spec=spec_json(ps),
         ).validate()
-        spec.snapshot_uri = self._snapshot_uri(snapshot_id)
+        if not snapshot_id:
+            fresh = getattr(self._snapshot_uri, "fresh", None)
+            if fresh is None:
+                raise InvalidRequest("snapshot_id is required (no lake configured to cut a fresh one)")
+            spec.snapshot_id = fresh(f"training {name}", name)
+        spec.snapshot_uri = self._snapshot_uri(spec.snapshot_id)
         job = self.store.create(spec)
         self.runners[runner].start(job)
         return self.store.get(job.job_id)

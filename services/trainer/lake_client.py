@@ -15,10 +15,10 @@ class LakeClient:
         self._channel = grpc.insecure_channel(addr)
         self._stub = lake_pb2_grpc.LakeStub(self._channel)
 
-    def create_snapshot(self, description: str = "") -> lake_pb2.Snapshot:
+    def create_snapshot(self, description: str = "", project: str = "") -> lake_pb2.Snapshot:
         try:
             return self._stub.CreateSnapshot(
-                lake_pb2.CreateSnapshotRequest(description=description), timeout=self._timeout
+                lake_pb2.CreateSnapshotRequest(description=description, project=project), timeout=self._timeout
             )
         except grpc.RpcError as exc:
             raise LakeUnavailable(

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.preprocessing.digits import DIGIT_LABELS
+from services.preprocessing import InputCodec
+from services.projects import ProjectSpec, SpecInvalid, parse_spec_json, spec_json
 from services.trainer.data import SnapshotData, load_snapshot
+from services.trainer.data.inputs import ObjectReader, prepare
 from services.trainer.errors import InvalidRequest
 from services.trainer.export import ExportOptions, export_model, next_version, onnx_probabilities
 from services.trainer.models import family
-from services.trainer.models.families import family_defaults
+from services.trainer.models.families import check_family, family_defaults, fitted_encoders
 from services.trainer.registry import Registry, VersionRecord
 from services.trainer.report import write_report
 from services.trainer.training.baselines import run_baselines
@@ -30,6 +32,7 @@ from services.trainer.training.loop import Control, distributed, predict, train
 from services.trainer.training.metrics import SCALARS, CombinedMetric, classification_metrics
 from services.trainer.training.overfit import OverfitCheck, overfit_one_batch
 from services.trainer.training.search import SearchSpec, random_search
+from services.trainer.user_code import user_entry
 
 Progress = Callable[[str, float, str, dict[str, float]], None]
 
@@ -48,6 +51,9 @@ class JobSpec:
     runner: str = "local"
     gpus: int = 0
     combined_metric: str = ""
+    project: str = ""  # the project's name (empty: the model's)
+    project_version: int = 0
+    project_spec: str = ""  # the spec's canonical JSON, frozen when the job was submitted
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -56,8 +62,17 @@ class JobSpec:
     def from_json(cls, text: str) -> JobSpec:
         return cls(**json.loads(text))
 
+    def spec(self) -> ProjectSpec:
+        if not self.project_spec:
+            raise InvalidRequest(f"job {self.job_id} carries no project spec (submit it for a registered project)")
+        try:
+            return parse_spec_json(self.project_spec)
+        except SpecInvalid as exc:
+            raise InvalidRequest(f"job {self.job_id}: {exc}") from None
+
     def validate(self) -> JobSpec:
         fam = family(self.model_family)
+        check_family(fam, self.spec())
         parse_hyperparameters(self.hyperparameters, family_defaults(fam))
         if not self.model or not all(c.isalnum() or c in "-_" for c in self.model):
             raise InvalidRequest(f"model name {self.model!r}: use letters, digits, '-' and '_'")
@@ -78,6 +93,7 @@ class JobContext:
     overfit: OverfitCheck = field(default_factory=OverfitCheck)
     threads: int = 1
     git_commit: str = ""
+    read_object: ObjectReader | None = None  # the stored originals (larger images, texts) by URI
     progress: Progress = lambda phase, fraction, message, metrics: None
     cancelled: Callable[[], bool] = lambda: False
 
@@ -89,6 +105,35 @@ class JobOutcome:
     metrics: dict[str, float]
     report: dict
     model: torch.nn.Module | None = None  # the trained logits model (for callers that check exports)
+
+
+def model_card(
+    project: ProjectSpec,
+    project_version: int,
+    snapshot_id: str,
+    metrics: dict[str, float],
+    *,
+    lineage: str,
+    family: str,
+    encoders: dict | None = None,
+) -> dict:
+    """A version's flywheel.json (less the tensor names): everything the gateway needs to encode a
+    native input for it (the project's input spec), the labels of its outputs, the features the
+    monitor tests, and where it came from."""
+    return {
+        "preprocess": "project",  # the input is encoded by services/preprocessing from `input`
+        "project": project.name,
+        "project_version": project_version,
+        "task": project.task.type,
+        "labels": list(project.labels),
+        "input_spec": json.loads(spec_json(project))["input"],
+        "features": InputCodec(project.input).schema().as_dict(),
+        "snapshot_id": snapshot_id,
+        "metrics": metrics,
+        "lineage": lineage,
+        "model_family": family,
+        "encoders": encoders or {},
+    }
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -119,6 +164,8 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     torch.set_num_threads(max(1, ctx.threads))
     combined = CombinedMetric.parse(spec.combined_metric) if spec.combined_metric else ctx.combined
     fam = family(spec.model_family)
+    project = spec.spec()
+    user_builder = user_entry(project, "build_model") if fam.name == "custom" else None
     start = time.monotonic()
     deadline = start + spec.budget_s if spec.budget_s > 0 else float("inf")
     report_progress = ctx.progress
@@ -127,8 +174,7 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
         Control(ctx.cancelled).check()
 
     report_progress("data", 0.01, f"loading snapshot {spec.snapshot_id}", {})
-    labels = DIGIT_LABELS if fam.preprocess == "digits_8x8" else None
-    data = load_snapshot(spec.snapshot_uri, labels=labels)
+    data = prepare(load_snapshot(spec.snapshot_uri, labels=project.labels), project, ctx.read_object)
     check()
 
     report_progress("baselines", 0.03, "majority class and logistic regression", {})
@@ -138,14 +184,14 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
 
     base = parse_hyperparameters(spec.hyperparameters, family_defaults(fam))
     report_progress("overfit_check", 0.06, "overfitting one batch", {})
-    overfit = overfit_one_batch(fam, data, base, ctx.overfit)
+    overfit = overfit_one_batch(fam, data, base, ctx.overfit, user_builder)
     check()
 
     epoch_state = {"n": 0}
 
     def on_epoch(epoch: int, m: dict[str, float]) -> None:
-        epoch_state["n"] += 1
-        frac = 0.1 + 0.75 * min(1.0, epoch / base.max_epochs)
+        epoch_state["n"] += 1  # counts across an ensemble's members, so progress only moves forward
+        frac = 0.1 + 0.75 * min(1.0, epoch_state["n"] / (base.max_epochs * base.ensemble))
         report_progress("train", frac, f"epoch {epoch}", m)
 
     control = Control(ctx.cancelled, deadline, on_epoch if not spec.search_trials else None)
@@ -161,7 +207,7 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
                 {"val_combined": trial.val_score, "val_accuracy": trial.val_accuracy},
             )
 
-        search = random_search(fam, data, base, s_spec, combined, control, on_trial)
+        search = random_search(fam, data, base, s_spec, combined, control, on_trial, user_builder)
         result = search.best
         search_report = {
             "spec": {"trials": s_spec.trials, "rounds": s_spec.rounds},
@@ -169,7 +215,7 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
             "trials": [{**asdict(t), "hp": asdict(t.hp)} for t in search.trials],
         }
     else:
-        result = train(fam, data, base, control)
+        result = train(fam, data, base, control, user_builder)
     check()
     if distributed()[0] != 0:
         return JobOutcome("", "", {}, {})  # under torchrun only rank 0 evaluates, exports and registers
@@ -206,12 +252,15 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
         version=version,
         heldout_x=heldout.x,
         heldout_y=heldout.y,
-        flywheel={
-            "preprocess": fam.preprocess,
-            "labels": list(data.labels),
-            "snapshot_id": data.snapshot_id,
-            "metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
-        },
+        flywheel=model_card(
+            project,
+            spec.project_version,
+            data.snapshot_id,
+            {k: v for k, v in metrics.items() if k.startswith("test_")},
+            lineage="trained",
+            family=spec.model_family,
+            encoders=fitted_encoders(result.model),
+        ),
         options=ctx.export,
     )
     metrics.update({f"export_{k}": v for k, v in exported.checks.items()})
@@ -230,6 +279,8 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
             hyperparameters=result.hp.as_strings(),
             metrics=metrics,
             artifacts=exported.artifacts,
+            lineage="trained",
+            project_version=spec.project_version,
         )
     )
 

@@ -44,6 +44,8 @@ class VersionRecord:
     artifacts: dict[str, str]
     platform: str = "onnxruntime_onnx"
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    lineage: str = "trained"  # or "external": a model trained elsewhere (flywheel models deploy)
+    project_version: int = 0
 
 
 def _record(row) -> VersionRecord:  # type: ignore[no-untyped-def]
@@ -60,6 +62,8 @@ def _record(row) -> VersionRecord:  # type: ignore[no-untyped-def]
         artifacts=json.loads(row.artifacts),
         platform=row.platform,
         created_at=row.created_at,
+        lineage=row.lineage,
+        project_version=int(row.project_version),
     )
 
 
@@ -141,6 +145,8 @@ class Registry:
                     platform=rec.platform,
                     created_at=rec.created_at,
                     updated_at=now,
+                    lineage=rec.lineage,
+                    project_version=rec.project_version,
                 )
             )
         self._emit(rec)
@@ -223,6 +229,8 @@ class Registry:
             snapshot_id=rec.snapshot_id,
             metrics={k: float(v) for k, v in rec.metrics.items() if isinstance(v, (int, float))},
             platform=rec.platform,
+            lineage=rec.lineage,
+            project=rec.model,  # a project serves one model, named after it
         )
         self._publish(event)
 

@@ -27,6 +27,11 @@ class TrainerSettings(BaseSettings):
     promotion_margin: float = Field(0.002, ge=0, description="gate: how much a version must beat the others by")
     onnx_exporter: str = Field("dynamo", pattern=r"^(dynamo|torchscript)$", description="torch.onnx exporter")
     consume: bool = Field(True, description="consume flywheel.train.requests")
+    project_files: str = Field(
+        "",
+        description="project specs to register at start (comma-separated files or folders of *.yaml; "
+        "the Helm chart mounts its `projects` values here)",
+    )
     consumer_group: str = Field("trainer", description="Kafka consumer group")
     # Kubernetes runner
     k8s_namespace: str = Field("flywheel", description="namespace of training Jobs")

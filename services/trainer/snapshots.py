@@ -32,8 +32,8 @@ class SnapshotResolver:
                 return snap.uri
         raise SnapshotNotFound(f"no snapshot {snapshot_id!r} under {self._root}")
 
-    def fresh(self, reason: str) -> str:
-        """Ask the lake to cut a new snapshot; returns its id."""
+    def fresh(self, reason: str, project: str) -> str:
+        """Ask the lake to cut a new snapshot of a project's labels; returns its id."""
         if self._lake is None:
             raise LakeUnavailable("no lake address configured to cut a fresh snapshot")
-        return self._lake.create_snapshot(description=reason).snapshot_id
+        return self._lake.create_snapshot(description=reason, project=project).snapshot_id

@@ -1,4 +1,4 @@
-"""The trainer's SQL tables (created by migrations/versions/trainer_0001.py)."""
+"""The trainer's SQL tables (created by migrations/versions/trainer_000*.py)."""
 
 from __future__ import annotations
 
@@ -51,4 +51,17 @@ model_versions = Table(
     Column("platform", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("lineage", String(16), nullable=False, default="trained"),  # or "external" (flywheel models deploy)
+    Column("project_version", Integer, nullable=False, default=0),  # the spec version it was built for
+)
+
+# One row per version of a project spec (canonical JSON); the latest version is the one in force.
+projects = Table(
+    "trainer_projects",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -18,7 +18,7 @@ import time
 from services.config import CommonSettings, describe_settings, load_settings
 from services.events import EventProducer
 from services.events.topics import MODELS
-from services.storage import Database
+from services.storage import Database, ObjectStore
 from services.telemetry import StopSignal, configure_logging
 from services.trainer.errors import JobCancelled, TrainerError
 from services.trainer.export import ExportOptions
@@ -96,6 +96,7 @@ def run(job_id: str, common: CommonSettings, settings: TrainerSettings, stop: th
         export=ExportOptions(exporter=settings.onnx_exporter),
         threads=settings.threads,
         git_commit=os.environ.get("FLYWHEEL_GIT_COMMIT") or git_commit(),
+        read_object=ObjectStore(common.resolved_object_store_url()).get,
         progress=progress,
         cancelled=cancelled,
     )

@@ -17,6 +17,7 @@ from services.trainer.pipeline import JobContext, JobOutcome, JobSpec, run_job
 from services.trainer.registry import Registry
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric
+from tests.support.projects import job_project
 
 COMBINED = "weighted:accuracy=0.5,macro_f1=0.5"
 # Found by the coarse-to-fine search (bench/train); fixed here so the test is one deterministic run.
@@ -60,7 +61,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, digits_uri: str) -> Iterat
         threads=1,
         git_commit="test",
     )
-    spec = JobSpec("job-digits", "digits", "digits_mlp", "snap-digits", digits_uri, hyperparameters=DIGITS_HP)
+    spec = JobSpec("job-digits", "digits", "mlp", "snap-digits", digits_uri, hyperparameters=DIGITS_HP, **job_project())
     yield Trained(run_job(spec, ctx), tmp / "models", registry, spec)
     db.close()
 

@@ -11,16 +11,16 @@ from services.trainer.data.sklearn_digits import write_digits_snapshot
 
 SCRIPT = """
 import sys, torch, torch.distributed as dist
-from services.trainer.data import load_snapshot
+from tests.support.projects import prepared
 from services.trainer.models import family
 from services.trainer.models.families import family_defaults
 from services.trainer.training.hyperparameters import parse_hyperparameters
 from services.trainer.training.loop import train, distributed
 dist.init_process_group("gloo")
 torch.set_num_threads(1)
-fam = family("digits_mlp")
+fam = family("mlp")
 hp = parse_hyperparameters({"max_epochs": "2", "width": "32"}, family_defaults(fam))
-r = train(fam, load_snapshot(sys.argv[1]), hp)
+r = train(fam, prepared(sys.argv[1]), hp)
 flat = torch.cat([p.flatten() for p in r.model.state_dict().values()])
 gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
 dist.all_gather(gathered, flat)

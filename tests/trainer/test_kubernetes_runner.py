@@ -16,9 +16,11 @@ from pytest_httpserver import HTTPServer
 from services.storage import Database, migrate
 from services.trainer.errors import RunnerFailed
 from services.trainer.jobs import CANCELLED, FAILED, RUNNING, JobService, JobStore
+from services.trainer.projects import ProjectRegistry
 from services.trainer.runners.kubernetes import KubernetesRunner, job_manifest, job_name
 from services.trainer.settings import TrainerSettings
 from services.trainer.tables import MIGRATIONS
+from tests.support.projects import example_spec, job_project
 
 ENV = {"FLYWHEEL_HOME": "/data", "FLYWHEEL_DATABASE_URL": "postgresql+psycopg://flywheel@db/flywheel"}
 
@@ -33,7 +35,11 @@ def store(tmp_path):
 
 
 def _service(store: JobStore, runner: KubernetesRunner) -> JobService:
-    return JobService(store, {"kubernetes": runner}, "kubernetes", lambda sid: f"file:///data/lake/snapshots/{sid}")
+    projects = ProjectRegistry(store.db)
+    projects.create(example_spec("digits"))
+    return JobService(
+        store, {"kubernetes": runner}, "kubernetes", lambda sid: f"file:///data/lake/snapshots/{sid}", projects
+    )
 
 
 @pytest.mark.parametrize("gpus", [0, 1, 4])
@@ -66,11 +72,12 @@ def _spec(gpus: int = 0, job_id: str = "job-1"):
     return JobSpec(
         job_id=job_id,
         model="digits",
-        model_family="digits_mlp",
+        model_family="mlp",
         snapshot_id="snap",
         snapshot_uri="file:///data/lake/snapshots/snap",
         runner="kubernetes",
         gpus=gpus,
+        **job_project(),
     )
 
 
@@ -89,7 +96,7 @@ def test_submit_creates_and_cancel_deletes_the_job(store, httpserver: HTTPServer
     httpserver.expect_request(path, method="POST").respond_with_handler(create)
     runner = KubernetesRunner.from_settings(store, settings, ENV)
     jobs = _service(store, runner)
-    job = jobs.submit(model="digits", snapshot_id="snap", model_family="digits_cnn", gpus=2, job_id="abc")
+    job = jobs.submit(model="digits", snapshot_id="snap", model_family="small_cnn", gpus=2, job_id="abc")
     assert job.state == RUNNING and job.external_id == f"k8s:flywheel/{job_name('abc')}"
     assert created[0]["metadata"]["name"] == job_name("abc")
     assert created[0]["spec"]["template"]["spec"]["containers"][0]["command"][0] == "torchrun"
@@ -136,6 +143,6 @@ def test_a_refused_job_is_failed_with_the_reason(store, httpserver: HTTPServer) 
     )
     jobs = _service(store, KubernetesRunner.from_settings(store, settings, ENV))
     with pytest.raises(RunnerFailed, match=r"403 Forbidden: jobs\.batch is forbidden"):
-        jobs.submit(model="digits", snapshot_id="snap", model_family="digits_mlp", job_id="denied")
+        jobs.submit(model="digits", snapshot_id="snap", model_family="mlp", job_id="denied")
     job = store.get("denied")
     assert job.state == FAILED and "Kubernetes refused the Job: 403 Forbidden: jobs.batch is forbidden" in job.reason

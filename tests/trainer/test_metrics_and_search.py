@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from services.trainer.data import load_snapshot
 from services.trainer.data.sklearn_digits import write_digits_snapshot
 from services.trainer.errors import InvalidRequest
 from services.trainer.models import family
@@ -15,6 +14,7 @@ from services.trainer.training.hyperparameters import parse_hyperparameters
 from services.trainer.training.loop import Control
 from services.trainer.training.metrics import CombinedMetric, classification_metrics
 from services.trainer.training.search import SearchSpec, random_search
+from tests.support.projects import prepared
 
 
 def test_classification_metrics_on_a_known_example() -> None:
@@ -50,8 +50,8 @@ def test_unknown_hyperparameters_are_refused() -> None:
 
 def test_coarse_to_fine_search_narrows_around_the_best(tmp_path) -> None:
     torch.set_num_threads(1)
-    data = load_snapshot(write_digits_snapshot(tmp_path, "small", limit=400).as_uri())
-    fam = family("digits_mlp")
+    data = prepared(write_digits_snapshot(tmp_path, "small", limit=400).as_uri())
+    fam = family("mlp")
     base = parse_hyperparameters({"max_epochs": "4", "patience": "2", "augment_shift": "0"}, family_defaults(fam))
     spec = SearchSpec(trials=6, rounds=2)
     result = random_search(fam, data, base, spec, CombinedMetric.parse("weighted:accuracy=1"), Control())

@@ -26,6 +26,7 @@ from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.genproto.flywheel.v1 import lake_pb2, lake_pb2_grpc, trainer_pb2_grpc
 from services.genproto.flywheel.v1 import trainer_pb2 as pb
 from tests.support.kafka_reader import read_topic
+from tests.support.projects import example_spec_file
 from tests.support.waiting import wait_until
 
 FAST = {"max_epochs": "15", "width": "64", "augment_shift": "0", "lr": "0.001"}
@@ -55,6 +56,11 @@ def lake() -> Iterator[tuple[StandInLake, str]]:
 def trainer(tmp_path_factory, broker, lake, lake_root: Path) -> Iterator[dict]:
     tmp = tmp_path_factory.mktemp("trainer")
     http, grpc_port = free_port(), free_port()
+    specs = tmp / "projects"
+    specs.mkdir()
+    digits = example_spec_file("digits").read_text()
+    for name in ("digits", "endless", "weak"):  # three projects with the digits input, for separate models
+        (specs / f"{name}.yaml").write_text(digits.replace("name: digits", f"name: {name}"))
     env = {
         **os.environ,
         "FLYWHEEL_HOME": str(tmp / "home"),
@@ -68,6 +74,7 @@ def trainer(tmp_path_factory, broker, lake, lake_root: Path) -> Iterator[dict]:
         "FLYWHEEL_TRAINER_ONNX_EXPORTER": "torchscript",
         "FLYWHEEL_TRAINER_MAX_CONCURRENT_JOBS": "2",
         "FLYWHEEL_TRAINER_CONSUMER_GROUP": f"trainer-{http}",
+        "FLYWHEEL_TRAINER_PROJECT_FILES": str(specs),
     }
     proc = subprocess.Popen([sys.executable, "-m", "services.trainer"], env=env)
     try:
@@ -104,7 +111,7 @@ def _wait_done(stub, job_id: str, proc, timeout_s: float = 180) -> pb.Job:  # ty
 def test_submit_watch_and_publish(trainer, broker) -> None:
     stub = trainer["stub"]
     job = stub.SubmitJob(
-        pb.SubmitJobRequest(model="digits", snapshot_id="snap-digits", model_family="digits_mlp", hyperparameters=FAST)
+        pb.SubmitJobRequest(model="digits", snapshot_id="snap-digits", model_family="mlp", hyperparameters=FAST)
     )
     assert job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING) and job.runner == "local"
     updates = list(stub.WatchJob(pb.GetJobRequest(job_id=job.job_id), timeout=240))
@@ -139,13 +146,21 @@ def test_bad_requests_get_clear_errors(trainer) -> None:
         err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown model_family 'resnet'" in err.value.details()
     )
     with pytest.raises(grpc.RpcError) as err:
-        stub.SubmitJob(pb.SubmitJobRequest(model="digits", snapshot_id="nope", model_family="digits_mlp"))
+        stub.SubmitJob(pb.SubmitJobRequest(model="digits", snapshot_id="nope", model_family="mlp"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as err:
         stub.SubmitJob(
-            pb.SubmitJobRequest(snapshot_id="snap-digits", model_family="digits_mlp", hyperparameters={"lrate": "1"})
+            pb.SubmitJobRequest(
+                model="digits", snapshot_id="snap-digits", model_family="mlp", hyperparameters={"lrate": "1"}
+            )
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown hyperparameter" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJob(pb.SubmitJobRequest(model="nobody", snapshot_id="snap-digits"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "flywheel projects create" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.SubmitJob(pb.SubmitJobRequest(model="digits", snapshot_id="snap-digits", model_family="tabular_mlp"))
+    assert "takes tabular input; project 'digits' is image" in err.value.details()
     r = httpx.get(f"http://127.0.0.1:{trainer['http']}/v1/jobs/missing")
     assert r.status_code == 404 and r.json()["detail"] == "no job 'missing'"
     r = httpx.post(f"http://127.0.0.1:{trainer['http']}/v1/jobs", json={"snapshot_id": "snap-digits", "budget_s": -1})
@@ -156,9 +171,7 @@ def test_cancel_a_running_job(trainer) -> None:
     stub = trainer["stub"]
     endless = {**FAST, "max_epochs": "100000", "patience": "100000"}
     job = stub.SubmitJob(
-        pb.SubmitJobRequest(
-            model="endless", snapshot_id="snap-digits", model_family="digits_mlp", hyperparameters=endless
-        )
+        pb.SubmitJobRequest(model="endless", snapshot_id="snap-digits", model_family="mlp", hyperparameters=endless)
     )
     wait_until(
         lambda: stub.GetJob(pb.GetJobRequest(job_id=job.job_id)).phase == "train",
@@ -182,7 +195,7 @@ def test_a_train_request_on_the_broker_becomes_a_job(trainer, broker, lake) -> N
         meta=new_meta("monitor"),
         model="weak",
         snapshot_id="",  # empty: the trainer asks the lake for a fresh snapshot
-        model_family="digits_mlp",
+        model_family="mlp",
         hyperparameters={"max_epochs": "1", "width": "32", "lr": "0.001", "augment_shift": "0"},
         reason="drift on digits",
         caused_by="alert-1",
@@ -212,3 +225,52 @@ def test_a_bad_setting_stops_the_service_before_it_listens() -> None:
     )
     assert out.returncode != 0
     assert "FLYWHEEL_TRAINER_COMBINED_METRIC" in out.stderr and "use 'weighted:" in out.stderr
+
+
+def test_projects_are_versioned_in_sql_and_published(trainer, broker) -> None:
+    """POST /v1/projects: 201 for a new version, 200 for the same spec, 409 for a changed input, 400 listing
+    every problem; each version is published on flywheel.projects for the services that follow it."""
+    base = f"http://127.0.0.1:{trainer['http']}/v1/projects"
+    spec = {
+        "name": "fraud",
+        "task": {"labels": ["ok", "fraud"]},
+        "input": {"kind": "tabular", "columns": [{"name": "amount", "type": "float", "min": 0}]},
+    }
+    r = httpx.post(base, json=spec)
+    assert r.status_code == 201 and (r.json()["version"], r.json()["created"]) == (1, True), r.text
+    assert r.json()["family"] == "tabular_mlp" and r.json()["kind"] == "tabular"
+    again = httpx.post(base, json=spec)
+    assert again.status_code == 200 and again.json()["version"] == 1 and not again.json()["created"]
+    tuned = {**spec, "model": {"hyperparameters": {"lr": 0.001}}, "slo": {"p99_ms": 50}}
+    yaml_body = (
+        "name: fraud\ntask: {labels: [ok, fraud]}\n"
+        "input: {kind: tabular, columns: [{name: amount, type: float, min: 0}]}\n"
+        "model: {hyperparameters: {lr: 0.001}}\nslo: {p99_ms: 50}\n"
+    )
+    r = httpx.post(base, content=yaml_body, headers={"content-type": "application/yaml"})
+    assert r.status_code == 201 and r.json()["version"] == 2
+    assert r.json()["spec"]["model"]["hyperparameters"] == {"lr": "0.001"}
+    assert httpx.post(base, json=tuned).json()["version"] == 2  # the same spec sent as JSON
+    changed = {**spec, "input": {"kind": "tabular", "columns": [{"name": "amount", "type": "int"}]}}
+    r = httpx.post(base, json=changed)
+    assert r.status_code == 409 and "has a different input" in r.json()["detail"]
+    bad = {"name": "Bad", "task": {"labels": ["a"]}, "input": {"kind": "tabular", "columns": []}, "extra": 1}
+    r = httpx.post(base, json=bad)
+    assert r.status_code == 400
+    assert [p.split(":")[0] for p in r.json()["problems"]] == ["name", "task.labels", "input.columns", "extra"]
+    listed = httpx.get(base).json()
+    assert {p["name"]: p["version"] for p in listed}.items() >= {"digits": 1, "fraud": 2, "weak": 1}.items()
+    detail = httpx.get(f"{base}/fraud").json()
+    assert detail["version"] == 2 and [v["version"] for v in detail["versions"]] == [1, 2]
+    assert httpx.get(f"{base}/fraud/versions/1").json()["spec"]["slo"]["p99_ms"] == 100
+    assert httpx.get(f"{base}/nope").status_code == 404
+
+    events = read_topic(
+        broker.bootstrap,
+        "flywheel.projects",
+        want=10**6,
+        timeout_s=30,
+        stop_when=lambda ms: sum(m.key() == b"fraud" for m in ms) >= 2,
+    )
+    fraud = [ev.ProjectPublished.FromString(m.value()) for m in events if m.key() == b"fraud"]
+    assert sorted({(e.name, e.version) for e in fraud}) == [("fraud", 1), ("fraud", 2)]

@@ -11,12 +11,12 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from services.trainer.data import load_snapshot
 from services.trainer.export import INT8_ATOL, INT8_MIN_AGREEMENT, ONNX_ATOL
 from services.trainer.models import family
 from services.trainer.models.families import family_defaults
 from services.trainer.training.hyperparameters import parse_hyperparameters
 from services.trainer.training.loop import train
+from tests.support.projects import prepared
 
 
 def test_digits_model_beats_both_baselines(trained) -> None:
@@ -45,7 +45,8 @@ def test_repository_follows_the_contract(trained) -> None:
         assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [(out, mc.TYPE_FP32, [10])]
         assert cfg.HasField("dynamic_batching") and cfg.version_policy.latest.num_versions == 3
         meta = json.loads((repo / folder / "1" / "flywheel.json").read_text())
-        assert meta["preprocess"] == "digits_8x8" and meta["labels"] == [str(d) for d in range(10)]
+        assert meta["preprocess"] == "project" and meta["project"] == "digits"
+        assert meta["labels"] == [str(d) for d in range(10)] and meta["input_spec"]["height"] == 8
         assert (meta["input"], meta["output"], meta["snapshot_id"]) == (inp, out, "snap-digits")
         assert "test_accuracy" in meta["metrics"] and meta["created_at"]
         assert (repo / folder / "1" / file).is_file()
@@ -54,7 +55,7 @@ def test_repository_follows_the_contract(trained) -> None:
 
 
 def test_onnx_and_int8_agree_with_pytorch(trained, digits_uri) -> None:
-    data = load_snapshot(digits_uri)
+    data = prepared(digits_uri)
     x = data.test.x
     with torch.no_grad():
         ref = torch.softmax(trained.outcome.model(torch.from_numpy(x)), dim=1).numpy()
@@ -85,8 +86,8 @@ def test_report_has_every_section(trained) -> None:
 
 
 def test_training_is_reproducible(digits_uri) -> None:
-    data = load_snapshot(digits_uri)
-    fam = family("digits_mlp")
+    data = prepared(digits_uri)
+    fam = family("mlp")
     hp = parse_hyperparameters({"max_epochs": "3", "width": "32", "seed": "5"}, family_defaults(fam))
     torch.set_num_threads(1)
     a, b = train(fam, data, hp), train(fam, data, hp)
@@ -102,8 +103,8 @@ def test_an_ensemble_serves_its_members_mean_and_exports_to_onnx(digits_uri: str
     from services.trainer.models import WithSoftmax
     from services.trainer.models.layers import Ensemble
 
-    data = load_snapshot(digits_uri)
-    fam = family("digits_cnn")
+    data = prepared(digits_uri)
+    fam = family("small_cnn")
     hp = parse_hyperparameters({"max_epochs": "2", "width": "16", "ensemble": "3"}, family_defaults(fam))
     torch.set_num_threads(1)
     result = train(fam, data, hp)
@@ -116,5 +117,5 @@ def test_an_ensemble_serves_its_members_mean_and_exports_to_onnx(digits_uri: str
         served = WithSoftmax(result.model)(x)
     torch.testing.assert_close(served, mean, atol=1e-6, rtol=1e-5)
     path = tmp_path / "model.onnx"
-    _onnx_export(WithSoftmax(result.model).eval(), 64, path, "torchscript")
+    _onnx_export(WithSoftmax(result.model).eval(), (64,), path, "torchscript")
     np.testing.assert_allclose(onnx_probabilities(path, data.test.x[:50]), mean.numpy(), atol=ONNX_ATOL)

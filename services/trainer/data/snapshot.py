@@ -2,6 +2,8 @@
 
 The snapshot folder is an fsspec URL (`file://…`, `s3://…`); files are checked against the
 manifest's sha256 and row counts before use, so a torn or edited snapshot fails loudly.
+`load_snapshot` gives each example's features (and where its stored original is);
+data/inputs.py turns them into the project's model inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from services.projects.spec import ProjectSpec
 from services.trainer.errors import SnapshotInvalid, SnapshotNotFound
 
 SPLITS = ("train", "validation", "test")
@@ -22,11 +25,17 @@ SPLITS = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class Split:
-    x: np.ndarray  # (n, d) float32
+    x: np.ndarray  # (n, …) float32: the features as loaded, the model inputs once prepared (data/inputs.py)
     y: np.ndarray  # (n,) int64 class indices into SnapshotData.labels
+    features: np.ndarray | None = None  # (n, d) the snapshot's features (the monitored ones), once prepared
+    object_uris: tuple[str, ...] = ()  # each example's stored original
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def flat(self) -> np.ndarray:
+        return self.x.reshape(len(self.x), -1)
 
 
 @dataclass(frozen=True)
@@ -37,10 +46,11 @@ class SnapshotData:
     train: Split
     validation: Split
     test: Split
+    project: ProjectSpec | None = None  # set once the model inputs are prepared for the project
 
     @property
-    def feature_dim(self) -> int:
-        return int(self.train.x.shape[1])
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.train.x.shape[1:])
 
     @property
     def n_classes(self) -> int:
@@ -103,7 +113,8 @@ def load_snapshot(uri: str, labels: tuple[str, ...] | None = None) -> SnapshotDa
         if unknown:
             raise SnapshotInvalid(f"{split}: labels {sorted(unknown)} are not in {list(labels)}")
         y = np.asarray([index[lbl] for lbl in table.column("label").to_pylist()], dtype=np.int64)
-        splits[split] = Split(x, y)
+        uris = table.column("object_uri").to_pylist() if "object_uri" in table.column_names else []
+        splits[split] = Split(x, y, object_uris=tuple(str(u or "") for u in uris))
     if len(splits["train"]) == 0:
         raise SnapshotInvalid(f"snapshot {uri} has an empty train split")
     return SnapshotData(

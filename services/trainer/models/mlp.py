@@ -1,4 +1,4 @@
-"""A fully connected ReLU network for tabular features (digits' 64 pixels are one such table)."""
+"""A fully connected ReLU network on a flat input (a tiny image's pixels)."""
 
 from __future__ import annotations
 
@@ -21,4 +21,4 @@ class MLP(nn.Module):
         he_init(self.body)
 
     def forward(self, x):  # type: ignore[no-untyped-def]
-        return self.body(self.norm(x))
+        return self.body(self.norm(x.flatten(1)))

@@ -19,6 +19,7 @@ class Hyperparameters:
     seed: int = 0
     augment_shift: int = 0  # image families: random shifts of up to this many pixels (0: none)
     ensemble: int = 1  # members trained from different seeds, served as one model (their mean probabilities)
+    channels: int = 16  # convolutional families: the first layer's channels
 
     def as_strings(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -34,6 +35,7 @@ class Hyperparameters:
             (self.patience >= 1, "patience must be >= 1"),
             (0 <= self.augment_shift <= 3, "augment_shift must be 0..3"),
             (1 <= self.ensemble <= 10, "ensemble must be 1..10"),
+            (1 <= self.channels <= 256, "channels must be 1..256"),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:

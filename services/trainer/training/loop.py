@@ -20,6 +20,7 @@ from torch import nn
 from services.trainer.data import SnapshotData, Split
 from services.trainer.errors import JobCancelled
 from services.trainer.models import ModelFamily, build_model
+from services.trainer.models.families import UserBuilder, image_shape
 from services.trainer.models.layers import Ensemble
 from services.trainer.training.hyperparameters import Hyperparameters
 
@@ -78,21 +79,22 @@ def predict(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return model(torch.from_numpy(x)).argmax(dim=1).numpy().astype(np.int64)
 
 
-def shift_images(x: torch.Tensor, side: int, max_shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to max_shift pixels in x and y, filling with background (0)."""
+def shift_images(x: torch.Tensor, shape: tuple[int, int, int], max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift each C×H×W image by up to max_shift pixels in x and y, filling with 0; same shape out."""
     if max_shift <= 0:
         return x
     n = x.shape[0]
-    img = x.reshape(n, 1, side, side)
+    c, h, w = shape
+    img = x.reshape(n, c, h, w)
     pad = nn.functional.pad(img, (max_shift,) * 4)
     dev = x.device
     dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen).to(dev)
     dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen).to(dev)
-    ar = torch.arange(side, device=dev)
-    rows = (dy[:, None] + ar[None, :])[:, :, None].expand(n, side, side)
-    cols = (dx[:, None] + ar[None, :])[:, None, :].expand(n, side, side)
-    out = pad[torch.arange(n, device=dev)[:, None, None], 0, rows, cols]
-    return out.reshape(n, side * side)
+    rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])[:, None, :, None].expand(n, c, h, w)
+    cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])[:, None, None, :].expand(n, c, h, w)
+    chans = torch.arange(c, device=dev)[None, :, None, None].expand(n, c, h, w)
+    out = pad[torch.arange(n, device=dev)[:, None, None, None], chans, rows, cols]
+    return out.reshape(x.shape)
 
 
 def device() -> torch.device:
@@ -113,17 +115,23 @@ def distributed() -> tuple[int, int]:
 MEMBER_SEED_STRIDE = 7919
 
 
-def train(fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, control: Control | None = None) -> TrainResult:
+def train(
+    fam: ModelFamily,
+    data: SnapshotData,
+    hp: Hyperparameters,
+    control: Control | None = None,
+    user_builder: UserBuilder | None = None,
+) -> TrainResult:
     """Train one model, or `hp.ensemble` members from different seeds served as one (`Ensemble`).
 
     An ensemble trades training time for variance: on small data a single network's accuracy
     moves by a point or two with its initialisation; the mean of a few moves much less."""
     control = control or Control()
     if hp.ensemble <= 1:
-        return _train_one(fam, data, hp, control)
+        return _train_one(fam, data, hp, control, user_builder)
     start = time.monotonic()
     members = [
-        _train_one(fam, data, replace(hp, seed=hp.seed + MEMBER_SEED_STRIDE * k, ensemble=1), control)
+        _train_one(fam, data, replace(hp, seed=hp.seed + MEMBER_SEED_STRIDE * k, ensemble=1), control, user_builder)
         for k in range(hp.ensemble)
     ]
     model = Ensemble([m.model for m in members]).eval()
@@ -143,13 +151,16 @@ def train(fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, control: Co
     )
 
 
-def _train_one(fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, control: Control) -> TrainResult:
+def _train_one(
+    fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, control: Control, user_builder: UserBuilder | None
+) -> TrainResult:
     """Train one network. Under torchrun (several ranks) the model is wrapped in DistributedDataParallel
     and each rank takes its share of every epoch's batches; every rank ends with the same weights."""
     gen = seed_everything(hp.seed)
     dev = device()
     rank, world = distributed()
-    model = build_model(fam, data.train.x, data.n_classes, hp.width, hp.depth).to(dev)
+    model = build_model(fam, data.project, data.train.x, hp, user_builder).to(dev)
+    shape = image_shape(data.project) if fam.augments_images and hp.augment_shift > 0 else None
     net: nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -172,7 +183,7 @@ def _train_one(fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, contro
         for i in range(0, len(order) - (len(order) % step if world > 1 else 0), step):
             idx = order[i : i + step][rank::world].to(dev)
             opt.zero_grad(set_to_none=True)
-            xb = shift_images(xt[idx], fam.image_side, hp.augment_shift, gen) if fam.image_side else xt[idx]
+            xb = shift_images(xt[idx], shape, hp.augment_shift, gen) if shape else xt[idx]
             loss = nn.functional.cross_entropy(net(xb), yt[idx])
             loss.backward()
             opt.step()

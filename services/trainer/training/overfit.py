@@ -20,6 +20,7 @@ from torch import nn
 from services.trainer.data import SnapshotData
 from services.trainer.errors import OverfitCheckFailed
 from services.trainer.models import ModelFamily, build_model
+from services.trainer.models.families import UserBuilder
 from services.trainer.training.hyperparameters import Hyperparameters
 from services.trainer.training.loop import evaluate, seed_everything
 
@@ -47,7 +48,11 @@ class OverfitReport:
 
 
 def overfit_one_batch(
-    fam: ModelFamily, data: SnapshotData, hp: Hyperparameters, check: OverfitCheck = OverfitCheck()
+    fam: ModelFamily,
+    data: SnapshotData,
+    hp: Hyperparameters,
+    check: OverfitCheck = OverfitCheck(),
+    user_builder: UserBuilder | None = None,
 ) -> OverfitReport:
     """Raise OverfitCheckFailed (with the numbers) unless the model can learn one batch and it transfers."""
     gen = seed_everything(hp.seed)
@@ -64,7 +69,7 @@ def overfit_one_batch(
     else:
         rest = pick[min(check.batch, n) :][: check.heldout]
         xh, yh = torch.from_numpy(data.train.x)[rest], torch.from_numpy(data.train.y)[rest]
-    model = build_model(fam, data.train.x, data.n_classes, hp.width, hp.depth)
+    model = build_model(fam, data.project, data.train.x, hp, user_builder)
     opt = torch.optim.Adam(model.parameters(), lr=hp.lr)
     model.train()
     initial = final = float(nn.functional.cross_entropy(model(xb), yb).item())

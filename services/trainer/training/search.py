@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from services.trainer.data import SnapshotData
 from services.trainer.errors import TrainingFailed
 from services.trainer.models import ModelFamily
+from services.trainer.models.families import UserBuilder
 from services.trainer.training.hyperparameters import Hyperparameters
 from services.trainer.training.loop import Control, TrainResult, predict, train
 from services.trainer.training.metrics import CombinedMetric, classification_metrics
@@ -99,6 +100,7 @@ def random_search(
     combined: CombinedMetric,
     control: Control,
     on_trial: Callable[[Trial, int], None] | None = None,
+    user_builder: UserBuilder | None = None,
 ) -> SearchResult:
     """Run up to spec.trials trials in spec.rounds rounds; the best by validation combined number wins."""
     rng = random.Random(base.seed)
@@ -122,7 +124,7 @@ def random_search(
             control.check()
             index = len(trials)
             hp = base if index == 0 else _sample(rng, space, base, seed=base.seed + index)
-            result = train(fam, data, hp, Control(control.cancelled, control.deadline))
+            result = train(fam, data, hp, Control(control.cancelled, control.deadline), user_builder)
             metrics = classification_metrics(val.y, predict(result.model, val.x), data.n_classes)
             score = combined.score(metrics)
             trial = Trial(index, rnd, hp, score, metrics["accuracy"], result.epochs_run, result.seconds)

@@ -62,6 +62,8 @@ def version_pb(v: VersionRecord) -> pb.ModelVersion:
         hyperparameters=v.hyperparameters,
         metrics=_numbers(v.metrics),
         artifacts=v.artifacts,
+        lineage=v.lineage,
+        model_family=v.model_family,
     )
     msg.created_at.CopyFrom(timestamp(v.created_at))
     return msg
@@ -99,5 +101,7 @@ def version_json(v: VersionRecord) -> dict:
         "hyperparameters": v.hyperparameters,
         "metrics": v.metrics,
         "artifacts": v.artifacts,
+        "lineage": v.lineage,
+        "project_version": v.project_version,
         "created_at": v.created_at.isoformat(),
     }

@@ -39,12 +39,13 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
                     snapshot_id=request.snapshot_id,
                     model_family=request.model_family,
                     hyperparameters=dict(request.hyperparameters),
-                    search_trials=request.search.trials,
-                    search_rounds=request.search.rounds or 2,
+                    search_trials=request.search.trials if request.HasField("search") else None,
+                    search_rounds=request.search.rounds or None,
                     budget_s=request.budget_s,
                     runner=request.runner,
                     gpus=request.gpus,
                     combined_metric=request.combined_metric,
+                    project=request.project,
                 )
             )
         except TrainerError as exc:

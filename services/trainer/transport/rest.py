@@ -13,20 +13,25 @@ from pydantic import BaseModel, Field
 from services.telemetry import Readiness, health_router
 from services.trainer.errors import TrainerError
 from services.trainer.jobs import JobService
+from services.trainer.projects import ProjectRegistry
 from services.trainer.registry import Registry
 from services.trainer.transport.codec import job_json, version_json
+from services.trainer.transport.projects_rest import projects_router
 from services.trainer.transport.status import status_of
 
 
 class SearchBody(BaseModel):
-    trials: int = Field(0, ge=0, le=1000)
-    rounds: int = Field(2, ge=1, le=10)
+    trials: int | None = Field(None, ge=0, le=1000)
+    rounds: int | None = Field(None, ge=1, le=10)
 
 
 class SubmitBody(BaseModel):
-    model: str = "digits"
-    snapshot_id: str
-    model_family: str = "digits_mlp"
+    """A training job; what it leaves out comes from the project's spec (family, hyperparameters, search)."""
+
+    model: str = ""
+    project: str = ""
+    snapshot_id: str = ""
+    model_family: str = ""
     hyperparameters: dict[str, str] = Field(default_factory=dict)
     search: SearchBody = Field(default_factory=SearchBody)
     budget_s: float = Field(0.0, ge=0)
@@ -40,9 +45,17 @@ class PromoteBody(BaseModel):
     force: bool = False
 
 
-def build_app(jobs: JobService, registry: Registry, readiness: Readiness, stop: threading.Event) -> FastAPI:
+def build_app(
+    jobs: JobService,
+    registry: Registry,
+    readiness: Readiness,
+    stop: threading.Event,
+    projects: ProjectRegistry | None = None,
+) -> FastAPI:
     app = FastAPI(title="flywheel trainer", version="1")
     app.include_router(health_router(readiness))
+    if projects is not None:
+        app.include_router(projects_router(projects))
 
     @app.exception_handler(TrainerError)
     def _error(request: Request, exc: TrainerError) -> JSONResponse:
@@ -63,6 +76,7 @@ def build_app(jobs: JobService, registry: Registry, readiness: Readiness, stop: 
                 runner=body.runner,
                 gpus=body.gpus,
                 combined_metric=body.combined_metric,
+                project=body.project,
             )
         )
 

@@ -12,7 +12,7 @@ import logging
 from services.events.consumer import Record, invalid_in_context
 from services.storage import Database
 from services.storage.ledger import record_new
-from services.trainer.errors import InvalidRequest, JobNotFound, SnapshotInvalid, SnapshotNotFound
+from services.trainer.errors import InvalidRequest, JobNotFound, ProjectNotFound, SnapshotInvalid, SnapshotNotFound
 from services.trainer.jobs import JobService
 from services.trainer.snapshots import SnapshotResolver
 
@@ -36,7 +36,11 @@ class TrainRequestHandler:
                 continue  # a replay: the job exists already
             except JobNotFound:
                 pass
-            snapshot_id = event.snapshot_id or self._resolver.fresh(event.reason or "train request")
+            try:
+                project = self._jobs.projects.get(event.model)
+            except ProjectNotFound as exc:
+                raise invalid_in_context(rec, f"train request {event.meta.event_id}: {exc}") from None
+            snapshot_id = event.snapshot_id or self._resolver.fresh(event.reason or "train request", project.name)
             try:
                 job = self._jobs.submit(
                     model=event.model,
@@ -46,7 +50,7 @@ class TrainRequestHandler:
                     budget_s=event.budget_s,
                     job_id=job_id,
                 )
-            except (InvalidRequest, SnapshotNotFound, SnapshotInvalid) as exc:
+            except (InvalidRequest, ProjectNotFound, SnapshotNotFound, SnapshotInvalid) as exc:
                 raise invalid_in_context(rec, f"train request {event.meta.event_id}: {exc}") from None
             with self._db.session() as s:
                 record_new(s, CONSUMER, [(event.meta.event_id, rec.topic, rec.partition, rec.offset)])
