@@ -30,6 +30,7 @@ import torch
 from services.cli.demo.config import MODEL, DemoConfig
 from services.cli.demo.data import Digits
 from services.lake.snapshots import SplitSpec, assign_splits
+from services.projects import load_spec_file
 from services.storage import Database, migrate
 from services.trainer.data.sklearn_digits import write_snapshot
 from services.trainer.export import ExportOptions
@@ -40,6 +41,7 @@ from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "demo_seeds.json"
+DIGITS = load_spec_file(Path(__file__).resolve().parents[2] / "examples" / "digits" / "project.yaml")
 # The trainer service's defaults: the gate's margin and the combined metric.
 GATE_MARGIN: float = TrainerSettings.model_fields["promotion_margin"].default
 COMBINED: str = TrainerSettings.model_fields["combined_metric"].default
@@ -66,6 +68,7 @@ def one_seed(seed: int, quick: bool, search: bool, tmp: Path, ctx: JobContext, r
         cfg.hyperparameters,
         search_trials=cfg.search_trials if search else 0,
         search_rounds=2,
+        **JobSpec.project_fields(DIGITS),
     )
     started = time.perf_counter()
     out = run_job(spec, ctx)

@@ -26,6 +26,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from services.projects import load_spec_file
 from services.storage import Database, migrate
 from services.trainer.data.sklearn_digits import write_digits_snapshot
 from services.trainer.export import ExportOptions
@@ -38,10 +39,11 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "train.json"
 TARGET_ACCURACY, TARGET_SECONDS = 0.98, 60.0
 
 CONFIGS = {
-    "digits_mlp (tuned)": ("digits_mlp", {"lr": "0.001", "weight_decay": "0.0001", "augment_shift": "0"}, 0),
-    "digits_cnn (tuned)": ("digits_cnn", {"lr": "0.001"}, 0),
-    "digits_mlp (notes' defaults)": ("digits_mlp", {"augment_shift": "0"}, 0),
+    "mlp (tuned)": ("mlp", {"lr": "0.001", "weight_decay": "0.0001", "augment_shift": "0"}, 0),
+    "small_cnn (tuned)": ("small_cnn", {"lr": "0.001"}, 0),
+    "mlp (notes' defaults)": ("mlp", {"augment_shift": "0"}, 0),
 }
+DIGITS = load_spec_file(Path(__file__).resolve().parents[2] / "examples" / "digits" / "project.yaml")
 
 
 def main() -> int:
@@ -77,10 +79,11 @@ def main() -> int:
             git_commit=git_commit(),
         )
         # Warm-up (imports, first export) so the first timed job is not charged for them.
-        run_job(JobSpec("warmup", "warmup", "digits_mlp", "snap-digits", uri, {"max_epochs": "1"}), ctx)
+        project = JobSpec.project_fields(DIGITS)
+        run_job(JobSpec("warmup", "warmup", "mlp", "snap-digits", uri, {"max_epochs": "1"}, **project), ctx)
         plan = [(name, fam, hp, 0, seed) for name, (fam, hp, _) in CONFIGS.items() for seed in seeds]
         if args.search_budget > 0:
-            plan.append(("digits_mlp coarse-to-fine search (8 trials)", "digits_mlp", {"augment_shift": "0"}, 8, 0))
+            plan.append(("mlp coarse-to-fine search (8 trials)", "mlp", {"augment_shift": "0"}, 8, 0))
         for name, fam, hp, trials, seed in plan:
             spec = JobSpec(
                 uuid.uuid4().hex[:12],
@@ -92,6 +95,7 @@ def main() -> int:
                 search_trials=trials,
                 search_rounds=2,
                 budget_s=args.search_budget if trials else 0.0,
+                **project,
             )
             start = time.perf_counter()
             out = run_job(spec, ctx)

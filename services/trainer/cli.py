@@ -16,6 +16,7 @@ from rich.table import Table
 
 from services.genproto.flywheel.v1 import trainer_pb2 as pb
 from services.genproto.flywheel.v1 import trainer_pb2_grpc
+from services.trainer.models.families import FAMILIES
 
 console = Console()
 STATE_NAMES = {v: k for k, v in pb.JobState.items()}
@@ -75,7 +76,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 snapshot_id=args.snapshot,
                 model_family=args.family,
                 hyperparameters=_kv(args.hp),
-                search=pb.SearchSpec(trials=args.trials, rounds=args.rounds),
+                search=pb.SearchSpec(trials=args.trials, rounds=args.rounds) if args.trials else None,
                 budget_s=args.budget,
                 runner=args.runner,
                 gpus=args.gpus,
@@ -153,7 +154,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from services.config import CommonSettings, load_settings
-    from services.storage import Database, migrate
+    from services.projects import SpecInvalid, load_spec_file
+    from services.storage import Database, ObjectStore, migrate
     from services.trainer.errors import TrainerError
     from services.trainer.export import ExportOptions
     from services.trainer.pipeline import JobContext, JobSpec, git_commit, run_job
@@ -162,6 +164,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from services.trainer.tables import MIGRATIONS
     from services.trainer.training.metrics import CombinedMetric
 
+    try:
+        project = load_spec_file(Path(args.spec))
+    except SpecInvalid as exc:
+        console.print(f"[red]{args.spec}[/red]: {exc}")
+        return 2
     common = load_settings(CommonSettings)
     settings = load_settings(TrainerSettings)
     url = common.resolved_database_url()
@@ -182,18 +189,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             export=ExportOptions(exporter=args.exporter or settings.onnx_exporter),
             threads=args.threads or os.cpu_count() or 1,
             git_commit=git_commit(),
+            read_object=ObjectStore(common.resolved_object_store_url()).get,
             progress=lambda phase, frac, msg, m: bar.update(task, completed=frac, phase=phase, description=msg),
         )
         spec = JobSpec(
             job_id=uuid.uuid4().hex[:16],
-            model=args.model,
-            model_family=args.family,
+            model=project.name,
+            model_family=args.family or project.family_name(),
             snapshot_id=snap.rsplit("/", 1)[-1],
             snapshot_uri=snap if "://" in snap else Path(snap).resolve().as_uri(),
-            hyperparameters=_kv(args.hp),
+            hyperparameters={**project.model.hyperparameters, **_kv(args.hp)},
             search_trials=args.trials,
             search_rounds=args.rounds,
             budget_s=args.budget,
+            **JobSpec.project_fields(project),
         )
         try:
             out = run_job(spec, ctx)
@@ -201,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             console.print(f"[red]{type(exc).__name__}[/red]: {exc}")
             return 1
     acc = out.metrics["test_accuracy"]
-    console.print(f"{args.model} v{out.version}: test accuracy {acc:.4f}; report {out.report_uri}")
+    console.print(f"{project.name} v{out.version}: test accuracy {acc:.4f}; report {out.report_uri}")
     return 0
 
 
@@ -211,8 +220,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="train_command", required=True)
 
     def job_flags(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--model", default="digits")
-        q.add_argument("--family", default="digits_cnn", choices=["digits_mlp", "digits_cnn", "tabular_mlp"])
+        q.add_argument("--model", default="digits", help="the project (its model is named after it)")
+        q.add_argument("--family", default="", choices=["", *FAMILIES], help="default: the project's")
         q.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="hyperparameter (repeat)")
         q.add_argument("--trials", type=int, default=0, help="random-search trials (0: no search)")
         q.add_argument("--rounds", type=int, default=2, help="coarse-to-fine rounds")
@@ -245,6 +254,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=cmd_promote)
     r = sub.add_parser("run", help="train here, without the service")
     r.add_argument("--snapshot-uri", required=True, help="snapshot folder (path or fsspec URL)")
+    r.add_argument("--spec", required=True, help="the project's spec file (project.yaml)")
     r.add_argument("--repository", default="", help="model repository (default FLYWHEEL_TRAINER_MODEL_REPOSITORY)")
     r.add_argument("--threads", type=int, default=0)
     r.add_argument("--exporter", default="", choices=["", "dynamo", "torchscript"])

@@ -62,6 +62,11 @@ class JobSpec:
     def from_json(cls, text: str) -> JobSpec:
         return cls(**json.loads(text))
 
+    @staticmethod
+    def project_fields(project: ProjectSpec, version: int = 1) -> dict:
+        """The fields that tie a job to a project version (for callers building a JobSpec by hand)."""
+        return {"project": project.name, "project_version": version, "project_spec": spec_json(project)}
+
     def spec(self) -> ProjectSpec:
         if not self.project_spec:
             raise InvalidRequest(f"job {self.job_id} carries no project spec (submit it for a registered project)")
