@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.RLock()
     sink = LakeSink(manifest, lock, settings.compact_min_files, settings.compact_small_rows)
     aggregates = Aggregates(store, lambda: manifest, lock)
-    dp = LakeDataPlane(aggregates, Snapshots(store, aggregates, settings.code_version))
+    dataplane = LakeDataPlane(aggregates, Snapshots(store, aggregates, settings.code_version))
 
     try:
         ensure_topics(common.kafka_bootstrap, [*topics, DEADLETTER], timeout_s=10)
@@ -115,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     readiness.add("consumer", lambda: current[0].healthy() if current else (False, "starting"))
     readiness.add("lake", lambda: (store.exists(""), f"lake root {store.url} not reachable"))
 
-    http = serve_http_in_thread(build_app(dp, readiness), settings.host, settings.http_port)
-    grpc_server, grpc_port = serve_grpc(dp, settings.host, settings.grpc_port)
+    http = serve_http_in_thread(build_app(dataplane, readiness), settings.host, settings.http_port)
+    grpc_server, grpc_port = serve_grpc(dataplane, settings.host, settings.grpc_port)
     consumer = threading.Thread(target=consume, name="consume")
     consumer.start()
     workers = [
         periodic(stop.event, settings.compact_interval_s, "compact", sink.compact),
-        periodic(stop.event, settings.gauges_interval_s, "gauges", dp.refresh_gauges),
+        periodic(stop.event, settings.gauges_interval_s, "gauges", dataplane.refresh_gauges),
     ]
     log.info(
         "lake serving",

@@ -129,7 +129,6 @@ def test_deadline_is_enforced(gateway: Gateway, keys: dict[str, str]) -> None:
 def test_unreachable_backend_opens_the_circuit(start_gateway: GatewayFactory, keys: dict[str, str]) -> None:
     gw = start_gateway(
         probe="healthz",
-        modelserver_addr=f"127.0.0.1:{free_port()}",
         modelserver_http_addr=f"127.0.0.1:{free_port()}",
         breaker_failures=3,
     )

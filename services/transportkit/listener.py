@@ -1,4 +1,4 @@
-"""The HTTP listening socket handed to uvicorn (`sockets=[...]`), set up so responses are not held back.
+"""The HTTP listening socket handed to uvicorn (`sockets=[...]`) by every service, so responses are not held back.
 
 uvicorn writes a response's headers and its body as two separate writes. On a TCP connection
 with Nagle's algorithm on, the second small write waits until the first is acknowledged, and the

@@ -25,7 +25,7 @@ from services.modelserver.batching import Batcher, BatcherConfig, CostModel, Inp
 from services.modelserver.errors import ModelLoadFailed, ModelNotFound, ModelNotReady, ModelServerError
 from services.modelserver.metrics import VersionMetrics
 from services.modelserver.repository import ModelRepository, ModelSource
-from services.modelserver.tensors import DTYPES, datatype_of
+from services.oip.datatypes import DTYPES, datatype_of
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ModelState:
     reason: str = ""
 
 
-class ModelRegistry:
+class ServedModels:
     def __init__(self, repository: ModelRepository, options: ServingOptions) -> None:
         self.repository = repository
         self.options = options
