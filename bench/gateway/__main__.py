@@ -140,7 +140,6 @@ def main() -> int:
             "FLYWHEEL_KAFKA_BOOTSTRAP": broker.bootstrap,
             "FLYWHEEL_GATEWAY_HTTP_PORT": str(gw_http),
             "FLYWHEEL_GATEWAY_GRPC_PORT": str(gw_grpc),
-            "FLYWHEEL_GATEWAY_MODELSERVER_ADDR": f"127.0.0.1:{ms_grpc}",
             "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": f"127.0.0.1:{ms_http}",
             "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str(repo),
         },

@@ -111,17 +111,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return subprocess.call(cmd)
 
 
-def cmd_demo_placeholder(args: argparse.Namespace) -> int:
-    """Until the demo lands: start the stack, show it, stop it."""
-    home = _home(args)
-    try:
-        components = runner.up(home, free_ports=True, progress=lambda m: console.print(f"[dim]·[/dim] {m}"))
-        console.print(status_table(components))
-    finally:
-        runner.down(home, progress=lambda m: console.print(f"[dim]·[/dim] {m}"))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flywheel",
@@ -156,10 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service")
     p.add_argument("service_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_serve)
-
-    if "demo" not in {m.rsplit(".", 1)[-1] for m in EXTRA_COMMANDS}:
-        p = sub.add_parser("demo", help="run the whole flywheel locally")
-        p.set_defaults(func=cmd_demo_placeholder)
 
     for module in EXTRA_COMMANDS:
         importlib.import_module(module).register(sub)
