@@ -1,8 +1,10 @@
-"""`python -m services.gateway` (or `flywheel serve gateway`): the public HTTP and gRPC entry.
+"""Flywheel gateway: KServe v2 REST and gRPC in front of the model server, a friendly :predict route,
+API keys, rate limits, canary/shadow routing with automatic rollback, prediction logs.
 
-Settings → database (migrated), keys, routes, model-server client, prediction logger, Kafka →
-gRPC and HTTP servers on one event loop → serve until SIGTERM → stop taking requests, finish
-in-flight ones and shadows, flush prediction logs, exit 0.
+`python -m services.gateway` (or `flywheel serve gateway`). Settings → database (migrated), keys,
+routes, model-server client, prediction logger, Kafka → gRPC and HTTP servers on one event loop →
+serve until SIGTERM → stop taking requests, finish in-flight ones and shadows, flush prediction
+logs, exit 0.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
-from services.config import CommonSettings, ConfigError, load_settings
+from services.config import CommonSettings, ConfigError
 from services.events import EventProducer
 from services.gateway.auth import Guard
 from services.gateway.breaker import Breakers
@@ -32,7 +34,7 @@ from services.gateway.transport.grpc import NOT_SERVING, SERVING, build_grpc_ser
 from services.gateway.transport.model_events import archived_publisher, start_model_events
 from services.gateway.transport.rest import build_asgi
 from services.storage import Database, migrate
-from services.telemetry import Readiness, StopSignal, configure_logging
+from services.telemetry import Readiness
 from services.transportkit import bootstrap
 from services.transportkit.listener import http_listener
 
@@ -40,16 +42,7 @@ log = logging.getLogger("services.gateway")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = bootstrap.service_parser(
-        "python -m services.gateway",
-        "Flywheel gateway: KServe v2 REST and gRPC in front of the model server, a friendly "
-        ":predict route, API keys, rate limits, canary/shadow routing with automatic rollback, prediction logs.",
-        GatewaySettings,
-        CommonSettings,
-    )
-    parser.add_argument("--host", help="address to bind")
-    parser.add_argument("--http-port", type=int, help="HTTP port (0 = free)")
-    parser.add_argument("--grpc-port", type=int, help="gRPC port (0 = free)")
+    parser = bootstrap.service_parser("gateway", __doc__, GatewaySettings, host=True)
     parser.add_argument("--modelserver-http-addr", help="model server HTTP host:port")
     parser.add_argument("--model-repository", type=Path, help="model repository folder (flywheel.json)")
     parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=None, help="use Kafka")
@@ -57,10 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings(GatewaySettings, **bootstrap.given(parse_args(argv)))
-    common = load_settings(CommonSettings)
-    configure_logging("gateway", common.log_level)
-    stop = StopSignal().install()
+    settings, common, stop = bootstrap.start("gateway", GatewaySettings, parse_args(argv))
     try:
         return bootstrap.run(lambda: serve(settings, common, stop.event), settings.event_loop)
     except ConfigError as exc:

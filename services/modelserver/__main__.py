@@ -1,7 +1,9 @@
-"""`python -m services.modelserver` (or `flywheel serve modelserver`): KServe v2 over HTTP and gRPC.
+"""Flywheel model server: KServe v2 / Open Inference Protocol over HTTP and gRPC, Triton-layout
+model repository, SLO-aware adaptive batching, hot swap.
 
-Settings → repository, served models, data plane → gRPC and HTTP servers on one event loop → load
-every model → serve until SIGTERM → stop taking requests, finish in-flight ones, exit 0.
+`python -m services.modelserver` (or `flywheel serve modelserver`). Settings → repository, served
+models, data plane → gRPC and HTTP servers on one event loop → load every model → serve until
+SIGTERM → stop taking requests, finish in-flight ones, exit 0.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import sys
 import threading
 from pathlib import Path
 
-from services.config import CommonSettings, load_settings
+from services.config import CommonSettings
 from services.modelserver.dataplane import DataPlane
 from services.modelserver.repository import ModelRepository
 from services.modelserver.served import ServedModels, ServingOptions
 from services.modelserver.settings import ModelServerSettings
 from services.modelserver.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
 from services.modelserver.transport.rest import build_asgi
-from services.telemetry import Readiness, StopSignal, configure_logging
+from services.telemetry import Readiness
 from services.transportkit import bootstrap
 from services.transportkit.listener import http_listener
 
@@ -29,17 +31,8 @@ log = logging.getLogger("services.modelserver")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = bootstrap.service_parser(
-        "python -m services.modelserver",
-        "Flywheel model server: KServe v2 / Open Inference Protocol over HTTP and gRPC, "
-        "Triton-layout model repository, SLO-aware adaptive batching, hot swap.",
-        ModelServerSettings,
-        CommonSettings,
-    )
+    parser = bootstrap.service_parser("modelserver", __doc__, ModelServerSettings, host=True)
     parser.add_argument("--model-repository", type=Path, help="model repository folder")
-    parser.add_argument("--host", help="address to bind")
-    parser.add_argument("--http-port", type=int, help="HTTP port (0 = free)")
-    parser.add_argument("--grpc-port", type=int, help="gRPC port (0 = free)")
     parser.add_argument("--batching", choices=["adaptive", "off"], help="batching policy")
     parser.add_argument("--default-slo-ms", type=float, help="deadline of requests that bring none")
     parser.add_argument("--queue-bound", type=int, help="queued requests per model version")
@@ -55,10 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings(ModelServerSettings, **bootstrap.given(parse_args(argv)))
-    common = load_settings(CommonSettings)
-    configure_logging("modelserver", common.log_level)
-    stop = StopSignal().install()
+    settings, common, stop = bootstrap.start("modelserver", ModelServerSettings, parse_args(argv))
     return bootstrap.run(lambda: serve(settings, common, stop.event), settings.event_loop)
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from services.transportkit.rest import ASGIApp, Receive, Scope, Send
+from services.transportkit.errors import ErrorTable
+from services.transportkit.rest import ASGIApp, ClientGone, Receive, Scope, Send, internal_error, reply
 
 
 class InferCall:
@@ -36,16 +37,18 @@ class InferCall:
         return f"/v2/models/{self.model}{version}/infer"
 
 
-InferHandler = Callable[[InferCall], Awaitable[None]]
+# A call → (the answer's headers, its body); a domain error of the route's table, or ClientGone.
+InferHandler = Callable[[InferCall], Awaitable[tuple[dict[str, str], bytes]]]
 INFER_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 
 
 class InferRoute:
-    """ASGI: v2 inference POSTs go to `handler`; everything else to `app`."""
+    """ASGI: v2 inference POSTs go to `handler`, inside the REST boundary of `errors`; everything else to `app`."""
 
-    def __init__(self, app: ASGIApp, handler: InferHandler) -> None:
+    def __init__(self, app: ASGIApp, handler: InferHandler, errors: ErrorTable) -> None:
         self.app = app
         self.handler = handler
+        self.errors = errors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = INFER_PATH.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -53,7 +56,17 @@ class InferRoute:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        await self.handler(InferCall(match.group(1), match.group(2) or "", headers, receive, send))
+        call = InferCall(match.group(1), match.group(2) or "", headers, receive, send)
+        try:
+            answer_headers, answer = await self.handler(call)
+        except ClientGone:
+            return
+        except self.errors.handled as exc:
+            await reply(send, *self.errors.http(exc))
+        except Exception as exc:  # noqa: BLE001 - the boundary: internal_error logs it with its traceback
+            await reply(send, *internal_error(exc, call.path))
+        else:
+            await reply(send, 200, answer_headers, answer)
 
 
 def document(app: FastAPI, summary: str, description: str, example: dict[str, Any] | None = None) -> None:

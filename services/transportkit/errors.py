@@ -40,6 +40,11 @@ def message_body(exc: Exception) -> dict[str, object]:
     return {"error": str(exc)}
 
 
+def named_body(exc: Exception) -> dict[str, object]:
+    """`{"error": ErrorClass, "detail": message}`: for callers that branch on the kind of error."""
+    return {"error": type(exc).__name__, "detail": str(exc)}
+
+
 def retry_after_s(exc: Exception) -> float | None:
     """How long the caller should wait before retrying (`retry_after_s` of overload errors), or None."""
     value = getattr(exc, "retry_after_s", None)

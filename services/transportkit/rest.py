@@ -37,6 +37,10 @@ class ClientGone(Exception):
     """The client disconnected before sending its whole body."""
 
 
+class NotJson(ValueError):
+    """A body that should be JSON is not."""
+
+
 async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
     """The whole body of an ASGI request, never more than `limit` bytes in memory."""
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
@@ -58,6 +62,18 @@ async def read_body(receive: Receive, content_length: str | None, limit: int) ->
 async def read_request_body(request: Request, limit: int) -> bytes:
     """`read_body` for a FastAPI route's request."""
     return await read_body(request.receive, request.headers.get("content-length"), limit)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """A FastAPI route's JSON body ({} when empty); BodyTooLarge or NotJson otherwise (put both in the
+    service's error table)."""
+    raw = await read_request_body(request, limit)
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NotJson(f"request body is not valid JSON: {exc}") from None
 
 
 async def reply(send: Send, status: int, headers: Mapping[str, str], body: bytes) -> None:

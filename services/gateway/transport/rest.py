@@ -9,7 +9,6 @@ to one side of a canary split), `X-Flywheel-Timeout-Ms` (a shorter deadline than
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -20,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from services.gateway.auth import Guard
 from services.gateway.dataplane import Gateway
-from services.gateway.errors import InvalidInput, RequestTooLarge
+from services.gateway.errors import InvalidInput
 from services.gateway.routing import Route
 from services.gateway.transport.observe import observe
 from services.gateway.transport.rest_infer import infer_route
@@ -28,7 +27,7 @@ from services.gateway.transport.status import ERRORS
 from services.oip import asgi, rest_codec
 from services.oip.asgi import InferRoute
 from services.telemetry import Readiness, health_router
-from services.transportkit.rest import BodyTooLarge, install_error_handlers, read_request_body
+from services.transportkit.rest import install_error_handlers, read_json
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +104,7 @@ def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_
         return await guard.admit_headers(request.headers, scope)
 
     async def body_json(request: Request) -> Any:
-        try:
-            raw = await read_request_body(request, max_request_bytes)
-        except BodyTooLarge as exc:
-            raise RequestTooLarge(str(exc)) from None
-        if not raw:
-            return {}
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"body is not valid JSON: {exc}") from None
+        return await read_json(request, max_request_bytes)
 
     # -- health passthrough (open, like the probes) ------------------------------------------
     @app.get("/v2/health/live", tags=["v2"], summary="The model server is live")

@@ -14,42 +14,31 @@ from __future__ import annotations
 
 from services.gateway.auth import Guard
 from services.gateway.dataplane import Gateway
-from services.gateway.errors import RequestTooLarge
 from services.gateway.transport.observe import observe
 from services.gateway.transport.status import ERRORS
 from services.oip import rest_codec
 from services.oip.asgi import InferCall, InferRoute
-from services.transportkit.rest import ASGIApp, BodyTooLarge, ClientGone, internal_error, read_body, reply
+from services.transportkit.rest import ASGIApp, read_body
 
 
 def infer_route(app: ASGIApp, gateway: Gateway, guard: Guard, max_request_bytes: int) -> InferRoute:
     """v2 inference POSTs answered here, ahead of the FastAPI `app`."""
     max_body = 4 * max_request_bytes  # gzip/deflate bodies inflate up to this (as at the model server)
 
-    async def handle(call: InferCall) -> None:
+    async def handle(call: InferCall) -> tuple[dict[str, str], bytes]:
         headers = call.headers
-        try:
-            body = await read_body(call.receive, headers.get("content-length"), max_request_bytes)
-            with observe("v2_infer", call.model, "http") as observation:
-                key_id = await guard.admit_headers(headers, "predict")
-                request, binary = rest_codec.decode_request(
-                    call.model, call.version, body, headers, max_request_bytes, max_body
-                )
-                answer = await gateway.infer(
-                    request, key_id, headers.get("x-flywheel-sticky-key"), headers.get("x-request-id", "")
-                )
-                observation.version = answer.response.version
-            payload, reply_headers = rest_codec.encode_response(answer.response, binary)
-        except ClientGone:
-            return
-        except BodyTooLarge as exc:
-            await reply(call.send, *ERRORS.http(RequestTooLarge(str(exc))))
-        except ERRORS.handled as exc:
-            await reply(call.send, *ERRORS.http(exc))
-        except Exception as exc:  # noqa: BLE001 - the boundary: internal_error logs it with its traceback
-            await reply(call.send, *internal_error(exc, call.path))
-        else:
-            reply_headers["x-request-id"] = answer.request_id
-            await reply(call.send, 200, reply_headers, payload)
+        body = await read_body(call.receive, headers.get("content-length"), max_request_bytes)
+        with observe("v2_infer", call.model, "http") as observation:
+            key_id = await guard.admit_headers(headers, "predict")
+            request, binary = rest_codec.decode_request(
+                call.model, call.version, body, headers, max_request_bytes, max_body
+            )
+            answer = await gateway.infer(
+                request, key_id, headers.get("x-flywheel-sticky-key"), headers.get("x-request-id", "")
+            )
+            observation.version = answer.response.version
+        payload, reply_headers = rest_codec.encode_response(answer.response, binary)
+        reply_headers["x-request-id"] = answer.request_id
+        return reply_headers, payload
 
-    return InferRoute(app, handle)
+    return InferRoute(app, handle, ERRORS)

@@ -30,16 +30,21 @@ from services.transportkit.errors import (
     ErrorTable,
     Status,
 )
+from services.transportkit.rest import BodyTooLarge, NotJson
+
+TOO_LARGE = Status(413, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 ERRORS = ErrorTable(
     {
         GatewayError: INTERNAL,
         ProtocolError: BAD_REQUEST,
+        NotJson: BAD_REQUEST,
         InvalidInput: BAD_REQUEST,
         Unauthenticated: UNAUTHENTICATED,
         PermissionDenied: FORBIDDEN,
         ModelNotFound: NOT_FOUND,
-        RequestTooLarge: Status(413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        RequestTooLarge: TOO_LARGE,
+        BodyTooLarge: TOO_LARGE,
         RateLimited: TOO_MANY_REQUESTS,
         BackendOverloaded: TOO_MANY_REQUESTS,
         BackendFailed: Status(502, grpc.StatusCode.INTERNAL),

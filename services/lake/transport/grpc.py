@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from concurrent import futures
@@ -113,15 +114,7 @@ class LakeServicer(pb_grpc.LakeServicer):
     def LiveAccuracy(self, request: pb.LiveAccuracyRequest, context: grpc.ServicerContext) -> pb.LiveAccuracyResponse:
         return pb.LiveAccuracyResponse(
             models=[
-                pb.ModelAccuracy(
-                    model=m.model,
-                    model_version=m.model_version,
-                    predictions=m.predictions,
-                    labelled=m.labelled,
-                    correct=m.correct,
-                    accuracy=m.accuracy,
-                )
-                for m in self._dataplane.live_accuracy()
+                pb.ModelAccuracy(**dataclasses.asdict(m), accuracy=m.accuracy) for m in self._dataplane.live_accuracy()
             ]
         )
 

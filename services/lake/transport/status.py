@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from services.lake.errors import EmptySnapshot, InvalidRequest, LakeError, LakeUnavailable, SnapshotNotFound
-from services.transportkit.errors import BAD_REQUEST, INTERNAL, NOT_FOUND, UNAVAILABLE, UNPROCESSABLE, ErrorTable
-
-
-def _body(exc: Exception) -> dict[str, object]:
-    return {"error": type(exc).__name__, "detail": str(exc)}
-
+from services.transportkit.errors import (
+    BAD_REQUEST,
+    INTERNAL,
+    NOT_FOUND,
+    UNAVAILABLE,
+    UNPROCESSABLE,
+    ErrorTable,
+    named_body,
+)
 
 ERRORS = ErrorTable(
     {
@@ -18,5 +21,5 @@ ERRORS = ErrorTable(
         EmptySnapshot: UNPROCESSABLE,
         LakeUnavailable: UNAVAILABLE,
     },
-    body=_body,
+    body=named_body,
 )

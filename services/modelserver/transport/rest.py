@@ -9,7 +9,6 @@ expects, binary tensors, gzip/deflate bodies, Triton's `timeout` parameter and t
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -19,21 +18,12 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from services.modelserver.dataplane import DataPlane
-from services.modelserver.errors import InvalidInput
 from services.modelserver.served import ServedVersion
 from services.modelserver.transport.status import ERRORS
 from services.oip import rest_codec
 from services.oip.asgi import InferCall, InferRoute
 from services.telemetry import Readiness, health_router, request_id_var
-from services.transportkit.rest import (
-    BodyTooLarge,
-    ClientGone,
-    install_error_handlers,
-    internal_error,
-    read_body,
-    read_request_body,
-    reply,
-)
+from services.transportkit.rest import install_error_handlers, read_body, read_json
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +36,16 @@ def build_asgi(dataplane: DataPlane, readiness: Readiness, max_request_bytes: in
     # A tensor may be max_request_bytes; a body holds several (and JSON numbers take more room than bytes).
     max_body = 4 * max_request_bytes
 
-    async def infer(call: InferCall) -> None:
-        try:
-            body = await read_body(call.receive, call.headers.get("content-length"), max_body)
-            request, binary = rest_codec.decode_request(
-                call.model, call.version, body, call.headers, max_request_bytes, max_body
-            )
-            request_id_var.set(request.id or call.headers.get("x-request-id", ""))
-            answer, headers = rest_codec.encode_response(await dataplane.infer(request), binary)
-        except ClientGone:
-            return
-        except BodyTooLarge as exc:
-            await reply(call.send, *ERRORS.http(InvalidInput(str(exc))))
-        except ERRORS.handled as exc:
-            await reply(call.send, *ERRORS.http(exc))
-        except Exception as exc:  # noqa: BLE001 - the boundary: internal_error logs it with its traceback
-            await reply(call.send, *internal_error(exc, call.path))
-        else:
-            await reply(call.send, 200, headers, answer)
+    async def infer(call: InferCall) -> tuple[dict[str, str], bytes]:
+        body = await read_body(call.receive, call.headers.get("content-length"), max_body)
+        request, binary = rest_codec.decode_request(
+            call.model, call.version, body, call.headers, max_request_bytes, max_body
+        )
+        request_id_var.set(request.id or call.headers.get("x-request-id", ""))
+        answer, headers = rest_codec.encode_response(await dataplane.infer(request), binary)
+        return headers, answer
 
-    return InferRoute(build_app(dataplane, readiness), infer)
+    return InferRoute(build_app(dataplane, readiness), infer, ERRORS)
 
 
 def build_app(dataplane: DataPlane, readiness: Readiness) -> FastAPI:
@@ -142,16 +122,7 @@ def _index_row(name: str, version: str, state: str, reason: str) -> dict[str, st
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        raw = await read_request_body(request, MAX_ADMIN_BODY)
-    except BodyTooLarge as exc:
-        raise InvalidInput(str(exc)) from None
-    if not raw:
-        return {}
-    try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not JSON: {exc}") from None
+    body = await read_json(request, MAX_ADMIN_BODY)
     return body if isinstance(body, dict) else {}
 
 

@@ -24,12 +24,15 @@ from services.transportkit.errors import (
     UNAVAILABLE,
     ErrorTable,
 )
+from services.transportkit.rest import BodyTooLarge, NotJson
 
 ERRORS = ErrorTable(
     {
         ModelServerError: INTERNAL,
         InferenceFailed: INTERNAL,
         ProtocolError: BAD_REQUEST,
+        BodyTooLarge: BAD_REQUEST,
+        NotJson: BAD_REQUEST,
         InvalidInput: BAD_REQUEST,
         InvalidModelConfig: BAD_REQUEST,
         ModelLoadFailed: BAD_REQUEST,

@@ -25,12 +25,8 @@ from services.transportkit.errors import (
     UNPROCESSABLE,
     ErrorTable,
     Status,
+    named_body,
 )
-
-
-def _body(exc: Exception) -> dict[str, object]:
-    return {"error": type(exc).__name__, "detail": str(exc)}
-
 
 ERRORS = ErrorTable(
     {
@@ -45,5 +41,5 @@ ERRORS = ErrorTable(
         LakeUnavailable: UNAVAILABLE,
         RunnerFailed: Status(502, grpc.StatusCode.UNAVAILABLE),
     },
-    body=_body,
+    body=named_body,
 )
