@@ -18,7 +18,7 @@ from services.events import EventProducer, ensure_topics
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.settings import IngestSettings
 from services.ingest.tables import MIGRATIONS
-from services.ingest.transport.grpc_server import serve_grpc
+from services.ingest.transport.grpc import serve_grpc
 from services.ingest.transport.kafka_loop import build_consume_loop
 from services.ingest.transport.rest import build_app
 from services.storage import Database, ObjectStore, migrate

@@ -25,7 +25,7 @@ from services.trainer.settings import TrainerSettings
 from services.trainer.snapshots import SnapshotResolver
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric
-from services.trainer.transport.grpc_api import TrainerServicer, serve_grpc
+from services.trainer.transport.grpc import TrainerServicer, serve_grpc
 from services.trainer.transport.rest import build_app
 from services.trainer.transport.train_requests import TrainRequestHandler
 from services.transportkit import bootstrap
