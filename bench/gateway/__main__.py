@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench import report
 from bench.gateway.model import write_digits_model
 from bench.processes import wait_ready
 from services.cli.brokers import start_broker
@@ -242,13 +242,7 @@ def main() -> int:
         )
     result = {
         "benchmark": "gateway",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_1m": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **report.stamp(),
         "setup": {
             "model": "digits MLP 64-32-10 (ONNX), batch 1",
             "gateway": "API key auth, rate limit, routing, prediction logs to Tansu",
@@ -258,8 +252,7 @@ def main() -> int:
         "added": added,
         "target": "<= 1 ms added at p50",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report.write_json(args.out, result)
     console.print(f"wrote {args.out}")
     return 0
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -38,6 +36,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench import report
 from bench.gateway.model import write_digits_model
 from bench.processes import wait_ready
 from services.cli.ports import free_port
@@ -212,18 +211,11 @@ def main() -> int:
     console.print(table)
     result = {
         "benchmark": "gateway-hop",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_1m": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **report.stamp(),
         "setup": {"model": "digits MLP 64-32-10 (ONNX), batch 1", "rounds": args.rounds},
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report.write_json(args.out, result)
     console.print(f"wrote {args.out}")
     return 0
 
