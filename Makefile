@@ -54,8 +54,9 @@ test: setup
 demo: setup
 	$(VENV)/bin/flywheel demo $(DEMO_ARGS)
 
+# The stack in the background, with the example project's model trained and served (about a minute).
 up: setup
-	$(VENV)/bin/flywheel up
+	$(VENV)/bin/flywheel up --with-example-model
 down:
 	$(VENV)/bin/flywheel down
 status:

@@ -71,6 +71,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (runner.StackError, RuntimeError) as exc:
         console.print(f"[red]flywheel up failed:[/red] {exc}")
         return 1
+    if args.with_example_model:
+        from services.cli.demo.endpoints import DemoError
+        from services.cli.example import serve_example_model
+
+        try:
+            serve_example_model(components, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+        except (DemoError, RuntimeError) as exc:
+            console.print(f"[red]the example model could not be served:[/red] {exc}")
+            console.print(f"the stack is still running; stop it with [bold]flywheel down --home {home}[/bold]")
+            return 1
     console.print(status_table(components))
     if not args.foreground:
         console.print(f"running in the background; stop with [bold]flywheel down[/bold] (state in {home}/run)")
@@ -104,6 +114,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.service not in names:
         console.print(f"[red]unknown service {args.service!r}[/red]; available: {', '.join(names) or 'none yet'}")
         return 2
+    if getattr(args, "home", None):
+        os.environ["FLYWHEEL_HOME"] = str(args.home)
     # Replace this process so signals reach the service directly.
     cmd = [sys.executable, "-m", f"services.{args.service}", *args.service_args]
     if hasattr(os, "execv"):
@@ -117,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Flywheel: labels in, versioned datasets, trained models, served with adaptive "
         "batching, watched for drift, and back to training.",
     )
-    parser.add_argument("--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
+    parser.add_argument("--home", help=HOME_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("up", help="start the broker, Prometheus and every service, wait until ready")
@@ -128,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="A,B", help="start only these services")
     p.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
     p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
+    p.add_argument(
+        "--with-example-model",
+        action="store_true",
+        help="then label, train and serve the example project's model (digits), about a minute: "
+        "what `make up` runs, so `make loadtest` has a model to call",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("status", help="show what `up` started and whether each part is ready")
@@ -148,7 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in EXTRA_COMMANDS:
         importlib.import_module(module).register(sub)
+    _accept_home_everywhere(sub)
     return parser
+
+
+HOME_HELP = "state folder (default: $FLYWHEEL_HOME or .flywheel; the demo's: .flywheel/demo)"
+
+
+def _accept_home_everywhere(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`--home DIR` is accepted after any (sub)command too: `flywheel down --home DIR` is what the demo
+    prints. SUPPRESS keeps a value given before the command when it is not repeated after it."""
+    for parser in set(sub.choices.values()):
+        if not any("--home" in a.option_strings for a in parser._actions):
+            parser.add_argument("--home", default=argparse.SUPPRESS, help=HOME_HELP)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_home_everywhere(action)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,16 @@ def check_request_id(request_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Who sent a request and how to treat it: what the adapters read from headers or gRPC metadata."""
+
+    key_id: str  # the admitted API key's id ("" when keys are not required and none was given)
+    sticky_key: str | None = None  # pins the caller to one side of a canary split
+    request_id: str = ""  # names the request when it has no id of its own (X-Request-Id)
+    synthetic: bool = False  # load-test traffic: logged as such, left out of drift and training data
+
+
+@dataclass(frozen=True)
 class Limits:
     deadline_s: float
     max_instances: int
@@ -123,29 +133,29 @@ class Gateway:
         return Deadline.within(self._limits.deadline_s, client_s)
 
     # -- inference ---------------------------------------------------------------------------
-    async def infer(self, request: InferRequest, key_id: str, sticky_key: str | None, request_id: str = "") -> Answer:
-        """One v2 inference. `request.timeout_s` (the caller's deadline) bounds the gateway's;
-        `request_id` names it when the request has no id of its own."""
+    async def infer(self, request: InferRequest, origin: Origin) -> Answer:
+        """One v2 inference. `request.timeout_s` (the caller's deadline) bounds the gateway's."""
         check_model(request.model)
         check_version(request.version)
         if not request.inputs:
             raise InvalidInput("the request has no inputs")
-        request_id = check_request_id(request.id) or check_request_id(request_id) or new_request_id()
-        choice = self._routes.choose(request.model, request.version, sticky_key)
-        return await self._forward(request, choice, key_id, self.deadline(request.timeout_s), request_id)
+        request_id = check_request_id(request.id) or check_request_id(origin.request_id) or new_request_id()
+        choice = self._routes.choose(request.model, request.version, origin.sticky_key)
+        return await self._forward(request, choice, origin, self.deadline(request.timeout_s), request_id)
 
     async def predict(
-        self, model: str, instances: Any, key_id: str, timeout_s: float | None, sticky_key: str | None, request_id: str
+        self, model: str, instances: Any, origin: Origin, timeout_s: float | None, request_id: str
     ) -> dict[str, Any]:
-        """The friendly route: instances → features (per flywheel.json) → infer → labels and probabilities."""
+        """The friendly route: instances → features (per flywheel.json) → infer → labels and probabilities.
+        `request_id`: the body's `id`, else the origin's, else one made here."""
         check_model(model)
-        request_id = check_request_id(request_id) or new_request_id()
+        request_id = check_request_id(request_id) or check_request_id(origin.request_id) or new_request_id()
         if not isinstance(instances, list) or not instances:
             raise InvalidInput("'instances' must be a non-empty list")
         if len(instances) > self._limits.max_instances:
             raise RequestTooLarge(f"{len(instances)} instances; the limit is {self._limits.max_instances}")
         deadline = self.deadline(timeout_s)
-        choice = self._routes.choose(model, "", sticky_key)
+        choice = self._routes.choose(model, "", origin.sticky_key)
         version = choice.version or await asyncio.to_thread(self._cards.latest_version, model)
         card = self._cards.get(model, version)
         request = InferRequest(
@@ -155,7 +165,7 @@ class Gateway:
             outputs=[card.output],
         )
         answer = await self._forward(
-            request, Choice(version, choice.route, choice.shadow), key_id, deadline, request_id
+            request, Choice(version, choice.route, choice.shadow), origin, deadline, request_id
         )
         scores = answer.response.outputs.get(card.output)
         if scores is None:
@@ -168,7 +178,7 @@ class Gateway:
         }
 
     async def _forward(
-        self, request: InferRequest, choice: Choice, key_id: str, deadline: Deadline, request_id: str
+        self, request: InferRequest, choice: Choice, origin: Origin, deadline: Deadline, request_id: str
     ) -> Answer:
         request_id_var.set(request_id)
         request.version = choice.version  # the request is ours once decoded: routed in place
@@ -184,7 +194,7 @@ class Gateway:
             self._judge(request.model, choice.version, True, latency)
         ROUTED.labels(request.model, choice.route).inc()
         # Logged and mirrored once the caller's answer is on its way: neither adds to its latency.
-        asyncio.get_running_loop().call_soon(self._after, request, response, request_id, choice, key_id, latency)
+        asyncio.get_running_loop().call_soon(self._after, request, response, request_id, choice, origin, latency)
         return Answer(response, choice.route, request_id)
 
     def _after(
@@ -193,15 +203,15 @@ class Gateway:
         response: InferResponse,
         request_id: str,
         choice: Choice,
-        key_id: str,
+        origin: Origin,
         latency_s: float,
     ) -> None:
         version = response.version or request.version
         features = _features(request)
-        self._log(request_id, request.model, version, features, _scores(response), key_id, choice.route, latency_s)
+        self._log(request_id, request.model, version, features, _scores(response), origin, choice.route, latency_s)
         if choice.shadow and choice.shadow != version:
             shadow = dataclasses.replace(request, version=choice.shadow)
-            self._spawn(self._shadow(shadow, request_id, features, key_id))
+            self._spawn(self._shadow(shadow, request_id, features, origin))
 
     # -- canary ------------------------------------------------------------------------------
     def _judge(self, model: str, version: str, ok: bool, latency_s: float) -> None:
@@ -236,7 +246,9 @@ class Gateway:
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(self, request: InferRequest, request_id: str, features: np.ndarray | None, key_id: str) -> None:
+    async def _shadow(
+        self, request: InferRequest, request_id: str, features: np.ndarray | None, origin: Origin
+    ) -> None:
         started = time.perf_counter()
         try:
             response = await self.client.infer(request, request_id, self.deadline())
@@ -250,7 +262,7 @@ class Gateway:
         SHADOW.labels(request.model, "ok").inc()
         latency = time.perf_counter() - started
         self._log(
-            request_id, request.model, request.version, features, _scores(response), key_id, SHADOW_ROUTE, latency
+            request_id, request.model, request.version, features, _scores(response), origin, SHADOW_ROUTE, latency
         )
 
     async def drain(self, timeout_s: float) -> None:
@@ -265,7 +277,7 @@ class Gateway:
         version: str,
         features: np.ndarray | None,
         scores: np.ndarray | None,
-        key_id: str,
+        origin: Origin,
         route: str,
         latency_s: float,
     ) -> None:
@@ -287,8 +299,9 @@ class Gateway:
                     scores=scores[i] if scores is not None and scores.ndim >= 1 else None,
                     labels=labels,
                     latency_ms=latency_ms,
-                    key_id=key_id,
+                    key_id=origin.key_id,
                     route=route,
+                    synthetic=origin.synthetic,
                 )
             )
 

@@ -37,6 +37,7 @@ class LogEntry:
     key_id: str
     route: str
     example_id: str = ""
+    synthetic: bool = False
 
 
 class CountingProducer(EventProducer):
@@ -73,6 +74,7 @@ def to_event(entry: LogEntry) -> ev.PredictionLog:
         key_id=entry.key_id,
         route=entry.route,
         example_id=entry.example_id,
+        synthetic=entry.synthetic,
     )
     if entry.features is not None:
         event.input_features.extend(entry.features.astype(np.float32).ravel().tolist())

@@ -91,7 +91,7 @@ def test_class_prior_shift_moves_the_chi_square(traffic: DigitsTraffic, referenc
     x, _, predicted, _ = traffic.sample(300, np.random.default_rng(3), class_weights=prior_weights(1.0))
     verdict = evaluate_window(reference, x, [str(p) for p in predicted], DriftConfig())
     assert verdict is not None
-    chi2 = [r for r in verdict.results if r.test == "chi2"]
+    chi2 = [r for r in verdict.results if r.feature == "predicted_class" and r.test == "chi2"]
     assert chi2 and chi2[0].drifted and chi2[0].p_value < 1e-6
 
 
@@ -130,19 +130,43 @@ def test_too_small_a_window_is_not_tested(traffic: DigitsTraffic, reference: Ref
     assert evaluate_window(reference, x, [str(p) for p in predicted], DriftConfig(min_samples=100)) is None
 
 
-def test_policy_one_request_per_cooldown_within_budget() -> None:
+def test_policy_cooldown_is_per_version_and_within_a_budget() -> None:
     now = [1000.0]
     policy = RetrainPolicy(cooldown_s=600, budget=2, budget_period_s=3600, clock=lambda: now[0])
-    assert policy.decide("digits") == "sent"
+    assert policy.decide("digits", "1", 0.5).outcome == "sent"
     now[0] += 300
-    assert policy.decide("digits") == "cooldown"
-    assert policy.decide("other") == "sent"  # per model
+    assert policy.decide("digits", "1", 0.5).outcome == "cooldown"
+    assert policy.decide("other", "1", 0.5).outcome == "sent"  # per model
+    assert policy.decide("digits", "2", 0.5).outcome == "sent"  # a new version has its own cooldown
     now[0] += 400
-    assert policy.decide("digits") == "sent"
-    now[0] += 700
-    assert policy.decide("digits") == "budget"  # two in the last hour already
+    assert policy.decide("digits", "1", 0.5).outcome == "budget"  # two for digits in the last hour already
     now[0] += 3600
-    assert policy.decide("digits") == "sent"
+    assert policy.decide("digits", "1", 0.5).outcome == "sent"
+    status = {(s.model, s.version): s for s in policy.status()}
+    assert status[("digits", "1")].sent == 2
+    assert status[("digits", "1")].suppressed == {"cooldown": 1, "budget": 1}
+    assert "budget" in status[("digits", "1")].last_suppressed_reason
+
+
+def test_a_small_stale_alert_cannot_lock_out_a_real_shift() -> None:
+    """A false alarm's TrainRequest starts the cooldown; a drift several times larger still gets through."""
+    now = [0.0]
+    policy = RetrainPolicy(cooldown_s=3600, budget=6, budget_period_s=86400, escalation=2.0, clock=lambda: now[0])
+    assert policy.decide("digits", "1", 0.02).outcome == "sent"  # one feature of 74 drifted
+    now[0] += 60
+    assert policy.decide("digits", "1", 0.03).outcome == "cooldown"
+    decision = policy.decide("digits", "1", 0.8)  # the real shift: most tests drift
+    assert decision.outcome == "escalated" and decision.send and "grew from 2% to 80%" in decision.reason
+    now[0] += 60
+    assert policy.decide("digits", "1", 0.9).outcome == "cooldown"  # not 2x the 80% that caused the last
+
+
+def test_policy_remembers_requests_sent_before_a_restart() -> None:
+    now = [10_000.0]
+    policy = RetrainPolicy(cooldown_s=600, budget=6, budget_period_s=3600, clock=lambda: now[0])
+    policy.seed("digits", "3", sent_at=9_900.0, drifted_share=0.5)
+    assert policy.decide("digits", "3", 0.6).outcome == "cooldown"
+    assert policy.decide("digits", "4", 0.6).outcome == "sent"
 
 
 def test_lasting_drift_alerts_repeatedly_but_retrains_once_per_cooldown(traffic: DigitsTraffic) -> None:
@@ -193,4 +217,5 @@ def test_time_windows_detect_a_shift_too(traffic: DigitsTraffic) -> None:
     outcomes, alerts, _ = monitor.observe(batch)
     assert outcomes and {o.window for o in outcomes} == {"time"}
     assert alerts and alerts[0].window == "time"
-    assert max(o.verdict.samples for o in outcomes) == 400  # 20 s at 20 per second
+    # 20 s at 20 per second; drawn with replacement, so some inputs repeat and are tested once
+    assert max(o.verdict.samples + o.verdict.duplicates for o in outcomes) == 400

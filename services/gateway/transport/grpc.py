@@ -4,8 +4,8 @@ Each RPC parses its request, admits the caller's key for the RPC's scope, makes 
 call and converts the answer back; errors go through the one status table. Requests arrive as
 bytes and are parsed here, so a malformed protobuf is INVALID_ARGUMENT (the stock deserializer
 would make it INTERNAL). Metadata: `authorization: Bearer <key>` or `x-api-key`,
-`x-flywheel-sticky-key`; the call's own deadline is propagated. Messages over the size limit are
-refused by gRPC itself with RESOURCE_EXHAUSTED.
+`x-flywheel-sticky-key`, `x-flywheel-synthetic`; the call's own deadline is propagated. Messages
+over the size limit are refused by gRPC itself with RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from services.gateway.auth import Guard
 from services.gateway.dataplane import Gateway
 from services.gateway.errors import InvalidInput
 from services.gateway.transport.observe import observe
+from services.gateway.transport.origin import origin_of
 from services.gateway.transport.status import ERRORS
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.oip import grpc_codec
@@ -43,7 +44,7 @@ class GatewayServicer:
         self, request: pb.ModelInferRequest, metadata: dict[str, str], key_id: str, context: Context
     ) -> Message:
         decoded = grpc_codec.decode_request(request, context.time_remaining(), self._max_bytes)
-        answer = await self._gateway.infer(decoded, key_id, metadata.get("x-flywheel-sticky-key"))
+        answer = await self._gateway.infer(decoded, origin_of(metadata, key_id))
         return grpc_codec.encode_response(answer.response, raw=grpc_codec.wants_raw(request))
 
     async def server_live(self, request: Any, metadata: dict[str, str], key_id: str, context: Context) -> Message:

@@ -4,7 +4,8 @@ Each route admits the caller's key, makes one `Gateway` call and converts its an
 through the one status table (transport/status.py). v2 inference is rest_infer.py's route.
 
 Headers: `Authorization: Bearer <key>` (or `X-API-Key`), `X-Flywheel-Sticky-Key` (pins a caller
-to one side of a canary split), `X-Flywheel-Timeout-Ms` (a shorter deadline than the gateway's).
+to one side of a canary split), `X-Flywheel-Timeout-Ms` (a shorter deadline than the gateway's),
+`X-Flywheel-Synthetic: true` (load-test traffic: logged as synthetic, left out of drift and training data).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from services.gateway.dataplane import Gateway
 from services.gateway.errors import InvalidInput
 from services.gateway.routing import Route
 from services.gateway.transport.observe import observe
+from services.gateway.transport.origin import origin_of
 from services.gateway.transport.rest_infer import infer_route
 from services.gateway.transport.status import ERRORS
 from services.oip import asgi, rest_codec
@@ -170,14 +172,8 @@ def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_
             body = await body_json(request)
             if not isinstance(body, dict) or "instances" not in body:
                 raise InvalidInput("body must be a JSON object with 'instances'")
-            result = await gateway.predict(
-                name,
-                body["instances"],
-                key_id,
-                timeout_s,
-                request.headers.get("x-flywheel-sticky-key"),
-                str(body.get("id", "")),
-            )
+            origin = origin_of(request.headers, key_id)
+            result = await gateway.predict(name, body["instances"], origin, timeout_s, str(body.get("id", "")))
             observation.version = result["model_version"]
             return result
 

@@ -6,8 +6,9 @@ FastAPI app only documents it. The handler reads the body (bounded), admits the 
 the body with the protocol's codec (JSON or binary tensors, gzip/deflate), makes the one
 `Gateway.infer` call and encodes the answer as the caller asked for it.
 
-Headers: `Authorization: Bearer <key>` (or `X-API-Key`), `X-Flywheel-Sticky-Key`,
-`X-Flywheel-Timeout-Ms`, `X-Request-Id` (names the request when its body has no `id`).
+Headers: `Authorization: Bearer <key>` (or `X-API-Key`), `X-Flywheel-Timeout-Ms`, and those of
+transport/origin.py: `X-Flywheel-Sticky-Key`, `X-Flywheel-Synthetic`, `X-Request-Id` (names the
+request when its body has no `id`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from services.gateway.auth import Guard
 from services.gateway.dataplane import Gateway
 from services.gateway.transport.observe import observe
+from services.gateway.transport.origin import origin_of
 from services.gateway.transport.status import ERRORS
 from services.oip import rest_codec
 from services.oip.asgi import InferCall, InferRoute
@@ -33,9 +35,7 @@ def infer_route(app: ASGIApp, gateway: Gateway, guard: Guard, max_request_bytes:
             request, binary = rest_codec.decode_request(
                 call.model, call.version, body, headers, max_request_bytes, max_body
             )
-            answer = await gateway.infer(
-                request, key_id, headers.get("x-flywheel-sticky-key"), headers.get("x-request-id", "")
-            )
+            answer = await gateway.infer(request, origin_of(headers, key_id))
             observation.version = answer.response.version
         payload, reply_headers = rest_codec.encode_response(answer.response, binary)
         reply_headers["x-request-id"] = answer.request_id
