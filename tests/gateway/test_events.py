@@ -208,3 +208,30 @@ def test_rest_predictions_json_and_binary_are_logged_with_their_tensors(
         assert log.route == "production" and log.model_version == "1"
         np.testing.assert_allclose(np.array(log.input_features), features, rtol=1e-6)
         np.testing.assert_allclose(np.array(log.output_scores), scores, rtol=1e-6)
+
+
+def test_synthetic_traffic_is_logged_as_such(kgateway: Gateway, kafka: Broker, keys: dict[str, str]) -> None:
+    """X-Flywheel-Synthetic (HTTP header or gRPC metadata) marks a request's prediction log; a value that is
+    not a boolean is refused before anything is sent on."""
+    prefix = f"syn-{uuid.uuid4().hex[:8]}-"
+    tensor = {"name": "features", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}
+    url = f"{kgateway.http_url}/v2/models/{MODEL}/versions/1/infer"
+    with httpx.Client(headers=auth(keys["predict"]), timeout=10) as client:
+        for rid, flag in ((f"{prefix}rest-yes", "true"), (f"{prefix}rest-no", None)):
+            headers = {"X-Flywheel-Synthetic": flag} if flag else {}
+            r = client.post(url, json={"id": rid, "inputs": [tensor]}, headers=headers)
+            assert r.status_code == 200, r.text
+        r = client.post(url, json={"inputs": [tensor]}, headers={"X-Flywheel-Synthetic": "maybe"})
+        assert r.status_code == 400 and "X-Flywheel-Synthetic" in r.json()["error"]
+    request = pb.ModelInferRequest(model_name=MODEL, model_version="1", id=f"{prefix}grpc-yes")
+    request.inputs.add(name="features", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+    with grpc.insecure_channel(kgateway.grpc_addr) as channel:
+        metadata = [("x-api-key", keys["predict"]), ("x-flywheel-synthetic", "1")]
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=metadata, timeout=10)
+    found = _logs(kafka.bootstrap, prefix, 3)
+    assert {rid: log.synthetic for rid, log in found.items()} == {
+        f"{prefix}rest-yes": True,
+        f"{prefix}rest-no": False,
+        f"{prefix}grpc-yes": True,
+    }
