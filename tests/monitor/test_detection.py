@@ -219,3 +219,89 @@ def test_time_windows_detect_a_shift_too(traffic: DigitsTraffic) -> None:
     assert alerts and alerts[0].window == "time"
     # 20 s at 20 per second; drawn with replacement, so some inputs repeat and are tested once
     assert max(o.verdict.samples + o.verdict.duplicates for o in outcomes) == 400
+
+
+def _column(name: str, values: np.ndarray) -> ColumnReference:
+    """A column reference built the way the lake's profile builds it (levels kept when discrete)."""
+    from services.profiles.reference import _column_profile
+
+    return ColumnReference.from_profile(name, _column_profile(values))
+
+
+def test_discrete_columns_get_a_test_valid_with_ties() -> None:
+    """A pixel takes a handful of grey levels. The per-level chi-square keeps its nominal level under
+    no change; Kolmogorov-Smirnov on the same tied data rejects far less often than it claims."""
+    from services.monitor.statistics import level_test
+
+    rng = np.random.default_rng(0)
+    levels = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    probs = np.array([0.6, 0.1, 0.1, 0.1, 0.1])
+    col = _column("pixel", rng.choice(levels, 2000, p=probs))
+    assert col.discrete
+    chi2_p, ks_p = [], []
+    for _ in range(400):
+        live = rng.choice(levels, 200, p=probs)
+        chi2_p.append(level_test(live, col)[1])
+        ks_p.append(ks_test(live, col)[1])
+    chi2_rate, ks_rate = np.mean(np.array(chi2_p) < 0.05), np.mean(np.array(ks_p) < 0.05)
+    assert 0.02 <= chi2_rate <= 0.09, chi2_rate
+    assert ks_rate < chi2_rate / 2, (ks_rate, chi2_rate)
+    # A real change of the level shares is found.
+    shifted = rng.choice(levels, 200, p=[0.4, 0.1, 0.1, 0.1, 0.3])
+    assert level_test(shifted, col)[1] < 1e-6
+
+
+def test_a_value_the_reference_never_had_is_evidence_of_drift() -> None:
+    """A corner pixel that was always blank now carries sensor noise."""
+    from services.monitor.statistics import level_test
+
+    col = _column("corner", np.zeros(1000))
+    noisy = np.abs(np.random.default_rng(1).normal(0.0, 0.1, 200))
+    statistic, p, _, excess = level_test(noisy, col)
+    assert p < 1e-9 and excess > 1.0
+    _, p_same, _, excess_same = level_test(np.zeros(200), col)
+    assert p_same == 1.0 and excess_same == 0.0
+
+
+def test_a_large_window_needs_an_effect_not_only_significance() -> None:
+    """Over 20,000 predictions a small shift (a third of a standard deviation) is significant; it is not
+    drift unless it is large."""
+    rng = np.random.default_rng(2)
+    col = _column("x", rng.normal(0.0, 1.0, 20_000))
+    assert not col.discrete
+    reference = Reference("s", 20_000, (col,), (), {})
+    small = rng.normal(0.3, 1.0, (20_000, 1))
+    verdict = evaluate_window(reference, small, [], DriftConfig(features="raw"))
+    assert verdict is not None
+    ks = verdict.decisions()[0]
+    assert ks.p_value < 1e-4 and ks.effect < 0.3 and not verdict.drifted
+    large = rng.normal(1.0, 1.0, (20_000, 1))
+    assert evaluate_window(reference, large, [], DriftConfig(features="raw")).drifted
+
+
+def test_repeated_inputs_are_tested_once(traffic: DigitsTraffic, reference: Reference) -> None:
+    """Resending the same 60 images ten times is 60 inputs, too few to test, not 600."""
+    x, _, predicted, _ = traffic.sample(60, np.random.default_rng(6), shift=inversion(1.0), replace=False)
+    repeated = np.tile(x, (10, 1))
+    labels = [str(p) for p in np.tile(predicted, 10)]
+    assert evaluate_window(reference, repeated, labels, DriftConfig(min_samples=100)) is None
+    verdict = evaluate_window(reference, repeated, labels, DriftConfig(min_samples=50))
+    assert verdict is not None and verdict.samples == 60 and verdict.duplicates == 540 and verdict.drifted
+    counted = evaluate_window(reference, repeated, labels, DriftConfig(min_samples=100, dedupe=False))
+    assert counted is not None and counted.samples == 600
+
+
+def test_subset_traffic_raises_no_alarm(traffic: DigitsTraffic, reference: Reference) -> None:
+    """Traffic from part of the training distribution (a few writers; three classes at twice their
+    share) is not a shift: no window is flagged."""
+    rng = np.random.default_rng(13)
+    weights = np.ones(10)
+    weights[[0, 1, 2]] = 2.0
+    flagged = 0
+    for i in range(60):
+        pool = traffic.writers_block((i % 4) * 450, 500)
+        x, _, predicted, _ = traffic.sample(200, rng, pool=pool)
+        flagged += evaluate_window(reference, x, [str(p) for p in predicted], DriftConfig()).drifted
+        x, _, predicted, _ = traffic.sample(200, rng, class_weights=weights)
+        flagged += evaluate_window(reference, x, [str(p) for p in predicted], DriftConfig()).drifted
+    assert flagged <= 1, f"{flagged} of 120 subset windows flagged"

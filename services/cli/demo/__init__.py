@@ -27,7 +27,8 @@ from services.config import CommonSettings, ConfigError, load_settings
 console = Console()
 
 
-DEMO_MARKER = ".flywheel-demo"
+DEFAULT_HOME = ".flywheel/demo"
+DEMO_MARKER = ".flywheel-demo"  # a folder the demo made, so it may wipe it again
 
 
 def demo_env(quick: bool, api_key: str, webhook_token: str) -> dict[str, str]:
@@ -63,14 +64,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         console.print(f"[red]flywheel demo:[/red] {exc.message}", highlight=False)
         return 2
-    home = Path(getattr(args, "home", None) or ".flywheel/demo").resolve()
+    chosen = getattr(args, "home", None)
+    home = Path(chosen or DEFAULT_HOME).resolve()
     if any(runner.pid_alive(c.pid) for c in runner.read_state(home)):
         console.print(
             f"[red]flywheel demo:[/red] a stack is already running from {home}; "
             f"stop it with `flywheel down --home {home}`"
         )
         return 2
-    if home.exists() and any(home.iterdir()) and not (home / DEMO_MARKER).exists():
+    if chosen and home.exists() and any(home.iterdir()) and not (home / DEMO_MARKER).exists():
         console.print(
             f"[red]flywheel demo:[/red] {home} is not empty and not a demo's home: the demo wipes its home at "
             "start, so give it an empty or new folder (`--home DIR`)"
