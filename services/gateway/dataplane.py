@@ -120,7 +120,7 @@ class Gateway:
         on_rollback: Callable[[Verdict], None] | None = None,
     ) -> None:
         """`on_rollback`: told of each canary taken out of traffic (the Kafka adapter publishes it)."""
-        self.client = client
+        self._client = client
         self._routes = routes
         self._cards = cards
         self._watch = watch
@@ -184,7 +184,7 @@ class Gateway:
         request.version = choice.version  # the request is ours once decoded: routed in place
         started = time.perf_counter()
         try:
-            response = await self.client.infer(request, request_id, deadline)
+            response = await self._client.infer(request, request_id, deadline)
         except GatewayError as exc:
             if choice.route == CANARY and isinstance(exc, CANARY_FAULTS):
                 self._judge(request.model, choice.version, False, time.perf_counter() - started)
@@ -251,7 +251,7 @@ class Gateway:
     ) -> None:
         started = time.perf_counter()
         try:
-            response = await self.client.infer(request, request_id, self.deadline())
+            response = await self._client.infer(request, request_id, self.deadline())
         except GatewayError as exc:
             SHADOW.labels(request.model, "error").inc()
             log.info(
@@ -307,39 +307,39 @@ class Gateway:
 
     # -- health, metadata, repository ----------------------------------------------------------
     async def server_live(self, timeout_s: float | None = None) -> bool:
-        return await self.client.server_live(self.deadline(timeout_s))
+        return await self._client.server_live(self.deadline(timeout_s))
 
     async def server_ready(self, timeout_s: float | None = None) -> bool:
-        return await self.client.server_ready(self.deadline(timeout_s))
+        return await self._client.server_ready(self.deadline(timeout_s))
 
     async def server_metadata(self, timeout_s: float | None = None) -> pb.ServerMetadataResponse:
-        return await self.client.server_metadata(self.deadline(timeout_s))
+        return await self._client.server_metadata(self.deadline(timeout_s))
 
     async def model_ready(self, name: str, version: str, timeout_s: float | None = None) -> bool:
-        return await self.client.model_ready(check_model(name), check_version(version), self.deadline(timeout_s))
+        return await self._client.model_ready(check_model(name), check_version(version), self.deadline(timeout_s))
 
     async def model_metadata(self, name: str, version: str, timeout_s: float | None = None) -> pb.ModelMetadataResponse:
         name, version = check_model(name), check_version(version)
-        return await self.client.model_metadata(name, version, self.deadline(timeout_s))
+        return await self._client.model_metadata(name, version, self.deadline(timeout_s))
 
     async def model_config(self, name: str, version: str, timeout_s: float | None = None) -> pb.ModelConfigResponse:
         name, version = check_model(name), check_version(version)
-        return await self.client.model_config(name, version, self.deadline(timeout_s))
+        return await self._client.model_config(name, version, self.deadline(timeout_s))
 
     async def model_statistics(
         self, name: str, version: str, timeout_s: float | None = None
     ) -> pb.ModelStatisticsResponse:
         name = check_model(name) if name else ""
-        return await self.client.model_statistics(name, check_version(version), self.deadline(timeout_s))
+        return await self._client.model_statistics(name, check_version(version), self.deadline(timeout_s))
 
     async def repository_index(self, ready_only: bool, timeout_s: float | None = None) -> pb.RepositoryIndexResponse:
-        return await self.client.repository_index(ready_only, self.deadline(timeout_s))
+        return await self._client.repository_index(ready_only, self.deadline(timeout_s))
 
     async def repository_load(self, name: str, timeout_s: float | None = None) -> None:
-        await self.client.repository_load(check_model(name), self.deadline(timeout_s))
+        await self._client.repository_load(check_model(name), self.deadline(timeout_s))
 
     async def repository_unload(self, name: str, timeout_s: float | None = None) -> None:
-        await self.client.repository_unload(check_model(name), self.deadline(timeout_s))
+        await self._client.repository_unload(check_model(name), self.deadline(timeout_s))
 
     # -- routes (admin) ------------------------------------------------------------------------
     def routes(self) -> list[Route]:
