@@ -8,7 +8,8 @@ and writes bench/results/gateway.json. The client runs in this process: on a sma
 competes with the servers for CPU, which inflates every number alike. A fifth target, a bare
 grpc.aio proxy that forwards bytes (bench/gateway/bare_proxy.py), shows the floor of one more
 Python gRPC hop, so the gateway's own cost is the difference between it and the gateway.
-Each row also has the CPU the server processes on its path spent per request (read from /proc):
+Each row also has the CPU the server processes on its path spent per request (read from /proc),
+in all and in the first of them (the gateway, the proxy or the model server itself):
 unlike latency, that hardly moves with the machine's load, so it compares runs from busy sittings.
 """
 
@@ -180,15 +181,18 @@ def main() -> int:
             lat: dict[tuple[str, str], list[float]] = {t: [] for t in targets}
             wall: dict[tuple[str, str], float] = dict.fromkeys(targets, 0.0)
             cpu: dict[tuple[str, str], float] = dict.fromkeys(targets, 0.0)
+            front: dict[tuple[str, str], float] = dict.fromkeys(targets, 0.0)  # the first process on the path
             errs: dict[tuple[str, str], list[int]] = {t: [0] for t in targets}
             per_round = max(1, args.requests // args.rounds)
             for _ in range(args.rounds):
                 for t, run in targets.items():
-                    cpu0 = sum(_cpu_s(pid) for pid in servers[t[1]])
+                    before = [_cpu_s(pid) for pid in servers[t[1]]]
                     t0 = time.perf_counter()
                     lat[t] += asyncio.run(run(per_round, c, errs[t]))
                     wall[t] += time.perf_counter() - t0
-                    cpu[t] += sum(_cpu_s(pid) for pid in servers[t[1]]) - cpu0
+                    spent = [_cpu_s(pid) - b for pid, b in zip(servers[t[1]], before, strict=True)]
+                    cpu[t] += sum(spent)
+                    front[t] += spent[0]
             for t in targets:
                 arr = np.array(lat[t]) * 1000
                 rows.append(
@@ -202,6 +206,7 @@ def main() -> int:
                         "p99_ms": float(np.percentile(arr, 99)),
                         "throughput_rps": len(arr) / wall[t],
                         "server_cpu_ms_per_request": cpu[t] * 1000 / max(1, len(arr)),
+                        "front_cpu_ms_per_request": front[t] * 1000 / max(1, len(arr)),
                     }
                 )
     finally:
