@@ -16,7 +16,6 @@ body (how the gateway passes on what is left of its budget). With Triton's `time
 
 from __future__ import annotations
 
-import json
 import math
 import zlib
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from services.oip.datatypes import datatype_of_array, decode_raw, decode_values
 from services.oip.errors import ProtocolError
@@ -101,8 +101,8 @@ def decode_request(
     body = decompress(body, headers.get("content-encoding", "identity"), max_body_bytes)
     head, binary = _split(body, headers.get(HEADER_LENGTH_KEY))
     try:
-        doc = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"inference request is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise ProtocolError("inference request must be a JSON object with an 'inputs' list")
@@ -185,7 +185,7 @@ def encode_response(response: InferResponse, binary: BinaryOutputs) -> tuple[byt
     doc: dict[str, Any] = {"model_name": response.model, "model_version": response.version, "outputs": outputs}
     if response.id:
         doc["id"] = response.id
-    head = json.dumps(doc).encode()
+    head = orjson.dumps(doc)
     if not chunks:
         return head, {"content-type": JSON}
     return b"".join([head, *chunks]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))}
@@ -215,7 +215,7 @@ def encode_request(request: InferRequest) -> tuple[bytes, dict[str, str]]:
     doc["parameters"] = {**request.parameters, "binary_data_output": True}
     if request.outputs:
         doc["outputs"] = [{"name": o, "parameters": {"binary_data": True}} for o in request.outputs]
-    head = json.dumps(doc, separators=(",", ":")).encode()
+    head = orjson.dumps(doc)
     return b"".join([head, *chunks]), {"content-type": BINARY, HEADER_LENGTH_KEY: str(len(head))}
 
 
@@ -223,8 +223,8 @@ def decode_response(body: bytes, header_length: str | None) -> InferResponse:
     """A v2 REST answer (binary or JSON tensors) → the response; a ProtocolError when it is not one."""
     head, binary = _split(body, header_length)
     try:
-        doc = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"the answer is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("outputs", []), list):
         raise ProtocolError("the answer is not a v2 inference response")
