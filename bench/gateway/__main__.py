@@ -35,9 +35,9 @@ from rich.table import Table
 
 from bench import report
 from bench.gateway.model import write_digits_model
-from bench.processes import wait_ready
-from services.cli.brokers import start_broker
-from services.cli.ports import free_port, wait_for_port
+from services.devstack.brokers import start_broker
+from services.devstack.ports import free_port, wait_for_port
+from services.devstack.supervisor import wait_ready
 from services.events import ensure_topics
 from services.gateway.keys import KeyStore
 from services.gateway.tables import MIGRATIONS

@@ -38,8 +38,8 @@ from rich.table import Table
 
 from bench import report
 from bench.gateway.model import write_digits_model
-from bench.processes import wait_ready
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
+from services.devstack.supervisor import wait_ready
 from services.gateway.breaker import Breakers
 from services.gateway.deadline import Deadline
 from services.gateway.modelserver_client import ModelServerClient

@@ -35,8 +35,8 @@ from rich.table import Table
 
 from bench import report
 from bench.gateway.model import write_digits_model
-from bench.processes import wait_ready
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
+from services.devstack.supervisor import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results" / "modelserver_rest.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.cli.runner import pid_alive, read_state
+from services.devstack.supervisor import pid_alive, read_state
 
 
 def _flywheel(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.gateway.keys import KeyStore
 from services.gateway.tables import MIGRATIONS
 from services.storage import Database, migrate

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import uvicorn
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.gateway.breaker import Breakers
 from services.gateway.deadline import Deadline
 from services.gateway.errors import (

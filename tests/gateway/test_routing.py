@@ -10,7 +10,7 @@ import grpc
 import httpx
 import numpy as np
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.genproto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.gateway.conftest import Gateway, GatewayFactory, auth

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.brokers import Broker, start_broker
+from services.devstack.brokers import Broker, start_broker
 from services.events import ensure_topics
 from services.storage import Database, migrate
 from services.trainer.data.sklearn_digits import write_digits_snapshot
