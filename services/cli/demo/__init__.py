@@ -101,7 +101,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(
             f"  [dim]·[/dim] stack ready in {time.monotonic() - started:.1f} s ({len(components)} components)"
         )
-        story = Story(cfg, Endpoints.from_components(components), key, token, console)
+        from loadtests.run import run_locust  # the composition root wires the load generator in
+
+        story = Story(cfg, Endpoints.from_components(components), key, token, console, run_locust)
         for step in (story.ingest, story.train_first, story.serve, story.load, story.drift, story.canary):
             step()
         code = 0
