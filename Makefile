@@ -117,6 +117,12 @@ bench-lake: setup
 bench-ingest: setup
 	$(PY) -m bench.ingest $(BENCH_ARGS)
 
+# The demo's v1 trained once per seed (20 seeds): margin over logistic regression and the gate's verdict
+# (bench/results/demo_seeds.json). BENCH_ARGS="--quick" for the quick story's data size, "--search" with its search.
+.PHONY: demo-seeds
+demo-seeds: setup
+	$(PY) -m bench.demo_seeds $(BENCH_ARGS)
+
 .PHONY: eval-drift bench-lake
 # Drift evaluation: events until detection per shift and strength, false-alarm rate (bench/results/drift.json).
 eval-drift: setup

@@ -4,8 +4,9 @@
   about v wait `cooldown_s`. A new version has its own cooldown, so promoting a retrained model
   restarts the clock: a drift of the new version is never swallowed by an older alert.
 * **Escalation.** Inside the cooldown, an alert whose drift is at least `escalation` times larger
-  (share of the window's tests that drifted) than the one that caused the last request is sent
-  anyway: a small, stale alert cannot lock out the real shift that follows it.
+  (share of the window's tests that drifted), and at least `escalation_gain` larger in absolute
+  terms, than the one that caused the last request is sent anyway: a small, stale alert cannot
+  lock out the real shift that follows it, and one drifted test becoming two is not a new shift.
 * **Budget.** At most `budget` requests per model per `budget_period_s`, whatever else happens.
 
 Every suppressed request is counted and remembered (`status()`, served by the monitor's
@@ -54,6 +55,7 @@ class RetrainPolicy:
     budget: int
     budget_period_s: float
     escalation: float = 2.0
+    escalation_gain: float = 0.1
     clock: Callable[[], float] = time.time
     _versions: dict[tuple[str, str], VersionRetraining] = field(default_factory=dict)
     _sent: dict[str, deque[float]] = field(default_factory=dict)
@@ -79,7 +81,10 @@ class RetrainPolicy:
                 age = now - state.last_sent_at
                 reason = f"last request for v{version} {age:.0f} s ago"
                 if age < self.cooldown_s:
-                    if drifted_share >= self.escalation * state.last_sent_share:
+                    grown = drifted_share >= max(
+                        self.escalation * state.last_sent_share, state.last_sent_share + self.escalation_gain
+                    )
+                    if grown:
                         outcome = ESCALATED
                         reason += (
                             f", inside the {self.cooldown_s:.0f} s cooldown, but the drift grew from "
@@ -89,7 +94,8 @@ class RetrainPolicy:
                         outcome = COOLDOWN
                         reason += (
                             f", inside the {self.cooldown_s:.0f} s cooldown; {drifted_share:.0%} of the tests "
-                            f"drifted, not {self.escalation:g}× the {state.last_sent_share:.0%} that caused it"
+                            f"drifted, not {self.escalation:g}× (and {self.escalation_gain:.0%} more than) the "
+                            f"{state.last_sent_share:.0%} that caused it"
                         )
             if outcome != COOLDOWN:
                 sent = self._sent.setdefault(model, deque())

@@ -210,28 +210,51 @@ def test_rest_predictions_json_and_binary_are_logged_with_their_tensors(
         np.testing.assert_allclose(np.array(log.output_scores), scores, rtol=1e-6)
 
 
-def test_synthetic_traffic_is_logged_as_such(kgateway: Gateway, kafka: Broker, keys: dict[str, str]) -> None:
-    """X-Flywheel-Synthetic (HTTP header or gRPC metadata) marks a request's prediction log; a value that is
-    not a boolean is refused before anything is sent on."""
+def test_synthetic_traffic_is_marked_in_the_prediction_log(
+    kgateway: Gateway, kafka: Broker, keys: dict[str, str]
+) -> None:
+    """`X-Flywheel-Synthetic` (HTTP) and `x-flywheel-synthetic` (gRPC metadata) mark load-test traffic in
+    the log, on every inference route; unmarked traffic is production; a bad value is a 400."""
     prefix = f"syn-{uuid.uuid4().hex[:8]}-"
-    tensor = {"name": "features", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}
-    url = f"{kgateway.http_url}/v2/models/{MODEL}/versions/1/infer"
+    features = [0.0] * 64
+    v2 = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "data": features}]}
     with httpx.Client(headers=auth(keys["predict"]), timeout=10) as client:
-        for rid, flag in ((f"{prefix}rest-yes", "true"), (f"{prefix}rest-no", None)):
-            headers = {"X-Flywheel-Synthetic": flag} if flag else {}
-            r = client.post(url, json={"id": rid, "inputs": [tensor]}, headers=headers)
+        for synthetic in (True, False):
+            tag = "s" if synthetic else "p"
+            headers = {"X-Flywheel-Synthetic": "true"} if synthetic else {}
+            r = client.post(
+                f"{kgateway.http_url}/v1/models/{MODEL}:predict",
+                json={"id": f"{prefix}predict-{tag}", "instances": [features]},
+                headers=headers,
+            )
             assert r.status_code == 200, r.text
-        r = client.post(url, json={"inputs": [tensor]}, headers={"X-Flywheel-Synthetic": "maybe"})
-        assert r.status_code == 400 and "X-Flywheel-Synthetic" in r.json()["error"]
-    request = pb.ModelInferRequest(model_name=MODEL, model_version="1", id=f"{prefix}grpc-yes")
-    request.inputs.add(name="features", datatype="FP32", shape=[1, 64])
-    request.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
-    with grpc.insecure_channel(kgateway.grpc_addr) as channel:
-        metadata = [("x-api-key", keys["predict"]), ("x-flywheel-synthetic", "1")]
-        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=metadata, timeout=10)
-    found = _logs(kafka.bootstrap, prefix, 3)
+            r = client.post(
+                f"{kgateway.http_url}/v2/models/{MODEL}/versions/1/infer",
+                json={"id": f"{prefix}v2-{tag}", **v2},
+                headers=headers,
+            )
+            assert r.status_code == 200, r.text
+        bad = client.post(
+            f"{kgateway.http_url}/v1/models/{MODEL}:predict",
+            json={"instances": [features]},
+            headers={"X-Flywheel-Synthetic": "maybe"},
+        )
+        assert bad.status_code == 400 and "X-Flywheel-Synthetic" in bad.json()["error"]
+
+    async def grpc_calls() -> None:
+        async with grpc.aio.insecure_channel(kgateway.grpc_addr) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for synthetic in (True, False):
+                req = pb.ModelInferRequest(
+                    model_name=MODEL, model_version="1", id=f"{prefix}grpc-{'s' if synthetic else 'p'}"
+                )
+                req.inputs.add(name="features", datatype="FP32", shape=[1, 64])
+                req.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+                metadata = [("x-api-key", keys["predict"])] + ([("x-flywheel-synthetic", "1")] if synthetic else [])
+                await stub.ModelInfer(req, metadata=metadata, timeout=10)
+
+    asyncio.run(grpc_calls())
+    found = _logs(kafka.bootstrap, prefix, 6)
     assert {rid: log.synthetic for rid, log in found.items()} == {
-        f"{prefix}rest-yes": True,
-        f"{prefix}rest-no": False,
-        f"{prefix}grpc-yes": True,
+        f"{prefix}{route}-{tag}": tag == "s" for route in ("predict", "v2", "grpc") for tag in ("s", "p")
     }

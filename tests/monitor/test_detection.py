@@ -155,6 +155,7 @@ def test_a_small_stale_alert_cannot_lock_out_a_real_shift() -> None:
     assert policy.decide("digits", "1", 0.02).outcome == "sent"  # one feature of 74 drifted
     now[0] += 60
     assert policy.decide("digits", "1", 0.03).outcome == "cooldown"
+    assert policy.decide("digits", "1", 0.05).outcome == "cooldown"  # 2.5×, but three tests more is no new shift
     decision = policy.decide("digits", "1", 0.8)  # the real shift: most tests drift
     assert decision.outcome == "escalated" and decision.send and "grew from 2% to 80%" in decision.reason
     now[0] += 60
@@ -257,7 +258,7 @@ def test_a_value_the_reference_never_had_is_evidence_of_drift() -> None:
 
     col = _column("corner", np.zeros(1000))
     noisy = np.abs(np.random.default_rng(1).normal(0.0, 0.1, 200))
-    statistic, p, _, excess = level_test(noisy, col)
+    _, p, _, excess = level_test(noisy, col)
     assert p < 1e-9 and excess > 1.0
     _, p_same, _, excess_same = level_test(np.zeros(200), col)
     assert p_same == 1.0 and excess_same == 0.0

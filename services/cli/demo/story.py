@@ -71,6 +71,7 @@ class Story:
         self.webhook_token = webhook_token
         self.console = console
         self.results = Results()
+        self.results["seed"] = cfg.seed
         self.digits = Digits.load(cfg.n_labels, cfg.seed)
         self.http = httpx.Client(timeout=30)
         self._channel = grpc.insecure_channel(ep.grpc["gateway"])
