@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODEL = "digits"
-# The small CNN beats logistic regression on every seed measured; the MLP did not (see the README).
+# Measured over 20 seeds (`make demo-seeds`): one small CNN's test accuracy moves by a point or two
+# with its initialisation and lost to logistic regression on 3 seeds of 20; the mean of five CNNs
+# trained from different seeds (one served model) beats it on every seed. Shift augmentation hurt
+# on these 8×8 images. Numbers in the README.
 DEMO_FAMILY = "digits_cnn"
-DEMO_HYPERPARAMETERS = {"lr": "0.001"}
+DEMO_HYPERPARAMETERS = {"lr": "0.001", "augment_shift": "0", "ensemble": "5"}
 
 
 @dataclass
