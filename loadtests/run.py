@@ -64,7 +64,7 @@ def run_locust(
 
 
 def _from_state(home: Path) -> tuple[str, str, str]:
-    from services.cli.runner import read_state
+    from services.devstack.supervisor import read_state
 
     url = grpc = kafka = ""
     for c in read_state(home):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.brokers import Broker, kafka_jars_present, start_broker
-from services.cli.ports import free_port
+from services.devstack.brokers import Broker, kafka_jars_present, start_broker
+from services.devstack.ports import free_port
 from services.events import ensure_topics
 from tests.support.required import unavailable
 

@@ -34,7 +34,7 @@ from services.projects import load_spec_file
 from services.storage import Database, migrate
 from services.trainer.data.sklearn_digits import write_snapshot
 from services.trainer.export import ExportOptions
-from services.trainer.pipeline import JobContext, JobSpec, git_commit, run_job
+from services.trainer.job_run import JobContext, JobSpec, git_commit, run_job
 from services.trainer.registry import Registry
 from services.trainer.settings import TrainerSettings
 from services.trainer.tables import MIGRATIONS

@@ -15,7 +15,7 @@ import httpx
 from services.cli.demo.config import DEMO_FAMILY, DEMO_HYPERPARAMETERS, MODEL
 from services.cli.demo.data import Digits, native_labels
 from services.cli.demo.endpoints import Endpoints, check, wait_for
-from services.cli.runner import Component
+from services.devstack.supervisor import Component
 
 LABELS = 1500
 BATCH = 250

@@ -18,9 +18,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from services.cli import runner
-from services.cli.stack import SERVICES, available_services
 from services.config import CommonSettings, ConfigError, load_settings
+from services.devstack import supervisor
+from services.devstack.stack import SERVICES, available_services
 
 # Modules that add subcommands (keys, train, snapshot, demo...), imported lazily.
 EXTRA_COMMANDS: list[str] = [
@@ -37,12 +37,12 @@ def _home(args: argparse.Namespace) -> Path:
     return Path(args.home or os.environ.get("FLYWHEEL_HOME", ".flywheel"))
 
 
-def status_table(components: list[runner.Component]) -> Table:
+def status_table(components: list[supervisor.Component]) -> Table:
     table = Table(title="Flywheel stack", show_lines=False)
     for col in ("component", "address", "state", "pid", "log"):
         table.add_column(col)
     for c in components:
-        state = runner.probe(c)
+        state = supervisor.probe(c)
         colour = "green" if state == "ready" else "red" if state == "stopped" else "yellow"
         table.add_row(c.name, c.address, f"[{colour}]{state}[/{colour}]", str(c.pid), c.log)
     return table
@@ -58,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     home = _home(args)
     only = args.only.split(",") if args.only else None
     try:
-        components = runner.up(
+        components = supervisor.up(
             home,
             kafka=args.kafka,
             bootstrap=args.bootstrap,
@@ -68,7 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             free_ports=args.free_ports,
             progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"),
         )
-    except (runner.StackError, RuntimeError) as exc:
+    except (supervisor.StackError, RuntimeError) as exc:
         console.print(f"[red]flywheel up failed:[/red] {exc}")
         return 1
     if args.with_example_model:
@@ -90,21 +90,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     console.print("attached: Ctrl-C stops everything")
     stop.wait()
-    runner.down(home, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+    supervisor.down(home, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    components = runner.read_state(_home(args))
+    components = supervisor.read_state(_home(args))
     if not components:
         console.print("nothing running (no state file); start with [bold]flywheel up[/bold]")
         return 3
     console.print(status_table(components))
-    return 0 if all(runner.probe(c) == "ready" for c in components) else 1
+    return 0 if all(supervisor.probe(c) == "ready" for c in components) else 1
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    stopped = runner.down(_home(args), progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+    stopped = supervisor.down(_home(args), progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
     console.print(f"stopped {len(stopped)} component(s)" if stopped else "nothing was running")
     return 0
 

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from services.projects import spec_json
 from services.storage import Database
 from services.trainer.errors import InvalidRequest, JobConflict, JobNotFound
-from services.trainer.pipeline import JobSpec
+from services.trainer.job_run import JobSpec
 from services.trainer.projects import ProjectRegistry
 from services.trainer.tables import jobs
 

@@ -12,7 +12,7 @@ import numpy as np
 from services.cli.demo import verdict
 from services.cli.demo.data import DEMO_SHIFT, Digits, label_studio_payload, raw_label
 from services.cli.demo.endpoints import Endpoints
-from services.cli.runner import Component
+from services.devstack.supervisor import Component
 from services.ingest.label_studio import parse_webhook
 from services.preprocessing import png_to_features
 from services.preprocessing.shifts import apply_shift

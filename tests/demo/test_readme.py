@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from services.cli.main import build_parser
-from services.cli.runner import read_state
+from services.devstack.supervisor import read_state
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from services.cli.runner import pid_alive, read_state
+from services.devstack.supervisor import pid_alive, read_state
 from tests.support.required import require_binary
 
 

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.events.codec import new_meta
 from services.events.topics import MODELS, PREDICTIONS

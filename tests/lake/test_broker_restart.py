@@ -13,8 +13,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from services.cli.brokers import Broker, _wait_ready, kafka_jars_present, start_apache_kafka
-from services.cli.ports import free_port
+from services.devstack.brokers import Broker, _wait_ready, kafka_jars_present, start_apache_kafka
+from services.devstack.ports import free_port
 from services.events import EventProducer, ensure_topics
 from tests.lake.conftest import count_rows, start_lake, wait_rows
 from tests.lake.events import LABELS, label_event

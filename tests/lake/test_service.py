@@ -13,7 +13,7 @@ import grpc
 import httpx
 import pytest
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.genproto.flywheel.v1 import lake_pb2 as pb
 from services.genproto.flywheel.v1 import lake_pb2_grpc as pb_grpc

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.drift.traffic import DigitsTraffic, Shift
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.events import EventProducer, new_meta
 from services.events.topics import MODELS, PREDICTIONS
 from services.genproto.flywheel.v1 import events_pb2 as ev

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from bench.drift.traffic import DigitsTraffic, inversion, noise, prior_weights
-from services.cli.brokers import Broker
-from services.cli.ports import free_port
-from services.cli.runner import Component, _terminate, start_prometheus
+from services.devstack.brokers import Broker
+from services.devstack.ports import free_port
+from services.devstack.supervisor import Component, _terminate, start_prometheus
 from services.events import EventProducer, new_meta
 from services.events.topics import DRIFT, PREDICTIONS, TRAIN_REQUESTS
 from services.genproto.flywheel.v1 import events_pb2 as ev

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from services.cli import runner
 from services.cli.demo.config import DEMO_FAMILY, DEMO_HYPERPARAMETERS
 from services.config import CommonSettings, ConfigError, load_settings
+from services.devstack import supervisor
 
 console = Console()
 
@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     chosen = getattr(args, "home", None)
     home = Path(chosen or DEFAULT_HOME).resolve()
-    if any(runner.pid_alive(c.pid) for c in runner.read_state(home)):
+    if any(supervisor.pid_alive(c.pid) for c in supervisor.read_state(home)):
         console.print(
             f"[red]flywheel demo:[/red] a stack is already running from {home}; "
             f"stop it with `flywheel down --home {home}`"
@@ -92,7 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     story: Story | None = None
     code = 1
     try:
-        components = runner.up(
+        components = supervisor.up(
             home,
             free_ports=True,
             extra_env=demo_env(args.quick, key, token),
@@ -101,13 +101,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(
             f"  [dim]·[/dim] stack ready in {time.monotonic() - started:.1f} s ({len(components)} components)"
         )
-        story = Story(cfg, Endpoints.from_components(components), key, token, console)
+        from loadtests.run import run_locust  # the composition root wires the load generator in
+
+        story = Story(cfg, Endpoints.from_components(components), key, token, console, run_locust)
         for step in (story.ingest, story.train_first, story.serve, story.load, story.drift, story.canary):
             step()
         code = 0
     except DemoError as exc:
         console.print(f"[red]demo stopped:[/red] {exc}")
-    except (runner.StackError, RuntimeError) as exc:
+    except (supervisor.StackError, RuntimeError) as exc:
         console.print(f"[red]the stack did not start:[/red] {exc}")
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
@@ -121,7 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.keep_running and code == 0:
             console.print(f"stack left running (--keep-running): stop it with `flywheel down --home {home}`")
         else:
-            runner.down(home, progress=lambda m: console.print(f"  [dim]·[/dim] {m}"))
+            supervisor.down(home, progress=lambda m: console.print(f"  [dim]·[/dim] {m}"))
     if code == 0 and story is not None:
         code = verdict(story.results.values)
     console.print(f"demo {'finished' if code == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import nan
 from typing import Any
@@ -47,9 +48,24 @@ class Results:
         return self.values.get(key, default)
 
 
+# Drives load at the gateway: (http, grpc, api key, kafka, out dir, users=, rate=, duration_s=, user_classes=)
+# → (exit status, summary). The `flywheel demo` command passes loadtests.run.run_locust; the story
+# itself imports nothing above the services.
+LoadRunner = Callable[..., tuple[int, dict[str, Any]]]
+
+
 class Story:
-    def __init__(self, cfg: DemoConfig, ep: Endpoints, api_key: str, webhook_token: str, console: Console) -> None:
+    def __init__(
+        self,
+        cfg: DemoConfig,
+        ep: Endpoints,
+        api_key: str,
+        webhook_token: str,
+        console: Console,
+        run_load: LoadRunner,
+    ) -> None:
         self.cfg = cfg
+        self._run_load = run_load
         self.ep = ep
         self.key = api_key
         self.webhook_token = webhook_token
@@ -261,12 +277,10 @@ class Story:
 
     # -- 4. load ----------------------------------------------------------------------------
     def load(self) -> None:
-        from loadtests.run import run_locust
-
         rate = self.cfg.locust_users * self.cfg.locust_rate
         self.step(f"Locust: {rate:.0f} requests/s (HTTP + gRPC users) for {self.cfg.locust_s:.0f} s")
         out = self.cfg.home / "demo" / "loadtest"
-        _code, summary = run_locust(
+        _code, summary = self._run_load(
             self.ep.http["gateway"], self.ep.grpc["gateway"], self.key, self.ep.kafka, out,
             users=self.cfg.locust_users, rate=self.cfg.locust_rate, duration_s=self.cfg.locust_s,
             user_classes=("HttpPredictUser", "GrpcPredictUser"),
