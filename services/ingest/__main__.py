@@ -15,12 +15,14 @@ import threading
 from confluent_kafka.admin import AdminClient
 
 from services.events import EventProducer, ensure_topics
+from services.ingest.fetching import Fetcher, FetchLimits, FetchQueue, FetchWorker
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.settings import IngestSettings
 from services.ingest.tables import MIGRATIONS
 from services.ingest.transport.grpc import serve_grpc
 from services.ingest.transport.kafka_loop import build_consume_loop
 from services.ingest.transport.rest import build_app
+from services.projects.catalog import Catalog, CatalogFollower
 from services.storage import Database, ObjectStore, migrate
 from services.telemetry import Readiness, serve_http_in_thread
 from services.transportkit import bootstrap
@@ -30,7 +32,7 @@ log = logging.getLogger("services.ingest")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = bootstrap.service_parser("ingest", __doc__, IngestSettings, host=True)
-    parser.add_argument("--labels", help="overrides FLYWHEEL_INGEST_LABELS (comma-separated)")
+    parser.add_argument("--default-project", help="overrides FLYWHEEL_INGEST_DEFAULT_PROJECT")
     parser.add_argument(
         "--no-consume-raw",
         action="store_const",
@@ -59,15 +61,39 @@ def main(argv: list[str] | None = None) -> int:
     ensure_topics(common.kafka_bootstrap)
     producer = EventProducer(common.kafka_bootstrap, client_id="ingest")
     admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
-    pipeline = IngestPipeline(db, objects, producer, settings.allowed_labels(), settings.label_schema_version)
+    catalog = Catalog()
+    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event)
+    follower.load()  # every project published so far, before a label is taken
+    pipeline = IngestPipeline(db, objects, producer, catalog, settings.default_project)
     pipeline.republish_outbox()  # whatever a crash left between commit and acknowledgement
+    fetch_queue = FetchQueue(db)
+    fetcher = Fetcher(
+        FetchLimits(settings.fetch_max_bytes, settings.fetch_timeout_s, settings.fetch_max_redirects),
+        settings.label_studio_url,
+        settings.label_studio_token,
+        settings.label_studio_refresh_token,
+        settings.allowed_hosts(),
+    )
+    fetch_worker = FetchWorker(
+        fetch_queue,
+        fetcher,
+        pipeline,
+        producer,
+        attempts=settings.fetch_attempts,
+        backoff_s=settings.fetch_backoff_s,
+        workers=settings.fetch_workers,
+    )
 
     readiness = Readiness()
+    readiness.add("projects", follower.healthy)
     readiness.add("broker", lambda: broker_check(admin))
     readiness.add("database", db.ping)
     readiness.add("object_store", objects.ping)
 
-    threads: list[threading.Thread] = []
+    threads: list[threading.Thread] = [
+        threading.Thread(target=follower.run, name="projects"),
+        threading.Thread(target=fetch_worker.run, args=(stop.event,), name="fetcher"),
+    ]
     loop = None
     if settings.consume_raw:
         loop = build_consume_loop(
@@ -81,7 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         t.start()
 
-    app = build_app(pipeline, readiness, settings.webhook_token, settings.max_body_bytes, settings.max_batch)
+    app = build_app(
+        pipeline,
+        readiness,
+        settings.webhook_token,
+        settings.max_body_bytes,
+        settings.max_batch,
+        fetch_queue,
+        fetch_worker,
+    )
     http = serve_http_in_thread(app, settings.host, settings.http_port)
     grpc_server, grpc_port = serve_grpc(pipeline, settings.host, settings.grpc_port, settings.max_batch)
     log.info(
@@ -89,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         extra={
             "http_port": http.port,
             "grpc_port": grpc_port,
-            "labels": settings.labels,
+            "projects": [p.name for p in catalog.latest()],
+            "default_project": settings.default_project,
             "consume_raw": settings.consume_raw,
         },
     )

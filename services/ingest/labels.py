@@ -1,22 +1,22 @@
 """A label as ingest sees it before and after validation, whatever transport brought it.
 
-`LabelInput` is what an adapter parses (native JSON, a Label Studio payload, a RawLabel);
-`validate()` turns it into a `ValidLabel` whose image is a decodable PNG and whose features
-are the 64 canonical digit features, or raises InvalidInput naming the field and the reason.
+`LabelInput` is what an adapter parses (native JSON, a Label Studio payload, a RawLabel, a fetched
+Label Studio task); `validate()` checks it against its project's spec (services/projects) and turns
+it into a `ValidLabel`: the project version it was checked against, and the input encoded by the
+shared preprocessing (the stored original, the features carried downstream), or raises
+InvalidInput naming the field and the reason (`labels[3].row.age: is above the maximum 130`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-import numpy as np
-
-from services.ingest.digit_png import features as png_features
 from services.ingest.errors import InvalidInput
-from services.preprocessing import FEATURE_DIM, InvalidImage, features_to_png
+from services.preprocessing import Encoded, InputCodec, InvalidField
+from services.projects.catalog import Catalog, Project, UnknownProject
 
 CREATED, UPDATED, DELETED = "created", "updated", "deleted"
 ACTIONS = (CREATED, UPDATED, DELETED)
@@ -30,8 +30,12 @@ class LabelInput:
     annotator: str
     source: str  # "api", "label-studio", "grpc", "kafka"
     action: str = CREATED
-    image: bytes | None = None
-    features: Sequence[float] | None = None
+    # The example's input: exactly one of these, as the project's kind asks (deletes carry none).
+    image: bytes | None = None  # image projects: the encoded image
+    features: Sequence[float] | None = None  # small image projects: the pixels' values in [0, 1]
+    row: Any = None  # tabular projects: {column: value}
+    text: Any = None  # text projects: the document
+    project: str = ""  # empty: ingest's default project
     annotation_id: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
@@ -47,8 +51,8 @@ class LabelInput:
 @dataclass(frozen=True)
 class ValidLabel:
     input: LabelInput
-    png: bytes | None  # None only for deletes
-    features: np.ndarray | None
+    project: Project
+    encoded: Encoded | None  # None only for deletes
     updated_at: datetime
     created_at: datetime
     record_key: str = field(default="")
@@ -58,9 +62,9 @@ class ValidLabel:
         return self.input.action
 
 
-def record_key(example_id: str, annotation_id: str) -> str:
-    """The SQL row a label lives in: one per annotation, or one per example without annotation ids."""
-    return f"annotation:{annotation_id}" if annotation_id else f"example:{example_id}"
+def record_key(project: str, example_id: str, annotation_id: str) -> str:
+    """The SQL row a label lives in: one per annotation (or per example without annotation ids) per project."""
+    return f"{project}|annotation:{annotation_id}" if annotation_id else f"{project}|example:{example_id}"
 
 
 def _field(inp: LabelInput, name: str) -> str:
@@ -78,42 +82,82 @@ def _check_id(inp: LabelInput, name: str, value: str, required: bool) -> None:
         raise InvalidInput(_field(inp, name), "must contain printable characters only")
 
 
-def validate(inp: LabelInput, allowed_labels: Sequence[str], now: datetime | None = None) -> ValidLabel:
-    """Check one label against the schema and decode its image; raise InvalidInput on the first problem."""
+def project_of(inp: LabelInput, catalog: Catalog, default_project: str) -> Project:
+    name = inp.project or default_project
+    if not name:
+        raise InvalidInput(_field(inp, "project"), "is required (this ingest has no default project)")
+    try:
+        return catalog.get(name)
+    except UnknownProject as exc:
+        raise InvalidInput(_field(inp, "project"), str(exc)) from None
+
+
+INPUT_FIELDS = {"image": ("image", "features"), "tabular": ("row",), "text": ("text",)}
+
+
+def _encode(inp: LabelInput, codec: InputCodec) -> Encoded:
+    given = [
+        name
+        for name, value in (("image", inp.image), ("features", inp.features), ("row", inp.row), ("text", inp.text))
+        if value is not None and (not isinstance(value, bytes | list | tuple) or len(value) > 0)
+    ]
+    accepted = INPUT_FIELDS[codec.kind]
+    wrong = [g for g in given if g not in accepted]
+    if wrong:
+        raise InvalidInput(
+            _field(inp, wrong[0]), f"this project takes {codec.kind} input: give {' or '.join(accepted)}"
+        )
+    if len(given) != 1:
+        what = " or ".join(accepted)
+        raise InvalidInput(_field(inp, accepted[0]), f"give exactly one {what} for a {codec.kind} project")
+    name = given[0]
+    try:
+        if name == "image":
+            return codec.encode_image(bytes(inp.image))  # type: ignore[arg-type]
+        if name == "features":
+            return codec.encode_pixels(list(inp.features))  # type: ignore[arg-type]
+        if name == "row":
+            return codec.encode_row(inp.row)
+        return codec.encode_text(inp.text)
+    except InvalidField as exc:
+        raise InvalidInput(exc.at(_field(inp, name)), exc.reason) from None
+
+
+def validate(
+    inp: LabelInput,
+    catalog: Catalog,
+    default_project: str,
+    now: datetime | None = None,
+    codecs: dict | None = None,
+    with_input: bool = True,
+) -> ValidLabel:
+    """Check one label against its project and encode its input; raise InvalidInput on the first problem.
+
+    `codecs` caches one InputCodec per project version across a batch. `with_input=False` checks
+    everything but the input (a label whose data is still to be fetched; its `encoded` is None)."""
     now = now or datetime.now(UTC)
     if inp.action not in ACTIONS:
         raise InvalidInput(_field(inp, "action"), f"{inp.action!r} is not one of {', '.join(ACTIONS)}")
+    project = project_of(inp, catalog, default_project)
     _check_id(inp, "example_id", inp.example_id, required=True)
     _check_id(inp, "annotation_id", inp.annotation_id, required=False)
     updated = _utc(inp.updated_at) or now
     created = _utc(inp.created_at) or updated
-    key = record_key(inp.example_id, inp.annotation_id)
+    key = record_key(project.name, inp.example_id, inp.annotation_id)
     if inp.action == DELETED:
-        return ValidLabel(inp, None, None, updated, created, key)
+        return ValidLabel(inp, project, None, updated, created, key)
     _check_id(inp, "annotator", inp.annotator, required=True)
-    if inp.label not in allowed_labels:
-        raise InvalidInput(
-            _field(inp, "label"), f"{inp.label!r} is not in the label schema ({', '.join(allowed_labels)})"
-        )
-    has_image, has_features = bool(inp.image), inp.features is not None and len(inp.features) > 0
-    if has_image == has_features:
-        raise InvalidInput(_field(inp, "image"), "give exactly one of an image (base64 PNG) or 64 features")
-    if has_image:
-        assert inp.image is not None
-        try:
-            features = png_features(inp.image)
-        except InvalidImage as exc:
-            raise InvalidInput(_field(inp, "image"), str(exc)) from None
-        return ValidLabel(inp, inp.image, features, updated, created, key)
-    assert inp.features is not None
-    values = list(inp.features)
-    if len(values) != FEATURE_DIM:
-        raise InvalidInput(_field(inp, "features"), f"has {len(values)} values; {FEATURE_DIM} are required")
-    if not all(isinstance(v, int | float) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
-        raise InvalidInput(_field(inp, "features"), "every value must be a finite number in [0, 1]")
-    png = features_to_png(np.asarray(values, dtype=np.float32))
-    # The stored object is the truth: features are what decoding that object gives.
-    return ValidLabel(inp, png, png_features(png), updated, created, key)
+    labels = project.spec.labels
+    if inp.label not in labels:
+        shown = ", ".join(labels[:30]) + (", …" if len(labels) > 30 else "")
+        raise InvalidInput(_field(inp, "label"), f"{inp.label!r} is not a label of project {project.name} ({shown})")
+    if not with_input:
+        return ValidLabel(inp, project, None, updated, created, key)
+    cache = codecs if codecs is not None else {}
+    codec = cache.get((project.name, project.version))
+    if codec is None:
+        codec = cache[(project.name, project.version)] = InputCodec(project.spec.input)
+    return ValidLabel(inp, project, _encode(inp, codec), updated, created, key)
 
 
 def _utc(value: datetime | None) -> datetime | None:

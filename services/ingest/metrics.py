@@ -24,6 +24,12 @@ STAGE_SECONDS = Histogram(
 BATCH_SIZE = Histogram(
     "flywheel_ingest_batch_labels", "Labels per submitted batch", buckets=(1, 10, 50, 100, 500, 1000, 5000)
 )
+FETCHES = Counter(
+    "flywheel_ingest_fetches_total",
+    "Label Studio task data fetched later, by outcome: done, retried (transient failure), failed (permanent), "
+    "dead (dead-lettered)",
+    ["outcome"],
+)
 STAGE_CPU = Counter(
     "flywheel_ingest_stage_cpu_seconds_total", "CPU time (user+system) of the threads running each stage", ["stage"]
 )

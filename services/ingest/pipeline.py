@@ -30,6 +30,7 @@ from services.ingest.errors import InvalidInput, Unavailable, UnknownAnnotation
 from services.ingest.labels import CREATED, DELETED, UPDATED, LabelInput, ValidLabel, validate
 from services.ingest.metrics import ACCEPTED, BATCH_SIZE, REJECTED, stage
 from services.ingest.tables import labels, outbox
+from services.projects.catalog import Catalog
 from services.storage import Database, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,15 @@ class IngestPipeline:
         db: Database,
         objects: ObjectStore,
         producer: EventProducer,
-        allowed_labels: Sequence[str],
-        label_schema_version: int = 1,
+        catalog: Catalog,
+        default_project: str = "",
     ) -> None:
         self.db = db
         self.objects = objects
         self.producer = producer
-        self.allowed_labels = tuple(allowed_labels)
-        self.label_schema_version = label_schema_version
+        self.catalog = catalog
+        self.default_project = default_project
+        self._codecs: dict = {}  # one InputCodec per project version
         self._publish_lock = threading.Lock()
         self._acked: list[str] = []  # published event ids whose outbox rows are still to delete
         # Event ids from their SQL commit until their outbox rows are deleted: the main path owns
@@ -77,10 +79,13 @@ class IngestPipeline:
         """Validate every label; raise InvalidInput for the first bad one (nothing is written)."""
         with stage("validate"):
             try:
-                return [validate(i, self.allowed_labels) for i in inputs]
+                return [self.validate_one(i) for i in inputs]
             except InvalidInput:
                 REJECTED.labels(inputs[0].source if inputs else "unknown").inc()
                 raise
+
+    def validate_one(self, inp: LabelInput, with_input: bool = True) -> ValidLabel:
+        return validate(inp, self.catalog, self.default_project, codecs=self._codecs, with_input=with_input)
 
     # -- the write path ---------------------------------------------------------------------
     def submit(self, inputs: Sequence[LabelInput], skip_unknown_deletes: bool = False) -> SubmitResult:
@@ -126,8 +131,9 @@ class IngestPipeline:
         raise AssertionError("unreachable")
 
     def _store_objects(self, items: Sequence[ValidLabel]) -> dict[bytes, tuple[str, str]]:
-        """Store each distinct image, durably, as one batch (two file-system flushes, not one per file)."""
-        blobs = list(dict.fromkeys(i.png for i in items if i.png is not None))
+        """Store each distinct original (image, row, text), durably, as one batch (two file-system
+        flushes, not one per file)."""
+        blobs = list(dict.fromkeys(i.encoded.stored for i in items if i.encoded is not None))
         if not blobs:
             return {}
         with stage("objects"):
@@ -164,7 +170,8 @@ class IngestPipeline:
                         continue
                     exc = UnknownAnnotation(
                         f"{inp.where}.annotation_id" if inp.where else "annotation_id",
-                        f"no stored label for annotation {inp.annotation_id!r} of example {inp.example_id!r}",
+                        f"no stored label for annotation {inp.annotation_id!r} of example {inp.example_id!r} "
+                        f"in project {item.project.name}",
                     )
                     exc.index = index  # type: ignore[attr-defined]
                     raise exc
@@ -174,10 +181,11 @@ class IngestPipeline:
                     changed.add(item.record_key)
                 events.append(self._event(row, item, event_id, features=None))
                 continue
-            assert item.png is not None and item.features is not None
-            uri, digest = stored[item.png]
+            assert item.encoded is not None
+            uri, digest = stored[item.encoded.stored]
             event_id = deterministic_id(
                 inp.source,
+                item.project.name,
                 inp.identity
                 or "|".join(
                     [item.record_key, inp.example_id, inp.label, inp.annotator, inp.action, digest, str(inp.updated_at)]
@@ -192,7 +200,9 @@ class IngestPipeline:
                 "label": inp.label,
                 "annotator": inp.annotator,
                 "source": inp.source,
-                "label_schema_version": self.label_schema_version,
+                "project": item.project.name,
+                "content_type": item.encoded.content_type,
+                "label_schema_version": item.project.version,
                 "created_at": row["created_at"] if row else item.created_at,
                 "updated_at": item.updated_at,
                 "deleted": False,
@@ -202,7 +212,7 @@ class IngestPipeline:
             if row is None or _aware(row["updated_at"]) <= item.updated_at:
                 current[item.record_key] = fresh
                 changed.add(item.record_key)
-            events.append(self._event(fresh, item, event_id, features=item.features))
+            events.append(self._event(fresh, item, event_id, features=item.encoded.features))
         inserts = [current[k] for k in changed if k not in existing]
         updates = [{**current[k], "k": k} for k in changed if k in existing]
         if inserts:
@@ -240,6 +250,8 @@ class IngestPipeline:
             created_at=_timestamp(_aware(row["created_at"])),
             updated_at=updated,
             synthetic=inp.synthetic,
+            project=row.get("project") or item.project.name,
+            content_type=row.get("content_type") or "",
         )
         if features is not None:
             event.features.extend(features.tolist())  # type: ignore[attr-defined]

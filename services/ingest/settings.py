@@ -5,8 +5,6 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.preprocessing import DIGIT_LABELS
-
 
 class IngestSettings(BaseSettings):
     """Each field is the env var FLYWHEEL_INGEST_<FIELD>; `--help` lists them with defaults."""
@@ -21,8 +19,28 @@ class IngestSettings(BaseSettings):
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0, description="largest HTTP body accepted (413 above)")
     max_batch: int = Field(5000, gt=0, description="most labels in one HTTP batch or gRPC stream chunk")
-    labels: str = Field(",".join(DIGIT_LABELS), description="allowed labels, comma-separated (the label schema)")
-    label_schema_version: int = Field(1, ge=1, description="version of the label schema, stored with each label")
+    default_project: str = Field(
+        "digits",
+        pattern=r"^([a-z][a-z0-9_-]{0,62})?$",
+        description="the project of labels that name none (events, `POST /v1/labels`, `/webhooks/label-studio`); "
+        "empty: every label must name its project",
+    )
+    label_studio_url: str = Field(
+        "", description="Label Studio's base URL, for task data it stores (/data/upload/…, /data/local-files/…)"
+    )
+    label_studio_token: str = Field("", description="Label Studio API token (legacy `Authorization: Token …`)")
+    label_studio_refresh_token: str = Field(
+        "", description="or a Label Studio JWT refresh token (exchanged at /api/token/refresh/ for access tokens)"
+    )
+    fetch_allowed_hosts: str = Field(
+        "", description="hosts task data may be fetched from over http(s), comma-separated (host or host:port)"
+    )
+    fetch_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="largest fetched task data")
+    fetch_timeout_s: float = Field(10.0, gt=0, description="time limit of one fetch, redirects included")
+    fetch_max_redirects: int = Field(3, ge=0, le=10, description="most redirects a fetch follows")
+    fetch_attempts: int = Field(5, ge=1, le=50, description="tries before a fetch that keeps failing is dead-lettered")
+    fetch_backoff_s: float = Field(1.0, gt=0, description="wait before the second try; doubles after each")
+    fetch_workers: int = Field(4, ge=1, le=64, description="fetches in parallel")
     consume_raw: bool = Field(True, description="consume flywheel.labels.raw from external producers")
     consumer_group: str = Field("ingest", min_length=1, description="Kafka consumer group for flywheel.labels.raw")
     raw_batch: int = Field(
@@ -30,15 +48,12 @@ class IngestSettings(BaseSettings):
     )
     outbox_retry_s: float = Field(2.0, gt=0, description="how often unpublished outbox events are re-sent")
 
-    @field_validator("labels")
+    @field_validator("label_studio_url")
     @classmethod
-    def _labels_not_empty(cls, value: str) -> str:
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        if not items:
-            raise ValueError("at least one label is required, e.g. 0,1,2")
-        if len(set(items)) != len(items):
-            raise ValueError("labels must be unique")
-        return ",".join(items)
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s):// URL, e.g. http://label-studio:8080")
+        return value.rstrip("/")
 
-    def allowed_labels(self) -> tuple[str, ...]:
-        return tuple(self.labels.split(","))
+    def allowed_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.fetch_allowed_hosts.split(",") if h.strip())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 
@@ -18,7 +18,7 @@ metadata = MetaData()
 labels = Table(
     "ingest_labels",
     metadata,
-    Column("record_key", String(300), primary_key=True),
+    Column("record_key", String(400), primary_key=True),
     Column("example_id", String(256), nullable=False, index=True),
     Column("annotation_id", String(256), nullable=False),
     Column("object_uri", String(1024), nullable=False),
@@ -31,6 +31,8 @@ labels = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("last_event_id", String(64), nullable=False),
+    Column("project", String(64), nullable=False, default=""),
+    Column("content_type", String(64), nullable=False, default=""),
 )
 
 outbox = Table(
@@ -41,4 +43,23 @@ outbox = Table(
     Column("key", LargeBinary, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("created_ms", BigInteger, nullable=False, index=True),
+)
+
+# Label Studio tasks whose input is a reference (`/data/upload/…`, `s3://…`, an allowed URL): the
+# webhook answers at once and the fetcher (fetching.py) reads the data later, retrying; `label` is
+# the label as parsed (JSON of its LabelInput fields). A fetch that cannot succeed is dead-lettered.
+fetches = Table(
+    "ingest_fetches",
+    metadata,
+    Column("fetch_id", String(64), primary_key=True),  # deterministic: a replayed webhook queues nothing new
+    Column("record_key", String(400), nullable=False, index=True),
+    Column("project", String(64), nullable=False),
+    Column("uri", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("state", String(16), nullable=False, index=True),  # pending, done, dead, superseded
+    Column("attempts", Integer, nullable=False),
+    Column("next_ms", BigInteger, nullable=False, index=True),
+    Column("reason", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
 )

@@ -18,6 +18,7 @@ import pytest
 from services.devstack.ports import free_port
 from services.preprocessing import features_to_png
 from tests.support.kafka_reader import read_topic
+from tests.support.projects import example_spec, publish_spec
 from tests.support.waiting import wait_until
 
 TOKEN = "test-webhook-token"
@@ -52,6 +53,7 @@ def start_ingest(tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
     started: list[IngestProcess] = []
 
     def start(bootstrap: str, database_url: str, **env: str) -> IngestProcess:
+        publish_spec(bootstrap, example_spec("digits"))  # the default project (the trainer publishes it in a stack)
         home = tmp_path / f"home{len(started)}"
         http_port, grpc_port = free_port(), free_port()
         full_env = {

@@ -23,10 +23,11 @@ from services.ingest.errors import Unavailable
 from services.ingest.labels import LabelInput
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.tables import MIGRATIONS
-from services.preprocessing import DIGIT_LABELS
+from services.projects.catalog import Catalog, Project
 from services.storage import Database, ObjectStore, migrate
 from tests.ingest.conftest import TOKEN, b64, digit_png, read_matching
 from tests.ingest.test_ingest import _decode, _rows
+from tests.support.projects import example_spec
 from tests.support.waiting import wait_until
 
 
@@ -51,9 +52,11 @@ def test_bad_inputs_are_refused_with_field_and_reason(kafka: Broker, tmp_path: P
         {"labels": [good, {**good, "example_id": f"{p}x", "label": "cat"}]},
         400,
         "labels[1].label",
-        "not in the label schema",
+        "'cat' is not a label of project digits",
     )
-    refused({"labels": [{**good, "image": b64(b"not a png")}]}, 400, "labels[0].image", "not a decodable image")
+    refused({"labels": [{**good, "image": b64(b"not a png")}]}, 400, "labels[0].image", "not an accepted image format")
+    refused({"labels": [{**good, "project": "nope"}]}, 400, "labels[0].project", "no project 'nope'")
+    refused({"labels": [{**good, "image": None, "text": "hello"}]}, 400, "labels[0].text", "takes image input")
     refused({"labels": [{**good, "image": "%%%"}]}, 400, "labels[0].image", "base64")
     refused({"labels": [{**good, "features": [0.1] * 63, "image": None}]}, 400, "labels[0].features", "64")
     refused({"labels": [{**good, "colour": "red"}]}, 400, "labels[0].colour", "Extra inputs")
@@ -74,18 +77,26 @@ def test_bad_inputs_are_refused_with_field_and_reason(kafka: Broker, tmp_path: P
         {"action": "ANNOTATION_CREATED", "annotation": ann, "task": task},
         400,
         "annotation.result",
-        "no choice",
+        "no class",
         path="/webhooks/label-studio",
         headers=auth,
     )
     ann["result"] = [{"value": {"choices": ["4"]}, "type": "choices"}]
-    url_task = {"id": 1, "data": {"image": "https://example.com/1.png"}}
+    name_task = {"id": 1, "data": {"image": "digit-1.png"}}
     refused(
-        {"action": "ANNOTATION_CREATED", "annotation": ann, "task": url_task},
+        {"action": "ANNOTATION_CREATED", "annotation": ann, "task": name_task},
         400,
         "task.data.image",
-        "does not fetch",
+        "neither a data: URI nor a reference",
         path="/webhooks/label-studio",
+        headers=auth,
+    )
+    refused(
+        {"action": "ANNOTATION_CREATED", "annotation": ann, "task": task},
+        400,
+        "project",
+        "no project 'cats'",
+        path="/webhooks/label-studio/cats",
         headers=auth,
     )
     refused({"annotation": ann}, 400, "action", "required", path="/webhooks/label-studio", headers=auth)
@@ -100,7 +111,7 @@ def test_bad_inputs_are_refused_with_field_and_reason(kafka: Broker, tmp_path: P
         with pytest.raises(grpc.RpcError) as err:
             stub.SubmitLabels(iter(raws), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "labels[1].label" in err.value.details() and "not in the label schema" in err.value.details()
+        assert "labels[1].label" in err.value.details() and "not a label of project" in err.value.details()
         raws[1] = ev.RawLabel(example_id=f"{p}g1", label="2", annotator="a", data=b"\x89PNG broken")
         with pytest.raises(grpc.RpcError) as err:
             stub.SubmitLabels(iter(raws), timeout=10)
@@ -118,7 +129,8 @@ def test_events_committed_but_not_published_are_sent_at_restart(kafka: Broker, t
     migrate(url, [MIGRATIONS])
     db = Database(url)
     dead_broker = EventProducer(f"127.0.0.1:{free_port()}", client_id="dead", **{"message.timeout.ms": 1500})
-    pipeline = IngestPipeline(db, ObjectStore(f"file://{tmp_path / 'objects'}"), dead_broker, DIGIT_LABELS)
+    catalog = Catalog([Project(example_spec("digits"), 1, "sha")])
+    pipeline = IngestPipeline(db, ObjectStore(f"file://{tmp_path / 'objects'}"), dead_broker, catalog, "digits")
     p = f"o{uuid.uuid4().hex[:8]}-"
     inputs = [
         LabelInput(example_id=f"{p}{i}", label=str(i), annotator="a", source="api", image=digit_png(i))
@@ -143,18 +155,18 @@ def test_help_lists_settings_and_bad_config_names_the_variable(tmp_path: Path) -
     env = {
         **os.environ,
         "FLYWHEEL_HOME": str(tmp_path),
-        "FLYWHEEL_INGEST_LABELS": " , ",
+        "FLYWHEEL_INGEST_DEFAULT_PROJECT": "Not A Name",
         "FLYWHEEL_INGEST_HTTP_PORT": "99999",
     }
     bad = subprocess.run([sys.executable, "-m", "services.ingest"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode != 0
-    assert "FLYWHEEL_INGEST_LABELS" in bad.stderr and "FLYWHEEL_INGEST_HTTP_PORT" in bad.stderr
+    assert "FLYWHEEL_INGEST_DEFAULT_PROJECT" in bad.stderr and "FLYWHEEL_INGEST_HTTP_PORT" in bad.stderr
 
 
 def test_readyz_reports_broker_database_and_object_store(tansu: Broker, tmp_path: Path, start_ingest) -> None:
     svc = start_ingest(tansu.bootstrap, f"sqlite:///{tmp_path / 'ready.db'}", FLYWHEEL_INGEST_CONSUME_RAW="false")
     ready = httpx.get(f"{svc.http}/readyz", timeout=5).json()
-    assert ready["ready"] and set(ready["checks"]) == {"broker", "database", "object_store"}
+    assert ready["ready"] and set(ready["checks"]) == {"broker", "database", "object_store", "projects"}
     tansu.stop()
 
     def broker_reported_down() -> bool:

@@ -102,15 +102,17 @@ def test_native_batch_update_delete_and_grpc_stream(kafka: Broker, database_url:
     assert by_id[upd_id].action == ev.LABEL_ACTION_UPDATED and by_id[upd_id].label == "8"
     assert by_id[del_id].action == ev.LABEL_ACTION_DELETED and by_id[del_id].example_id == f"{p}0"
     assert {by_id[i].source for i in reply.event_ids} == {"grpc"}
+    assert {e.project for e in by_id.values()} == {"digits"}
 
     rows = _rows(database_url, p)
     assert len(rows) == 3 + 4
-    deleted = rows[f"annotation:{p}a0"]
+    deleted = rows[f"digits|annotation:{p}a0"]
     assert deleted["deleted"] and deleted["label"] == "8" and deleted["last_event_id"] == del_id
     store = ObjectStore(f"file://{svc.home.parent / 'objects'}")
     for row in rows.values():
         assert store.exists(row["sha256"]), "every metadata row points at a stored object"
-        assert row["label_schema_version"] == 1
+        assert row["label_schema_version"] == 1  # the digits project's spec version
+        assert (row["project"], row["content_type"]) == ("digits", "image/png")
 
 
 def _ls_annotation(ann_id: int, task_id: int, choice: str, updated: str) -> dict:
@@ -212,9 +214,9 @@ def test_label_studio_actions(kafka: Broker, database_url: str, start_ingest) ->
 
     rows = _rows(database_url, p)
     assert len(rows) == 3
-    row = rows[f"annotation:ls-{base}"]
+    row = rows[f"digits|annotation:ls-{base}"]
     assert row["deleted"] and row["label"] == "9"
-    assert not rows[f"annotation:ls-{base + 1}"]["deleted"]
+    assert not rows[f"digits|annotation:ls-{base + 1}"]["deleted"]
 
 
 def test_kafka_raw_to_labels_and_deadletter(kafka: Broker, database_url: str, start_ingest) -> None:
@@ -275,7 +277,7 @@ def test_kafka_raw_to_labels_and_deadletter(kafka: Broker, database_url: str, st
     )
     reasons = " | ".join(d.reason for d in dead)
     assert len(dead) == 4, reasons
-    assert "not in the label schema" in reasons and "image" in reasons and "protobuf" in reasons
+    assert "not a label of project digits" in reasons and "image" in reasons and "protobuf" in reasons
     assert "no stored label" in reasons  # a delete of an annotation ingest never saw
     assert len(_rows(database_url, p)) == 6
     assert httpx.get(f"{svc.http}/readyz", timeout=5).json()["checks"]["raw_consumer"] == "ok"

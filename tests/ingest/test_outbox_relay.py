@@ -16,10 +16,11 @@ from services.events import EventProducer
 from services.ingest.labels import LabelInput
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.tables import MIGRATIONS
-from services.preprocessing import DIGIT_LABELS
+from services.projects.catalog import Catalog, Project
 from services.storage import Database, ObjectStore, migrate
 from tests.ingest.conftest import digit_png
 from tests.support.kafka_reader import read_topic
+from tests.support.projects import example_spec
 
 
 class SlowAckProducer(EventProducer):
@@ -41,7 +42,8 @@ def test_relay_leaves_events_in_flight_alone(kafka: Broker, tmp_path: Path) -> N
     migrate(url, [MIGRATIONS])
     db = Database(url)
     producer = SlowAckProducer(kafka.bootstrap)
-    pipeline = IngestPipeline(db, ObjectStore(f"file://{tmp_path / 'objects'}"), producer, DIGIT_LABELS)
+    catalog = Catalog([Project(example_spec("digits"), 1, "sha")])
+    pipeline = IngestPipeline(db, ObjectStore(f"file://{tmp_path / 'objects'}"), producer, catalog, "digits")
     prefix = f"relay{uuid.uuid4().hex[:8]}"
     inputs = [
         LabelInput(example_id=f"{prefix}:{i}", label="3", annotator="t", source="api", image=digit_png(i))

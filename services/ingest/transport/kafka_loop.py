@@ -17,7 +17,7 @@ from services.events import ConsumeLoop, ConsumerConfig, EventProducer, InvalidE
 from services.events.consumer import Record, invalid_in_context
 from services.events.topics import LABELS_RAW
 from services.ingest.errors import InvalidInput, UnknownAnnotation
-from services.ingest.labels import ValidLabel, validate
+from services.ingest.labels import ValidLabel
 from services.ingest.metrics import REJECTED, STAGE_CPU, STAGE_SECONDS
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.raw_codec import from_raw
@@ -47,7 +47,7 @@ def build_consume_loop(
             timing["cpu_from"] = time.thread_time()
         started = time.perf_counter()
         try:
-            validated[id(message)] = validate(from_raw(message, SOURCE), pipeline.allowed_labels)  # type: ignore[arg-type]
+            validated[id(message)] = pipeline.validate_one(from_raw(message, SOURCE))  # type: ignore[arg-type]
         except InvalidInput as exc:
             REJECTED.labels(SOURCE).inc()
             raise InvalidEvent(str(exc)) from None

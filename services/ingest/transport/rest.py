@@ -1,7 +1,17 @@
-"""HTTP adapter: `POST /v1/labels` (native JSON batch), `POST /webhooks/label-studio`, health.
+"""HTTP adapter: native labels, Label Studio webhooks and imports, what ingest knows, health.
+
+* `POST /v1/labels` — a batch of native labels (each names its project, or the batch does, or
+  ingest's default project applies);
+* `POST /webhooks/label-studio/{project}` (and `/webhooks/label-studio` for the default project) —
+  Label Studio's webhook: labels with inline data are stored at once, those referencing data
+  Label Studio stores are queued for the fetcher (the answer says how many of each);
+* `POST /v1/projects/{project}/label-studio/import` — a whole Label Studio JSON export in one go;
+* `GET /v1/projects` — the projects (and versions) this ingest validates against;
+* `GET /v1/fetches?state=dead` — queued fetches and why a dead one failed.
 
 Bodies are read with a byte limit (413 above it) and parsed here; every ingest error becomes
-`{"error", "field", "reason"}` with the status from transport/status.py.
+`{"error", "field", "reason"}` with the status from transport/status.py. The label routes sit on
+one router, so a credential check is added in one place.
 """
 
 from __future__ import annotations
@@ -13,15 +23,16 @@ import json
 import logging
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.ingest.errors import InvalidInput, PayloadTooLarge, Unauthorized
-from services.ingest.label_studio import parse_webhook
-from services.ingest.labels import CREATED, LabelInput
+from services.ingest.fetching import FetchQueue, FetchWorker, enqueue_or_fail
+from services.ingest.label_studio import WebhookBatch, parse_export, parse_webhook
+from services.ingest.labels import CREATED, DELETED, LabelInput, project_of
 from services.ingest.metrics import stage
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.status import ERRORS
@@ -32,15 +43,19 @@ log = logging.getLogger(__name__)
 
 
 class NativeLabel(BaseModel):
-    """One native label event. `image` is a base64 PNG; or give `features` (64 numbers in [0, 1])."""
+    """One native label event, with its input as the project's kind asks: `image` (base64 PNG, JPEG
+    or WebP) or `features` (a small image's pixels in [0, 1]); `row` ({column: value}); `text`."""
 
     model_config = ConfigDict(extra="forbid")
 
     example_id: str
+    project: str = ""
     label: str = ""
     annotator: str = ""
     image: str | None = None
     features: list[float] | None = None
+    row: dict[str, Any] | None = None
+    text: str | None = None
     annotation_id: str = ""
     action: Literal["created", "updated", "deleted"] = CREATED
     updated_at: datetime | None = None
@@ -49,6 +64,7 @@ class NativeLabel(BaseModel):
 class NativeBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    project: str = ""  # for labels that name none
     labels: list[NativeLabel] = Field(min_length=1)
 
 
@@ -70,6 +86,9 @@ def to_inputs(batch: NativeBatch, trace_id: str) -> list[LabelInput]:
                 action=item.action,
                 image=image,
                 features=item.features,
+                row=item.row,
+                text=item.text,
+                project=item.project or batch.project,
                 annotation_id=item.annotation_id,
                 updated_at=item.updated_at,
                 where=f"labels[{i}]",
@@ -115,10 +134,17 @@ def check_token(header: str | None, token: str) -> None:
 
 
 def build_app(
-    pipeline: IngestPipeline, readiness: Readiness, webhook_token: str, max_body_bytes: int, max_batch: int
+    pipeline: IngestPipeline,
+    readiness: Readiness,
+    webhook_token: str,
+    max_body_bytes: int,
+    max_batch: int,
+    fetch_queue: FetchQueue | None = None,
+    fetch_worker: FetchWorker | None = None,
 ) -> FastAPI:
     app = FastAPI(title="flywheel ingest", version="1")
     app.include_router(health_router(readiness))
+    labels = APIRouter()
 
     @app.middleware("http")
     async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -133,7 +159,7 @@ def build_app(
 
     install_error_handlers(app, ERRORS)
 
-    @app.post("/v1/labels", summary="Submit a batch of native label events")
+    @labels.post("/v1/labels", summary="Submit a batch of native label events")
     async def submit_labels(request: Request) -> dict:
         body = await read_body(request, max_body_bytes)
         with stage("parse"):
@@ -147,17 +173,91 @@ def build_app(
         result = await run_in_threadpool(pipeline.submit, inputs)
         return {"accepted": len(result.event_ids), "event_ids": result.event_ids}
 
-    @app.post("/webhooks/label-studio", summary="Label Studio webhook receiver")
-    async def label_studio(request: Request) -> dict:
-        check_token(request.headers.get("authorization"), webhook_token)
-        body = await read_body(request, max_body_bytes)
-        batch = parse_webhook(_json(body))
-        result = await run_in_threadpool(pipeline.submit, batch.inputs, True)
+    def take(batch: WebhookBatch) -> dict:
+        """Store what came with its data, queue what must be fetched; deletes drop pending fetches."""
+        valid = pipeline.validate(batch.inputs)
+        if fetch_queue is not None:
+            fetch_queue.supersede([v.record_key for v in valid if v.action == DELETED])
+        queued: list[str] = []
+        if batch.pending:
+            if fetch_queue is None:
+                raise InvalidInput("task.data", "this ingest does not fetch task data")
+            keys = [pipeline.validate_one(p.input, with_input=False).record_key for p in batch.pending]
+            queued = enqueue_or_fail(fetch_queue, list(zip(batch.pending, keys, strict=True)))
+            if fetch_worker is not None:
+                fetch_worker.wake.set()
+        result = pipeline.submit_valid(valid, skip_unknown_deletes=True)
         return {
             "action": batch.action,
             "accepted": len(result.event_ids),
             "event_ids": result.event_ids,
+            "queued": len(queued),
             "ignored": batch.ignored + [f"unknown annotation {a}" for a in result.skipped],
         }
 
+    def project_named(name: str):  # type: ignore[no-untyped-def]
+        return project_of(
+            LabelInput(example_id="-", label="", annotator="", source="", project=name),
+            pipeline.catalog,
+            pipeline.default_project,
+        )
+
+    async def webhook(request: Request, project: str) -> dict:
+        check_token(request.headers.get("authorization"), webhook_token)
+        body = await read_body(request, max_body_bytes)
+        found = project_named(project)
+        batch = parse_webhook(_json(body), found)
+        return await run_in_threadpool(take, batch)
+
+    @labels.post("/webhooks/label-studio", summary="Label Studio webhook receiver (the default project)")
+    async def label_studio_default(request: Request) -> dict:
+        return await webhook(request, "")
+
+    @labels.post("/webhooks/label-studio/{project}", summary="Label Studio webhook receiver for a project")
+    async def label_studio(request: Request, project: str) -> dict:
+        return await webhook(request, project)
+
+    @labels.post(
+        "/v1/projects/{project}/label-studio/import", summary="Import a Label Studio project's JSON export at once"
+    )
+    async def import_export(request: Request, project: str) -> dict:
+        check_token(request.headers.get("authorization"), webhook_token)
+        body = await read_body(request, max_body_bytes)
+        doc = _json(body)
+        found = project_named(project)
+        tasks, ls_project = (doc.get("tasks"), doc.get("project")) if isinstance(doc, dict) else (doc, None)
+        batch = parse_export(tasks, found, ls_project if isinstance(ls_project, dict) else None)
+        if len(batch.inputs) + len(batch.pending) > max_batch:
+            raise InvalidInput(
+                "export",
+                f"holds {len(batch.inputs) + len(batch.pending)} annotations; send at most {max_batch} at once",
+            )
+        return await run_in_threadpool(take, batch)
+
+    @labels.get("/v1/projects", summary="The projects (latest versions) this ingest validates labels against")
+    def projects() -> list[dict]:
+        return [
+            {"name": p.name, "version": p.version, "kind": p.spec.kind, "labels": list(p.spec.labels)}
+            for p in pipeline.catalog.latest()
+        ]
+
+    @labels.get("/v1/fetches", summary="Queued Label Studio fetches (state: pending, done, dead, superseded)")
+    def listing(state: str = "", limit: int = 100) -> list[dict]:
+        if fetch_queue is None:
+            return []
+        if state not in ("", "pending", "done", "dead", "superseded"):
+            raise InvalidInput("state", "is one of pending, done, dead, superseded")
+        return [
+            {
+                "fetch_id": f.fetch_id,
+                "project": f.project,
+                "uri": f.uri,
+                "state": f.state,
+                "attempts": f.attempts,
+                "reason": f.reason,
+            }
+            for f in fetch_queue.listing(state, max(1, min(limit, 1000)))
+        ]
+
+    app.include_router(labels)
     return app
