@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException
 
 from services.config import CommonSettings, ConfigError, load_settings
 from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_topics
-from services.events.topics import DEADLETTER, topic
+from services.events.topics import DEADLETTER, PROJECTS, topic
 from services.lake.aggregates import Aggregates
 from services.lake.dataplane import LakeDataPlane
 from services.lake.manifest import Manifest
@@ -29,6 +29,7 @@ from services.lake.snapshots import Snapshots
 from services.lake.store import LakeStore
 from services.lake.transport.grpc import serve_grpc
 from services.lake.transport.rest import build_app
+from services.projects.catalog import Catalog, CatalogFollower
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
 from services.transportkit import bootstrap
 
@@ -75,10 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.RLock()
     sink = LakeSink(manifest, lock, settings.compact_min_files, settings.compact_small_rows)
     aggregates = Aggregates(store, lambda: manifest, lock)
-    dataplane = LakeDataPlane(aggregates, Snapshots(store, aggregates, settings.code_version))
+    catalog = Catalog()
+    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event)
+    dataplane = LakeDataPlane(
+        aggregates, Snapshots(store, aggregates, settings.code_version, catalog, settings.default_project)
+    )
 
     try:
-        ensure_topics(common.kafka_bootstrap, [*topics, DEADLETTER], timeout_s=10)
+        ensure_topics(common.kafka_bootstrap, [*topics, DEADLETTER, PROJECTS], timeout_s=10)
     except Exception as exc:  # noqa: BLE001 - the loop waits for the broker; readiness reports it
         log.warning("could not ensure topics", extra={"error": str(exc)})
     config = ConsumerConfig(
@@ -106,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     readiness = Readiness()
     readiness.add("consumer", lambda: current[0].healthy() if current else (False, "starting"))
     readiness.add("lake", lambda: (store.exists(""), f"lake root {store.url} not reachable"))
+    readiness.add("projects", follower.healthy)
+    projects = threading.Thread(target=follower.load_and_follow, name="projects")
+    projects.start()
 
     http = serve_http_in_thread(build_app(dataplane, readiness), settings.host, settings.http_port)
     grpc_server, grpc_port = serve_grpc(dataplane, settings.host, settings.grpc_port)
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     consumer.join(60)
     for worker in workers:  # a compaction or a gauge query in flight finishes before exit
         worker.join(60)
+    projects.join(10)
     grpc_server.stop(5).wait(5)
     http.stop()
     deadletter.flush(10)

@@ -50,6 +50,7 @@ class LabelFilter:
     labels: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
     as_of: dt.datetime | None = None
+    project: str = ""  # empty: every project
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,13 @@ class Aggregates:
                     "CREATE TEMP VIEW predictions AS SELECT * FROM predictions_all "
                     "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY _partition, _offset) = 1"
                 )
-                # The latest event per example decides: an update replaces, a delete removes.
+                # The latest event per example of a project decides: an update replaces, a delete removes.
                 as_of = (
                     "" if flt.as_of is None else f"WHERE {LABEL_TIME} <= TIMESTAMPTZ {_literal(flt.as_of.isoformat())}"
                 )
                 con.execute(
                     f"CREATE TEMP TABLE latest AS SELECT * FROM labels {as_of} QUALIFY row_number() OVER "
-                    f"(PARTITION BY example_id ORDER BY {LABEL_TIME} DESC, event_time DESC, _offset DESC) = 1"
+                    f"(PARTITION BY project, example_id ORDER BY {LABEL_TIME} DESC, event_time DESC, _offset DESC) = 1"
                 )
                 con.execute("CREATE TEMP VIEW live AS SELECT * FROM latest WHERE action <> 'deleted'")
                 yield con, manifest
@@ -132,17 +133,36 @@ class Aggregates:
         ]
         if files:
             listed = ", ".join(_literal(f) for f in files)
-            con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM read_parquet([{listed}])")
+            # union_by_name: files written before a column existed (project, content_type) read it as NULL.
+            cols = ", ".join(
+                f"coalesce({f.name}, '') AS {f.name}" if f.name in ("project", "content_type") else f.name
+                for f in SCHEMAS[topic]
+            )
+            con.execute(f"CREATE TEMP VIEW {view} AS SELECT {cols} FROM read_parquet([{listed}], union_by_name = true)")
         else:
             con.register(f"{view}_empty", SCHEMAS[topic].empty_table())
             con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {view}_empty")
 
     # -- queries ----------------------------------------------------------------------------
     @retrying
-    def label_distribution(self) -> dict[str, int]:
+    def label_distribution(self, project: str = "") -> dict[str, int]:
+        """Live labelled examples per label (of one project, or of all)."""
         with self.connect() as (con, _):
-            rows = con.execute("SELECT label, count(*) FROM live GROUP BY label ORDER BY label").fetchall()
+            rows = con.sql(
+                "SELECT label, count(*) FROM live WHERE $project = '' OR project = $project "
+                "GROUP BY label ORDER BY label",
+                params={"project": project},
+            ).fetchall()
         return {str(label): int(n) for label, n in rows}
+
+    @retrying
+    def project_labels(self) -> list[tuple[str, str, int]]:
+        """(project, label, live examples) for every project: what the lake's gauges show."""
+        with self.connect() as (con, _):
+            rows = con.execute(
+                "SELECT project, label, count(*) FROM live GROUP BY project, label ORDER BY project, label"
+            ).fetchall()
+        return [(str(p), str(label), int(n)) for p, label, n in rows]
 
     @retrying
     def latest_labels(self, example_ids: list[str] | None = None, limit: int = 1000) -> tuple[list[dict], int]:
@@ -159,14 +179,21 @@ class Aggregates:
         return rows, total
 
     @retrying
-    def feature_stats(self) -> list[ClassStats]:
+    def feature_stats(self, project: str = "") -> list[ClassStats]:
+        """Per label, per feature: count, mean, std, min, max (NaN, a null, left out), of one project or all."""
         with self.connect() as (con, _):
-            rows = con.execute(
+            mine = "WHERE $project = '' OR project = $project"
+            rows = con.sql(
                 "SELECT label, i, count(*), avg(v), stddev_pop(v), min(v), max(v) FROM ("
-                "  SELECT label, unnest(features) AS v, unnest(range(len(features))) AS i FROM live"
-                ") GROUP BY label, i ORDER BY label, i"
+                f"  SELECT label, unnest(features) AS v, unnest(range(len(features))) AS i FROM live {mine}"
+                ") WHERE NOT isnan(v) GROUP BY label, i ORDER BY label, i",
+                params={"project": project},
             ).fetchall()
-            counts = dict(con.execute("SELECT label, count(*) FROM live GROUP BY label").fetchall())
+            counts = dict(
+                con.sql(
+                    f"SELECT label, count(*) FROM live {mine} GROUP BY label", params={"project": project}
+                ).fetchall()
+            )
         out: dict[str, ClassStats] = {}
         for label, _i, _n, mean, std, lo, hi in rows:
             s = out.setdefault(label, ClassStats(label, int(counts[label]), [], [], [], []))
@@ -185,6 +212,7 @@ class Aggregates:
                 "  count(*) FILTER (WHERE l.example_id IS NOT NULL AND "
                 "    coalesce(nullif(p.predicted_label, ''), CAST(p.predicted_class AS VARCHAR)) = l.label) "
                 "FROM predictions p LEFT JOIN live l ON p.example_id <> '' AND p.example_id = l.example_id "
+                "  AND (p.project = l.project OR p.project = '' OR l.project = '') "
                 "GROUP BY p.model, p.model_version ORDER BY p.model, p.model_version"
             ).fetchall()
         return [ModelAccuracy(str(m), str(v), int(n), int(lab), int(ok)) for m, v, n, lab, ok in rows]
@@ -206,7 +234,7 @@ class Aggregates:
             where, params = _filter_sql(flt)
             return con.sql(
                 "SELECT example_id, label, CAST(features AS FLOAT[]) AS features, object_uri, sha256, "
-                f"{LABEL_TIME} AS updated_at FROM live WHERE true {where} ORDER BY example_id",
+                f"{LABEL_TIME} AS updated_at, content_type FROM live WHERE true {where} ORDER BY example_id",
                 params=params or None,
             ).to_arrow_table()
 
@@ -223,4 +251,7 @@ def _filter_sql(flt: LabelFilter) -> tuple[str, dict[str, object]]:
     if flt.sources:
         clauses.append("AND source IN (SELECT unnest($sources))")
         params["sources"] = list(flt.sources)
+    if flt.project:
+        clauses.append("AND project = $project")
+        params["project"] = flt.project
     return " ".join(clauses), params

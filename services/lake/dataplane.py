@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 ROWS = Gauge("flywheel_lake_rows", "Rows in the lake's Parquet files", ["topic"])
 FILES = Gauge("flywheel_lake_files", "Parquet files in the lake", ["topic"])
-LABELS = Gauge("flywheel_lake_label_count", "Live labelled examples per label", ["label"])
+LABELS = Gauge("flywheel_lake_label_count", "Live labelled examples per project and label", ["project", "label"])
 PREDICTIONS = Gauge("flywheel_lake_predictions", "Logged predictions per model version", ["model", "version"])
 LABELLED = Gauge("flywheel_lake_labelled_predictions", "Predictions whose example has a label", ["model", "version"])
 ACCURACY = Gauge("flywheel_lake_live_accuracy", "Accuracy of predictions against later labels", ["model", "version"])
@@ -32,16 +32,16 @@ class LakeDataPlane:
         self._gauge_lock = threading.Lock()
 
     # -- aggregates -------------------------------------------------------------------------
-    def label_distribution(self) -> dict[str, int]:
-        return self.aggregates.label_distribution()
+    def label_distribution(self, project: str = "") -> dict[str, int]:
+        return self.aggregates.label_distribution(project)
 
     def latest_labels(self, example_ids: list[str], limit: int) -> tuple[list[dict], int]:
         if limit < 0 or limit > 100_000:
             raise InvalidRequest(f"limit must be within 0..100000 (0 means 1000), got {limit}")
         return self.aggregates.latest_labels(example_ids or None, limit or 1000)
 
-    def feature_stats(self) -> list[ClassStats]:
-        return self.aggregates.feature_stats()
+    def feature_stats(self, project: str = "") -> list[ClassStats]:
+        return self.aggregates.feature_stats(project)
 
     def live_accuracy(self) -> list[ModelAccuracy]:
         return self.aggregates.live_accuracy()
@@ -57,10 +57,11 @@ class LakeDataPlane:
         as_of: dt.datetime | None,
         split: SplitSpec,
         description: str = "",
+        project: str = "",
     ) -> dict[str, Any]:
         if as_of is not None and as_of.tzinfo is None:
             raise InvalidRequest("as_of must carry a time zone (e.g. 2026-01-01T00:00:00Z)")
-        flt = LabelFilter(tuple(sorted(set(labels))), tuple(sorted(set(sources))), as_of)
+        flt = LabelFilter(tuple(sorted(set(labels))), tuple(sorted(set(sources))), as_of, project)
         manifest = self.snapshots.create(flt, split, description)
         log.info("snapshot", extra={"snapshot_id": manifest["snapshot_id"], "rows": manifest["rows_per_split"]})
         return manifest
@@ -88,8 +89,8 @@ class LakeDataPlane:
                 ROWS.labels(t.topic).set(t.rows)
                 FILES.labels(t.topic).set(t.files)
             LABELS.clear()
-            for label, n in self.label_distribution().items():
-                LABELS.labels(label).set(n)
+            for project, label, n in self.aggregates.project_labels():
+                LABELS.labels(project, label).set(n)
             for m in self.live_accuracy():
                 PREDICTIONS.labels(m.model, m.model_version).set(m.predictions)
                 LABELLED.labels(m.model, m.model_version).set(m.labelled)

@@ -35,6 +35,8 @@ LABEL_SCHEMA = pa.schema(
         pa.field("created_at", TS),
         pa.field("updated_at", TS),
         pa.field("attributes", pa.string()),
+        pa.field("project", pa.string()),
+        pa.field("content_type", pa.string()),
         *_KAFKA,
     ]
 )
@@ -55,6 +57,7 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("key_id", pa.string()),
         pa.field("route", pa.string()),
         pa.field("example_id", pa.string()),
+        pa.field("project", pa.string()),
         *_KAFKA,
     ]
 )
@@ -99,6 +102,8 @@ def _label_row(r: Record) -> dict[str, Any]:
         "created_at": micros(e.created_at),
         "updated_at": micros(e.updated_at),
         "attributes": json.dumps(dict(sorted(e.attributes.items()))) if e.attributes else "",
+        "project": e.project,
+        "content_type": e.content_type,
         "_partition": r.partition,
         "_offset": r.offset,
     }
@@ -121,6 +126,7 @@ def _prediction_row(r: Record) -> dict[str, Any]:
         "key_id": e.key_id,
         "route": e.route,
         "example_id": e.example_id,
+        "project": e.project or e.model,  # a project's model is named after it
         "_partition": r.partition,
         "_offset": r.offset,
     }

@@ -26,6 +26,11 @@ class LakeSettings(BaseSettings):
     compact_interval_s: float = Field(10.0, gt=0, description="how often the compactor looks for small files")
     gauges_interval_s: float = Field(15.0, gt=0, description="how often the aggregate gauges are recomputed")
     code_version: str = Field("", description="code version in snapshot ids; empty: a hash of the snapshot code")
+    default_project: str = Field(
+        "digits",
+        pattern=r"^([a-z][a-z0-9_-]{0,62})?$",
+        description="the project a snapshot request that names none cuts",
+    )
 
 
 def resolved_root(settings: LakeSettings, home: Path) -> str:

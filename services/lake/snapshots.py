@@ -8,10 +8,15 @@ the same id (and the existing snapshot is returned as it is: snapshots are never
 Splits are stratified: within each label, examples are ordered by sha256(salt, example_id) and
 the first `train` share goes to train, the next `validation` share to validation, the rest to
 test, so the assignment depends on the ids and the salt, never on arrival order.
+
+A snapshot holds one project's labels: its spec (from the catalog the lake follows) names the
+features' columns and kinds, so the profile tests a tabular column as a category or a number and
+an image's pixels with their derived statistics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -30,7 +35,9 @@ import pyarrow.parquet as pq
 from services.lake.aggregates import Aggregates, LabelFilter
 from services.lake.errors import EmptySnapshot, InvalidRequest, SnapshotNotFound
 from services.lake.store import LakeStore
+from services.preprocessing import InputCodec
 from services.profiles import build_profile
+from services.projects.catalog import Catalog, Project, UnknownProject
 
 SPLITS = ("train", "validation", "test")
 SNAPSHOTS = "snapshots"
@@ -43,6 +50,7 @@ SCHEMA = pa.schema(
         pa.field("object_uri", pa.string()),
         pa.field("sha256", pa.string()),
         pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+        pa.field("content_type", pa.string()),
     ]
 )
 # The modules whose code shapes a snapshot's bytes; their hash is the default code version.
@@ -102,16 +110,37 @@ def _parquet(table: pa.Table) -> bytes:
 
 
 class Snapshots:
-    def __init__(self, store: LakeStore, aggregates: Aggregates | None, version: str = "") -> None:
+    def __init__(
+        self,
+        store: LakeStore,
+        aggregates: Aggregates | None,
+        version: str = "",
+        catalog: Catalog | None = None,
+        default_project: str = "",
+    ) -> None:
+        """Without a catalog (tools, tests) a snapshot takes every project's rows and numbers its columns."""
         self.store = store
         self.aggregates = aggregates
         self.code_version = version or code_version()
+        self.catalog = catalog
+        self.default_project = default_project
+
+    def _project(self, flt: LabelFilter) -> tuple[LabelFilter, Project | None]:
+        name = flt.project or self.default_project
+        if self.catalog is None or not name:
+            return flt, None
+        try:
+            project = self.catalog.get(name)
+        except UnknownProject as exc:
+            raise InvalidRequest(str(exc)) from None
+        return dataclasses.replace(flt, project=name), project
 
     # -- create -----------------------------------------------------------------------------
     def create(self, flt: LabelFilter, spec: SplitSpec, description: str = "") -> dict[str, Any]:
         spec = spec.validated()
         if self.aggregates is None:
             raise InvalidRequest("this lake handle is read-only: it cannot create snapshots")
+        flt, project = self._project(flt)
         table = self.aggregates.live_table(flt).cast(SCHEMA)
         lengths = pc.list_value_length(table.column("features"))
         table = table.filter(pc.greater(lengths, 0))
@@ -120,6 +149,11 @@ class Snapshots:
         dims = set(pc.list_value_length(table.column("features")).to_pylist())
         if len(dims) != 1:
             raise InvalidRequest(f"examples have different feature lengths {sorted(dims)}; filter to one schema")
+        schema = InputCodec(project.spec.input).schema() if project is not None else None
+        if schema is not None and len(schema.names) not in dims:
+            raise InvalidRequest(
+                f"project {project.name}'s examples have {sorted(dims)[0]} features; its spec names {len(schema.names)}"
+            )
         ids = table.column("example_id").to_pylist()
         labels = table.column("label").to_pylist()
         split_of = np.array(assign_splits(ids, labels, spec))
@@ -139,7 +173,9 @@ class Snapshots:
             }
             for s in SPLITS
         ]
-        ident = json.dumps({"code_version": self.code_version, "files": files}, sort_keys=True)
+        ident = json.dumps(
+            {"code_version": self.code_version, "files": files, "project": flt.project}, sort_keys=True
+        )
         snapshot_id = hashlib.sha256(ident.encode()).hexdigest()[:20]
         folder = f"{SNAPSHOTS}/{snapshot_id}"
         if self.store.exists(f"{folder}/manifest.json"):
@@ -147,7 +183,7 @@ class Snapshots:
         train = parts["train"]
         feats = np.asarray(train.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False))
         feats = feats.reshape(train.num_rows, -1)
-        profile = build_profile(snapshot_id, feats, train.column("label").to_pylist())
+        profile = build_profile(snapshot_id, feats, train.column("label").to_pylist(), schema)
         manifest = {
             "snapshot_id": snapshot_id,
             "created_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
@@ -157,6 +193,8 @@ class Snapshots:
                 "sources": list(flt.sources),
                 "as_of": flt.as_of.isoformat() if flt.as_of else None,
             },
+            "project": flt.project,
+            "project_version": project.version if project is not None else 0,
             "split": {"train": spec.train, "validation": spec.validation, "test": spec.test, "salt": spec.salt},
             "files": files,
             "rows_per_split": {f["split"]: f["rows"] for f in files},

@@ -7,14 +7,16 @@ import logging
 import threading
 
 from services.config import CommonSettings, describe_settings, load_settings
-from services.events import ConsumeLoop, ConsumerConfig, EventProducer
-from services.monitor.detector import DriftConfig
+from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_topics
+from services.events.topics import PROJECTS
+from services.monitor.detector import DriftConfig, project_drift
 from services.monitor.monitor import Monitor, WindowParams
 from services.monitor.policy import RetrainPolicy
 from services.monitor.reference import ReferenceStore, SnapshotMap
 from services.monitor.settings import MonitorSettings, parse_hyperparameters, resolved_lake_root
 from services.monitor.transport.kafka import VALIDATORS, MonitorHandler, restore_state
 from services.monitor.transport.rest import monitor_app
+from services.projects.catalog import Catalog, CatalogFollower
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
 
 log = logging.getLogger("services.monitor")
@@ -33,17 +35,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_monitor(settings: MonitorSettings, common: CommonSettings) -> Monitor:
+def build_monitor(settings: MonitorSettings, common: CommonSettings, catalog: Catalog | None = None) -> Monitor:
+    config = DriftConfig(
+        features=settings.features,
+        alpha=settings.alpha,
+        correction=settings.correction,
+        min_samples=settings.min_samples,
+        min_drifted_share=settings.min_drifted_share,
+        min_effect=settings.min_effect,
+        dedupe=settings.dedupe,
+    )
     return Monitor(
-        DriftConfig(
-            features=settings.features,
-            alpha=settings.alpha,
-            correction=settings.correction,
-            min_samples=settings.min_samples,
-            min_drifted_share=settings.min_drifted_share,
-            min_effect=settings.min_effect,
-            dedupe=settings.dedupe,
-        ),
+        config,
         WindowParams(
             settings.window_size,
             settings.window_step,
@@ -63,6 +66,7 @@ def build_monitor(settings: MonitorSettings, common: CommonSettings) -> Monitor:
         alert_repeat_s=settings.alert_repeat_s,
         label_join_max=settings.label_join_max,
         accuracy_window=settings.accuracy_window,
+        config_for=(lambda model: project_drift(config, catalog, model)) if catalog is not None else None,
     )
 
 
@@ -73,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("monitor", common.log_level)
     stop = StopSignal().install()
 
-    monitor = build_monitor(settings, common)
+    ensure_topics(common.kafka_bootstrap, [PROJECTS])
+    catalog = Catalog()
+    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event)
+    follower.load()
+    monitor = build_monitor(settings, common, catalog)
     restore_state(monitor, common.kafka_bootstrap, settings.group)
     producer = EventProducer(common.kafka_bootstrap, client_id=settings.group)
     handler = MonitorHandler(
@@ -96,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     readiness = Readiness()
     readiness.add("kafka", loop.healthy)
+    readiness.add("projects", follower.healthy)
+    threading.Thread(target=follower.run, name="projects", daemon=True).start()
     http = serve_http_in_thread(monitor_app(monitor, readiness), settings.host, settings.http_port)
     log.info(
         "monitor started",

@@ -12,7 +12,7 @@ about the input distribution, and counting it a thousand times makes every p-val
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from services.monitor.statistics import (
     reject,
     scaled_wasserstein,
 )
-from services.profiles import derived_features
+from services.profiles import derived_columns
+from services.projects.catalog import Catalog
 
 DECISION_TESTS = ("ks", "chi2")
 
@@ -42,6 +43,14 @@ class DriftConfig:
     min_drifted_share: float = 0.0
     min_effect: float = 0.3  # excess PSI a significant change needs to count as drift
     dedupe: bool = True
+
+
+def project_drift(base: DriftConfig, catalog: Catalog | None, model: str) -> DriftConfig:
+    """The drift test for a model: the service's settings with its project's `drift` overrides."""
+    if catalog is None or model not in catalog:
+        return base
+    overrides = {k: v for k, v in catalog.get(model).spec.drift.model_dump().items() if v is not None}
+    return replace(base, **overrides) if overrides else base
 
 
 @dataclass(frozen=True)
@@ -79,13 +88,17 @@ def evaluate_window(
     columns: list[tuple[np.ndarray, ColumnReference]] = []
     if config.features in ("all", "raw"):
         columns += [(features[:, i], col) for i, col in enumerate(reference.raw)]
-    if config.features in ("all", "derived") and reference.derived:
-        derived = derived_features(features)
-        columns += [(derived[:, i], col) for i, col in enumerate(reference.derived)]
+    if config.features in ("all", "derived") and reference.derived and reference.schema is not None:
+        names, derived = derived_columns(features, reference.schema)
+        index = {name: i for i, name in enumerate(names)}
+        columns += [(derived[:, index[col.name]], col) for col in reference.derived if col.name in index]
     effects: list[TestResult] = []
     decisions: list[tuple[str, str, float, float, float]] = []  # feature, test, statistic, p, effect
-    continuous: list[tuple[str, float, float, int]] = []  # feature, ks, psi, reference sample size
+    continuous: list[tuple[str, float, float, int, int]] = []  # feature, ks, psi, reference and live sizes
     for values, col in columns:
+        values = values[~np.isnan(values)]  # nulls are tested by their own ":null" column
+        if len(values) < config.min_samples // 2:
+            continue
         ks, emd = ecdf_distances(values, col)
         effects.append(TestResult(col.name, "wasserstein", scaled_wasserstein(emd, col)))
         if col.discrete:
@@ -93,11 +106,15 @@ def evaluate_window(
             decisions.append((col.name, "chi2", statistic, p, excess))
         else:
             value, excess = binned_psi(values, col)
-            continuous.append((col.name, ks, excess, len(col.sample)))
+            continuous.append((col.name, ks, excess, len(col.sample), len(values)))
         effects.append(TestResult(col.name, "psi", value))
     if continuous:
-        p_values = ks_p_value(np.array([c[1] for c in continuous]), n, np.array([c[3] for c in continuous]))
-        decisions += [(name, "ks", d, float(p), e) for (name, d, e, _), p in zip(continuous, p_values, strict=True)]
+        p_values = ks_p_value(
+            np.array([c[1] for c in continuous]),
+            np.array([c[4] for c in continuous]),
+            np.array([c[3] for c in continuous]),
+        )
+        decisions += [(name, "ks", d, float(p), e) for (name, d, e, _, _), p in zip(continuous, p_values, strict=True)]
     if reference.class_priors and predicted:
         statistic, p, _, excess = chi2_classes(predicted, reference.class_priors, reference.n)
         decisions.append(("predicted_class", "chi2", statistic, p, excess))

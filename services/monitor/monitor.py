@@ -10,6 +10,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,8 +109,11 @@ class Monitor:
         label_join_max: int = 100_000,
         accuracy_window: int = 500,
         export: bool = True,
+        config_for: Callable[[str], DriftConfig] | None = None,
     ) -> None:
+        """`config_for(model)`: the drift test for one model (its project's overrides of `config`)."""
         self.config = config
+        self._config_for = config_for
         self.window_params = windows
         self.references = references
         self.snapshots = snapshots
@@ -133,7 +137,10 @@ class Monitor:
         with self._lock:
             for p in predictions:
                 state = self._version(p.model, p.version)
-                state.windows.add(p.features, p.predicted_label, p.event_time, p.event_id)
+                if not state.windows.add(p.features, p.predicted_label, p.event_time, p.event_id):
+                    if self._export:
+                        metrics.IGNORED.labels("feature_dim").inc()  # not what this version's inputs look like
+                    continue
                 if self._export:
                     metrics.PREDICTIONS.labels(p.model, p.version).inc()
                     if p.latency_ms > 0:
@@ -224,7 +231,8 @@ class Monitor:
             if self._export:
                 metrics.UNTESTED.labels(model, version, kind, "feature_dim").inc()
             return None
-        verdict = evaluate_window(reference, window.features, window.predicted, self.config)
+        config = self._config_for(model) if self._config_for is not None else self.config
+        verdict = evaluate_window(reference, window.features, window.predicted, config)
         if verdict is None:
             if self._export:
                 metrics.UNTESTED.labels(model, version, kind, "too_few_samples").inc()

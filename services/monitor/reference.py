@@ -18,7 +18,8 @@ from typing import Any
 
 from services.monitor.errors import ReferenceUnavailable
 from services.monitor.statistics import ColumnReference
-from services.profiles import DERIVED_FEATURES, load_profile
+from services.preprocessing.codec import FeatureSchema
+from services.profiles import default_schema, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,19 @@ class Reference:
     raw: tuple[ColumnReference, ...]
     derived: tuple[ColumnReference, ...]
     class_priors: dict[str, float]
+    # What the columns are (names, categorical, nullable, image shape): derived columns are computed
+    # from raw ones under it (services/profiles.derived_columns), as the lake did.
+    schema: FeatureSchema | None = None
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any]) -> Reference:
         try:
             raw = tuple(ColumnReference.from_profile(n, profile["features"][n]) for n in profile["feature_names"])
             dcols = profile.get("derived") or {}
-            derived = tuple(ColumnReference.from_profile(n, dcols[n]) for n in DERIVED_FEATURES if n in dcols)
+            derived = tuple(ColumnReference.from_profile(n, c) for n, c in dcols.items())
             priors = {str(k): float(v) for k, v in (profile.get("class_priors") or {}).items()}
-            return cls(str(profile["snapshot_id"]), int(profile["n"]), raw, derived, priors)
+            schema = FeatureSchema.from_dict(profile["schema"]) if profile.get("schema") else default_schema(len(raw))
+            return cls(str(profile["snapshot_id"]), int(profile["n"]), raw, derived, priors, schema)
         except (KeyError, TypeError, ValueError) as exc:
             raise ReferenceUnavailable(f"profile is not a Flywheel reference profile: {exc!r}") from exc
 

@@ -99,13 +99,14 @@ def ecdf_distances(live: np.ndarray, ref: ColumnReference) -> tuple[float, float
     return float(gaps.max()), float(np.sum(gaps[:-1] * np.diff(pooled)))
 
 
-def ks_p_value(d: float | np.ndarray, n: int, m: int | np.ndarray) -> np.ndarray:
+def ks_p_value(d: float | np.ndarray, n: int | np.ndarray, m: int | np.ndarray) -> np.ndarray:
     """Two-sided asymptotic p-value of two-sample KS statistics: Kolmogorov's limit at sqrt(nm/(n+m))·D.
 
     Vectorised (one ufunc call for every feature of a window); with the ties of pixel data it
     is conservative, i.e. it raises fewer false alarms than its nominal level.
     """
-    en = n * np.asarray(m, dtype=np.float64) / (n + np.asarray(m, dtype=np.float64))
+    n_, m_ = np.asarray(n, dtype=np.float64), np.asarray(m, dtype=np.float64)
+    en = n_ * m_ / (n_ + m_)
     return np.clip(special.kolmogorov(np.sqrt(en) * np.asarray(d, dtype=np.float64)), 0.0, 1.0)
 
 

@@ -35,7 +35,10 @@ class VersionWindows:
         self._pending_time = False
         self.last_event_id = ""
 
-    def add(self, row: np.ndarray, predicted: str, event_time: float, event_id: str) -> None:
+    def add(self, row: np.ndarray, predicted: str, event_time: float, event_id: str) -> bool:
+        """Add one prediction; False (not added) when its features differ in length from the window's."""
+        if self._rows and len(row) != len(self._rows[-1]):
+            return False
         self._rows.append(row)
         self._labels.append(predicted)
         self._times.append(event_time)
@@ -47,6 +50,7 @@ class VersionWindows:
             self._pending_time = True
             while self._next_time <= event_time:
                 self._next_time += self.step_s
+        return True
 
     def __len__(self) -> int:
         return len(self._rows)

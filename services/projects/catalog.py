@@ -170,6 +170,17 @@ class CatalogFollower:
         self.last_poll = time.monotonic()
         return taken
 
+    def load_and_follow(self, retry_s: float = 2.0) -> None:
+        """load() until it succeeds (a broker still starting), then run(): for a thread of its own."""
+        while not self._stop.is_set():
+            try:
+                self.load()
+                break
+            except (RuntimeError, KafkaException) as exc:
+                self._error = str(exc)
+                self._stop.wait(retry_s)
+        self.run()
+
     def run(self) -> None:
         """Follow the topic until stopped (call after load())."""
         try:

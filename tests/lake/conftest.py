@@ -17,6 +17,7 @@ from services.devstack.ports import free_port
 from services.lake.aggregates import Aggregates
 from services.lake.manifest import Manifest
 from services.lake.store import LakeStore
+from tests.support.projects import example_spec, publish_spec
 from tests.support.waiting import wait_until
 
 
@@ -44,6 +45,7 @@ class LakeProcess:
 
 
 def start_lake(bootstrap: str, root: Path, group: str, home: Path, **extra: str) -> LakeProcess:
+    publish_spec(bootstrap, example_spec("digits"))  # the default project (the trainer publishes it in a stack)
     http_port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,

@@ -37,6 +37,7 @@ def label_event(
     source: str = "api",
     when: dt.datetime = T0,
     feats: list[float] | None = None,
+    project: str = "digits",
 ) -> ev.LabelEvent:
     meta = new_meta("test")
     meta.event_id = f"{example_id}:{seq}:{action}"
@@ -53,6 +54,8 @@ def label_event(
         updated_at=ts(when),
         object_uri=f"file:///objects/{example_id}",
         sha256="0" * 64,
+        project=project,
+        content_type="image/png",
     )
 
 

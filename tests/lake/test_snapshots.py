@@ -56,7 +56,15 @@ def test_snapshot_is_deterministic_stratified_and_in_the_contract_format(tmp_pat
         data = (folder / f["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == f["sha256"]
         table = pq.read_table(folder / f["path"])
-        assert table.column_names == ["example_id", "label", "features", "object_uri", "sha256", "updated_at"]
+        assert table.column_names == [
+            "example_id",
+            "label",
+            "features",
+            "object_uri",
+            "sha256",
+            "updated_at",
+            "content_type",
+        ]
         assert str(table.schema.field("updated_at").type) == "timestamp[us, tz=UTC]"
         counts = table.group_by("label").aggregate([("example_id", "count")]).to_pylist()
         assert {c["example_id_count"] for c in counts} == {f["rows"] // 10}  # stratified

@@ -41,6 +41,7 @@ def snapshot_pb(manifest: dict[str, Any], uri: str) -> pb.Snapshot:
         code_version=manifest["code_version"],
         uri=uri,
         description=manifest.get("description", ""),
+        project=manifest.get("project", ""),
     )
 
 
@@ -58,7 +59,9 @@ class LakeServicer(pb_grpc.LakeServicer):
         spec = SplitSpec(spec.train, spec.validation, spec.test, spec.salt or "flywheel")
         as_of = request.as_of.ToDatetime(dt.UTC) if request.HasField("as_of") else None
         labels, sources = list(request.labels), list(request.sources)
-        return self._snapshot(self._dataplane.create_snapshot(labels, sources, as_of, spec, request.description))
+        return self._snapshot(
+            self._dataplane.create_snapshot(labels, sources, as_of, spec, request.description, request.project)
+        )
 
     @guarded(ERRORS)
     def GetSnapshot(self, request: pb.GetSnapshotRequest, context: grpc.ServicerContext) -> pb.Snapshot:

@@ -29,6 +29,7 @@ class CreateSnapshotBody(BaseModel):
     as_of: dt.datetime | None = None
     split: SplitBody = Field(default_factory=SplitBody)
     description: str = ""
+    project: str = ""  # empty: the lake's default project
 
 
 def build_app(dataplane: LakeDataPlane, readiness: Readiness) -> FastAPI:
@@ -37,8 +38,8 @@ def build_app(dataplane: LakeDataPlane, readiness: Readiness) -> FastAPI:
     install_error_handlers(app, ERRORS)
 
     @app.get("/v1/labels/distribution")
-    def distribution() -> dict[str, int]:
-        return dataplane.label_distribution()
+    def distribution(project: str = "") -> dict[str, int]:
+        return dataplane.label_distribution(project)
 
     @app.get("/v1/labels/latest")
     def latest(
@@ -48,8 +49,8 @@ def build_app(dataplane: LakeDataPlane, readiness: Readiness) -> FastAPI:
         return {"labels": rows, "total": total}
 
     @app.get("/v1/features/stats")
-    def feature_stats() -> list[dict[str, Any]]:
-        return [dataclasses.asdict(s) for s in dataplane.feature_stats()]
+    def feature_stats(project: str = "") -> list[dict[str, Any]]:
+        return [dataclasses.asdict(s) for s in dataplane.feature_stats(project)]
 
     @app.get("/v1/accuracy")
     def accuracy() -> list[dict[str, Any]]:
@@ -63,7 +64,12 @@ def build_app(dataplane: LakeDataPlane, readiness: Readiness) -> FastAPI:
     def create(body: CreateSnapshotBody) -> dict[str, Any]:
         s = body.split
         manifest = dataplane.create_snapshot(
-            body.labels, body.sources, body.as_of, SplitSpec(s.train, s.validation, s.test, s.salt), body.description
+            body.labels,
+            body.sources,
+            body.as_of,
+            SplitSpec(s.train, s.validation, s.test, s.salt),
+            body.description,
+            body.project,
         )
         return {**manifest, "uri": dataplane.snapshot_uri(manifest["snapshot_id"])}
 
