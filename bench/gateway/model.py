@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from services.projects import load_spec_file, spec_json
+
 CONFIG = """name: "{name}"
 platform: "onnxruntime_onnx"
 max_batch_size: 64
@@ -48,6 +50,13 @@ def write_digits_model(repo: Path, name: str) -> Path:
     version.mkdir(parents=True)
     (repo / name / "config.pbtxt").write_text(CONFIG.format(name=name))
     onnx.save(model, str(version / "model.onnx"))
-    card = {"preprocess": "digits_8x8", "labels": [str(d) for d in range(10)], "input": "features"}
+    digits = load_spec_file(Path(__file__).resolve().parents[2] / "examples" / "digits" / "project.yaml")
+    card = {
+        "preprocess": "project",
+        "project": "digits",
+        "input_spec": json.loads(spec_json(digits))["input"],
+        "labels": [str(d) for d in range(10)],
+        "input": "features",
+    }
     (version / "flywheel.json").write_text(json.dumps({**card, "output": "probabilities", "snapshot_id": "bench"}))
     return repo

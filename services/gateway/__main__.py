@@ -18,9 +18,11 @@ from pathlib import Path
 
 from services.config import CommonSettings, ConfigError
 from services.events import EventProducer
+from services.fetching import BoundedHttp, FetchLimits
 from services.gateway.auth import Guard
 from services.gateway.breaker import Breakers
 from services.gateway.dataplane import Gateway, Limits
+from services.gateway.instances import UrlReader
 from services.gateway.keys import KeyStore
 from services.gateway.model_cards import ModelCards
 from services.gateway.modelserver_client import ModelServerClient
@@ -47,6 +49,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-repository", type=Path, help="model repository folder (flywheel.json)")
     parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=None, help="use Kafka")
     return parser.parse_args(argv)
+
+
+def url_reader(settings: GatewaySettings) -> UrlReader | None:
+    """Bounded GETs from the allow-listed hosts, or None when no host is allowed (URLs are refused)."""
+    hosts = tuple(h.strip() for h in settings.fetch_allowed_hosts.split(",") if h.strip())
+    if not hosts:
+        return None
+    http = BoundedHttp(
+        FetchLimits(settings.fetch_max_bytes, settings.fetch_timeout_s), hosts, "FLYWHEEL_GATEWAY_FETCH_ALLOWED_HOSTS"
+    )
+    return http.get
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +126,7 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
         logger,
         Limits(settings.deadline_ms / 1000, settings.max_instances, settings.log_max_features),
         on_rollback=archived_publisher(producer) if producer is not None else None,
+        read_url=url_reader(settings),
     )
     guard = Guard(keys, TokenBuckets(settings.default_rate_per_s, settings.default_burst), settings.require_api_key)
 

@@ -32,9 +32,10 @@ from services.gateway.errors import (
     DeadlineExceeded,
     GatewayError,
     InvalidInput,
+    ModelNotFound,
     RequestTooLarge,
 )
-from services.gateway.instances import instances_to_features, predictions
+from services.gateway.instances import UrlReader, encode_instances, predictions
 from services.gateway.metrics import ROLLBACKS, ROUTED, SHADOW
 from services.gateway.model_cards import ModelCards
 from services.gateway.modelserver_client import ModelServerClient
@@ -118,8 +119,11 @@ class Gateway:
         logger: PredictionLogger,
         limits: Limits,
         on_rollback: Callable[[Verdict], None] | None = None,
+        read_url: UrlReader | None = None,
     ) -> None:
-        """`on_rollback`: told of each canary taken out of traffic (the Kafka adapter publishes it)."""
+        """`on_rollback`: told of each canary taken out of traffic (the Kafka adapter publishes it);
+        `read_url`: fetches `:predict` instances given by URL (allow-listed, bounded), None: no URLs."""
+        self._read_url = read_url
         self._client = client
         self._routes = routes
         self._cards = cards
@@ -158,14 +162,11 @@ class Gateway:
         choice = self._routes.choose(model, "", origin.sticky_key)
         version = choice.version or await asyncio.to_thread(self._cards.latest_version, model)
         card = self._cards.get(model, version)
-        request = InferRequest(
-            model=model,
-            version=version,
-            inputs={card.input: instances_to_features(card, instances)},
-            outputs=[card.output],
-        )
+        # Decoding images is CPU work: off the event loop, so other requests keep flowing.
+        batch = await asyncio.to_thread(encode_instances, card, instances, self._read_url)
+        request = InferRequest(model=model, version=version, inputs={card.input: batch.inputs}, outputs=[card.output])
         answer = await self._forward(
-            request, Choice(version, choice.route, choice.shadow), origin, deadline, request_id
+            request, Choice(version, choice.route, choice.shadow), origin, deadline, request_id, batch.features
         )
         scores = answer.response.outputs.get(card.output)
         if scores is None:
@@ -178,8 +179,15 @@ class Gateway:
         }
 
     async def _forward(
-        self, request: InferRequest, choice: Choice, origin: Origin, deadline: Deadline, request_id: str
+        self,
+        request: InferRequest,
+        choice: Choice,
+        origin: Origin,
+        deadline: Deadline,
+        request_id: str,
+        features: np.ndarray | None = None,
     ) -> Answer:
+        """`features`: what to log for drift (the friendly route has them); else derived from the inputs."""
         request_id_var.set(request_id)
         request.version = choice.version  # the request is ours once decoded: routed in place
         started = time.perf_counter()
@@ -194,7 +202,9 @@ class Gateway:
             self._judge(request.model, choice.version, True, latency)
         ROUTED.labels(request.model, choice.route).inc()
         # Logged and mirrored once the caller's answer is on its way: neither adds to its latency.
-        asyncio.get_running_loop().call_soon(self._after, request, response, request_id, choice, origin, latency)
+        asyncio.get_running_loop().call_soon(
+            self._after, request, response, request_id, choice, origin, latency, features
+        )
         return Answer(response, choice.route, request_id)
 
     def _after(
@@ -205,13 +215,31 @@ class Gateway:
         choice: Choice,
         origin: Origin,
         latency_s: float,
+        features: np.ndarray | None = None,
     ) -> None:
         version = response.version or request.version
-        features = _features(request)
+        if features is None:
+            features = self._monitored(request, version)
         self._log(request_id, request.model, version, features, _scores(response), origin, choice.route, latency_s)
         if choice.shadow and choice.shadow != version:
             shadow = dataclasses.replace(request, version=choice.shadow)
             self._spawn(self._shadow(shadow, request_id, features, origin))
+
+    def _monitored(self, request: InferRequest, version: str) -> np.ndarray | None:
+        """The features the monitor tests for a v2 request: the project's (pixels, codes, an image
+        signature) computed from the model input, as the friendly route logs them; a version without
+        a project spec logs its first floating-point input; a text model's inputs (hashed counts) none."""
+        try:
+            card = self._cards.get(request.model, version) if version else None
+        except ModelNotFound:
+            card = None
+        if card is None or card.codec is None:
+            return _first_float(request)
+        x = request.inputs.get(card.input)
+        codec = card.codec
+        if x is None or codec.kind == "text" or tuple(x.shape[1:]) != codec.shape:
+            return None
+        return codec.features_of(x)
 
     # -- canary ------------------------------------------------------------------------------
     def _judge(self, model: str, version: str, ok: bool, latency_s: float) -> None:
@@ -358,7 +386,7 @@ class Gateway:
         self._routes.remove(model)
 
 
-def _features(request: InferRequest) -> np.ndarray | None:
+def _first_float(request: InferRequest) -> np.ndarray | None:
     """The first floating-point input: what drift is measured on."""
     return next((a for a in request.inputs.values() if a.dtype.kind == "f"), None)
 

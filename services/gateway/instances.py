@@ -1,60 +1,96 @@
 """The friendly route's codec: application instances → the model's input tensor, scores → labels.
 
-An instance of a `digits_8x8` model is an 8×8 image as base64 PNG (a string, or {"b64": …}) or
-64 numbers in [0, 1] (a list, or {"features": […]}).
+An instance is what the version's project takes (its flywheel.json carries the input spec), encoded
+by the same code that encoded the training data (services/preprocessing):
+
+* image projects: a base64 image (PNG, JPEG or WebP) as a string or `{"b64": …}`; `{"url": …}`
+  for an image on an allowed host (fetched bounded, FLYWHEEL_GATEWAY_FETCH_ALLOWED_HOSTS); or, for
+  small images, the pixels' values in [0, 1] as a list or `{"features": […]}`;
+* tabular projects: the row, `{column: value}`;
+* text projects: the text, as a string or `{"text": …}`.
+
+A bad instance is refused naming it and its field (`instances[2].age: is above the maximum 130`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from services.fetching import FetchFailed
 from services.gateway.errors import InvalidInput
 from services.gateway.model_cards import ModelCard
-from services.preprocessing import FEATURE_DIM, InvalidImage, png_to_features
+from services.preprocessing import Encoded, InputCodec, InvalidField
+
+# url → bytes (bounded, allow-listed), or FetchFailed saying why not.
+UrlReader = Callable[[str], bytes]
 
 
-def instances_to_features(card: ModelCard, instances: list[Any]) -> np.ndarray:
-    if card.preprocess != "digits_8x8":
-        raise InvalidInput(f"model {card.model!r} declares preprocess {card.preprocess!r}, unknown to this gateway")
-    rows = [_instance(i, x) for i, x in enumerate(instances)]
-    return np.stack(rows).astype(np.float32)
+@dataclass(frozen=True)
+class Batch:
+    inputs: np.ndarray  # (n, *input shape) float32, the model's input tensor
+    features: np.ndarray  # (n, d): what the prediction logs carry and the monitor tests
 
 
-def _instance(i: int, x: Any) -> np.ndarray:
+def codec_of(card: ModelCard) -> InputCodec:
+    if card.codec is None:
+        raise InvalidInput(
+            f"model {card.model!r} v{card.version} has no input spec in its flywheel.json: call it with "
+            "the v2 protocol (`/v2/models/…/infer`), or deploy it for a project"
+        )
+    return card.codec
+
+
+def encode_instances(card: ModelCard, instances: list[Any], read_url: UrlReader | None = None) -> Batch:
+    codec = codec_of(card)
+    encoded = [_instance(codec, i, x, read_url) for i, x in enumerate(instances)]
+    inputs = np.stack([e.model_input for e in encoded]).astype(np.float32, copy=False)
+    features = np.stack([e.features for e in encoded]).astype(np.float32, copy=False)
+    return Batch(inputs, features)
+
+
+def _instance(codec: InputCodec, i: int, x: Any, read_url: UrlReader | None) -> Encoded:
+    where = f"instances[{i}]"
+    try:
+        if codec.kind == "tabular":
+            return codec.encode_row(x)
+        if codec.kind == "text":
+            return codec.encode_text(x["text"] if isinstance(x, dict) and "text" in x else x)
+        return _image(codec, where, x, read_url)
+    except InvalidField as exc:
+        raise InvalidInput(f"{exc.at(where)}: {exc.reason}") from None
+
+
+def _image(codec: InputCodec, where: str, x: Any, read_url: UrlReader | None) -> Encoded:
     if isinstance(x, dict):
-        if "b64" in x:
-            x = x["b64"]
-        elif "features" in x:
-            x = x["features"]
-        else:
-            raise InvalidInput(f"instances[{i}]: an object needs 'b64' (PNG) or 'features' (64 numbers)")
+        keys = [k for k in ("b64", "url", "features") if k in x]
+        if len(keys) != 1:
+            raise InvalidInput(f"{where}: an object needs exactly one of 'b64' (an image), 'url' or 'features'")
+        if keys[0] == "url":
+            if read_url is None or not isinstance(x["url"], str):
+                raise InvalidInput(f"{where}.url: this gateway fetches no URLs (FLYWHEEL_GATEWAY_FETCH_ALLOWED_HOSTS)")
+            try:
+                data = read_url(x["url"])
+            except FetchFailed as exc:
+                raise InvalidInput(f"{where}.url: {exc.reason}") from None
+            return codec.encode_image(data)
+        x = x[keys[0]]
     if isinstance(x, str):
         try:
             data = base64.b64decode(x, validate=True)
         except (binascii.Error, ValueError):
-            raise InvalidInput(f"instances[{i}]: not valid base64") from None
-        try:
-            return png_to_features(data)
-        except InvalidImage as exc:
-            raise InvalidInput(f"instances[{i}]: {exc}") from None
+            raise InvalidInput(f"{where}: not valid base64") from None
+        return codec.encode_image(data)
     if isinstance(x, list):
-        if len(x) != FEATURE_DIM or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
-            raise InvalidInput(f"instances[{i}]: expected {FEATURE_DIM} numbers, got {_describe(x)}")
-        arr = np.asarray(x, dtype=np.float32)
-        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-            raise InvalidInput(f"instances[{i}]: features must be finite numbers in [0, 1]")
-        return arr
-    raise InvalidInput(f"instances[{i}]: expected a base64 PNG string or {FEATURE_DIM} numbers, got {_describe(x)}")
-
-
-def _describe(x: Any) -> str:
-    if isinstance(x, list):
-        return f"a list of {len(x)}"
-    return type(x).__name__
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in x):
+            raise InvalidInput(f"{where}: the pixels must be numbers")
+        return codec.encode_pixels(x)
+    raise InvalidInput(f"{where}: expected a base64 image, {{'url': …}} or the pixels, got {type(x).__name__}")
 
 
 def predictions(card: ModelCard, scores: np.ndarray) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
-"""Each version's `flywheel.json` (preprocess name, labels, input and output tensor names).
+"""Each version's `flywheel.json`: its project's input spec, labels, input and output tensor names.
 
 The gateway reads it from the model repository folder in its settings (the same folder the
 model server serves; the model server's ModelMetadata does not carry it). Cached per version
-and re-read when the file changes (checked at most once a second).
+and re-read when the file changes (checked at most once a second). The input spec is what the
+trainer trained with, so `:predict` encodes native inputs for that version exactly as its
+training data was encoded (services/preprocessing).
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.gateway.errors import ModelNotFound
+from pydantic import TypeAdapter, ValidationError
 
-PREPROCESSORS = ("digits_8x8",)
+from services.gateway.errors import ModelNotFound
+from services.preprocessing import InputCodec
+from services.projects.spec import InputSpec
+
 RECHECK_S = 1.0  # a cached card is re-checked (stat) at most this often
+INPUT_SPEC: TypeAdapter = TypeAdapter(InputSpec)
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,8 @@ class ModelCard:
     labels: tuple[str, ...]
     input: str
     output: str
+    project: str = ""
+    codec: InputCodec | None = None  # None: the version carries no input spec (OIP v2 only)
 
 
 class ModelCards:
@@ -61,6 +69,7 @@ class ModelCards:
             return hit[2]
         try:
             doc = json.loads(path.read_text())
+            spec = doc.get("input_spec")
             card = ModelCard(
                 model=model,
                 version=version,
@@ -68,8 +77,10 @@ class ModelCards:
                 labels=tuple(str(x) for x in doc["labels"]),
                 input=str(doc.get("input", "features")),
                 output=str(doc.get("output", "probabilities")),
+                project=str(doc.get("project", "")),
+                codec=InputCodec(INPUT_SPEC.validate_python(spec)) if spec is not None else None,
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
             raise ModelNotFound(f"flywheel.json of {model!r} v{version} is unusable: {exc}") from None
         with self._lock:
             self._cache[(model, version)] = (now, mtime, card)

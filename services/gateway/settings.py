@@ -43,6 +43,11 @@ class GatewaySettings(BaseSettings):
     events_group: str = Field("", description="consumer group for flywheel.models; empty = unique per process")
     log_queue_bound: int = Field(10000, ge=1, description="prediction logs waiting for Kafka before drops")
     log_max_features: int = Field(4096, ge=0, description="inputs larger than this are logged without features")
+    fetch_allowed_hosts: str = Field(
+        "", description=":predict images given by URL: hosts they may come from, comma-separated (empty: no URLs)"
+    )
+    fetch_max_bytes: int = Field(10 * 1024 * 1024, gt=0, description="largest image fetched for :predict")
+    fetch_timeout_s: float = Field(5.0, gt=0, description="time limit of one :predict fetch, redirects included")
     canary_weight: float = Field(0.1, ge=0, le=1, description="share of traffic for a canary set by an event")
     rollback_window_s: float = Field(60.0, gt=0, description="canary health window")
     rollback_min_requests: int = Field(20, ge=1, description="canary answers in the window before judging")

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import fsspec
 import httpx
@@ -42,6 +42,7 @@ from services.events import EventProducer, new_meta
 from services.events.codec import deterministic_id
 from services.events.producer import ProduceFailed
 from services.events.topics import DEADLETTER
+from services.fetching import BoundedHttp, FetchFailed, FetchLimits
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.ingest.errors import InvalidInput, Unavailable
 from services.ingest.label_studio import Pending
@@ -54,22 +55,7 @@ from services.storage import Database
 log = logging.getLogger(__name__)
 
 PENDING, DONE, DEAD, SUPERSEDED = "pending", "done", "dead", "superseded"
-REDIRECTS = (301, 302, 303, 307, 308)
 JWT_REFRESH_S = 240.0  # Label Studio's access tokens live five minutes: renew a minute early
-
-
-class FetchFailed(Exception):
-    def __init__(self, reason: str, permanent: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
-
-
-@dataclass(frozen=True)
-class FetchLimits:
-    max_bytes: int = 20 * 1024 * 1024
-    timeout_s: float = 10.0
-    max_redirects: int = 3
 
 
 class LabelStudioAuth:
@@ -126,13 +112,12 @@ class Fetcher:
         allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         self.limits = limits
-        self._client = httpx.Client(timeout=httpx.Timeout(limits.timeout_s), follow_redirects=False, trust_env=False)
+        self._http = BoundedHttp(limits, allowed_hosts, "FLYWHEEL_INGEST_FETCH_ALLOWED_HOSTS")
         self._ls = urlsplit(label_studio_url.rstrip("/")) if label_studio_url else None
-        self.auth = LabelStudioAuth(label_studio_url, self._client, token, refresh_token)
-        self._allowed = {h.strip().lower() for h in allowed_hosts if h.strip()}
+        self.auth = LabelStudioAuth(label_studio_url, self._http.client, token, refresh_token)
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def fetch(self, uri: str) -> bytes:
         """The referenced bytes, or FetchFailed saying why (and whether trying again may help)."""
@@ -141,15 +126,20 @@ class Fetcher:
         if uri.startswith("/data/"):
             if self._ls is None:
                 raise FetchFailed(f"{uri[:80]} is a Label Studio file: set FLYWHEEL_INGEST_LABEL_STUDIO_URL", True)
-            return self._http(f"{self._ls.scheme}://{self._ls.netloc}{uri}")
+            uri = f"{self._ls.scheme}://{self._ls.netloc}{uri}"
         scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
         if scheme in ("s3", "gs"):
             return self._object(uri, scheme)
         if scheme in ("http", "https"):
-            return self._http(uri)
+            return self._http.get(uri, self._label_studio_headers, lambda: self.auth.header(renew=True))
         raise FetchFailed(f"{uri[:80]!r}: only /data/…, s3://, gs://, http(s):// and data: are fetched", True)
 
-    # -- schemes --------------------------------------------------------------------------------
+    def _label_studio_headers(self, url: httpx.URL) -> dict[str, str] | None:
+        """Label Studio's own URLs carry its credential; any other host gets none (and must be allowed)."""
+        if self._ls is None or url.scheme != self._ls.scheme or url.netloc.decode() != self._ls.netloc:
+            return None
+        return self.auth.header()
+
     def _data_uri(self, uri: str) -> bytes:
         header, _, encoded = uri.partition(",")
         if not header.endswith(";base64"):
@@ -182,65 +172,6 @@ class Fetcher:
         if len(data) > self.limits.max_bytes:
             raise FetchFailed(f"{uri[:80]} is over the limit of {self.limits.max_bytes} bytes", True)
         return data
-
-    def _is_label_studio(self, url: httpx.URL) -> bool:
-        return self._ls is not None and url.scheme == self._ls.scheme and url.netloc.decode() == self._ls.netloc
-
-    def _allowed_host(self, url: httpx.URL) -> bool:
-        host = url.host.lower()
-        return host in self._allowed or f"{host}:{url.port}" in self._allowed
-
-    def _http(self, first: str) -> bytes:
-        deadline = time.monotonic() + self.limits.timeout_s
-        url = httpx.URL(first)
-        renewed = False
-        for _hop in range(self.limits.max_redirects + 1):
-            if url.scheme not in ("http", "https"):
-                raise FetchFailed(f"redirected to a {url.scheme}: URL", True)
-            label_studio = self._is_label_studio(url)
-            if not label_studio and not self._allowed_host(url):
-                raise FetchFailed(
-                    f"host {url.host!r} is not allowed (FLYWHEEL_INGEST_FETCH_ALLOWED_HOSTS)", permanent=True
-                )
-            headers = self.auth.header() if label_studio else {}
-            try:
-                with self._client.stream("GET", url, headers=headers) as r:
-                    if r.status_code in REDIRECTS:
-                        location = r.headers.get("location")
-                        if not location:
-                            raise FetchFailed(f"HTTP {r.status_code} without a Location", True)
-                        url = httpx.URL(urljoin(str(url), location))
-                        continue
-                    if r.status_code == 401 and label_studio and self.auth.configured and not renewed:
-                        renewed = True
-                        self.auth.header(renew=True)  # an access token that expired early: renew once
-                        continue
-                    if r.status_code == 429 or r.status_code >= 500 or r.status_code == 408:
-                        raise FetchFailed(f"HTTP {r.status_code} from {url.host}", False)
-                    if r.status_code != 200:
-                        hint = (
-                            " (is the Label Studio token right?)"
-                            if label_studio and r.status_code in (401, 403)
-                            else ""
-                        )
-                        raise FetchFailed(f"HTTP {r.status_code} from {url.host}{hint}", True)
-                    declared = r.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > self.limits.max_bytes:
-                        raise FetchFailed(f"{declared} bytes; the limit is {self.limits.max_bytes}", True)
-                    chunks, size = [], 0
-                    for chunk in r.iter_bytes():
-                        size += len(chunk)
-                        if size > self.limits.max_bytes:
-                            raise FetchFailed(f"over the limit of {self.limits.max_bytes} bytes", True)
-                        if time.monotonic() > deadline:
-                            raise FetchFailed(f"took longer than {self.limits.timeout_s} s", False)
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-            except httpx.TimeoutException:
-                raise FetchFailed(f"timed out after {self.limits.timeout_s} s ({url.host})", False) from None
-            except httpx.HTTPError as exc:
-                raise FetchFailed(f"{type(exc).__name__} ({url.host})", False) from None
-        raise FetchFailed(f"more than {self.limits.max_redirects} redirects", True)
 
 
 # -- the queue ------------------------------------------------------------------------------------

@@ -173,9 +173,7 @@ class Snapshots:
             }
             for s in SPLITS
         ]
-        ident = json.dumps(
-            {"code_version": self.code_version, "files": files, "project": flt.project}, sort_keys=True
-        )
+        ident = json.dumps({"code_version": self.code_version, "files": files, "project": flt.project}, sort_keys=True)
         snapshot_id = hashlib.sha256(ident.encode()).hexdigest()[:20]
         folder = f"{SNAPSHOTS}/{snapshot_id}"
         if self.store.exists(f"{folder}/manifest.json"):

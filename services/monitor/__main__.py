@@ -14,7 +14,7 @@ from services.monitor.monitor import Monitor, WindowParams
 from services.monitor.policy import RetrainPolicy
 from services.monitor.reference import ReferenceStore, SnapshotMap
 from services.monitor.settings import MonitorSettings, parse_hyperparameters, resolved_lake_root
-from services.monitor.transport.kafka import VALIDATORS, MonitorHandler, restore_state
+from services.monitor.transport.kafka import MonitorHandler, restore_state, validators
 from services.monitor.transport.rest import monitor_app
 from services.projects.catalog import Catalog, CatalogFollower
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap=common.kafka_bootstrap,
             group=settings.group,
             topics=handler.topics,
-            validators=dict(VALIDATORS),
+            validators=validators(monitor),
         ),
         handler,
         producer,

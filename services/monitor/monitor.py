@@ -137,10 +137,7 @@ class Monitor:
         with self._lock:
             for p in predictions:
                 state = self._version(p.model, p.version)
-                if not state.windows.add(p.features, p.predicted_label, p.event_time, p.event_id):
-                    if self._export:
-                        metrics.IGNORED.labels("feature_dim").inc()  # not what this version's inputs look like
-                    continue
+                state.windows.add(p.features, p.predicted_label, p.event_time, p.event_id)
                 if self._export:
                     metrics.PREDICTIONS.labels(p.model, p.version).inc()
                     if p.latency_ms > 0:
@@ -205,6 +202,12 @@ class Monitor:
             metrics.ACCURACY.labels(model, version).set(accuracy)
         return True
 
+    def expected_dim(self, model: str, version: str) -> int | None:
+        """How many features this version's inputs have (its reference's columns), when known."""
+        snapshot_id = self.snapshots.snapshot_of(model, version)
+        reference = self.references.get(snapshot_id) if snapshot_id else None
+        return reference.feature_dim if reference is not None else None
+
     # -- internals --------------------------------------------------------------------------
     def _version(self, model: str, version: str) -> _Version:
         key = (model, version)
@@ -226,7 +229,7 @@ class Monitor:
                 reason = "unknown_snapshot" if not snapshot_id else "profile_unavailable"
                 metrics.UNTESTED.labels(model, version, kind, reason).inc()
             return None  # stays due: tested as soon as the reference is known
-        window = state.windows.take(kind)
+        window = state.windows.take(kind, reference.feature_dim)
         if window.features.ndim != 2 or window.features.shape[1] != reference.feature_dim:
             if self._export:
                 metrics.UNTESTED.labels(model, version, kind, "feature_dim").inc()

@@ -35,10 +35,7 @@ class VersionWindows:
         self._pending_time = False
         self.last_event_id = ""
 
-    def add(self, row: np.ndarray, predicted: str, event_time: float, event_id: str) -> bool:
-        """Add one prediction; False (not added) when its features differ in length from the window's."""
-        if self._rows and len(row) != len(self._rows[-1]):
-            return False
+    def add(self, row: np.ndarray, predicted: str, event_time: float, event_id: str) -> None:
         self._rows.append(row)
         self._labels.append(predicted)
         self._times.append(event_time)
@@ -50,7 +47,6 @@ class VersionWindows:
             self._pending_time = True
             while self._next_time <= event_time:
                 self._next_time += self.step_s
-        return True
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -64,8 +60,8 @@ class VersionWindows:
             kinds.append("time")
         return kinds
 
-    def take(self, kind: str) -> Window:
-        """The window of that kind; marks it evaluated."""
+    def take(self, kind: str, dim: int | None = None) -> Window:
+        """The window of that kind (only rows of `dim` features, when given); marks it evaluated."""
         end = self._times[-1] if self._times else 0.0
         if kind == "count":
             self._since_count = 0
@@ -80,5 +76,8 @@ class VersionWindows:
             idx = np.nonzero(keep)[0][-self._time_max :]
             rows = [all_rows[i] for i in idx]
             labels = [all_labels[i] for i in idx]
-        feats = np.stack(rows) if rows else np.zeros((0, 0))
+        if dim is not None:
+            kept = [i for i, r in enumerate(rows) if len(r) == dim]
+            rows, labels = [rows[i] for i in kept], [labels[i] for i in kept]
+        feats = np.stack(rows) if rows else np.zeros((0, dim or 0))
         return Window(kind, feats, labels, end, self.last_event_id)

@@ -11,7 +11,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from services.projects import spec_json
 from tests.modelserver.artifacts import MLP_CONFIG, expected_probabilities, mlp_onnx
+from tests.support.projects import example_spec
 
 MODEL = "digits"
 GOOD_VERSIONS = (1, 2)
@@ -54,7 +56,9 @@ def failing_onnx() -> onnx.ModelProto:
 def _card(version: int) -> str:
     return json.dumps(
         {
-            "preprocess": "digits_8x8",
+            "preprocess": "project",
+            "project": "digits",
+            "input_spec": json.loads(spec_json(example_spec("digits")))["input"],
             "labels": LABELS,
             "input": "features",
             "output": "probabilities",

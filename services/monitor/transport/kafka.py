@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 from google.protobuf.message import DecodeError, Message
@@ -24,8 +25,9 @@ MAX_FEATURES = 65536
 SOURCE = "monitor"
 
 
-def validate_prediction(event: Message) -> None:
-    """Reject prediction logs the monitor can never use (dead-lettered with this reason)."""
+def validate_prediction(event: Message, expected_dim: Callable[[str, str], int | None] | None = None) -> None:
+    """Reject prediction logs the monitor can never use (dead-lettered with this reason); with
+    `expected_dim`, also those whose features do not match what the version was trained on."""
     if not isinstance(event, ev.PredictionLog):
         raise InvalidEvent(f"expected a PredictionLog, got {type(event).__name__}")
     if not event.model or not event.model_version:
@@ -36,9 +38,17 @@ def validate_prediction(event: Message) -> None:
     # NaN is a null (a tabular column); only infinities are malformed.
     if n and any(math.isinf(v) for v in event.input_features):
         raise InvalidEvent("PredictionLog input_features contain infinity")
+    if n and expected_dim is not None:
+        want = expected_dim(event.model, event.model_version)
+        if want is not None and n != want:
+            raise InvalidEvent(
+                f"PredictionLog has {n} input_features; {event.model} v{event.model_version} takes {want}"
+            )
 
 
-VALIDATORS = {PREDICTIONS.name: validate_prediction}
+def validators(monitor: Monitor) -> dict[str, Callable[[Message], None]]:
+    """The loop's validators, checking feature counts against each version's reference."""
+    return {PREDICTIONS.name: lambda event: validate_prediction(event, monitor.expected_dim)}
 
 
 def event_time(record: Record) -> float:
