@@ -25,6 +25,7 @@ class StackContext:
 
 
 EnvBuilder = Callable[[StackContext], dict[str, str]]
+DEFAULT_PROJECTS = Path(__file__).resolve().parents[2] / "examples" / "digits" / "project.yaml"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ SERVICES: list[ServiceSpec] = [
         {"http": 8300, "grpc": 8301},
         env=lambda ctx: {
             "FLYWHEEL_TRAINER_MODEL_REPOSITORY": str((ctx.home / "models").resolve()),
+            # The default project: digits stays what a fresh stack knows (more: `flywheel projects create`).
+            "FLYWHEEL_TRAINER_PROJECT_FILES": str(DEFAULT_PROJECTS),
             **({"FLYWHEEL_TRAINER_LAKE_ADDR": ctx.addr("lake", "grpc")} if "lake" in ctx.ports else {}),
         },
     ),
