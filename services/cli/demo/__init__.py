@@ -20,7 +20,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from services.cli.demo.config import DEMO_FAMILY, DEMO_HYPERPARAMETERS
 from services.config import CommonSettings, ConfigError, load_settings
 from services.devstack import supervisor
 
@@ -47,8 +46,6 @@ def demo_env(quick: bool, api_key: str, webhook_token: str) -> dict[str, str]:
         "FLYWHEEL_MONITOR_PERSIST_WINDOWS": "2",
         "FLYWHEEL_MONITOR_TIME_STEP_S": "10",
         "FLYWHEEL_MONITOR_TRAIN_COOLDOWN_S": "600",
-        "FLYWHEEL_MONITOR_TRAIN_MODEL_FAMILY": DEMO_FAMILY,
-        "FLYWHEEL_MONITOR_TRAIN_HYPERPARAMETERS": ",".join(f"{k}={v}" for k, v in DEMO_HYPERPARAMETERS.items()),
         "FLYWHEEL_MONITOR_TRAIN_BUDGET_S": "60" if quick else "300",
     }
 
