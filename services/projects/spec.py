@@ -30,7 +30,7 @@ MAX_CODE_BYTES = 1024 * 1024
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 # Above this many values per example, the model input is not carried in events and Parquet: the
 # trainer re-reads the stored original (an image, a text) and runs the same preprocessing on it.
-MATERIALISE_MAX = 4096
+MATERIALISE_MAX = 1024
 
 
 class Strict(BaseModel):

@@ -189,7 +189,9 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
 
     base = parse_hyperparameters(spec.hyperparameters, family_defaults(fam))
     report_progress("overfit_check", 0.06, "overfitting one batch", {})
-    overfit = overfit_one_batch(fam, data, base, ctx.overfit, user_builder)
+    linear = next((b for b in baselines if b.name == "logistic_regression"), None)
+    linear_acc = (linear.metrics.get("validation") or linear.metrics["train"])["accuracy"] if linear else None
+    overfit = overfit_one_batch(fam, data, base, ctx.overfit, user_builder, baseline_accuracy=linear_acc)
     check()
 
     epoch_state = {"n": 0}

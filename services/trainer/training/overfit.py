@@ -6,6 +6,10 @@ Two things must hold, or the setup is broken and a long run would waste its budg
    rate of 0, frozen parameters, no gradient flow, a loss on the wrong tensor);
 2. what it learned from that batch transfers to a held-out batch above chance (catches labels
    unrelated to the features: shuffled or misaligned labels can be memorised but never generalise).
+   One batch is little to generalise from on harder inputs (photos, texts: inputs rebuilt from
+   their originals rather than carried as features), and when a baseline already found the labels
+   predictable (`baseline_accuracy` above chance) they are not unrelated: in both cases a batch that
+   does not transfer is reported, not failed; the promotion gate still judges the trained model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from services.projects.spec import materialised
 from services.trainer.data import SnapshotData
 from services.trainer.errors import OverfitCheckFailed
 from services.trainer.models import ModelFamily, build_model
@@ -53,6 +58,7 @@ def overfit_one_batch(
     hp: Hyperparameters,
     check: OverfitCheck = OverfitCheck(),
     user_builder: UserBuilder | None = None,
+    baseline_accuracy: float | None = None,
 ) -> OverfitReport:
     """Raise OverfitCheckFailed (with the numbers) unless the model can learn one batch and it transfers."""
     gen = seed_everything(hp.seed)
@@ -103,7 +109,9 @@ def overfit_one_batch(
             f"overfit check: could not overfit one batch of {len(yb)}: loss {initial:.3f} → {final:.3f} after "
             f"{steps} steps (needs < {check.loss_below}) with lr={hp.lr}; {hint}"
         )
-    if len(yh) and held_acc < chance + check.heldout_margin:
+    predictable = baseline_accuracy is not None and baseline_accuracy >= chance + check.heldout_margin
+    hard = data.project is not None and not materialised(data.project.input)
+    if len(yh) and held_acc < chance + check.heldout_margin and not (predictable or hard):
         raise OverfitCheckFailed(
             f"overfit check: memorised one batch (loss {final:.3f}) but a held-out batch scores {held_acc:.1%}, "
             f"no better than chance ({chance:.1%} + margin {check.heldout_margin:.0%}): the labels look unrelated "
