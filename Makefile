@@ -118,7 +118,7 @@ bench-ingest: setup
 	$(PY) -m bench.ingest $(BENCH_ARGS)
 
 # The demo's v1 trained once per seed (20 seeds): margin over logistic regression and the gate's verdict
-# (bench/results/demo_seeds.json). BENCH_ARGS="--quick" for the quick story's data size, "--search" with its search.
+# (bench/results/demo_seeds.json). BENCH_ARGS="--search": the full story's v1, with its search (slower).
 .PHONY: demo-seeds
 demo-seeds: setup
 	$(PY) -m bench.demo_seeds $(BENCH_ARGS)
