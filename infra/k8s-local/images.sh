@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# Container images without a registry: a Debian root file system from debootstrap, packed with
+# buildah, is the base of every image; each image is saved as a docker-archive under
+# .tools/k8s/images (named by a hash of its inputs) and imported into the cluster's containerd
+# (namespace k8s.io) under the exact name the manifests use, so `IfNotPresent` never pulls.
+#
+#   images.sh system     the cluster's own: pause (sandbox), CoreDNS, Debian (volume recycler); up.sh runs it
+#   images.sh flywheel   every service target of docker/Dockerfile, plus Kafka and PostgreSQL for tests
+#   images.sh base       only the Debian and Python base images (buildah's storage)
+#   images.sh sizes      name and size of each Flywheel image in the cluster
+#
+# An image whose inputs did not change is neither rebuilt nor re-imported. Sizes are in the note
+# infra/k8s-local/README.md.
+source "$(dirname "$0")/lib.sh"
+need_root
+
+TAG="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO/charts/flywheel/Chart.yaml")"
+REGISTRY=ghcr.io/flywheel   # the chart's image.registry
+SERVICES=(modelserver gateway ingest lake trainer monitor)
+DEBIAN_IMAGE=flywheel.local/debian:$DEBIAN_SUITE
+PYTHON_IMAGE=flywheel.local/python:3.11-$DEBIAN_SUITE
+# The trainer's torch: PyTorch's CPU index is not reachable from CI machines, PyPI is (its torch is
+# the CUDA build; see docker/Dockerfile).
+TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://pypi.org/simple}"
+BUILDAH=(buildah --root "$CACHE/buildah/storage" --runroot "$RUN/buildah")
+# buildah keeps RUN --mount=type=cache folders (pip's wheel cache) under TMPDIR.
+export TMPDIR="$CACHE/buildah/tmp"
+IMPORTED="$STATE/images-imported"   # <image slug> → the input hash imported into containerd
+mkdir -p "$IMAGES" "$TMPDIR" "$IMPORTED"
+
+slug() { echo "$1" | tr '/:' '__'; }
+
+inputs_hash() {  # inputs_hash EXTRA PATH...: hash of the files under PATHs (tracked or not ignored) and EXTRA
+  local extra=$1
+  shift
+  {
+    echo "$extra"
+    (cd "$REPO" && git ls-files -co --exclude-standard -- "$@" | LC_ALL=C sort | xargs -d '\n' sha256sum)
+  } | sha256sum | cut -c1-16
+}
+
+containerd_up() { [ -S "$CONTAINERD_SOCK" ] && "${CTR[@]}" version >/dev/null 2>&1; }
+
+in_containerd() {  # in_containerd REF KEY: was this exact build imported (and is it still there)?
+  local ref=$1 key=$2
+  [ "$(cat "$IMPORTED/$(slug "$ref")" 2>/dev/null)" = "$key" ] || return 1
+  "${CTR[@]}" images ls -q | grep -qx "$(normalized "$ref")"
+}
+
+normalized() {  # the name containerd stores: a first component without a dot means docker.io
+  case "${1%%/*}" in
+  *.*) echo "$1" ;;
+  *) echo "docker.io/$1" ;;
+  esac
+}
+
+load() {  # load REF KEY: import the saved archive into containerd (when it runs and lacks this build)
+  local ref=$1 key=$2 tar
+  tar="$IMAGES/$(slug "$ref")-$key.tar"
+  if ! containerd_up; then
+    echo "    saved $tar (the cluster is not up: make k8s-up imports nothing by itself; run make images again)"
+    return 0
+  fi
+  in_containerd "$ref" "$key" && return 0
+  local t0=$SECONDS
+  "${CTR[@]}" images import "$tar" >/dev/null
+  echo "$key" >"$IMPORTED/$(slug "$ref")"
+  echo "    imported $ref into containerd in $((SECONDS - t0)) s"
+}
+
+save() {  # save REF KEY: buildah's image → the docker-archive of this build (older ones removed)
+  local ref=$1 key=$2 tar
+  tar="$IMAGES/$(slug "$ref")-$key.tar"
+  rm -f "$IMAGES/$(slug "$ref")"-*.tar
+  "${BUILDAH[@]}" push -q "$ref" "docker-archive:$tar.tmp:$ref" >/dev/null
+  mv "$tar.tmp" "$tar"
+}
+
+have_archive() { [ -s "$IMAGES/$(slug "$1")-$2.tar" ]; }
+
+from_scratch() {  # from_scratch REF KEY FILE DEST ENTRYPOINT-JSON: one static binary in an empty image
+  local ref=$1 key=$2 file=$3 dest=$4 entry=$5 c
+  c=$("${BUILDAH[@]}" from scratch)
+  "${BUILDAH[@]}" copy -q "$c" "$file" "$dest" >/dev/null
+  "${BUILDAH[@]}" config --entrypoint "$entry" --user 65535:65535 "$c"
+  "${BUILDAH[@]}" commit -q "$c" "$ref" >/dev/null
+  "${BUILDAH[@]}" rm "$c" >/dev/null
+}
+
+debian_base() {  # debootstrap minbase → flywheel.local/debian (docs, man pages and apt lists removed)
+  local key
+  key=$(inputs_hash "$DEBIAN_SUITE $DEBIAN_MIRROR" infra/k8s-local/images.sh)
+  [ "$(input_label "$DEBIAN_IMAGE")" = "$key" ] && return 0
+  step "debootstrap --variant=minbase $DEBIAN_SUITE → $DEBIAN_IMAGE (~2 min)"
+  local root="$CACHE/tmp/rootfs-$DEBIAN_SUITE"
+  rm -rf "$root" && mkdir -p "$root"
+  debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >"$CACHE/tmp/debootstrap.log" 2>&1 ||
+    die "debootstrap failed: $(tail -5 "$CACHE/tmp/debootstrap.log")"
+  # What Debian's own slim images leave out, and the same for packages installed later.
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
+  printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\npath-exclude /usr/share/locale/*\n' \
+    >"$root/etc/dpkg/dpkg.cfg.d/flywheel-slim"
+  printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\nDPkg::Post-Invoke {"rm -f /var/cache/apt/archives/*.deb || true";};\n' \
+    >"$root/etc/apt/apt.conf.d/flywheel-slim"
+  local c
+  c=$("${BUILDAH[@]}" from scratch)
+  tar -C "$root" -cf "$CACHE/tmp/rootfs.tar" .
+  "${BUILDAH[@]}" add -q "$c" "$CACHE/tmp/rootfs.tar" / >/dev/null
+  "${BUILDAH[@]}" config --cmd /bin/bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --label "flywheel.input=$key" "$c"
+  "${BUILDAH[@]}" commit -q "$c" "$DEBIAN_IMAGE" >/dev/null
+  "${BUILDAH[@]}" rm "$c" >/dev/null
+  rm -rf "$root" "$CACHE/tmp/rootfs.tar"
+  step_done
+}
+
+# pip inside a build trusts what the host trusts (a host behind a TLS-inspecting proxy has its CA in
+# the host's bundle) and uses the host's index, through a pip.conf mounted only while RUN steps run.
+BUILD_PIP="$CACHE/buildah/pip"
+build_pip_conf() {
+  mkdir -p "$BUILD_PIP"
+  local ca="${PIP_CERT:-${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}"
+  cp "$ca" "$BUILD_PIP/ca.crt"
+  {
+    echo "[global]"
+    echo "cert = /etc/flywheel-build/ca.crt"
+    [ -n "${PIP_INDEX_URL:-}" ] && echo "index-url = $PIP_INDEX_URL"
+    echo "timeout = ${PIP_DEFAULT_TIMEOUT:-60}"
+  } >"$BUILD_PIP/pip.conf"
+}
+
+bud() {  # bud REF KEY CONTEXT ARGS...: buildah bud with layer caching, host network, docker format
+  local ref=$1 key=$2 context=$3 log
+  shift 3
+  build_pip_conf
+  log="$CACHE/tmp/build-$(slug "$ref").log"
+  mkdir -p "$CACHE/tmp"
+  if ! "${BUILDAH[@]}" bud --layers --network host --isolation chroot --format docker \
+    --volume "$BUILD_PIP:/etc/flywheel-build:ro" --volume "$BUILD_PIP/pip.conf:/etc/pip.conf:ro" \
+    --label "flywheel.input=$key" -t "$ref" "$@" "$context" >"$log" 2>&1; then
+    tail -40 "$log" >&2
+    die "building $ref failed (log: $log)"
+  fi
+}
+
+python_base() {
+  local key
+  key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE")" infra/k8s-local/images/python.Containerfile)
+  [ "$(input_label "$PYTHON_IMAGE")" = "$key" ] && return 0
+  step "$PYTHON_IMAGE (Debian's python3 on the debootstrap base)"
+  bud "$PYTHON_IMAGE" "$key" "$K8S_LOCAL/images" -f "$K8S_LOCAL/images/python.Containerfile" \
+    --build-arg "BASE=$DEBIAN_IMAGE"
+  step_done
+}
+
+input_label() {  # the hash of the inputs an image in buildah's storage was built from
+  "${BUILDAH[@]}" inspect --type image --format '{{index .OCIv1.Config.Labels "flywheel.input"}}' "$1" 2>/dev/null || true
+}
+
+image_id() { "${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$1"; }
+
+cmd_system() {
+  local key ref
+  debian_base  # the hostPath volume recycler's image
+  ref=$DEBIAN_IMAGE
+  key=$(input_label "$DEBIAN_IMAGE")
+  have_archive "$ref" "$key" || save "$ref" "$key"
+  load "$ref" "$key"
+  ref=flywheel.local/pause:v$K8S_VERSION
+  key=$(inputs_hash "$(sha256sum "$BIN/pause")" infra/k8s-local/images.sh)
+  if ! have_archive "$ref" "$key"; then
+    step "$ref"
+    from_scratch "$ref" "$key" "$BIN/pause" /pause '["/pause"]'
+    save "$ref" "$key"
+    step_done
+  fi
+  load "$ref" "$key"
+  ref=flywheel.local/coredns:v$COREDNS_VERSION
+  key=$(inputs_hash "$(sha256sum "$COREDNS_BIN")" infra/k8s-local/images.sh)
+  if ! have_archive "$ref" "$key"; then
+    step "$ref"
+    from_scratch "$ref" "$key" "$COREDNS_BIN" /coredns '["/coredns"]'
+    save "$ref" "$key"
+    step_done
+  fi
+  load "$ref" "$key"
+}
+
+service_key() {  # what a service image is made of
+  inputs_hash "$1 $(image_id "$PYTHON_IMAGE") $TORCH_INDEX_URL" \
+    docker constraints.txt services protos .dockerignore
+}
+
+cmd_flywheel() {
+  debian_base
+  python_base
+  local svc ref key
+  for svc in "${SERVICES[@]}"; do
+    ref="$REGISTRY/flywheel-$svc:$TAG"
+    key=$(service_key "$svc")
+    if ! have_archive "$ref" "$key"; then
+      step "$ref (docker/Dockerfile --target $svc)"
+      bud "$ref" "$key" "$REPO" -f "$REPO/docker/Dockerfile" --target "$svc" \
+        --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"
+      save "$ref" "$key"
+      step_done
+    fi
+    load "$ref" "$key"
+  done
+  kafka_image
+  postgres_image
+}
+
+kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`, on Debian's JRE
+  local libs="$REPO/.tools/kafka/libs" version ref key ctx
+  ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1 || die "no Apache Kafka jars in $libs: run make kafka-jars"
+  version=$(basename "$(ls "$libs"/kafka_2.13-*.jar | head -1)" .jar)
+  version=${version#kafka_2.13-}
+  ref=flywheel.local/kafka:$version
+  key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE") $(ls -l "$libs" | sha256sum)" infra/k8s-local/images/kafka)
+  if ! have_archive "$ref" "$key"; then
+    step "$ref (KRaft, jars from Maven Central)"
+    ctx="$CACHE/tmp/kafka-context"
+    rm -rf "$ctx" && mkdir -p "$ctx"
+    cp -r "$K8S_LOCAL/images/kafka/." "$ctx/"
+    cp -r "$libs" "$ctx/libs"
+    rm -f "$ctx/libs/.done"
+    bud "$ref" "$key" "$ctx" -f "$ctx/Containerfile" --build-arg "BASE=$DEBIAN_IMAGE"
+    rm -rf "$ctx"
+    save "$ref" "$key"
+    step_done
+  fi
+  load "$ref" "$key"
+}
+
+postgres_image() {  # Debian's PostgreSQL
+  local ref=flywheel.local/postgresql:15 key
+  key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE")" infra/k8s-local/images/postgresql)
+  if ! have_archive "$ref" "$key"; then
+    step "$ref (Debian's postgresql-15)"
+    bud "$ref" "$key" "$K8S_LOCAL/images/postgresql" -f "$K8S_LOCAL/images/postgresql/Containerfile" \
+      --build-arg "BASE=$DEBIAN_IMAGE"
+    save "$ref" "$key"
+    step_done
+  fi
+  load "$ref" "$key"
+}
+
+cmd_sizes() {  # the unpacked size of each image, as containerd reports it
+  containerd_up || die "the cluster's containerd is not running (make k8s-up)"
+  "${CTR[@]}" images ls | awk 'NR > 1 && ($1 ~ /flywheel/) {print $1, $4, $5}' | sort
+}
+
+case "${1:-}" in
+system) cmd_system ;;
+base) debian_base && python_base ;;
+flywheel) cmd_flywheel ;;
+sizes) cmd_sizes ;;
+*) die "usage: images.sh system|flywheel|sizes" ;;
+esac
