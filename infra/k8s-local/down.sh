@@ -7,20 +7,22 @@ source "$(dirname "$0")/lib.sh"
 need_root
 T0=$SECONDS
 
-pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
-stop() {  # stop NAME: SIGTERM, then SIGKILL after 15 s, the process up.sh recorded
-  local pid
-  pid=$(pid_of "$1")
-  [ -n "$pid" ] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.5
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$RUN/$1.pid"
+stop() {  # stop NAME...: SIGTERM to the processes up.sh recorded, SIGKILL to those alive after 15 s
+  local name pid pids=()
+  for name in "$@"; do
+    pid=$(cat "$RUN/$name.pid" 2>/dev/null || true)
+    rm -f "$RUN/$name.pid"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  for _ in $(seq 1 30); do
+    kill -0 "${pids[@]}" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
 }
 
 ours() {  # containerd shims of this cluster (they name its socket) and any process left in a pod's cgroup
@@ -51,7 +53,9 @@ stop containerd
 step_done
 
 step "control plane, etcd, kube-proxy"
-for c in kube-scheduler kube-controller-manager kube-apiserver etcd kube-proxy; do stop "$c"; done
+stop kube-scheduler kube-controller-manager kube-proxy
+stop kube-apiserver
+stop etcd
 leftover=$(ours)
 if [ -n "$leftover" ]; then
   # shellcheck disable=SC2086
@@ -62,7 +66,7 @@ step_done
 
 step "mounts, network namespaces, bridge"
 # Deepest first: volumes of pods, container root file systems, shm, netns bind mounts.
-findmnt -rn -o TARGET | grep -E "^($STATE|$RUN)/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+for m in $(findmnt -rn -o TARGET | grep -E "^($STATE|$RUN)/" | sort -r || true); do umount -l "$m" 2>/dev/null || true; done
 for ns in /run/netns/cni-*; do
   [ -e "$ns" ] || continue
   if [ -z "$(ip netns pids "$(basename "$ns")" 2>/dev/null)" ]; then
@@ -95,16 +99,25 @@ if [ -f "$STATE/sysctl.saved" ]; then
 fi
 for hierarchy in /sys/fs/cgroup/*/; do
   [ -d "${hierarchy}kubepods" ] || [ -d "${hierarchy}kubepods.slice" ] || continue
-  find "${hierarchy}kubepods" "${hierarchy}kubepods.slice" -depth -type d 2>/dev/null | while read -r d; do rmdir "$d" 2>/dev/null || true; done
+  for d in $(find "${hierarchy}kubepods" "${hierarchy}kubepods.slice" -depth -type d 2>/dev/null || true); do
+    rmdir "$d" 2>/dev/null || true
+  done
 done
 step_done
 
 step "cluster state"
+if [ -f "$STATE/host-dirs-created" ]; then
+  while read -r dir; do
+    case "$dir" in /var/lib/kubelet | /var/log/containers | /var/lib/cni | /run/containerd | /run/netns) rm -rf "$dir" ;; esac
+  done <"$STATE/host-dirs-created"
+fi
+# Where those folders were there before, only this cluster's entries go.
+rm -f /var/lib/cni/results/flywheel-local-* /var/log/containers/*_kube-system_coredns-* 2>/dev/null || true
 if [ "${K8S_PURGE:-0}" = 1 ]; then
   rm -rf "$STATE"
 else
   find "$STATE" -mindepth 1 -maxdepth 1 ! -name containerd ! -name images-imported -exec rm -rf {} + 2>/dev/null || true
 fi
-rm -rf "$RUN" /run/netns/flywheel-* 2>/dev/null || true
+rm -rf "$RUN"
 step_done
 echo "the local cluster is down ($((SECONDS - T0)) s)"

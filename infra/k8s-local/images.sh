@@ -4,7 +4,7 @@
 # .tools/k8s/images (named by a hash of its inputs) and imported into the cluster's containerd
 # (namespace k8s.io) under the exact name the manifests use, so `IfNotPresent` never pulls.
 #
-#   images.sh system     the cluster's own: pause (sandbox), CoreDNS, Debian (volume recycler); up.sh runs it
+#   images.sh system     the cluster's own: pause (sandbox) and CoreDNS; up.sh runs it
 #   images.sh flywheel   every service target of docker/Dockerfile, plus Kafka and PostgreSQL for tests
 #   images.sh base       only the Debian and Python base images (buildah's storage)
 #   images.sh sizes      name and size of each Flywheel image in the cluster
@@ -22,9 +22,12 @@ PYTHON_IMAGE=flywheel.local/python:3.11-$DEBIAN_SUITE
 # The trainer's torch: PyTorch's CPU index is not reachable from CI machines, PyPI is (its torch is
 # the CUDA build; see docker/Dockerfile).
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://pypi.org/simple}"
-BUILDAH=(buildah --root "$CACHE/buildah/storage" --runroot "$RUN/buildah")
-# buildah keeps RUN --mount=type=cache folders (pip's wheel cache) under TMPDIR.
-export TMPDIR="$CACHE/buildah/tmp"
+BUILDAH=(buildah --root "$CACHE/buildah/storage" --runroot /run/flywheel-buildah)
+# buildah keeps RUN --mount=type=cache folders (pip's wheel cache) under TMPDIR, and its network
+# configuration where containers.conf says (not /etc/cni: builds use the host's network anyway).
+export TMPDIR="$CACHE/buildah/tmp" CONTAINERS_CONF="$CACHE/buildah/containers.conf"
+mkdir -p "$CACHE/buildah/cni"
+printf '[network]\nnetwork_config_dir = "%s"\n' "$CACHE/buildah/cni" >"$CONTAINERS_CONF"
 IMPORTED="$STATE/images-imported"   # <image slug> → the input hash imported into containerd
 mkdir -p "$IMAGES" "$TMPDIR" "$IMPORTED"
 
@@ -35,7 +38,9 @@ inputs_hash() {  # inputs_hash EXTRA PATH...: hash of the files under PATHs (tra
   shift
   {
     echo "$extra"
-    (cd "$REPO" && git ls-files -co --exclude-standard -- "$@" | LC_ALL=C sort | xargs -d '\n' sha256sum)
+    if [ $# -gt 0 ]; then
+      (cd "$REPO" && git ls-files -co --exclude-standard -- "$@" | LC_ALL=C sort | xargs -d '\n' sha256sum)
+    fi
   } | sha256sum | cut -c1-16
 }
 
@@ -89,7 +94,8 @@ from_scratch() {  # from_scratch REF KEY FILE DEST ENTRYPOINT-JSON: one static b
 
 debian_base() {  # debootstrap minbase → flywheel.local/debian (docs, man pages and apt lists removed)
   local key
-  key=$(inputs_hash "$DEBIAN_SUITE $DEBIAN_MIRROR" infra/k8s-local/images.sh)
+  # Bump the recipe number when the steps below change (the script's other edits need no new debootstrap).
+  key=$(inputs_hash "$DEBIAN_SUITE $DEBIAN_MIRROR recipe-1")
   [ "$(input_label "$DEBIAN_IMAGE")" = "$key" ] && return 0
   step "debootstrap --variant=minbase $DEBIAN_SUITE → $DEBIAN_IMAGE (~2 min)"
   local root="$CACHE/tmp/rootfs-$DEBIAN_SUITE"
@@ -125,7 +131,7 @@ build_pip_conf() {
   {
     echo "[global]"
     echo "cert = /etc/flywheel-build/ca.crt"
-    [ -n "${PIP_INDEX_URL:-}" ] && echo "index-url = $PIP_INDEX_URL"
+    if [ -n "${PIP_INDEX_URL:-}" ]; then echo "index-url = $PIP_INDEX_URL"; fi
     echo "timeout = ${PIP_DEFAULT_TIMEOUT:-60}"
   } >"$BUILD_PIP/pip.conf"
 }
@@ -162,11 +168,6 @@ image_id() { "${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$
 
 cmd_system() {
   local key ref
-  debian_base  # the hostPath volume recycler's image
-  ref=$DEBIAN_IMAGE
-  key=$(input_label "$DEBIAN_IMAGE")
-  have_archive "$ref" "$key" || save "$ref" "$key"
-  load "$ref" "$key"
   ref=flywheel.local/pause:v$K8S_VERSION
   key=$(inputs_hash "$(sha256sum "$BIN/pause")" infra/k8s-local/images.sh)
   if ! have_archive "$ref" "$key"; then

@@ -14,7 +14,7 @@ openssl_conf() {  # openssl_conf SANS EXTENDED-USAGE: an extension file for one 
     echo "basicConstraints = critical, CA:FALSE"
     echo "keyUsage = critical, digitalSignature, keyEncipherment"
     echo "extendedKeyUsage = $2"
-    [ -n "$1" ] && echo "subjectAltName = $1"
+    if [ -n "$1" ]; then echo "subjectAltName = $1"; fi
   } >ext.cnf
 }
 

@@ -35,6 +35,11 @@ for port in 2379 2380 6443 10248 10250 10256 10257 10259; do
   fi
 done
 mkdir -p "$STATE" "$RUN" "$LOGS" "$PKI"
+# Host folders the kubelet, containerd and CNI create at fixed paths whatever their configuration:
+# those that do not exist yet are listed, and down.sh removes them.
+for dir in /var/lib/kubelet /var/log/containers /var/lib/cni /run/containerd /run/netns; do
+  [ -e "$dir" ] || echo "$dir"
+done >"$STATE/host-dirs-created"
 
 step "host settings (saved first, put back by down.sh)"
 # sysctls the kubelet, kube-proxy and the bridge change; the values found are what down.sh restores.
@@ -118,12 +123,11 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
   --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
   --service-cluster-ip-range="$SERVICE_CIDR" \
-  --pv-recycler-pod-template-filepath-hostpath="$STATE/pv-recycler.yaml" --profiling=false
+  --profiling=false
 start kube-scheduler "$BIN/kube-scheduler" \
   --kubeconfig="$PKI/scheduler.kubeconfig" \
   --authentication-kubeconfig="$PKI/scheduler.kubeconfig" --authorization-kubeconfig="$PKI/scheduler.kubeconfig" \
   --bind-address=127.0.0.1 --leader-elect=false --profiling=false
-sed -e "s#@DEBIAN@#flywheel.local/debian:$DEBIAN_SUITE#g" "$K8S_LOCAL/config/pv-recycler.yaml" >"$STATE/pv-recycler.yaml"
 wait_for kube-controller-manager 60 curl -fsSk https://127.0.0.1:10257/healthz
 wait_for kube-scheduler 60 curl -fsSk https://127.0.0.1:10259/healthz
 step_done

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Storage for the local cluster: no provisioner runs here, so a default StorageClass `local-hostpath`
-# is served by a pool of static hostPath volumes (STATE/volumes/pv-NN, ReadWriteMany works since there
-# is one node). A released volume is emptied and offered again (reclaimPolicy Recycle: the controller
-# manager runs config/pv-recycler.yaml). Idempotent.
+# is served by a pool of static hostPath volumes (STATE/volumes/pv-NN; ReadWriteMany works, there is
+# one node). Run again, it returns released volumes to the pool: a volume whose claim was deleted is
+# emptied and offered again (what the deprecated reclaimPolicy Recycle did). Idempotent.
 source "$(dirname "$0")/lib.sh"
 POOL=${FLYWHEEL_K8S_VOLUMES:-8}
 {
@@ -31,8 +31,17 @@ spec:
   storageClassName: local-hostpath
   capacity: {storage: 50Gi}
   accessModes: [ReadWriteOnce, ReadWriteMany]
-  persistentVolumeReclaimPolicy: Recycle
+  persistentVolumeReclaimPolicy: Retain
   hostPath: {path: $dir, type: Directory}
 EOF2
   done
 } | "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" apply -f - >/dev/null
+
+k() { "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+for pv in $(k get pv -l flywheel.dev/local-volume=true -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\n"}{end}'); do
+  dir=$(k get pv "$pv" -o jsonpath='{.spec.hostPath.path}')
+  case "$dir" in "$STATE"/volumes/pv-*) ;; *) die "$pv: unexpected path $dir" ;; esac
+  find "$dir" -mindepth 1 -delete
+  k patch pv "$pv" --type json -p '[{"op": "remove", "path": "/spec/claimRef"}]' >/dev/null
+  echo "    $pv emptied and available again"
+done
