@@ -213,12 +213,17 @@ cmd_flywheel() {
   postgres_image
 }
 
+deps_image() {  # the image a manifest of deps/ runs: what the build must be named
+  sed -n "s#^ *image: *\(flywheel.local/$1:[^ ]*\)\$#\1#p" "$K8S_LOCAL/deps/$1.yaml"
+}
+
 kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`, on Debian's JRE
   local libs="$REPO/.tools/kafka/libs" version ref key ctx
   ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1 || die "no Apache Kafka jars in $libs: run make kafka-jars"
   version=$(basename "$(ls "$libs"/kafka_2.13-*.jar | head -1)" .jar)
   version=${version#kafka_2.13-}
-  ref=flywheel.local/kafka:$version
+  ref=$(deps_image kafka)
+  [ "${ref##*:}" = "$version" ] || die "the Kafka jars are $version but deps/kafka.yaml runs $ref: make them agree"
   key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE") $(ls -l "$libs" | sha256sum)" infra/k8s-local/images/kafka)
   if ! have_archive "$ref" "$key"; then
     step "$ref (KRaft, jars from Maven Central)"
@@ -236,7 +241,8 @@ kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`
 }
 
 postgres_image() {  # Debian's PostgreSQL
-  local ref=flywheel.local/postgresql:15 key
+  local ref key
+  ref=$(deps_image postgresql)
   key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE")" infra/k8s-local/images/postgresql)
   if ! have_archive "$ref" "$key"; then
     step "$ref (Debian's postgresql-15)"
@@ -258,5 +264,5 @@ system) cmd_system ;;
 base) debian_base && python_base ;;
 flywheel) cmd_flywheel ;;
 sizes) cmd_sizes ;;
-*) die "usage: images.sh system|flywheel|sizes" ;;
-esac
+*) die "usage: images.sh system|base|flywheel|sizes" ;;
+esac; exit # (on the esac line: a build takes minutes, and an edit to this file meanwhile must not be run)
