@@ -157,3 +157,23 @@ def test_local_cluster_values_fit_two_cpus(helm: Path) -> None:
     assert millicores <= 1000, millicores
     assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
     assert yaml.safe_load((CHART / "ci" / "local-cluster-values.yaml").read_text())["services"]
+
+
+def test_topics_exist_before_services_subscribe(helm: Path) -> None:
+    """Consumers of a missing topic never get partitions (and stay unready): each pod first creates them."""
+    for name, d in deployments(render_chart(helm, "default-values.yaml")).items():
+        pod = d["spec"]["template"]["spec"]
+        (init,) = pod["initContainers"]
+        assert init["image"] == pod["containers"][0]["image"], name
+        assert init["command"][:2] == ["python", "-c"] and "ensure_topics" in init["command"][2]
+        assert init["resources"]["limits"] and init["securityContext"]["allowPrivilegeEscalation"] is False
+    off = subprocess.run(
+        [str(helm), "template", "rel", str(CHART), "--set", "kafka.createTopics=false"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert all(
+        "initContainers" not in d["spec"]["template"]["spec"] for d in deployments(load_docs(off.stdout)).values()
+    )
