@@ -95,7 +95,7 @@ from_scratch() {  # from_scratch REF KEY FILE DEST ENTRYPOINT-JSON: one static b
 debian_base() {  # debootstrap minbase → flywheel.local/debian (docs, man pages and apt lists removed)
   local key
   # Bump the recipe number when the steps below change (the script's other edits need no new debootstrap).
-  key=$(inputs_hash "$DEBIAN_SUITE $DEBIAN_MIRROR recipe-1")
+  key=$(inputs_hash "$DEBIAN_SUITE $DEBIAN_MIRROR recipe-2")
   [ "$(input_label "$DEBIAN_IMAGE")" = "$key" ] && return 0
   step "debootstrap --variant=minbase $DEBIAN_SUITE → $DEBIAN_IMAGE (~2 min)"
   local root="$CACHE/tmp/rootfs-$DEBIAN_SUITE"
@@ -103,8 +103,10 @@ debian_base() {  # debootstrap minbase → flywheel.local/debian (docs, man page
   debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >"$CACHE/tmp/debootstrap.log" 2>&1 ||
     die "debootstrap failed: $(tail -5 "$CACHE/tmp/debootstrap.log")"
   # What Debian's own slim images leave out, and the same for packages installed later.
+  # (man page folders stay, empty: packages such as the JRE link their man pages there when installed)
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
-    "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
+    "$root"/usr/share/info/* "$root"/usr/share/locale/*
+  find "$root/usr/share/man" -type f -delete
   printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\npath-exclude /usr/share/locale/*\n' \
     >"$root/etc/dpkg/dpkg.cfg.d/flywheel-slim"
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\nDPkg::Post-Invoke {"rm -f /var/cache/apt/archives/*.deb || true";};\n' \
