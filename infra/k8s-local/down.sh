@@ -28,8 +28,7 @@ stop() {  # stop NAME...: SIGTERM to the processes up.sh recorded, SIGKILL to th
 ours() {  # containerd shims of this cluster (they name its socket) and any process left in a pod's cgroup
   local p
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "-address $CONTAINERD_SOCK" ||
-      grep -q ':/kubepods' "$p/cgroup" 2>/dev/null; then
+    if grep -qaF -- "$CONTAINERD_SOCK" "$p/cmdline" 2>/dev/null || grep -q ':/kubepods' "$p/cgroup" 2>/dev/null; then
       echo "${p#/proc/}"
     fi
   done

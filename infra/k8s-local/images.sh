@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# Container images without a registry: a Debian root file system from debootstrap, packed with
-# buildah, is the base of every image; each image is saved as a docker-archive under
-# .tools/k8s/images (named by a hash of its inputs) and imported into the cluster's containerd
-# (namespace k8s.io) under the exact name the manifests use, so `IfNotPresent` never pulls.
+# Container images without a registry. A Debian root file system from debootstrap, packed with
+# buildah, is the base of every image; buildah's storage (.tools/k8s/buildah) keeps each image with a
+# label holding the hash of its inputs, and its layer cache. An image is streamed into the cluster's
+# containerd (`ctr -n k8s.io images import`) under the exact name the manifests use, so
+# `IfNotPresent` never pulls. An image whose inputs did not change is neither rebuilt nor re-imported.
 #
 #   images.sh system     the cluster's own: pause (sandbox) and CoreDNS; up.sh runs it
 #   images.sh flywheel   every service target of docker/Dockerfile, plus Kafka and PostgreSQL for tests
-#   images.sh base       only the Debian and Python base images (buildah's storage)
-#   images.sh sizes      name and size of each Flywheel image in the cluster
-#
-# An image whose inputs did not change is neither rebuilt nor re-imported. Sizes are in the note
-# infra/k8s-local/README.md.
+#   images.sh base       only the Debian and Python base images
+#   images.sh sizes      name and size of each image in the cluster
 source "$(dirname "$0")/lib.sh"
 need_root
 
@@ -20,20 +18,26 @@ SERVICES=(modelserver gateway ingest lake trainer monitor)
 DEBIAN_IMAGE=flywheel.local/debian:$DEBIAN_SUITE
 PYTHON_IMAGE=flywheel.local/python:3.11-$DEBIAN_SUITE
 # The trainer's torch: PyTorch's CPU index is not reachable from CI machines, PyPI is (its torch is
-# the CUDA build; see docker/Dockerfile).
+# the CUDA build; see docker/Dockerfile and README.md).
 TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://pypi.org/simple}"
-BUILDAH=(buildah --root "$CACHE/buildah/storage" --runroot /run/flywheel-buildah)
-# buildah keeps RUN --mount=type=cache folders (pip's wheel cache) under TMPDIR, and its network
-# configuration where containers.conf says (not /etc/cni: builds use the host's network anyway).
+STORAGE="$CACHE/buildah/storage"
+BUILDAH=(buildah --root "$STORAGE" --runroot /run/flywheel-buildah)
+# When buildah's storage grows past this (old dependency layers after requirement changes), unused
+# layers go, cache included.
+STORAGE_MAX_GB=${FLYWHEEL_BUILDAH_MAX_GB:-30}
+# buildah keeps RUN --mount=type=cache folders under TMPDIR, and its network configuration where
+# containers.conf says (not /etc/cni: builds use the host's network anyway).
 export TMPDIR="$CACHE/buildah/tmp" CONTAINERS_CONF="$CACHE/buildah/containers.conf"
-mkdir -p "$CACHE/buildah/cni"
+mkdir -p "$CACHE/buildah/cni" "$TMPDIR" "$CACHE/tmp"
 printf '[network]\nnetwork_config_dir = "%s"\n' "$CACHE/buildah/cni" >"$CONTAINERS_CONF"
-IMPORTED="$STATE/images-imported"   # <image slug> → the input hash imported into containerd
-mkdir -p "$IMAGES" "$TMPDIR" "$IMPORTED"
+IMPORTED="$STATE/images-imported"   # <image> → the input hash imported into containerd
 
-slug() { echo "$1" | tr '/:' '__'; }
+# One build at a time on this machine; leftovers of an interrupted build are removed first.
+exec 8>/run/flywheel-buildah.lock
+flock -w 3600 8 || die "another image build holds /run/flywheel-buildah.lock"
+"${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
 
-inputs_hash() {  # inputs_hash EXTRA PATH...: hash of the files under PATHs (tracked or not ignored) and EXTRA
+inputs_hash() {  # inputs_hash EXTRA PATH...: hash of EXTRA and of the files under PATHs (tracked or not ignored)
   local extra=$1
   shift
   {
@@ -44,66 +48,57 @@ inputs_hash() {  # inputs_hash EXTRA PATH...: hash of the files under PATHs (tra
   } | sha256sum | cut -c1-16
 }
 
+input_label() {  # the input hash an image in buildah's storage was built from (empty: no such image)
+  "${BUILDAH[@]}" inspect --type image --format '{{index .OCIv1.Config.Labels "flywheel.input"}}' "$1" 2>/dev/null || true
+}
+
+built() { [ "$(input_label "$1")" = "$2" ]; }  # built REF KEY
+
+image_id() { "${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$1"; }
+
 containerd_up() { [ -S "$CONTAINERD_SOCK" ] && "${CTR[@]}" version >/dev/null 2>&1; }
 
-in_containerd() {  # in_containerd REF KEY: was this exact build imported (and is it still there)?
-  local ref=$1 key=$2
-  [ "$(cat "$IMPORTED/$(slug "$ref")" 2>/dev/null)" = "$key" ] || return 1
-  "${CTR[@]}" images ls -q | grep -qx "$(normalized "$ref")"
-}
-
-normalized() {  # the name containerd stores: a first component without a dot means docker.io
-  case "${1%%/*}" in
-  *.*) echo "$1" ;;
-  *) echo "docker.io/$1" ;;
-  esac
-}
-
-load() {  # load REF KEY: import the saved archive into containerd (when it runs and lacks this build)
-  local ref=$1 key=$2 tar
-  tar="$IMAGES/$(slug "$ref")-$key.tar"
+load() {  # load REF KEY: stream the image into containerd, unless this build is there already
+  local ref=$1 key=$2 mark t0=$SECONDS
+  mark="$IMPORTED/$(echo "$ref" | tr '/:' '__')"
   if ! containerd_up; then
-    echo "    saved $tar (the cluster is not up: make k8s-up imports nothing by itself; run make images again)"
+    echo "    built $ref; the cluster is not up, so nothing was imported (make k8s-up, then make images)"
     return 0
   fi
-  in_containerd "$ref" "$key" && return 0
-  local t0=$SECONDS
-  "${CTR[@]}" images import "$tar" >/dev/null
-  echo "$key" >"$IMPORTED/$(slug "$ref")"
+  if [ "$(cat "$mark" 2>/dev/null)" = "$key" ] && "${CTR[@]}" images ls -q | grep -x "$ref" >/dev/null; then
+    return 0
+  fi
+  mkdir -p "$IMPORTED"
+  # A docker-archive on a pipe: no copy of the image on disk besides buildah's and containerd's.
+  "${BUILDAH[@]}" push -q "$ref" "docker-archive:/dev/stdout:$ref" | "${CTR[@]}" images import - >/dev/null
+  "${CTR[@]}" images ls -q | grep -x "$ref" >/dev/null || die "$ref: not in containerd after the import"
+  echo "$key" >"$mark"
   echo "    imported $ref into containerd in $((SECONDS - t0)) s"
 }
 
-save() {  # save REF KEY: buildah's image → the docker-archive of this build (older ones removed)
-  local ref=$1 key=$2 tar
-  tar="$IMAGES/$(slug "$ref")-$key.tar"
-  rm -f "$IMAGES/$(slug "$ref")"-*.tar
-  "${BUILDAH[@]}" push -q "$ref" "docker-archive:$tar.tmp:$ref" >/dev/null
-  mv "$tar.tmp" "$tar"
-}
-
-have_archive() { [ -s "$IMAGES/$(slug "$1")-$2.tar" ]; }
-
-from_scratch() {  # from_scratch REF KEY FILE DEST ENTRYPOINT-JSON: one static binary in an empty image
-  local ref=$1 key=$2 file=$3 dest=$4 entry=$5 c
+from_scratch() {  # from_scratch REF KEY FILE ENTRYPOINT-JSON: one static binary in an empty image
+  local ref=$1 key=$2 file=$3 entry=$4 c
   c=$("${BUILDAH[@]}" from scratch)
-  "${BUILDAH[@]}" copy -q "$c" "$file" "$dest" >/dev/null
-  "${BUILDAH[@]}" config --entrypoint "$entry" --user 65535:65535 "$c"
+  "${BUILDAH[@]}" copy -q "$c" "$file" "/$(basename "$file")" >/dev/null
+  "${BUILDAH[@]}" config --entrypoint "$entry" --user 65535:65535 --label "flywheel.input=$key" "$c"
   "${BUILDAH[@]}" commit -q "$c" "$ref" >/dev/null
   "${BUILDAH[@]}" rm "$c" >/dev/null
 }
 
-debian_base() {  # debootstrap minbase → flywheel.local/debian (docs, man pages and apt lists removed)
-  local key
+debian_base() {  # debootstrap minbase → flywheel.local/debian (docs and apt lists removed)
   # Bump the recipe number when the steps below change (the script's other edits need no new debootstrap).
+  local key root c
   key=$(inputs_hash "$DEBIAN_SUITE $DEBIAN_MIRROR recipe-2")
-  [ "$(input_label "$DEBIAN_IMAGE")" = "$key" ] && return 0
+  built "$DEBIAN_IMAGE" "$key" && return 0
   step "debootstrap --variant=minbase $DEBIAN_SUITE → $DEBIAN_IMAGE (~2 min)"
-  local root="$CACHE/tmp/rootfs-$DEBIAN_SUITE"
+  # Everything in buildah's storage was built on the old base: it goes.
+  "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
+  root="$CACHE/tmp/rootfs-$DEBIAN_SUITE"
   rm -rf "$root" && mkdir -p "$root"
   debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >"$CACHE/tmp/debootstrap.log" 2>&1 ||
     die "debootstrap failed: $(tail -5 "$CACHE/tmp/debootstrap.log")"
-  # What Debian's own slim images leave out, and the same for packages installed later.
-  # (man page folders stay, empty: packages such as the JRE link their man pages there when installed)
+  # What Debian's slim images leave out, here and in packages installed later. The man page folders
+  # stay, empty: packages such as the JRE link their man pages there when installed.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
     "$root"/usr/share/info/* "$root"/usr/share/locale/*
   find "$root/usr/share/man" -type f -delete
@@ -111,9 +106,8 @@ debian_base() {  # debootstrap minbase → flywheel.local/debian (docs, man page
     >"$root/etc/dpkg/dpkg.cfg.d/flywheel-slim"
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\nDPkg::Post-Invoke {"rm -f /var/cache/apt/archives/*.deb || true";};\n' \
     >"$root/etc/apt/apt.conf.d/flywheel-slim"
-  local c
-  c=$("${BUILDAH[@]}" from scratch)
   tar -C "$root" -cf "$CACHE/tmp/rootfs.tar" .
+  c=$("${BUILDAH[@]}" from scratch)
   "${BUILDAH[@]}" add -q "$c" "$CACHE/tmp/rootfs.tar" / >/dev/null
   "${BUILDAH[@]}" config --cmd /bin/bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --label "flywheel.input=$key" "$c"
@@ -142,8 +136,7 @@ bud() {  # bud REF KEY CONTEXT ARGS...: buildah bud with layer caching, host net
   local ref=$1 key=$2 context=$3 log
   shift 3
   build_pip_conf
-  log="$CACHE/tmp/build-$(slug "$ref").log"
-  mkdir -p "$CACHE/tmp"
+  log="$CACHE/tmp/build-$(echo "$ref" | tr '/:' '__').log"
   if ! "${BUILDAH[@]}" bud --layers --network host --isolation chroot --format docker \
     --volume "$BUILD_PIP:/etc/flywheel-build:ro" --volume "$BUILD_PIP/pip.conf:/etc/pip.conf:ro" \
     --label "flywheel.input=$key" -t "$ref" "$@" "$context" >"$log" 2>&1; then
@@ -153,46 +146,47 @@ bud() {  # bud REF KEY CONTEXT ARGS...: buildah bud with layer caching, host net
 }
 
 python_base() {
-  local key
-  key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE")" infra/k8s-local/images/python.Containerfile)
-  [ "$(input_label "$PYTHON_IMAGE")" = "$key" ] && return 0
+  local key debian
+  debian=$(image_id "$DEBIAN_IMAGE")
+  key=$(inputs_hash "$debian" infra/k8s-local/images/python.Containerfile)
+  built "$PYTHON_IMAGE" "$key" && return 0
   step "$PYTHON_IMAGE (Debian's python3 on the debootstrap base)"
+  # Images on the old Python base are of no further use.
+  for id in $("${BUILDAH[@]}" images -q --no-trunc 2>/dev/null); do
+    [ "$id" = "$debian" ] || [ "${id#sha256:}" = "$debian" ] || "${BUILDAH[@]}" rmi --force "$id" >/dev/null 2>&1 || true
+  done
   bud "$PYTHON_IMAGE" "$key" "$K8S_LOCAL/images" -f "$K8S_LOCAL/images/python.Containerfile" \
     --build-arg "BASE=$DEBIAN_IMAGE"
   step_done
 }
 
-input_label() {  # the hash of the inputs an image in buildah's storage was built from
-  "${BUILDAH[@]}" inspect --type image --format '{{index .OCIv1.Config.Labels "flywheel.input"}}' "$1" 2>/dev/null || true
+gc_storage() {  # unused layers go once buildah's storage passes STORAGE_MAX_GB
+  local gb
+  gb=$(du -s --block-size=1G "$STORAGE" 2>/dev/null | cut -f1)
+  if [ "${gb:-0}" -gt "$STORAGE_MAX_GB" ]; then
+    echo "    buildah's storage holds ${gb} GB (> $STORAGE_MAX_GB): removing images no tag uses"
+    "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+  fi
 }
 
-image_id() { "${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$1"; }
-
 cmd_system() {
-  local key ref
+  local ref key
   ref=flywheel.local/pause:v$K8S_VERSION
-  key=$(inputs_hash "$(sha256sum "$BIN/pause")" infra/k8s-local/images.sh)
-  if ! have_archive "$ref" "$key"; then
+  key=$(inputs_hash "$(sha256sum <"$BIN/pause") v1")
+  if ! built "$ref" "$key"; then
     step "$ref"
-    from_scratch "$ref" "$key" "$BIN/pause" /pause '["/pause"]'
-    save "$ref" "$key"
+    from_scratch "$ref" "$key" "$BIN/pause" '["/pause"]'
     step_done
   fi
   load "$ref" "$key"
   ref=flywheel.local/coredns:v$COREDNS_VERSION
-  key=$(inputs_hash "$(sha256sum "$COREDNS_BIN")" infra/k8s-local/images.sh)
-  if ! have_archive "$ref" "$key"; then
+  key=$(inputs_hash "$(sha256sum <"$COREDNS_BIN") v1")
+  if ! built "$ref" "$key"; then
     step "$ref"
-    from_scratch "$ref" "$key" "$COREDNS_BIN" /coredns '["/coredns"]'
-    save "$ref" "$key"
+    from_scratch "$ref" "$key" "$COREDNS_BIN" '["/coredns"]'
     step_done
   fi
   load "$ref" "$key"
-}
-
-service_key() {  # what a service image is made of
-  inputs_hash "$1 $(image_id "$PYTHON_IMAGE") $TORCH_INDEX_URL" \
-    docker constraints.txt services protos .dockerignore
 }
 
 cmd_flywheel() {
@@ -201,22 +195,24 @@ cmd_flywheel() {
   local svc ref key
   for svc in "${SERVICES[@]}"; do
     ref="$REGISTRY/flywheel-$svc:$TAG"
-    key=$(service_key "$svc")
-    if ! have_archive "$ref" "$key"; then
+    key=$(inputs_hash "$svc $(image_id "$PYTHON_IMAGE") $TORCH_INDEX_URL" \
+      docker constraints.txt services protos .dockerignore)
+    if ! built "$ref" "$key"; then
       step "$ref (docker/Dockerfile --target $svc)"
       bud "$ref" "$key" "$REPO" -f "$REPO/docker/Dockerfile" --target "$svc" \
         --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"
-      save "$ref" "$key"
       step_done
     fi
     load "$ref" "$key"
   done
   kafka_image
   postgres_image
+  "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+  gc_storage
 }
 
 deps_image() {  # the image a manifest of deps/ runs: what the build must be named
-  sed -n "s#^ *image: *\(flywheel.local/$1:[^ ]*\)\$#\1#p" "$K8S_LOCAL/deps/$1.yaml"
+  sed -n "s#^ *image: *\\(flywheel.local/$1:[^ ]*\\)\$#\\1#p" "$K8S_LOCAL/deps/$1.yaml"
 }
 
 kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`, on Debian's JRE
@@ -227,7 +223,7 @@ kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`
   ref=$(deps_image kafka)
   [ "${ref##*:}" = "$version" ] || die "the Kafka jars are $version but deps/kafka.yaml runs $ref: make them agree"
   key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE") $(ls -l "$libs" | sha256sum)" infra/k8s-local/images/kafka)
-  if ! have_archive "$ref" "$key"; then
+  if ! built "$ref" "$key"; then
     step "$ref (KRaft, jars from Maven Central)"
     ctx="$CACHE/tmp/kafka-context"
     rm -rf "$ctx" && mkdir -p "$ctx"
@@ -236,7 +232,6 @@ kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`
     rm -f "$ctx/libs/.done"
     bud "$ref" "$key" "$ctx" -f "$ctx/Containerfile" --build-arg "BASE=$DEBIAN_IMAGE"
     rm -rf "$ctx"
-    save "$ref" "$key"
     step_done
   fi
   load "$ref" "$key"
@@ -246,19 +241,18 @@ postgres_image() {  # Debian's PostgreSQL
   local ref key
   ref=$(deps_image postgresql)
   key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE")" infra/k8s-local/images/postgresql)
-  if ! have_archive "$ref" "$key"; then
+  if ! built "$ref" "$key"; then
     step "$ref (Debian's postgresql-15)"
     bud "$ref" "$key" "$K8S_LOCAL/images/postgresql" -f "$K8S_LOCAL/images/postgresql/Containerfile" \
       --build-arg "BASE=$DEBIAN_IMAGE"
-    save "$ref" "$key"
     step_done
   fi
   load "$ref" "$key"
 }
 
-cmd_sizes() {  # the unpacked size of each image, as containerd reports it
+cmd_sizes() {  # each image's size: its layers, uncompressed, as containerd holds them
   containerd_up || die "the cluster's containerd is not running (make k8s-up)"
-  "${CTR[@]}" images ls | awk 'NR > 1 && ($1 ~ /flywheel/) {print $1, $4, $5}' | sort
+  "${CTR[@]}" images ls | awk 'NR > 1 && $1 !~ /^sha256:/ {printf "    %-45s %s %s\n", $1, $4, $5}' | sort
 }
 
 case "${1:-}" in

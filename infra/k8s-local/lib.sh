@@ -4,11 +4,10 @@ K8S_LOCAL="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$K8S_LOCAL/../.." && pwd)"
 # shellcheck source=versions.env
 source "$K8S_LOCAL/versions.env"
-# Caches (kept between runs, keyed by version): built binaries, image tarballs, base root file systems.
+# Caches (kept between runs, keyed by version): built binaries, buildah's storage (images, layer cache).
 CACHE="${FLYWHEEL_K8S_CACHE:-$REPO/.tools/k8s}"
 BIN="$CACHE/bin-v$K8S_VERSION"
 COREDNS_BIN="$CACHE/coredns-v$COREDNS_VERSION/coredns"
-IMAGES="$CACHE/images"
 # Cluster state: one cluster per machine. k8s-down removes all of it except the image store of
 # containerd (STATE/containerd), which K8S_PURGE=1 removes too.
 STATE=/var/lib/flywheel-k8s
