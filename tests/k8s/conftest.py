@@ -91,7 +91,10 @@ def start_deps(namespace: str) -> None:
     """Kafka and PostgreSQL in the namespace, at the chart's default addresses."""
     kubectl("apply", "-n", namespace, "-k", DEPS)
     for name in ("kafka", "postgres"):
-        kubectl("-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=300s", timeout=320)
+        out = kubectl(
+            "-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=300s", timeout=320, check=False
+        )
+        assert out.returncode == 0, out.stdout + out.stderr + describe_failures(namespace)
 
 
 def describe_failures(namespace: str) -> str:

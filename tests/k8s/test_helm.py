@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from tests.k8s.conftest import (
     CHART,
     DEPS,
@@ -31,6 +33,7 @@ def webhook_token() -> str:
     return base64.b64decode(out.stdout).decode()
 
 
+@pytest.mark.timeout(2400)
 def test_install_test_upgrade_uninstall(cluster: str) -> None:
     with step("namespace, Kafka and PostgreSQL"):
         create_namespace(NAMESPACE)

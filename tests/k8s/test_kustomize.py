@@ -5,6 +5,8 @@ base asks for more CPU than this 2-CPU node has, gpu for a GPU node."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.k8s.conftest import (
     CHART,
     DEPS,
@@ -37,6 +39,7 @@ def pod_phase(name: str) -> str:
     return out.stdout if out.stdout in ("Succeeded", "Failed") else ""
 
 
+@pytest.mark.timeout(2400)
 def test_dev_overlay_passes_the_smoke_test(cluster: str) -> None:
     with step("namespace, Kafka and PostgreSQL"):
         create_namespace(NAMESPACE)

@@ -25,6 +25,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 PROPS
+set -f  # the classpath's * is Java's wildcard, not the shell's
 JAVA="java ${KAFKA_HEAP:--Xms256m -Xmx512m} -XX:+UseG1GC -Djava.awt.headless=true -cp /opt/kafka/libs/*"
 if [ ! -f "$DATA/meta.properties" ]; then
   $JAVA kafka.tools.StorageTool format -t "${KAFKA_CLUSTER_ID:-flywheellocalcluster1}" -c "$CONF"

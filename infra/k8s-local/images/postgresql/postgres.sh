@@ -9,7 +9,9 @@ BIN=/usr/lib/postgresql/15/bin
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pw=$(mktemp)
   printf '%s\n' "$POSTGRES_PASSWORD" >"$pw"
-  "$BIN/initdb" -D "$PGDATA" -U "$USER_NAME" --pwfile="$pw" --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  # UTF-8: with the C locale initdb picks SQL_ASCII, and psycopg then returns text as bytes.
+  "$BIN/initdb" -D "$PGDATA" -U "$USER_NAME" --pwfile="$pw" --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 >/dev/null
   rm -f "$pw"
   echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
   "$BIN/pg_ctl" -D "$PGDATA" -o "-c listen_addresses='' -k /tmp" -w start >/dev/null
