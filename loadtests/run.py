@@ -64,7 +64,7 @@ def run_locust(
 
 
 def _from_state(home: Path) -> tuple[str, str, str]:
-    from services.cli.runner import read_state
+    from services.devstack.supervisor import read_state
 
     url = grpc = kafka = ""
     for c in read_state(home):
@@ -84,6 +84,21 @@ def _make_key(home: Path) -> str:
     url = load_settings(CommonSettings, home=home).resolved_database_url()
     migrate(url)
     return KeyStore(Database(url)).create("loadtest", ["predict"], rate_per_s=10_000, burst=10_000)
+
+
+def _model_not_served(gateway_url: str, key: str, model: str) -> str:
+    """Empty when the gateway serves `model`; otherwise what is wrong, in a sentence."""
+    import httpx
+
+    try:
+        resp = httpx.get(
+            f"{gateway_url}/v2/models/{model}/ready", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        return f"the gateway at {gateway_url} does not answer ({exc})"
+    if resp.status_code == 200:
+        return ""
+    return f"the gateway at {gateway_url} serves no ready model '{model}' (HTTP {resp.status_code})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +125,15 @@ def main(argv: list[str] | None = None) -> int:
               "FLYWHEEL_GATEWAY_URL, FLYWHEEL_GATEWAY_GRPC and FLYWHEEL_API_KEY", file=sys.stderr)  # fmt: skip
         return 2
     key = os.environ.get("FLYWHEEL_API_KEY") or _make_key(home)
+    model = os.environ.get("FLYWHEEL_MODEL", "digits")
+    problem = _model_not_served(url, key, model)
+    if problem:
+        print(
+            f"{problem}: nothing to load-test. Serve a model first: `make up` (= `flywheel up --with-example-model`) "
+            f"trains and serves the example model '{model}'; or promote one of yours and set FLYWHEEL_MODEL",
+            file=sys.stderr,
+        )
+        return 2
     out = home / "loadtest"
     code, summary = run_locust(
         url,

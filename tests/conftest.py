@@ -14,17 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.brokers import Broker, kafka_jars_present, start_broker
-from services.cli.ports import free_port
+from services.devstack.brokers import Broker, kafka_jars_present, start_broker
+from services.devstack.ports import free_port
 from services.events import ensure_topics
-
-IN_CI = os.environ.get("CI") == "true"
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI must provide it)")
-    pytest.skip(reason)
+from tests.support.required import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +33,7 @@ def kafka(request: pytest.FixtureRequest, broker_work: Path) -> Iterator[Broker]
     """A running broker with Flywheel's topics, shared by the session (one per kind)."""
     kind = request.param
     if kind == "apache" and not kafka_jars_present():
-        _unavailable("Apache Kafka jars missing: run `make kafka-jars`")
+        unavailable("Apache Kafka jars missing: run `make kafka-jars`")
     broker = start_broker(kind, broker_work)
     ensure_topics(broker.bootstrap)
     yield broker
@@ -69,7 +62,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     base = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL")
     if not base:
-        _unavailable("PostgreSQL not configured: set FLYWHEEL_TEST_POSTGRES_URL")
+        unavailable("PostgreSQL not configured: set FLYWHEEL_TEST_POSTGRES_URL")
     from sqlalchemy import create_engine, text
 
     name = f"t_{uuid.uuid4().hex[:12]}"

@@ -27,15 +27,18 @@ class DigitsTraffic:
     live_x: np.ndarray
     live_y: np.ndarray
     classifier: LogisticRegression
+    # Each live image's position in scikit-learn's file, which keeps each writer's digits together.
+    live_index: np.ndarray | None = None
 
     @classmethod
     def load(cls, seed: int = 0) -> DigitsTraffic:
         digits = load_digits()
         x = (digits.data / 16.0).astype(np.float32)  # canonical features: levels 0..16 → [0, 1]
         y = digits.target
-        rx, lx, ry, ly = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
+        index = np.arange(len(x))
+        rx, lx, ry, ly, _, li = train_test_split(x, y, index, test_size=0.5, random_state=seed, stratify=y)
         clf = LogisticRegression(max_iter=2000).fit(rx, ry)
-        return cls(rx, ry, lx, ly, clf)
+        return cls(rx, ry, lx, ly, clf, li)
 
     def resplit(self, seed: int) -> DigitsTraffic:
         """Another random reference/live split of the same images (the classifier is kept)."""
@@ -43,6 +46,13 @@ class DigitsTraffic:
         y = np.concatenate([self.reference_y, self.live_y])
         rx, lx, ry, ly = train_test_split(x, y, test_size=0.5, random_state=seed, stratify=y)
         return DigitsTraffic(rx, ry, lx, ly, self.classifier)
+
+    def writers_block(self, start: int, span: int) -> np.ndarray:
+        """Live rows whose images sit at [start, start + span) of scikit-learn's file: a few writers' digits
+        (the UCI file groups each writer's; 1000 positions hold about 7 writers, half of them live here)."""
+        if self.live_index is None:
+            raise ValueError("this split has no file positions")
+        return np.nonzero((self.live_index >= start) & (self.live_index < start + span))[0]
 
     def profile(self, snapshot_id: str) -> dict:
         return build_profile(snapshot_id, self.reference_x, [str(v) for v in self.reference_y])
@@ -54,9 +64,13 @@ class DigitsTraffic:
         shift: Shift | None = None,
         class_weights: np.ndarray | None = None,
         replace: bool = True,
+        pool: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """n live examples (with replacement by default): features, true labels, predicted classes, scores."""
-        if not replace:
+        """n live examples (with replacement by default; from `pool`, live row numbers, when given):
+        features, true labels, predicted classes, scores."""
+        if pool is not None:
+            idx = pool[rng.integers(0, len(pool), n)]
+        elif not replace:
             idx = rng.permutation(len(self.live_x))[:n]
         elif class_weights is None:
             idx = rng.integers(0, len(self.live_x), n)

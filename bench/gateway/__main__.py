@@ -8,6 +8,9 @@ and writes bench/results/gateway.json. The client runs in this process: on a sma
 competes with the servers for CPU, which inflates every number alike. A fifth target, a bare
 grpc.aio proxy that forwards bytes (bench/gateway/bare_proxy.py), shows the floor of one more
 Python gRPC hop, so the gateway's own cost is the difference between it and the gateway.
+Each row also has the CPU the server processes on its path spent per request (read from /proc),
+in all and in the first of them (the gateway, the proxy or the model server itself):
+unlike latency, that hardly moves with the machine's load, so it compares runs from busy sittings.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -31,10 +33,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench import report
 from bench.gateway.model import write_digits_model
-from bench.processes import wait_ready
-from services.cli.brokers import start_broker
-from services.cli.ports import free_port, wait_for_port
+from services.devstack.brokers import start_broker
+from services.devstack.ports import free_port, wait_for_port
+from services.devstack.supervisor import wait_ready
 from services.events import ensure_topics
 from services.gateway.keys import KeyStore
 from services.gateway.tables import MIGRATIONS
@@ -44,6 +47,12 @@ from services.storage import Database, migrate
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "gateway.json"
 MODEL = "digits"
+
+
+def _cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user + system), from /proc: the servers' cost, whatever the box's load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -140,7 +149,6 @@ def main() -> int:
             "FLYWHEEL_KAFKA_BOOTSTRAP": broker.bootstrap,
             "FLYWHEEL_GATEWAY_HTTP_PORT": str(gw_http),
             "FLYWHEEL_GATEWAY_GRPC_PORT": str(gw_grpc),
-            "FLYWHEEL_GATEWAY_MODELSERVER_ADDR": f"127.0.0.1:{ms_grpc}",
             "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": f"127.0.0.1:{ms_http}",
             "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str(repo),
         },
@@ -166,17 +174,25 @@ def main() -> int:
                 f"http://127.0.0.1:{gw_http}/v2/models/{MODEL}/versions/1/infer", headers, n, c, e
             ),
         }
+        # The server processes each target's requests pass through (their CPU is the path's cost).
+        servers = {"direct": [ms.pid], "bare-proxy": [proxy.pid, ms.pid], "gateway": [gw.pid, ms.pid]}
         rows = []
         for c in levels:
             lat: dict[tuple[str, str], list[float]] = {t: [] for t in targets}
             wall: dict[tuple[str, str], float] = dict.fromkeys(targets, 0.0)
+            cpu: dict[tuple[str, str], float] = dict.fromkeys(targets, 0.0)
+            front: dict[tuple[str, str], float] = dict.fromkeys(targets, 0.0)  # the first process on the path
             errs: dict[tuple[str, str], list[int]] = {t: [0] for t in targets}
             per_round = max(1, args.requests // args.rounds)
             for _ in range(args.rounds):
                 for t, run in targets.items():
+                    before = [_cpu_s(pid) for pid in servers[t[1]]]
                     t0 = time.perf_counter()
                     lat[t] += asyncio.run(run(per_round, c, errs[t]))
                     wall[t] += time.perf_counter() - t0
+                    spent = [_cpu_s(pid) - b for pid, b in zip(servers[t[1]], before, strict=True)]
+                    cpu[t] += sum(spent)
+                    front[t] += spent[0]
             for t in targets:
                 arr = np.array(lat[t]) * 1000
                 rows.append(
@@ -189,6 +205,8 @@ def main() -> int:
                         "p50_ms": float(np.percentile(arr, 50)),
                         "p99_ms": float(np.percentile(arr, 99)),
                         "throughput_rps": len(arr) / wall[t],
+                        "server_cpu_ms_per_request": cpu[t] * 1000 / max(1, len(arr)),
+                        "front_cpu_ms_per_request": front[t] * 1000 / max(1, len(arr)),
                     }
                 )
     finally:
@@ -209,6 +227,7 @@ def main() -> int:
                 "added_p50_ms": g["p50_ms"] - d["p50_ms"],
                 "added_p99_ms": g["p99_ms"] - d["p99_ms"],
                 "throughput_ratio": g["throughput_rps"] / d["throughput_rps"],
+                "added_server_cpu_ms_per_request": g["server_cpu_ms_per_request"] - d["server_cpu_ms_per_request"],
             }
             b = next((r for r in rows if r["path"] == "bare-proxy" and r["concurrency"] == c and proto == "grpc"), None)
             if b is not None:
@@ -216,7 +235,7 @@ def main() -> int:
                 row["gateway_over_bare_proxy_p50_ms"] = g["p50_ms"] - b["p50_ms"]
             added.append(row)
     table = Table(title="gateway vs model server direct (same load, one run)")
-    for col in ("protocol", "path", "clients", "requests", "errors", "p50 ms", "p99 ms", "req/s"):
+    for col in ("protocol", "path", "clients", "requests", "errors", "p50 ms", "p99 ms", "req/s", "server CPU ms/req"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
@@ -228,13 +247,15 @@ def main() -> int:
             f"{r['p50_ms']:.2f}",
             f"{r['p99_ms']:.2f}",
             f"{r['throughput_rps']:.0f}",
+            f"{r['server_cpu_ms_per_request']:.3f}",
         )
     console = Console()
     console.print(table)
     for a in added:
         console.print(
             f"{a['protocol']} × {a['concurrency']} clients: gateway adds {a['added_p50_ms']:.2f} ms at p50, "
-            f"{a['added_p99_ms']:.2f} ms at p99; throughput {a['throughput_ratio']:.0%} of direct"
+            f"{a['added_p99_ms']:.2f} ms at p99, {a['added_server_cpu_ms_per_request']:.3f} ms of server CPU "
+            f"a request; throughput {a['throughput_ratio']:.0%} of direct"
             + (
                 f"; a bare byte-forwarding proxy adds {a['bare_proxy_added_p50_ms']:.2f} ms at p50"
                 if "bare_proxy_added_p50_ms" in a
@@ -243,13 +264,7 @@ def main() -> int:
         )
     result = {
         "benchmark": "gateway",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_1m": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **report.stamp(),
         "setup": {
             "model": "digits MLP 64-32-10 (ONNX), batch 1",
             "gateway": "API key auth, rate limit, routing, prediction logs to Tansu",
@@ -259,8 +274,7 @@ def main() -> int:
         "added": added,
         "target": "<= 1 ms added at p50",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report.write_json(args.out, result)
     console.print(f"wrote {args.out}")
     return 0
 

@@ -34,8 +34,8 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.datasets import load_digits
 
-from services.cli.brokers import start_broker
-from services.cli.ports import free_port
+from services.devstack.brokers import start_broker
+from services.devstack.ports import free_port
 from services.events import EventProducer, ensure_topics
 from services.events.codec import new_meta
 from services.genproto.flywheel.v1 import events_pb2 as ev

@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.brokers import start_broker
+from services.devstack.brokers import start_broker
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "kafka.json"
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from services.cli.brokers import start_tansu
-from services.cli.ports import free_port
+from services.devstack.brokers import start_tansu
+from services.devstack.ports import free_port
 from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_topics, new_meta
 from services.events.consumer import Record
 from services.events.topics import LABELS

@@ -17,7 +17,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -34,9 +33,10 @@ import tritonclient.http as thttp
 from rich.console import Console
 from rich.table import Table
 
+from bench import report
 from bench.gateway.model import write_digits_model
-from bench.processes import wait_ready
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
+from services.devstack.supervisor import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results" / "modelserver_rest.json"
@@ -201,13 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     result = {
         "benchmark": "modelserver_rest",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_1m": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        **report.stamp(),
         "setup": {
             "model": "digits MLP 64-32-10 (ONNX), batch 1",
             "load": "closed loop, 1 client, keep-alive, targets interleaved",
@@ -216,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "target": "REST p50 within a few ms of gRPC (no ~40 ms Nagle/delayed-ACK stall)",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    report.write_json(args.out, result)
     console.print(f"wrote {args.out}")
     return 0 if code == 0 else 1
 

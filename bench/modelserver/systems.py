@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("FLYWHEEL_TOOLS", ROOT / ".tools"))

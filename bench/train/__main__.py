@@ -29,7 +29,7 @@ from rich.table import Table
 from services.storage import Database, migrate
 from services.trainer.data.sklearn_digits import write_digits_snapshot
 from services.trainer.export import ExportOptions
-from services.trainer.pipeline import JobContext, JobSpec, git_commit, run_job
+from services.trainer.job_run import JobContext, JobSpec, git_commit, run_job
 from services.trainer.registry import Registry
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric

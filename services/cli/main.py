@@ -18,9 +18,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from services.cli import runner
-from services.cli.stack import SERVICES, available_services
 from services.config import CommonSettings, ConfigError, load_settings
+from services.devstack import supervisor
+from services.devstack.stack import SERVICES, available_services
 
 # Modules that add subcommands (keys, train, snapshot, demo...), imported lazily.
 EXTRA_COMMANDS: list[str] = [
@@ -37,12 +37,12 @@ def _home(args: argparse.Namespace) -> Path:
     return Path(args.home or os.environ.get("FLYWHEEL_HOME", ".flywheel"))
 
 
-def status_table(components: list[runner.Component]) -> Table:
+def status_table(components: list[supervisor.Component]) -> Table:
     table = Table(title="Flywheel stack", show_lines=False)
     for col in ("component", "address", "state", "pid", "log"):
         table.add_column(col)
     for c in components:
-        state = runner.probe(c)
+        state = supervisor.probe(c)
         colour = "green" if state == "ready" else "red" if state == "stopped" else "yellow"
         table.add_row(c.name, c.address, f"[{colour}]{state}[/{colour}]", str(c.pid), c.log)
     return table
@@ -58,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     home = _home(args)
     only = args.only.split(",") if args.only else None
     try:
-        components = runner.up(
+        components = supervisor.up(
             home,
             kafka=args.kafka,
             bootstrap=args.bootstrap,
@@ -68,9 +68,19 @@ def cmd_up(args: argparse.Namespace) -> int:
             free_ports=args.free_ports,
             progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"),
         )
-    except (runner.StackError, RuntimeError) as exc:
+    except (supervisor.StackError, RuntimeError) as exc:
         console.print(f"[red]flywheel up failed:[/red] {exc}")
         return 1
+    if args.with_example_model:
+        from services.cli.demo.endpoints import DemoError
+        from services.cli.example import serve_example_model
+
+        try:
+            serve_example_model(components, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+        except (DemoError, RuntimeError) as exc:
+            console.print(f"[red]the example model could not be served:[/red] {exc}")
+            console.print(f"the stack is still running; stop it with [bold]flywheel down --home {home}[/bold]")
+            return 1
     console.print(status_table(components))
     if not args.foreground:
         console.print(f"running in the background; stop with [bold]flywheel down[/bold] (state in {home}/run)")
@@ -80,21 +90,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     console.print("attached: Ctrl-C stops everything")
     stop.wait()
-    runner.down(home, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+    supervisor.down(home, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    components = runner.read_state(_home(args))
+    components = supervisor.read_state(_home(args))
     if not components:
         console.print("nothing running (no state file); start with [bold]flywheel up[/bold]")
         return 3
     console.print(status_table(components))
-    return 0 if all(runner.probe(c) == "ready" for c in components) else 1
+    return 0 if all(supervisor.probe(c) == "ready" for c in components) else 1
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    stopped = runner.down(_home(args), progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+    stopped = supervisor.down(_home(args), progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
     console.print(f"stopped {len(stopped)} component(s)" if stopped else "nothing was running")
     return 0
 
@@ -104,22 +114,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.service not in names:
         console.print(f"[red]unknown service {args.service!r}[/red]; available: {', '.join(names) or 'none yet'}")
         return 2
+    if getattr(args, "home", None):
+        os.environ["FLYWHEEL_HOME"] = str(args.home)
     # Replace this process so signals reach the service directly.
     cmd = [sys.executable, "-m", f"services.{args.service}", *args.service_args]
     if hasattr(os, "execv"):
         os.execv(sys.executable, cmd)
     return subprocess.call(cmd)
-
-
-def cmd_demo_placeholder(args: argparse.Namespace) -> int:
-    """Until the demo lands: start the stack, show it, stop it."""
-    home = _home(args)
-    try:
-        components = runner.up(home, free_ports=True, progress=lambda m: console.print(f"[dim]·[/dim] {m}"))
-        console.print(status_table(components))
-    finally:
-        runner.down(home, progress=lambda m: console.print(f"[dim]·[/dim] {m}"))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Flywheel: labels in, versioned datasets, trained models, served with adaptive "
         "batching, watched for drift, and back to training.",
     )
-    parser.add_argument("--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
+    parser.add_argument("--home", help=HOME_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("up", help="start the broker, Prometheus and every service, wait until ready")
@@ -139,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="A,B", help="start only these services")
     p.add_argument("--free-ports", action="store_true", help="pick free ports instead of the defaults")
     p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
+    p.add_argument(
+        "--with-example-model",
+        action="store_true",
+        help="then label, train and serve the example project's model (digits), about a minute: "
+        "what `make up` runs, so `make loadtest` has a model to call",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("status", help="show what `up` started and whether each part is ready")
@@ -157,13 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_serve)
 
-    if "demo" not in {m.rsplit(".", 1)[-1] for m in EXTRA_COMMANDS}:
-        p = sub.add_parser("demo", help="run the whole flywheel locally")
-        p.set_defaults(func=cmd_demo_placeholder)
-
     for module in EXTRA_COMMANDS:
         importlib.import_module(module).register(sub)
+    _accept_home_everywhere(sub)
     return parser
+
+
+HOME_HELP = "state folder (default: $FLYWHEEL_HOME or .flywheel; the demo's: .flywheel/demo)"
+
+
+def _accept_home_everywhere(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`--home DIR` is accepted after any (sub)command too: `flywheel down --home DIR` is what the demo
+    prints. SUPPRESS keeps a value given before the command when it is not repeated after it."""
+    for parser in set(sub.choices.values()):
+        if not any("--home" in a.option_strings for a in parser._actions):
+            parser.add_argument("--home", default=argparse.SUPPRESS, help=HOME_HELP)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_home_everywhere(action)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,10 @@
-"""`python -m services.gateway` (or `flywheel serve gateway`): the public HTTP and gRPC entry.
+"""Flywheel gateway: KServe v2 REST and gRPC in front of the model server, a friendly :predict route,
+API keys, rate limits, canary/shadow routing with automatic rollback, prediction logs.
 
-Settings → database (migrated), keys, routes, model-server client, prediction logger, Kafka →
-gRPC and HTTP servers on one event loop → serve until SIGTERM → stop taking requests, finish
-in-flight ones and shadows, flush prediction logs, exit 0.
+`python -m services.gateway` (or `flywheel serve gateway`). Settings → database (migrated), keys,
+routes, model-server client, prediction logger, Kafka → gRPC and HTTP servers on one event loop →
+serve until SIGTERM → stop taking requests, finish in-flight ones and shadows, flush prediction
+logs, exit 0.
 """
 
 from __future__ import annotations
@@ -10,49 +12,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import socket
 import sys
 import threading
 from pathlib import Path
 
-import uvicorn
-
-from services.config import CommonSettings, ConfigError, describe_settings, load_settings
+from services.config import CommonSettings, ConfigError
 from services.events import EventProducer
 from services.gateway.auth import Guard
-from services.gateway.backend import ModelServerClient
 from services.gateway.breaker import Breakers
 from services.gateway.dataplane import Gateway, Limits
 from services.gateway.keys import KeyStore
 from services.gateway.model_cards import ModelCards
+from services.gateway.modelserver_client import ModelServerClient
 from services.gateway.prediction_log import CountingProducer, PredictionLogger
 from services.gateway.ratelimit import TokenBuckets
-from services.gateway.rest_backend import ModelServerREST
 from services.gateway.rollback import CanaryWatch, Thresholds
 from services.gateway.routing import RouteTable
 from services.gateway.settings import GatewaySettings
 from services.gateway.tables import MIGRATIONS
 from services.gateway.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
+from services.gateway.transport.model_events import archived_publisher, start_model_events
 from services.gateway.transport.rest import build_asgi
-from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.storage import Database, migrate
-from services.telemetry import Readiness, StopSignal, configure_logging
+from services.telemetry import Readiness
+from services.transportkit import bootstrap
+from services.transportkit.listener import http_listener
 
 log = logging.getLogger("services.gateway")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.gateway",
-        description="Flywheel gateway: KServe v2 REST and gRPC in front of the model server, a friendly "
-        ":predict route, API keys, rate limits, canary/shadow routing with automatic rollback, prediction logs.",
-        epilog=describe_settings(GatewaySettings, CommonSettings),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--host", help="address to bind")
-    parser.add_argument("--http-port", type=int, help="HTTP port (0 = free)")
-    parser.add_argument("--grpc-port", type=int, help="gRPC port (0 = free)")
-    parser.add_argument("--modelserver-addr", help="model server gRPC host:port")
+    parser = bootstrap.service_parser("gateway", __doc__, GatewaySettings, host=True)
     parser.add_argument("--modelserver-http-addr", help="model server HTTP host:port")
     parser.add_argument("--model-repository", type=Path, help="model repository folder (flywheel.json)")
     parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=None, help="use Kafka")
@@ -60,32 +50,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    settings = load_settings(GatewaySettings, **{k: v for k, v in vars(args).items() if v is not None})
-    common = load_settings(CommonSettings)
-    configure_logging("gateway", common.log_level)
-    stop = StopSignal().install()
-    loop_factory = None
-    if settings.event_loop == "uvloop":
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        try:
-            return runner.run(serve(settings, common, stop.event))
-        except ConfigError as exc:
-            print(f"gateway: {exc}", file=sys.stderr)
-            return 2
+    settings, common, stop = bootstrap.start("gateway", GatewaySettings, parse_args(argv))
+    try:
+        return bootstrap.run(lambda: serve(settings, common, stop.event), settings.event_loop)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
 
 
-async def _watch_backend(gateway: Gateway, flag: threading.Event, stop: asyncio.Event) -> None:
-    """Readiness of the model server on both its addresses, polled so /readyz stays quick."""
+async def _watch_backend(client: ModelServerClient, flag: threading.Event, stop: asyncio.Event) -> None:
+    """Readiness of the model server, polled so /readyz stays quick."""
     while not stop.is_set():
-        try:
-            await gateway.backend.stub().ServerLive(pb.ServerLiveRequest(), timeout=1.0)
-            reachable = await gateway.rest.live(timeout_s=1.0)
-        except Exception:  # noqa: BLE001 - any failure means "not reachable now"
-            reachable = False
+        reachable = await client.live(timeout_s=1.0)
         if reachable:
             flag.set()
         else:
@@ -118,15 +94,9 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     logger.start()
 
     breakers = Breakers(settings.breaker_failures, settings.breaker_open_s)
-    backend = ModelServerClient(
-        settings.modelserver_addr,
-        settings.channel_pool_size,
-        breakers,
-        settings.retries,
-        settings.retry_backoff_ms / 1000,
-        settings.max_request_bytes,
+    client = ModelServerClient(
+        settings.modelserver_http_addr, breakers, settings.retries, settings.retry_backoff_ms / 1000
     )
-    rest = ModelServerREST(settings.modelserver_http_addr, breakers, settings.retries, settings.retry_backoff_ms / 1000)
     watch = CanaryWatch(
         Thresholds(
             settings.rollback_window_s,
@@ -136,33 +106,26 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
         )
     )
     gateway = Gateway(
-        backend,
-        rest,
+        client,
         routes,
         watch,
         ModelCards(settings.model_repository),
         logger,
-        producer,
         Limits(settings.deadline_ms / 1000, settings.max_instances, settings.log_max_features),
+        on_rollback=archived_publisher(producer) if producer is not None else None,
     )
     guard = Guard(keys, TokenBuckets(settings.default_rate_per_s, settings.default_burst), settings.require_api_key)
 
     readiness = Readiness()
     readiness.add("database", db.ping)
     backend_up = threading.Event()
-    readiness.add_flag(
-        "modelserver",
-        backend_up,
-        f"model server not reachable at {settings.modelserver_addr} (gRPC) and {settings.modelserver_http_addr} (HTTP)",
-    )
+    readiness.add_flag("modelserver", backend_up, f"model server not reachable at {settings.modelserver_http_addr}")
     stop_async = asyncio.Event()
-    watcher = loop.create_task(_watch_backend(gateway, backend_up, stop_async))
+    watcher = loop.create_task(_watch_backend(client, backend_up, stop_async))
 
     events_stop = threading.Event()
     events_thread = None
     if producer is not None:
-        from services.gateway.model_events import start_model_events
-
         consume, events_thread = start_model_events(
             common.kafka_bootstrap, settings.events_group, routes, settings.canary_weight, producer, events_stop
         )
@@ -173,25 +136,14 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     await grpc_server.start()
     await health.set("", SERVING)
 
-    # IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on accepted connections (no 40 ms Nagle stalls).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.http_port))
-    http = uvicorn.Server(
-        uvicorn.Config(
-            build_asgi(gateway, guard, readiness, settings.max_request_bytes), log_config=None, access_log=False
-        )
-    )
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # StopSignal owns SIGTERM
-    http_task = loop.create_task(http.serve(sockets=[sock]))
+    sock = http_listener(settings.host, settings.http_port)
+    http, http_task = bootstrap.uvicorn_server(build_asgi(gateway, guard, readiness, settings.max_request_bytes), sock)
     log.info(
         "listening",
         extra={
             "http_port": sock.getsockname()[1],
             "grpc_port": grpc_port,
-            "modelserver": settings.modelserver_addr,
-            "modelserver_http": settings.modelserver_http_addr,
+            "modelserver": settings.modelserver_http_addr,
             "routes": len(routes.all()),
         },
     )
@@ -208,8 +160,7 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     if events_thread is not None:
         await asyncio.to_thread(events_thread.join, settings.drain_timeout_s)
     await asyncio.to_thread(logger.close, settings.drain_timeout_s)
-    await backend.close()
-    await rest.close()
+    await client.close()
     db.close()
     log.info("stopped", extra={"prediction_logs_dropped": logger.dropped})
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.gateway.errors import PermissionDenied, RateLimited, Unauthenticated
@@ -59,3 +60,8 @@ class Guard:
             AUTH_FAILURES.labels("rate").inc()
             raise RateLimited(f"rate limit of API key {found.key_id} exceeded; retry in {wait:.3f}s", wait)
         return Caller(found.key_id)
+
+    async def admit_headers(self, headers: Mapping[str, str], scope: str) -> str:
+        """`admit` for a request's lower-case headers (HTTP) or metadata (gRPC); the caller's key id."""
+        key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
+        return (await self.admit(key, scope)).key_id

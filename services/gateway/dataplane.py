@@ -1,23 +1,30 @@
-"""The gateway's data plane: route, call the model server, judge canaries, mirror shadows, log.
+"""The gateway's data plane: one path for every prediction, whichever transport brought it.
 
-Typed in, typed out: protobuf KServe messages and plain values; no HTTP or gRPC server types.
+`infer` takes a decoded v2 request (services/oip), checks the names that will travel on, routes
+it (production, canary, shadow), calls the model server, judges a canary by the outcome, and
+after the answer logs the prediction and mirrors it to a shadow, from the arrays it already
+has. `predict` turns application instances into such a request (preprocessing per the model's
+flywheel.json) and takes the same path. The metadata, readiness and repository calls and the
+route admin are here too, so the transports call nothing else.
+
+Typed in, typed out: the protocol's messages, domain errors, no HTTP or gRPC server types.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
+import re
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from services.events import EventProducer
-from services.gateway.backend import ModelServerClient
 from services.gateway.deadline import Deadline
 from services.gateway.errors import (
     BackendFailed,
@@ -30,23 +37,22 @@ from services.gateway.errors import (
 from services.gateway.instances import instances_to_features, predictions
 from services.gateway.metrics import ROLLBACKS, ROUTED, SHADOW
 from services.gateway.model_cards import ModelCards
-from services.gateway.model_events import publish_archived
+from services.gateway.modelserver_client import ModelServerClient
 from services.gateway.prediction_log import LogEntry, PredictionLogger
-from services.gateway.rest_backend import HEADER_LENGTH_KEY, ModelServerREST, RestAnswer
 from services.gateway.rollback import CanaryWatch, Verdict
 from services.gateway.routing import CANARY, Choice, Route, RouteTable
 from services.gateway.routing import SHADOW as SHADOW_ROUTE
-from services.gateway.tensors import input_array, output_array, rest_document, rest_tensors
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
+from services.oip.messages import InferRequest, InferResponse
 from services.telemetry import request_id_var
 
 log = logging.getLogger(__name__)
 
 # Failures that are the backend's fault, so they count against a canary.
 CANARY_FAULTS = (BackendFailed, BackendUnavailable, DeadlineExceeded)
-FLOAT_TYPES = ("FP32", "FP64", "FP16")
-T = TypeVar("T")
-
+# What may name a model or a request on its way on (into paths, headers, logs and events).
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.:/@+=~-]{1,128}")
 
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count()
@@ -55,6 +61,37 @@ _ID_COUNTER = itertools.count()
 def new_request_id() -> str:
     """Unique across processes (a random prefix per process) without a syscall per request."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+def check_model(name: str) -> str:
+    if not name:
+        raise InvalidInput("model_name is required")
+    if not MODEL_NAME.fullmatch(name):
+        raise InvalidInput(f"model name {name[:64]!r} must be 1-128 letters, digits, '_', '.' or '-'")
+    return name
+
+
+def check_version(version: str) -> str:
+    if version and not (version.isascii() and version.isdigit()):
+        raise InvalidInput(f"model_version must be a number, got {version[:64]!r}")
+    return version
+
+
+def check_request_id(request_id: str) -> str:
+    """A caller's request id travels on in a header and into logs: a short, plain token or nothing."""
+    if request_id and not REQUEST_ID.fullmatch(request_id):
+        raise InvalidInput(f"request id {request_id[:64]!r} must be 1-128 letters, digits or any of _ . : / @ + = ~ -")
+    return request_id
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who sent a request and how to treat it: what the adapters read from headers or gRPC metadata."""
+
+    key_id: str  # the admitted API key's id ("" when keys are not required and none was given)
+    sticky_key: str | None = None  # pins the caller to one side of a canary split
+    request_id: str = ""  # names the request when it has no id of its own (X-Request-Id)
+    synthetic: bool = False  # load-test traffic: logged as such, left out of drift and training data
 
 
 @dataclass(frozen=True)
@@ -66,161 +103,115 @@ class Limits:
 
 @dataclass(frozen=True)
 class Answer:
-    response: pb.ModelInferResponse
-    route: str
-    request_id: str
-
-
-@dataclass(frozen=True)
-class RestResult:
-    """A v2 REST answer as the model server gave it, plus what logging it needs once it went out."""
-
-    answer: RestAnswer
-    model: str
-    choice: Choice
-    request_id: str
-    key_id: str
-    latency_s: float
-    request_body: bytes
-    request_headers: dict[str, str]  # lower-case names, as passed on
-
-    @property
-    def request_header_length(self) -> str | None:
-        return self.request_headers.get(HEADER_LENGTH_KEY)
+    response: InferResponse
+    route: str  # production or canary
+    request_id: str  # the caller's, or one made here
 
 
 class Gateway:
     def __init__(
         self,
-        backend: ModelServerClient,
-        rest: ModelServerREST,
+        client: ModelServerClient,
         routes: RouteTable,
         watch: CanaryWatch,
         cards: ModelCards,
         logger: PredictionLogger,
-        producer: EventProducer | None,
         limits: Limits,
+        on_rollback: Callable[[Verdict], None] | None = None,
     ) -> None:
-        self.backend = backend
-        self.rest = rest
-        self.routes = routes
-        self.cards = cards
+        """`on_rollback`: told of each canary taken out of traffic (the Kafka adapter publishes it)."""
+        self._client = client
+        self._routes = routes
+        self._cards = cards
         self._watch = watch
         self._logger = logger
-        self._producer = producer
+        self._on_rollback = on_rollback
         self._limits = limits
         self._shadows: set[asyncio.Task[None]] = set()
 
-    def deadline(self, client_s: float | None) -> Deadline:
+    def deadline(self, client_s: float | None = None) -> Deadline:
         return Deadline.within(self._limits.deadline_s, client_s)
 
     # -- inference ---------------------------------------------------------------------------
-    async def infer(
-        self, request: pb.ModelInferRequest, key_id: str, deadline: Deadline, sticky_key: str | None
-    ) -> Answer:
-        if not request.model_name:
-            raise InvalidInput("model_name is required")
+    async def infer(self, request: InferRequest, origin: Origin) -> Answer:
+        """One v2 inference. `request.timeout_s` (the caller's deadline) bounds the gateway's."""
+        check_model(request.model)
+        check_version(request.version)
         if not request.inputs:
             raise InvalidInput("the request has no inputs")
-        _check_version(request.model_version)
-        choice = self.routes.choose(request.model_name, request.model_version, sticky_key)
-        return await self._run(request, choice, key_id, deadline)
-
-    async def infer_rest(
-        self,
-        model: str,
-        version: str,
-        body: bytes,
-        headers: dict[str, str],
-        key_id: str,
-        deadline: Deadline,
-        sticky_key: str | None,
-    ) -> RestResult:
-        """A v2 REST request, routed and passed on as its own bytes; call `after_rest` once answered.
-
-        `headers`: the body's own headers (content-type, content-encoding, inference-header-content-length)
-        and x-request-id, lower-case; the dict is kept for logging and shadows.
-        """
-        _check_version(version)
-        choice = self.routes.choose(model, version, sticky_key)
-        request_id = headers.get("x-request-id") or new_request_id()
-        request_id_var.set(request_id)
-        headers["x-request-id"] = request_id
-        answer, latency = await self._judged(
-            model, choice, self.rest.infer(model, choice.version, body, headers, deadline)
-        )
-        return RestResult(answer, model, choice, request_id, key_id, latency, body, headers)
-
-    def after_rest(self, result: RestResult) -> None:
-        """Log a REST prediction and mirror it to a shadow: after the answer went out, off its latency."""
-        request = rest_document(result.request_body, result.request_header_length)
-        request_id, features = result.request_id, None
-        if request is not None:
-            request_id = str(request[0].get("id") or request_id)
-            features = next((a for t, a in rest_tensors(*request, "inputs") if t in FLOAT_TYPES), None)
-        answered, scores = _rest_answer(result.answer)
-        version = answered or result.choice.version
-        self._log_arrays(
-            request_id, result.model, version, features, scores, result.key_id, result.choice.route, result.latency_s
-        )
-        shadow = result.choice.shadow
-        if shadow and shadow != version:
-            self._spawn(self._shadow_rest(result, shadow, request_id, features))
+        request_id = check_request_id(request.id) or check_request_id(origin.request_id) or new_request_id()
+        choice = self._routes.choose(request.model, request.version, origin.sticky_key)
+        return await self._forward(request, choice, origin, self.deadline(request.timeout_s), request_id)
 
     async def predict(
-        self, model: str, instances: Any, key_id: str, deadline: Deadline, sticky_key: str | None, request_id: str
+        self, model: str, instances: Any, origin: Origin, timeout_s: float | None, request_id: str
     ) -> dict[str, Any]:
-        """The friendly route: instances → features (per flywheel.json) → infer → labels and probabilities."""
+        """The friendly route: instances → features (per flywheel.json) → infer → labels and probabilities.
+        `request_id`: the body's `id`, else the origin's, else one made here."""
+        check_model(model)
+        request_id = check_request_id(request_id) or check_request_id(origin.request_id) or new_request_id()
         if not isinstance(instances, list) or not instances:
             raise InvalidInput("'instances' must be a non-empty list")
         if len(instances) > self._limits.max_instances:
             raise RequestTooLarge(f"{len(instances)} instances; the limit is {self._limits.max_instances}")
-        choice = self.routes.choose(model, "", sticky_key)
-        version = choice.version or await asyncio.to_thread(self.cards.latest_version, model)
-        card = self.cards.get(model, version)
-        features = instances_to_features(card, instances)
-        request = pb.ModelInferRequest(model_name=model, model_version=version, id=request_id)
-        request.inputs.add(name=card.input, datatype="FP32", shape=list(features.shape))
-        request.raw_input_contents.append(features.tobytes())
-        request.outputs.add(name=card.output)
-        answer = await self._run(request, Choice(version, choice.route, choice.shadow), key_id, deadline)
-        scores = _named_output(answer.response, card.output)
+        deadline = self.deadline(timeout_s)
+        choice = self._routes.choose(model, "", origin.sticky_key)
+        version = choice.version or await asyncio.to_thread(self._cards.latest_version, model)
+        card = self._cards.get(model, version)
+        request = InferRequest(
+            model=model,
+            version=version,
+            inputs={card.input: instances_to_features(card, instances)},
+            outputs=[card.output],
+        )
+        answer = await self._forward(
+            request, Choice(version, choice.route, choice.shadow), origin, deadline, request_id
+        )
+        scores = answer.response.outputs.get(card.output)
         if scores is None:
             raise BackendFailed(f"the model server's answer has no {card.output!r} output")
         return {
             "id": answer.request_id,
             "model": model,
-            "model_version": answer.response.model_version,
+            "model_version": answer.response.version,
             "predictions": predictions(card, scores),
         }
 
-    async def _run(self, request: pb.ModelInferRequest, choice: Choice, key_id: str, deadline: Deadline) -> Answer:
-        if not request.id:
-            request.id = new_request_id()
-        request_id_var.set(request.id)
-        forward = request  # ours to change: the caller's message is not used after this
-        forward.model_version = choice.version
-        call = self.rest.infer_proto(forward, deadline)
-        response, latency = await self._judged(request.model_name, choice, call)
-        self._log(forward, response, key_id, choice.route, latency)
-        if choice.shadow and choice.shadow != response.model_version:
-            self._spawn(self._shadow(forward, choice.shadow, key_id))
-        return Answer(response, choice.route, request.id)
-
-    async def _judged(self, model: str, choice: Choice, call: Awaitable[T]) -> tuple[T, float]:
-        """Await the backend call; a canary's outcome and latency go to its watch. → (result, latency)."""
+    async def _forward(
+        self, request: InferRequest, choice: Choice, origin: Origin, deadline: Deadline, request_id: str
+    ) -> Answer:
+        request_id_var.set(request_id)
+        request.version = choice.version  # the request is ours once decoded: routed in place
         started = time.perf_counter()
         try:
-            result = await call
+            response = await self._client.infer(request, request_id, deadline)
         except GatewayError as exc:
             if choice.route == CANARY and isinstance(exc, CANARY_FAULTS):
-                self._judge(model, choice.version, False, time.perf_counter() - started)
+                self._judge(request.model, choice.version, False, time.perf_counter() - started)
             raise
         latency = time.perf_counter() - started
         if choice.route == CANARY:
-            self._judge(model, choice.version, True, latency)
-        ROUTED.labels(model, choice.route).inc()
-        return result, latency
+            self._judge(request.model, choice.version, True, latency)
+        ROUTED.labels(request.model, choice.route).inc()
+        # Logged and mirrored once the caller's answer is on its way: neither adds to its latency.
+        asyncio.get_running_loop().call_soon(self._after, request, response, request_id, choice, origin, latency)
+        return Answer(response, choice.route, request_id)
+
+    def _after(
+        self,
+        request: InferRequest,
+        response: InferResponse,
+        request_id: str,
+        choice: Choice,
+        origin: Origin,
+        latency_s: float,
+    ) -> None:
+        version = response.version or request.version
+        features = _features(request)
+        self._log(request_id, request.model, version, features, _scores(response), origin, choice.route, latency_s)
+        if choice.shadow and choice.shadow != version:
+            shadow = dataclasses.replace(request, version=choice.shadow)
+            self._spawn(self._shadow(shadow, request_id, features, origin))
 
     # -- canary ------------------------------------------------------------------------------
     def _judge(self, model: str, version: str, ok: bool, latency_s: float) -> None:
@@ -229,12 +220,12 @@ class Gateway:
             self.rollback(verdict)
 
     def rollback(self, verdict: Verdict) -> bool:
-        """Take a failing canary out of traffic, count it, and publish it as archived."""
-        route = self.routes.get(verdict.model)
+        """Take a failing canary out of traffic, count it, and tell `on_rollback` (it is published as archived)."""
+        route = self._routes.get(verdict.model)
         self._watch.forget(verdict.model, verdict.version)
         if route is None or route.canary != verdict.version:
             return False
-        self.routes.update(verdict.model, canary="", canary_weight=0.0)
+        self._routes.update(verdict.model, canary="", canary_weight=0.0)
         ROLLBACKS.labels(verdict.model, verdict.reason).inc()
         log.warning(
             "canary rolled back",
@@ -245,15 +236,9 @@ class Gateway:
                 "detail": verdict.detail,
             },
         )
-        if self._producer is not None:
-            publish_archived(self._producer, verdict.model, verdict.version, f"{verdict.reason}: {verdict.detail}")
+        if self._on_rollback is not None:
+            self._on_rollback(verdict)
         return True
-
-    def set_route(self, route: Route) -> Route:
-        old = self.routes.get(route.model)
-        if old is not None and old.canary and old.canary != route.canary:
-            self._watch.forget(route.model, old.canary)
-        return self.routes.put(route)
 
     # -- shadow ------------------------------------------------------------------------------
     def _spawn(self, shadow: Awaitable[None]) -> None:
@@ -261,37 +246,24 @@ class Gateway:
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(self, request: pb.ModelInferRequest, version: str, key_id: str) -> None:
-        copy = pb.ModelInferRequest()
-        copy.CopyFrom(request)
-        copy.model_version = version
+    async def _shadow(
+        self, request: InferRequest, request_id: str, features: np.ndarray | None, origin: Origin
+    ) -> None:
         started = time.perf_counter()
         try:
-            response = await self.rest.infer_proto(copy, self.deadline(None))
+            response = await self._client.infer(request, request_id, self.deadline())
         except GatewayError as exc:
-            SHADOW.labels(request.model_name, "error").inc()
+            SHADOW.labels(request.model, "error").inc()
             log.info(
-                "shadow request failed", extra={"model": request.model_name, "version": version, "error": exc.message}
+                "shadow request failed",
+                extra={"model": request.model, "version": request.version, "error": exc.message},
             )
             return
-        SHADOW.labels(request.model_name, "ok").inc()
-        self._log(copy, response, key_id, SHADOW_ROUTE, time.perf_counter() - started)
-
-    async def _shadow_rest(
-        self, result: RestResult, version: str, request_id: str, features: np.ndarray | None
-    ) -> None:
-        headers = dict(result.request_headers)
-        started = time.perf_counter()
-        try:
-            answer = await self.rest.infer(result.model, version, result.request_body, headers, self.deadline(None))
-        except GatewayError as exc:
-            SHADOW.labels(result.model, "error").inc()
-            log.info("shadow request failed", extra={"model": result.model, "version": version, "error": exc.message})
-            return
-        SHADOW.labels(result.model, "ok").inc()
-        _, scores = _rest_answer(answer)
+        SHADOW.labels(request.model, "ok").inc()
         latency = time.perf_counter() - started
-        self._log_arrays(request_id, result.model, version, features, scores, result.key_id, SHADOW_ROUTE, latency)
+        self._log(
+            request_id, request.model, request.version, features, _scores(response), origin, SHADOW_ROUTE, latency
+        )
 
     async def drain(self, timeout_s: float) -> None:
         if self._shadows:
@@ -299,32 +271,17 @@ class Gateway:
 
     # -- prediction logs ---------------------------------------------------------------------
     def _log(
-        self, request: pb.ModelInferRequest, response: pb.ModelInferResponse, key_id: str, route: str, latency_s: float
-    ) -> None:
-        version = response.model_version or request.model_version
-        self._log_arrays(
-            request.id,
-            request.model_name,
-            version,
-            _first_input(request),
-            _first_output(response),
-            key_id,
-            route,
-            latency_s,
-        )
-
-    def _log_arrays(
         self,
         request_id: str,
         model: str,
         version: str,
         features: np.ndarray | None,
         scores: np.ndarray | None,
-        key_id: str,
+        origin: Origin,
         route: str,
         latency_s: float,
     ) -> None:
-        labels = self.cards.labels(model, version) if version else ()
+        labels = self._cards.labels(model, version) if version else ()
         rows = scores.shape[0] if scores is not None and scores.ndim >= 1 else 1
         if features is not None and (features.ndim < 1 or features.shape[0] != rows):
             features = None
@@ -342,39 +299,69 @@ class Gateway:
                     scores=scores[i] if scores is not None and scores.ndim >= 1 else None,
                     labels=labels,
                     latency_ms=latency_ms,
-                    key_id=key_id,
+                    key_id=origin.key_id,
                     route=route,
+                    synthetic=origin.synthetic,
                 )
             )
 
+    # -- health, metadata, repository ----------------------------------------------------------
+    async def server_live(self, timeout_s: float | None = None) -> bool:
+        return await self._client.server_live(self.deadline(timeout_s))
 
-def _rest_answer(answer: RestAnswer) -> tuple[str, np.ndarray | None]:
-    """(model_version, first output) of a REST answer; ("", None) when unreadable."""
-    response = rest_document(answer.body, answer.header_length)
-    if response is None:
-        return "", None
-    outputs = rest_tensors(*response, "outputs")
-    return str(response[0].get("model_version") or ""), outputs[0][1] if outputs else None
+    async def server_ready(self, timeout_s: float | None = None) -> bool:
+        return await self._client.server_ready(self.deadline(timeout_s))
+
+    async def server_metadata(self, timeout_s: float | None = None) -> pb.ServerMetadataResponse:
+        return await self._client.server_metadata(self.deadline(timeout_s))
+
+    async def model_ready(self, name: str, version: str, timeout_s: float | None = None) -> bool:
+        return await self._client.model_ready(check_model(name), check_version(version), self.deadline(timeout_s))
+
+    async def model_metadata(self, name: str, version: str, timeout_s: float | None = None) -> pb.ModelMetadataResponse:
+        name, version = check_model(name), check_version(version)
+        return await self._client.model_metadata(name, version, self.deadline(timeout_s))
+
+    async def model_config(self, name: str, version: str, timeout_s: float | None = None) -> pb.ModelConfigResponse:
+        name, version = check_model(name), check_version(version)
+        return await self._client.model_config(name, version, self.deadline(timeout_s))
+
+    async def model_statistics(
+        self, name: str, version: str, timeout_s: float | None = None
+    ) -> pb.ModelStatisticsResponse:
+        name = check_model(name) if name else ""
+        return await self._client.model_statistics(name, check_version(version), self.deadline(timeout_s))
+
+    async def repository_index(self, ready_only: bool, timeout_s: float | None = None) -> pb.RepositoryIndexResponse:
+        return await self._client.repository_index(ready_only, self.deadline(timeout_s))
+
+    async def repository_load(self, name: str, timeout_s: float | None = None) -> None:
+        await self._client.repository_load(check_model(name), self.deadline(timeout_s))
+
+    async def repository_unload(self, name: str, timeout_s: float | None = None) -> None:
+        await self._client.repository_unload(check_model(name), self.deadline(timeout_s))
+
+    # -- routes (admin) ------------------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        return self._routes.all()
+
+    def route(self, model: str) -> Route:
+        return self._routes.get(model) or Route(model)
+
+    def set_route(self, route: Route) -> Route:
+        old = self._routes.get(route.model)
+        if old is not None and old.canary and old.canary != route.canary:
+            self._watch.forget(route.model, old.canary)
+        return self._routes.put(route)
+
+    def remove_route(self, model: str) -> None:
+        self._routes.remove(model)
 
 
-def _check_version(version: str) -> None:
-    if version and not version.isdigit():
-        raise InvalidInput(f"model_version must be a number, got {version!r}")
+def _features(request: InferRequest) -> np.ndarray | None:
+    """The first floating-point input: what drift is measured on."""
+    return next((a for a in request.inputs.values() if a.dtype.kind == "f"), None)
 
 
-def _first_input(request: pb.ModelInferRequest) -> np.ndarray | None:
-    for i, t in enumerate(request.inputs):
-        if t.datatype in FLOAT_TYPES:
-            return input_array(request, i)
-    return None
-
-
-def _first_output(response: pb.ModelInferResponse) -> np.ndarray | None:
-    return output_array(response, 0) if response.outputs else None
-
-
-def _named_output(response: pb.ModelInferResponse, name: str) -> np.ndarray | None:
-    for i, t in enumerate(response.outputs):
-        if t.name == name:
-            return output_array(response, i)
-    return None
+def _scores(response: InferResponse) -> np.ndarray | None:
+    return next(iter(response.outputs.values()), None)

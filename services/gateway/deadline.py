@@ -14,7 +14,9 @@ class Deadline:
 
     @classmethod
     def within(cls, limit_s: float, *client_s: float | None) -> Deadline:
-        budget = min([limit_s, *(c for c in client_s if c is not None and c > 0)])
+        """The earliest of the gateway's limit and the caller's budgets (None: the caller set none). A
+        budget already spent (a gRPC call whose deadline passed on the way in) is expired, not ignored."""
+        budget = min([limit_s, *(c for c in client_s if c is not None)])
         return cls(time.monotonic() + budget)
 
     def remaining(self) -> float:

@@ -37,6 +37,7 @@ class LogEntry:
     key_id: str
     route: str
     example_id: str = ""
+    synthetic: bool = False
 
 
 class CountingProducer(EventProducer):
@@ -73,6 +74,7 @@ def to_event(entry: LogEntry) -> ev.PredictionLog:
         key_id=entry.key_id,
         route=entry.route,
         example_id=entry.example_id,
+        synthetic=entry.synthetic,
     )
     if entry.features is not None:
         event.input_features.extend(entry.features.astype(np.float32).ravel().tolist())
@@ -129,20 +131,21 @@ class PredictionLogger:
         return batch
 
     def _run(self) -> None:
-        assert self._producer is not None
+        producer = self._producer
+        if producer is None:  # start() runs no worker without a producer
+            return
         while True:
             stopping = self._stop.wait(self._interval_s)
             batch = self._take()
             LOG_QUEUE.set(len(batch))
             if batch:
-                self._send(batch)
-            if isinstance(self._producer, CountingProducer):
-                self._producer.serve_reports(0)
+                self._send(producer, batch)
+            if isinstance(producer, CountingProducer):
+                producer.serve_reports(0)
             if stopping and not self._entries:
                 return
 
-    def _send(self, batch: list[LogEntry]) -> None:
-        assert self._producer is not None
+    def _send(self, producer: EventProducer, batch: list[LogEntry]) -> None:
         events: list[tuple[bytes, ProtoMessage]] = []
         for entry in batch:
             try:
@@ -150,11 +153,11 @@ class PredictionLogger:
             except (ValueError, TypeError):  # one malformed entry must not stop logging; it is counted
                 PREDICTION_LOGS.labels("failed").inc()
                 log.exception("prediction log not built", extra={"model": entry.model})
-        if isinstance(self._producer, CountingProducer):
-            self._producer.send_batch(PREDICTIONS.name, events)
+        if isinstance(producer, CountingProducer):
+            producer.send_batch(PREDICTIONS.name, events)
             return
         for key, event in events:
-            self._producer.send(PREDICTIONS.name, event, key=key)
+            producer.send(PREDICTIONS.name, event, key=key)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is queued, then wait for the broker's acknowledgements."""

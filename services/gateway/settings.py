@@ -17,9 +17,8 @@ class GatewaySettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in a container)")
     http_port: int = Field(8080, ge=0, le=65535, description="REST, /healthz, /readyz, /metrics; 0 = free")
     grpc_port: int = Field(8081, ge=0, le=65535, description="gRPC inference.GRPCInferenceService; 0 = free")
-    modelserver_addr: str = Field("127.0.0.1:8001", description="the model server's gRPC host:port")
     modelserver_http_addr: str = Field(
-        "127.0.0.1:8000", description="the model server's HTTP host:port (v2 REST inference is passed there)"
+        "127.0.0.1:8000", description="the model server's HTTP host:port (every call to it is v2 REST)"
     )
     model_repository: Path = Field(
         Path(".flywheel/models"), description="model repository, read for each version's flywheel.json"
@@ -27,7 +26,6 @@ class GatewaySettings(BaseSettings):
     deadline_ms: float = Field(2000.0, gt=0, description="longest deadline of a request (clients may ask for less)")
     retries: int = Field(2, ge=0, le=10, description="retries of a safe failure (UNAVAILABLE, overloaded)")
     retry_backoff_ms: float = Field(5.0, ge=0, description="first retry back-off, doubled each time")
-    channel_pool_size: int = Field(2, ge=1, le=64, description="gRPC channels to the model server")
     breaker_failures: int = Field(5, ge=1, description="consecutive backend failures that open its circuit")
     breaker_open_s: float = Field(5.0, gt=0, description="how long an open circuit refuses before a trial")
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest HTTP body or gRPC message")

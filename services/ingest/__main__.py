@@ -1,7 +1,8 @@
-"""Run the ingest service: `python -m services.ingest [--http-port N] [--grpc-port N] ...`.
+"""Flywheel labeling ingest: HTTP, Label Studio webhooks, gRPC and Kafka in; flywheel.labels out.
 
-Settings() → migrate → build objects → serve HTTP, gRPC and the flywheel.labels.raw loop;
-SIGTERM stops intake, finishes in-flight batches, flushes the outbox and exits 0.
+`python -m services.ingest`. Settings() → migrate → build objects → serve HTTP, gRPC and the
+flywheel.labels.raw loop; SIGTERM stops intake, finishes in-flight batches, flushes the outbox and
+exits 0.
 """
 
 from __future__ import annotations
@@ -13,30 +14,22 @@ import threading
 
 from confluent_kafka.admin import AdminClient
 
-from services.config import CommonSettings, describe_settings, load_settings
 from services.events import EventProducer, ensure_topics
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.settings import IngestSettings
 from services.ingest.tables import MIGRATIONS
-from services.ingest.transport.grpc_server import serve_grpc
+from services.ingest.transport.grpc import serve_grpc
 from services.ingest.transport.kafka_loop import build_consume_loop
 from services.ingest.transport.rest import build_app
 from services.storage import Database, ObjectStore, migrate
-from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
+from services.telemetry import Readiness, serve_http_in_thread
+from services.transportkit import bootstrap
 
 log = logging.getLogger("services.ingest")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.ingest",
-        description="Flywheel labeling ingest: HTTP, Label Studio webhooks, gRPC and Kafka in; flywheel.labels out.",
-        epilog=describe_settings(IngestSettings, CommonSettings),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--http-port", type=int, help="overrides FLYWHEEL_INGEST_HTTP_PORT")
-    parser.add_argument("--grpc-port", type=int, help="overrides FLYWHEEL_INGEST_GRPC_PORT")
-    parser.add_argument("--host", help="overrides FLYWHEEL_INGEST_HOST")
+    parser = bootstrap.service_parser("ingest", __doc__, IngestSettings, host=True)
     parser.add_argument("--labels", help="overrides FLYWHEEL_INGEST_LABELS (comma-separated)")
     parser.add_argument(
         "--no-consume-raw",
@@ -57,18 +50,7 @@ def broker_check(admin: AdminClient) -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    common = load_settings(CommonSettings)
-    settings = load_settings(
-        IngestSettings,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        host=args.host,
-        labels=args.labels,
-        consume_raw=args.consume_raw,
-    )
-    configure_logging("ingest", common.log_level)
-    stop = StopSignal().install()
+    settings, common, stop = bootstrap.start("ingest", IngestSettings, parse_args(argv))
 
     db_url = common.resolved_database_url()
     migrate(db_url, [MIGRATIONS])

@@ -1,10 +1,11 @@
 """A fast decode path for the canonical digit image: an 8×8, 8-bit greyscale, non-interlaced PNG.
 
-Pillow spends ~130 µs opening, loading and converting an 8×8 PNG (mostly per-image set-up); the
-canonical image is 72 bytes of zlib-compressed scanlines, which this module checks and unfilters
-in ~15 µs.  It is strict: any other shape, colour type, bit depth, ancillary chunk, bad CRC,
-bad zlib stream or trailing byte returns None, and the caller falls back to Pillow
-(`services.preprocessing.png_to_features`), which decodes it or raises the usual InvalidImage.
+Pillow's per-image set-up dominates opening, loading and converting an 8×8 PNG; the canonical
+image is 72 bytes of zlib-compressed scanlines, which this module checks and unfilters itself, for
+a fraction of the CPU (figures in services/ingest/README.md, from `make bench-ingest`). It is
+strict: any other shape, colour type, bit depth, ancillary chunk, bad CRC, bad zlib stream or
+trailing byte returns None, and the caller falls back to Pillow (`services.preprocessing.png_to_features`),
+which decodes it or raises the usual InvalidImage.
 So the fast path never accepts what Pillow would refuse, and yields bit-identical features.
 """
 

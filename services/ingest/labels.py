@@ -41,6 +41,7 @@ class LabelInput:
     # Where the label sits in its request ("labels[3]"), for error messages.
     where: str = ""
     trace_id: str = ""
+    synthetic: bool = False  # load-test traffic: stored, published marked, kept out of datasets
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,7 @@ class IngestPipeline:
             annotation_id=row["annotation_id"],
             created_at=_timestamp(_aware(row["created_at"])),
             updated_at=updated,
+            synthetic=inp.synthetic,
         )
         if features is not None:
             event.features.extend(features.tolist())  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
-"""`python -m services.lake`: sink Kafka events into Parquet, serve aggregates and snapshots.
+"""Flywheel lake: Kafka labels and predictions → partitioned Parquet; DuckDB aggregates; versioned
+dataset snapshots over gRPC and HTTP.
 
-Settings → build objects → serve. SIGTERM stops the consume loop after its current batch is
-written and committed, then stops the HTTP and gRPC servers; exit status 0.
+`python -m services.lake`. Settings → build objects → serve. SIGTERM stops the consume loop after
+its current batch is written and committed, then stops the HTTP and gRPC servers; exit status 0.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaException
 
-from services.config import CommonSettings, ConfigError, describe_settings, load_settings
+from services.config import CommonSettings, ConfigError, load_settings
 from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_topics
 from services.events.topics import DEADLETTER, topic
 from services.lake.aggregates import Aggregates
@@ -29,21 +30,14 @@ from services.lake.store import LakeStore
 from services.lake.transport.grpc import serve_grpc
 from services.lake.transport.rest import build_app
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
+from services.transportkit import bootstrap
 
 log = logging.getLogger("services.lake")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.lake",
-        description="Flywheel lake: Kafka labels and predictions → partitioned Parquet; DuckDB aggregates; "
-        "versioned dataset snapshots over gRPC and HTTP.",
-        epilog=describe_settings(LakeSettings, CommonSettings),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bootstrap.service_parser("lake", __doc__, LakeSettings)
     parser.add_argument("--root", help="lake root URL (overrides FLYWHEEL_LAKE_ROOT)")
-    parser.add_argument("--http-port", type=int, help="overrides FLYWHEEL_LAKE_HTTP_PORT")
-    parser.add_argument("--grpc-port", type=int, help="overrides FLYWHEEL_LAKE_GRPC_PORT")
     parser.add_argument("--group", help="overrides FLYWHEEL_LAKE_GROUP")
     return parser.parse_args(argv)
 
@@ -65,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         common = load_settings(CommonSettings)
-        settings = load_settings(
-            LakeSettings, root=args.root, http_port=args.http_port, grpc_port=args.grpc_port, group=args.group
-        )
+        settings = load_settings(LakeSettings, **bootstrap.given(args))
         topics = [topic(name.strip()) for name in settings.topics.split(",") if name.strip()]
     except KeyError as exc:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_LAKE_TOPICS: {exc.args[0]}") from None
@@ -83,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.RLock()
     sink = LakeSink(manifest, lock, settings.compact_min_files, settings.compact_small_rows)
     aggregates = Aggregates(store, lambda: manifest, lock)
-    dp = LakeDataPlane(aggregates, Snapshots(store, aggregates, settings.code_version))
+    dataplane = LakeDataPlane(aggregates, Snapshots(store, aggregates, settings.code_version))
 
     try:
         ensure_topics(common.kafka_bootstrap, [*topics, DEADLETTER], timeout_s=10)
@@ -115,13 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     readiness.add("consumer", lambda: current[0].healthy() if current else (False, "starting"))
     readiness.add("lake", lambda: (store.exists(""), f"lake root {store.url} not reachable"))
 
-    http = serve_http_in_thread(build_app(dp, readiness), settings.host, settings.http_port)
-    grpc_server, grpc_port = serve_grpc(dp, settings.host, settings.grpc_port)
+    http = serve_http_in_thread(build_app(dataplane, readiness), settings.host, settings.http_port)
+    grpc_server, grpc_port = serve_grpc(dataplane, settings.host, settings.grpc_port)
     consumer = threading.Thread(target=consume, name="consume")
     consumer.start()
     workers = [
         periodic(stop.event, settings.compact_interval_s, "compact", sink.compact),
-        periodic(stop.event, settings.gauges_interval_s, "gauges", dp.refresh_gauges),
+        periodic(stop.event, settings.gauges_interval_s, "gauges", dataplane.refresh_gauges),
     ]
     log.info(
         "lake serving",

@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 ROWS_WRITTEN = Counter("flywheel_lake_rows_written_total", "Rows written to Parquet", ["topic"])
 ROWS_SKIPPED = Counter("flywheel_lake_rows_skipped_total", "Replayed records already in the lake", ["topic"])
 FILES_WRITTEN = Counter("flywheel_lake_files_written_total", "Parquet files written", ["topic", "kind"])
+ROWS_IGNORED = Counter(
+    "flywheel_lake_rows_ignored_total",
+    "Records deliberately not stored: synthetic labels and predictions (load tests) are not production data",
+    ["topic", "reason"],
+)
+
+
+def synthetic(record: Record) -> bool:
+    """A load test's label or prediction (LabelEvent.synthetic, PredictionLog.synthetic)."""
+    return bool(getattr(record.event, "synthetic", False))
 
 
 def parquet_bytes(table: pa.Table, metadata: dict[bytes, bytes]) -> bytes:
@@ -76,7 +86,13 @@ class LakeSink:
 
     def _write_batch(self, topic: str, date: str, partition: int, records: list[Record]) -> None:
         first, last = min(r.offset for r in records), max(r.offset for r in records)
-        ranges = [(partition, first, last)]
+        ranges = [(partition, first, last)]  # covers the ignored records too: a replay skips them again
+        kept = [r for r in records if not synthetic(r)]
+        if len(kept) < len(records):
+            ROWS_IGNORED.labels(topic, "synthetic").inc(len(records) - len(kept))
+        if not kept:
+            return
+        records = kept
         data = parquet_bytes(to_table(topic, records), {RANGES_KEY: json.dumps(ranges).encode()})
         entry = Entry(
             path=data_path(topic, date, batch_name(partition, first, last)),

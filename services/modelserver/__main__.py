@@ -1,47 +1,38 @@
-"""`python -m services.modelserver` (or `flywheel serve modelserver`): KServe v2 over HTTP and gRPC.
+"""Flywheel model server: KServe v2 / Open Inference Protocol over HTTP and gRPC, Triton-layout
+model repository, SLO-aware adaptive batching, hot swap.
 
-Settings → repository, registry, data plane → gRPC and HTTP servers on one event loop → load
-every model → serve until SIGTERM → stop taking requests, finish in-flight ones, exit 0.
+`python -m services.modelserver` (or `flywheel serve modelserver`). Settings → repository, served
+models, data plane → gRPC and HTTP servers on one event loop → load every model → serve until
+SIGTERM → stop taking requests, finish in-flight ones, exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import sys
 import threading
 from pathlib import Path
 
-import uvicorn
-
-from services.config import CommonSettings, describe_settings, load_settings
+from services.config import CommonSettings
 from services.modelserver.dataplane import DataPlane
-from services.modelserver.registry import ModelRegistry, ServingOptions
 from services.modelserver.repository import ModelRepository
+from services.modelserver.served import ServedModels, ServingOptions
 from services.modelserver.settings import ModelServerSettings
 from services.modelserver.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
-from services.modelserver.transport.listener import http_listener
 from services.modelserver.transport.rest import build_asgi
-from services.telemetry import Readiness, StopSignal, configure_logging
+from services.telemetry import Readiness
+from services.transportkit import bootstrap
+from services.transportkit.listener import http_listener
 
 log = logging.getLogger("services.modelserver")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.modelserver",
-        description="Flywheel model server: KServe v2 / Open Inference Protocol over HTTP and gRPC, "
-        "Triton-layout model repository, SLO-aware adaptive batching, hot swap.",
-        epilog=describe_settings(ModelServerSettings, CommonSettings),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bootstrap.service_parser("modelserver", __doc__, ModelServerSettings, host=True)
     parser.add_argument("--model-repository", type=Path, help="model repository folder")
-    parser.add_argument("--host", help="address to bind")
-    parser.add_argument("--http-port", type=int, help="HTTP port (0 = free)")
-    parser.add_argument("--grpc-port", type=int, help="gRPC port (0 = free)")
     parser.add_argument("--batching", choices=["adaptive", "off"], help="batching policy")
     parser.add_argument("--default-slo-ms", type=float, help="deadline of requests that bring none")
     parser.add_argument("--queue-bound", type=int, help="queued requests per model version")
@@ -57,24 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
-    settings = load_settings(ModelServerSettings, **overrides)
-    common = load_settings(CommonSettings)
-    configure_logging("modelserver", common.log_level)
-    stop = StopSignal().install()
-    loop_factory = None
-    if settings.event_loop == "uvloop":
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(settings, common, stop.event))
+    settings, common, stop = bootstrap.start("modelserver", ModelServerSettings, parse_args(argv))
+    return bootstrap.run(lambda: serve(settings, common, stop.event), settings.event_loop)
 
 
 async def serve(settings: ModelServerSettings, common: CommonSettings, stop: threading.Event) -> int:
     loop = asyncio.get_running_loop()
-    registry = ModelRegistry(
+    models = ServedModels(
         ModelRepository(settings.model_repository),
         ServingOptions(
             adaptive=settings.batching == "adaptive",
@@ -85,22 +65,17 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
             inline_below_s=settings.inline_below_us / 1e6,
         ),
     )
-    dp = DataPlane(registry)
+    dataplane = DataPlane(models)
     readiness = Readiness()
-    readiness.add("models", dp.readiness)
+    readiness.add("models", dataplane.readiness)
 
-    grpc_server, health = build_grpc_server(dp, settings.max_request_bytes)
+    grpc_server, health = build_grpc_server(dataplane, settings.max_request_bytes)
     grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     await grpc_server.start()
     await health.set("", NOT_SERVING)
 
-    sock = http_listener(settings.host, settings.http_port)  # TCP_NODELAY: no ~40 ms Nagle stall per response
-    http = uvicorn.Server(
-        uvicorn.Config(build_asgi(dp, readiness, settings.max_request_bytes), log_config=None, access_log=False)
-    )
-    # StopSignal owns SIGTERM: keep uvicorn from capturing signals on the main thread.
-    http.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-    http_task = loop.create_task(http.serve(sockets=[sock]))
+    sock = http_listener(settings.host, settings.http_port)
+    http, http_task = bootstrap.uvicorn_server(build_asgi(dataplane, readiness, settings.max_request_bytes), sock)
     log.info(
         "listening",
         extra={
@@ -110,40 +85,40 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
         },
     )
 
-    dp.startup_failures = await registry.load_all()
+    dataplane.startup_failures = await models.load_all()
     # What start-up made (modules, configs, sessions) lives as long as the process: keep the
     # collector from walking it again in every full collection while requests wait.
     gc.collect()
     gc.freeze()
-    dp.started = True
+    dataplane.started = True
     events_stop = threading.Event()
     events_thread = None
     if settings.consume_model_events:
-        from services.modelserver.model_events import start_model_events
+        from services.modelserver.transport.model_events import start_model_events
 
         consume, events_thread = start_model_events(
-            common.kafka_bootstrap, settings.events_group, registry, loop, events_stop
+            common.kafka_bootstrap, settings.events_group, models, loop, events_stop
         )
         readiness.add("model_events", consume.healthy)
 
     async def follow_readiness(ready: bool) -> None:
         await health.set("", SERVING if ready else NOT_SERVING)
 
-    dp.on_readiness.append(follow_readiness)
-    await dp.readiness_changed()
-    log.info("serving", extra={"models": registry.names(), "failed": dp.startup_failures})
+    dataplane.on_readiness.append(follow_readiness)
+    await dataplane.readiness_changed()
+    log.info("serving", extra={"models": models.names(), "failed": dataplane.startup_failures})
 
     await asyncio.to_thread(stop.wait)
     log.info("draining")
-    dp.stopping = True
-    await dp.readiness_changed()
+    dataplane.stopping = True
+    await dataplane.readiness_changed()
     events_stop.set()
     if events_thread is not None:
         await asyncio.to_thread(events_thread.join, settings.drain_timeout_s)
     # Stop taking new RPCs and requests; in-flight ones finish (their batches still run).
     http.should_exit = True
     await asyncio.gather(grpc_server.stop(settings.drain_timeout_s), http_task)
-    await registry.close()
+    await models.close()
     log.info("stopped")
     return 0
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from services.genproto.inference import model_config_pb2 as mc
 from services.modelserver.batching import bucket_key
 from services.modelserver.errors import InvalidInput, ModelServerError, ShuttingDown
-from services.modelserver.registry import InputSpec, ModelRegistry, ServedVersion
-from services.modelserver.tensors import InferRequest, InferResult, datatype_of, datatype_of_array
+from services.modelserver.served import InputSpec, ServedModels, ServedVersion
+from services.oip.datatypes import datatype_of, datatype_of_array
+from services.oip.messages import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ class ModelMetadata:
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry) -> None:
-        self.registry = registry
+    def __init__(self, models: ServedModels) -> None:
+        self.models = models
         self.started = False  # set once the start-up loads are done
         self.stopping = False
         self.startup_failures: list[str] = []
@@ -63,11 +64,11 @@ class DataPlane:
             return False, "draining"
         if self.startup_failures:
             return False, f"models failed to load: {', '.join(self.startup_failures)}"
-        return True, f"{len(self.registry.names())} model(s) loaded"
+        return True, f"{len(self.models.names())} model(s) loaded"
 
     def model_ready(self, name: str, version: str = "") -> bool:
         try:
-            self.registry.get(name, version)
+            self.models.get(name, version)
         except ModelServerError:
             return False
         return not self.stopping
@@ -77,30 +78,30 @@ class DataPlane:
         return SERVER_NAME, SERVER_VERSION, EXTENSIONS
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
-        sv = self.registry.get(name, version)
-        batch = [-1] if sv.batched else []
+        served = self.models.get(name, version)
+        batch = [-1] if served.batched else []
         return ModelMetadata(
             name=name,
-            versions=[version] if version else [str(v.version) for v in self.registry.served() if v.name == name],
-            platform=sv.config.platform or sv.config.backend,
-            inputs=[TensorSpec(i.name, _dt(i.data_type), [*batch, *i.dims]) for i in sv.config.input],
-            outputs=[TensorSpec(o.name, _dt(o.data_type), [*batch, *o.dims]) for o in sv.config.output],
+            versions=[version] if version else [str(v.version) for v in self.models.served() if v.name == name],
+            platform=served.config.platform or served.config.backend,
+            inputs=[TensorSpec(i.name, _dt(i.data_type), [*batch, *i.dims]) for i in served.config.input],
+            outputs=[TensorSpec(o.name, _dt(o.data_type), [*batch, *o.dims]) for o in served.config.output],
         )
 
     def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
-        return self.registry.get(name, version).config
+        return self.models.get(name, version).config
 
     def statistics(self, name: str = "", version: str = "") -> list[ServedVersion]:
         if name:
             if version:
-                return [self.registry.get(name, version)]
-            self.registry.get(name)  # NOT_FOUND when unknown
-            return [sv for sv in self.registry.served() if sv.name == name]
-        return self.registry.served()
+                return [self.models.get(name, version)]
+            self.models.get(name)  # NOT_FOUND when unknown
+            return [served for served in self.models.served() if served.name == name]
+        return self.models.served()
 
     # -- repository -----------------------------------------------------------------------
     def index(self, ready_only: bool = False) -> list[tuple[str, str, str, str]]:
-        rows = self.registry.index()
+        rows = self.models.index()
         return [r for r in rows if r[2] == "READY"] if ready_only else rows
 
     async def load(self, name: str, parameters: list[str] | None = None) -> list[int]:
@@ -110,51 +111,51 @@ class DataPlane:
                 f"load parameters {unsupported} are not supported: write the version folder and config.pbtxt into "
                 "the repository, then load the model by name"
             )
-        versions = await self.registry.load(name)
+        versions = await self.models.load(name)
         if name in self.startup_failures:
             self.startup_failures = [n for n in self.startup_failures if n != name]
             await self.readiness_changed()
         return versions
 
     async def unload(self, name: str) -> None:
-        await self.registry.unload(name)
+        await self.models.unload(name)
 
     # -- inference ------------------------------------------------------------------------
-    async def infer(self, request: InferRequest) -> InferResult:
+    async def infer(self, request: InferRequest) -> InferResponse:
         if self.stopping:
             raise ShuttingDown("server is shutting down")
         start = time.monotonic()
-        sv = self.registry.get(request.model, request.version)
+        served = self.models.get(request.model, request.version)
         try:
-            rows = self._validate(sv, request)
-            timeout = request.timeout_s if request.timeout_s is not None else sv.slo_s
+            rows = self._validate(served, request)
+            timeout = request.timeout_s if request.timeout_s is not None else served.slo_s
             deadline = start + timeout
             try:
-                outputs = await sv.batcher.submit(
-                    request.inputs, rows, bucket_key(request.inputs, sv.batched), deadline
+                outputs = await served.batcher.submit(
+                    request.inputs, rows, bucket_key(request.inputs, served.batched), deadline
                 )
             except ShuttingDown:
                 # Lost a race with a hot swap: the version retired between lookup and submit.
-                sv = self.registry.get(request.model, request.version)
-                outputs = await sv.batcher.submit(
-                    request.inputs, rows, bucket_key(request.inputs, sv.batched), deadline
+                served = self.models.get(request.model, request.version)
+                outputs = await served.batcher.submit(
+                    request.inputs, rows, bucket_key(request.inputs, served.batched), deadline
                 )
         except ModelServerError as exc:
-            sv.metrics.failed(time.monotonic() - start, type(exc).__name__)
+            served.metrics.failed(time.monotonic() - start, type(exc).__name__)
             raise
-        sv.metrics.answered(time.monotonic() - start)
+        served.metrics.answered(time.monotonic() - start)
         if request.outputs:
             outputs = {name: outputs[name] for name in request.outputs}
-        return InferResult(request.model, str(sv.version), request.id, outputs)
+        return InferResponse(request.model, str(served.version), request.id, outputs)
 
-    def _validate(self, sv: ServedVersion, request: InferRequest) -> int:
+    def _validate(self, served: ServedVersion, request: InferRequest) -> int:
         """Check names, datatypes and shapes against config.pbtxt; return the batch rows."""
-        config = sv.config
-        specs = sv.input_specs
+        config = served.config
+        specs = served.input_specs
         inputs = request.inputs
         if len(inputs) > len(specs) or any(name not in inputs for name in (s.name for s in specs)):
-            self._check_names(sv, request)
-        batched = sv.batched
+            self._check_names(served, request)
+        batched = served.batched
         rows: int | None = None
         for spec in specs:
             array = inputs.get(spec.name)
@@ -162,7 +163,7 @@ class DataPlane:
                 continue  # optional (_check_names refused a missing required one)
             name = spec.name
             if array.dtype != spec.dtype:
-                model = f"{sv.name} v{sv.version}"
+                model = f"{served.name} v{served.version}"
                 got_dt = datatype_of_array(array)
                 raise InvalidInput(f"{model}: input {name!r} has datatype {got_dt}, expected {spec.datatype}")
             shape = array.shape
@@ -170,42 +171,43 @@ class DataPlane:
             if batched:
                 if len(shape) != len(dims) + 1 or not _dims_match(shape[1:], dims):
                     raise InvalidInput(
-                        f"{sv.name} v{sv.version}: input {name!r} has shape {list(shape)}, "
+                        f"{served.name} v{served.version}: input {name!r} has shape {list(shape)}, "
                         f"expected {_shape(config, spec)}"
                     )
                 n = shape[0]
                 if n < 1 or n > config.max_batch_size:
                     raise InvalidInput(
-                        f"{sv.name} v{sv.version}: input {name!r} has batch size {n}, "
+                        f"{served.name} v{served.version}: input {name!r} has batch size {n}, "
                         f"expected 1..{config.max_batch_size} (max_batch_size)"
                     )
                 if rows is not None and n != rows:
                     raise InvalidInput(
-                        f"{sv.name} v{sv.version}: input {name!r} has batch size {n}, other inputs have {rows}"
+                        f"{served.name} v{served.version}: input {name!r} has batch size {n}, other inputs have {rows}"
                     )
                 rows = n
             elif len(shape) != len(dims) or not _dims_match(shape, dims):
                 raise InvalidInput(
-                    f"{sv.name} v{sv.version}: input {name!r} has shape {list(shape)}, expected {_shape(config, spec)}"
+                    f"{served.name} v{served.version}: input {name!r} has shape {list(shape)}, "
+                    f"expected {_shape(config, spec)}"
                 )
         if request.outputs:
-            known_outputs = sv.output_names
+            known_outputs = served.output_names
             for name in request.outputs:
                 if known_outputs and name not in known_outputs:
                     listed = ", ".join(o.name for o in config.output)
-                    raise InvalidInput(f"{sv.name} v{sv.version}: unknown output {name!r}; outputs: {listed}")
+                    raise InvalidInput(f"{served.name} v{served.version}: unknown output {name!r}; outputs: {listed}")
         return rows or 1
 
-    def _check_names(self, sv: ServedVersion, request: InferRequest) -> None:
+    def _check_names(self, served: ServedVersion, request: InferRequest) -> None:
         """Refuse an unknown input or a missing required one, naming what the model expects."""
-        model = f"{sv.name} v{sv.version}"
-        expected = {s.name: s for s in sv.input_specs}
+        model = f"{served.name} v{served.version}"
+        expected = {s.name: s for s in served.input_specs}
         for name in request.inputs:
             if name not in expected:
                 raise InvalidInput(f"{model}: unknown input {name!r}; expected inputs: {', '.join(expected)}")
         for name, spec in expected.items():
             if name not in request.inputs and not spec.optional:
-                raise InvalidInput(f"{model}: missing input {name!r} ({spec.datatype} {_shape(sv.config, spec)})")
+                raise InvalidInput(f"{model}: missing input {name!r} ({spec.datatype} {_shape(served.config, spec)})")
 
 
 def _dims_match(shape: Sequence[int], dims: Sequence[int]) -> bool:

@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from services.genproto.inference import model_config_pb2 as mc
 from services.modelserver.backends import runtime_of
 from services.modelserver.errors import InvalidModelConfig, ModelNotFound
-from services.modelserver.tensors import DTYPES, datatype_of
+from services.oip.datatypes import DTYPES, datatype_of
 
 CONFIG_FILE = "config.pbtxt"
 

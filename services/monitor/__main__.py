@@ -14,7 +14,8 @@ from services.monitor.policy import RetrainPolicy
 from services.monitor.reference import ReferenceStore, SnapshotMap
 from services.monitor.settings import MonitorSettings, parse_hyperparameters, resolved_lake_root
 from services.monitor.transport.kafka import VALIDATORS, MonitorHandler, restore_state
-from services.telemetry import Readiness, StopSignal, configure_logging, health_app, serve_http_in_thread
+from services.monitor.transport.rest import monitor_app
+from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
 
 log = logging.getLogger("services.monitor")
 
@@ -40,6 +41,8 @@ def build_monitor(settings: MonitorSettings, common: CommonSettings) -> Monitor:
             correction=settings.correction,
             min_samples=settings.min_samples,
             min_drifted_share=settings.min_drifted_share,
+            min_effect=settings.min_effect,
+            dedupe=settings.dedupe,
         ),
         WindowParams(
             settings.window_size,
@@ -50,7 +53,12 @@ def build_monitor(settings: MonitorSettings, common: CommonSettings) -> Monitor:
         ),
         ReferenceStore(resolved_lake_root(settings, common.home)),
         SnapshotMap(settings.model_repository),
-        RetrainPolicy(settings.train_cooldown_s, settings.train_budget, settings.train_budget_period_s),
+        RetrainPolicy(
+            settings.train_cooldown_s,
+            settings.train_budget,
+            settings.train_budget_period_s,
+            escalation=settings.train_escalation,
+        ),
         persist_windows=settings.persist_windows,
         alert_repeat_s=settings.alert_repeat_s,
         label_join_max=settings.label_join_max,
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     readiness = Readiness()
     readiness.add("kafka", loop.healthy)
-    http = serve_http_in_thread(health_app("monitor", readiness), settings.host, settings.http_port)
+    http = serve_http_in_thread(monitor_app(monitor, readiness), settings.host, settings.http_port)
     log.info(
         "monitor started",
         extra={"http_port": http.port, "lake_root": monitor.references.lake_root, "group": settings.group},

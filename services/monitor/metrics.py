@@ -13,6 +13,12 @@ _W = (*_V, "window")
 _F = (*_W, "feature", "test")
 
 STATISTIC = Gauge("flywheel_monitor_drift_statistic", "Test statistic or effect size of the last window", _F)
+EFFECT = Gauge(
+    "flywheel_monitor_drift_effect",
+    "Effect size a decision test's drift verdict needs: PSI beyond sampling noise (floor: MIN_EFFECT)",
+    _F,
+)
+DUPLICATES = Gauge("flywheel_monitor_window_duplicates", "Repeated inputs left out of the last window's tests", _W)
 P_VALUE = Gauge("flywheel_monitor_drift_p_value", "p-value of the last window's test (ks, chi2)", _F)
 FEATURE_DRIFTED = Gauge("flywheel_monitor_feature_drifted", "1 if the test rejected after correction", _F)
 DRIFTED_SHARE = Gauge("flywheel_monitor_drifted_share", "Share of tests that rejected in the last window", _W)
@@ -27,7 +33,14 @@ UNTESTED = Counter(
 )
 ALERTS = Counter("flywheel_monitor_drift_alerts_total", "DriftAlerts published", _V)
 TRAIN_REQUESTS = Counter(
-    "flywheel_monitor_train_requests_total", "Retraining decisions: sent, cooldown, budget", ("model", "outcome")
+    "flywheel_monitor_train_requests_total",
+    "Retraining decisions: sent, escalated (sent inside a cooldown), cooldown, budget (suppressed)",
+    ("model", "outcome"),
+)
+IGNORED = Counter(
+    "flywheel_monitor_predictions_ignored_total",
+    "Prediction logs left out of drift and accuracy: synthetic (load tests), no_features (logged by reference)",
+    ("reason",),
 )
 REFERENCE_LOADED = Gauge(
     "flywheel_monitor_reference_loaded", "1 once the version's profile is loaded", ("model", "version")
@@ -49,11 +62,14 @@ def export_window(model: str, version: str, kind: str, verdict: WindowVerdict, s
     for r in verdict.results:
         labels = (*w, r.feature, r.test)
         STATISTIC.labels(*labels).set(r.statistic)
+        if not math.isnan(r.effect):
+            EFFECT.labels(*labels).set(r.effect)
         if not math.isnan(r.p_value):
             P_VALUE.labels(*labels).set(r.p_value)
             FEATURE_DRIFTED.labels(*labels).set(1.0 if r.drifted else 0.0)
     DRIFTED_SHARE.labels(*w).set(verdict.drifted_share)
     WINDOW_SAMPLES.labels(*w).set(verdict.samples)
+    DUPLICATES.labels(*w).set(verdict.duplicates)
     WINDOW_DRIFTED.labels(*w).set(1.0 if verdict.drifted else 0.0)
     STREAK.labels(*w).set(streak)
     PERSISTING.labels(*w).set(1.0 if persisting else 0.0)

@@ -62,6 +62,8 @@ class Alert:
 class Retrain:
     event_id: str
     model: str
+    version: str
+    drifted_share: float
     reason: str
     caused_by: str
 
@@ -150,18 +152,34 @@ class Monitor:
         for alert in alerts:
             if self._export:
                 metrics.ALERTS.labels(alert.model, alert.version).inc()
-            decision = self.policy.decide(alert.model)
+            decision = self.policy.decide(alert.model, alert.version, alert.drifted_share)
             if self._export:
-                metrics.TRAIN_REQUESTS.labels(alert.model, decision).inc()
-            if decision == "sent":
+                metrics.TRAIN_REQUESTS.labels(alert.model, decision.outcome).inc()
+            if decision.send:
                 reason = (
                     f"drift in {alert.model} v{alert.version} for {alert.windows} {alert.window} windows: "
                     f"{alert.drifted_share:.0%} of tests drifted over {alert.samples} predictions"
                 )
-                retrains.append(Retrain(stable_id("train", alert.event_id), alert.model, reason, alert.event_id))
+                retrains.append(
+                    Retrain(
+                        stable_id("train", alert.event_id),
+                        alert.model,
+                        alert.version,
+                        alert.drifted_share,
+                        reason,
+                        alert.event_id,
+                    )
+                )
             log.info(
                 "drift alert",
-                extra={"model": alert.model, "version": alert.version, "window": alert.window, "retrain": decision},
+                extra={
+                    "model": alert.model,
+                    "version": alert.version,
+                    "window": alert.window,
+                    "drifted_share": round(alert.drifted_share, 4),
+                    "retrain": decision.outcome,
+                    "retrain_reason": decision.reason,
+                },
             )
         return outcomes, alerts, retrains
 

@@ -33,9 +33,25 @@ class MonitorSettings(BaseSettings):
     alpha: float = Field(0.005, gt=0, lt=1, description="family-wise significance per window (after correction)")
     correction: Literal["bh", "bonferroni"] = Field("bh", description="multiple-testing correction")
     min_drifted_share: float = Field(0.0, ge=0, le=1, description="a window drifts when more than this share drifts")
+    min_effect: float = Field(
+        0.3,
+        ge=0,
+        description="a significant feature drifts only if its PSI, less what sampling noise gives, is at least this "
+        "(0.1: small, 0.25: large by the usual PSI rule of thumb); see the monitor's README",
+    )
+    dedupe: bool = Field(
+        True, description="test each distinct input of a window once (repeats carry no new information)"
+    )
     persist_windows: int = Field(3, ge=1, description="consecutive drifted windows that make a DriftAlert")
     alert_repeat_s: float = Field(300.0, ge=0, description="while drift lasts, repeat the DriftAlert this often")
-    train_cooldown_s: float = Field(3600.0, ge=0, description="at most one TrainRequest per model per cooldown")
+    train_cooldown_s: float = Field(
+        3600.0, ge=0, description="after a TrainRequest for a model version, its further alerts wait this long"
+    )
+    train_escalation: float = Field(
+        2.0,
+        ge=1,
+        description="inside the cooldown, an alert whose drifted share is this many times the last request's is sent",
+    )
     train_budget: int = Field(6, ge=0, description="at most this many TrainRequests per model per budget period")
     train_budget_period_s: float = Field(86400.0, gt=0, description="the budget's period")
     train_budget_s: float = Field(600.0, ge=0, description="budget_s (training seconds) put in each TrainRequest")

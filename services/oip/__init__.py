@@ -1,38 +1,9 @@
-"""The Open Inference Protocol's (KServe v2) datatypes, shared by the model server and the gateway."""
+"""The Open Inference Protocol (KServe v2), owned here for the gateway and the model server alike.
 
-from __future__ import annotations
-
-import numpy as np
-
-# Datatype name -> numpy dtype (little-endian, as the protocol's raw bytes are).
-DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("bool"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-
-# Datatype name -> the InferTensorContents field that carries it (FP16 travels only as raw bytes).
-CONTENTS_FIELD: dict[str, str] = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-}
-
-__all__ = ["CONTENTS_FIELD", "DTYPES"]
+- `datatypes.py`: datatype names ↔ numpy, raw bytes and JSON values → arrays, with clear errors;
+- `messages.py`: `InferRequest` / `InferResponse`, a request and its answer with nothing of the wire left;
+- `rest_codec.py`: v2 REST bodies (JSON, and Triton's binary tensor extension) ↔ those messages;
+- `grpc_codec.py`: `inference.ModelInferRequest` / `ModelInferResponse` ↔ those messages;
+- `asgi.py`: the v2 inference route as a bare ASGI layer in front of a service's FastAPI app;
+- `errors.py`: `ProtocolError`, the one error the codecs raise.
+"""

@@ -18,6 +18,9 @@ import numpy as np
 
 QUANTILES = [i / 10 for i in range(11)]
 HIST_BINS = 20
+# A column with at most this many distinct values keeps its levels and their counts: the monitor
+# tests such a column per level (chi-square), since ties make Kolmogorov-Smirnov invalid.
+MAX_LEVELS = 32
 DERIVED_FEATURES: tuple[str, ...] = (
     "mean_intensity",
     "ink_fraction",
@@ -53,7 +56,11 @@ def _column_profile(values: np.ndarray) -> dict[str, Any]:
     if hi <= lo:
         hi = lo + 1e-6
     counts, edges = np.histogram(values, bins=HIST_BINS, range=(lo, hi))
+    levels, level_counts = np.unique(values, return_counts=True)
+    discrete = len(levels) <= MAX_LEVELS
     return {
+        "levels": [float(v) for v in levels] if discrete else None,
+        "level_counts": [int(c) for c in level_counts] if discrete else None,
         "mean": float(values.mean()),
         "std": float(values.std()),
         "quantiles": [float(q) for q in np.quantile(values, QUANTILES)],

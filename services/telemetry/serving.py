@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import uvicorn
+
+from services.transportkit.listener import http_listener
 
 
 class HttpServer:
@@ -28,18 +29,11 @@ class HttpServer:
 
 
 def serve_http_in_thread(app: object, host: str, port: int, *, ready_timeout_s: float = 15.0) -> HttpServer:
-    """Start uvicorn on host:port (0 = a free port) without installing signal handlers.
-
-    The service's own StopSignal owns SIGTERM; uvicorn would otherwise swallow it.
-    """
-    # IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on accepted connections (no 40 ms Nagle stalls).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    """Start uvicorn on host:port (0 = a free port) in a thread of its own (which catches no signal:
+    the service's own StopSignal owns SIGTERM)."""
+    sock = http_listener(host, port)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
     thread.start()
     deadline = time.monotonic() + ready_timeout_s

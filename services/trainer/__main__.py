@@ -1,14 +1,16 @@
-"""`python -m services.trainer`: the trainer service (REST + gRPC API, Kafka train requests, job runners)."""
+"""Flywheel trainer: training jobs, exports, the model registry.
+
+`python -m services.trainer`: REST + gRPC API, Kafka train requests, job runners (local or Kubernetes).
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 import threading
 
-from services.config import CommonSettings, ConfigError, describe_settings, load_settings
+from services.config import CommonSettings, ConfigError, load_settings
 from services.events import ConsumeLoop, ConsumerConfig, EventProducer
 from services.events.topics import MODELS, TRAIN_REQUESTS
 from services.storage import Database, migrate
@@ -23,9 +25,10 @@ from services.trainer.settings import TrainerSettings
 from services.trainer.snapshots import SnapshotResolver
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric
-from services.trainer.transport.grpc_api import TrainerServicer, serve_grpc
+from services.trainer.transport.grpc import TrainerServicer, serve_grpc
 from services.trainer.transport.rest import build_app
 from services.trainer.transport.train_requests import TrainRequestHandler
+from services.transportkit import bootstrap
 
 log = logging.getLogger("services.trainer")
 
@@ -43,25 +46,18 @@ def worker_env(common: CommonSettings, settings: TrainerSettings) -> dict[str, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.trainer",
-        description="Flywheel trainer: training jobs, exports, the model registry.",
-        epilog=describe_settings(CommonSettings, TrainerSettings),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--http-port", type=int, help="overrides FLYWHEEL_TRAINER_HTTP_PORT")
-    parser.add_argument("--grpc-port", type=int, help="overrides FLYWHEEL_TRAINER_GRPC_PORT")
+    parser = bootstrap.service_parser("trainer", __doc__, TrainerSettings)
     parser.add_argument("--runner", choices=["local", "kubernetes"], help="overrides FLYWHEEL_TRAINER_RUNNER")
-    parser.add_argument("--no-consume", action="store_true", help="do not consume flywheel.train.requests")
+    parser.add_argument(
+        "--no-consume",
+        action="store_const",
+        const=False,
+        dest="consume",
+        help="do not consume flywheel.train.requests",
+    )
     args = parser.parse_args(argv)
     common = load_settings(CommonSettings)
-    settings = load_settings(
-        TrainerSettings,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        runner=args.runner,
-        consume=False if args.no_consume else None,
-    )
+    settings = load_settings(TrainerSettings, **bootstrap.given(args))
     try:
         CombinedMetric.parse(settings.combined_metric)
     except InvalidRequest as exc:

@@ -156,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from services.storage import Database, migrate
     from services.trainer.errors import TrainerError
     from services.trainer.export import ExportOptions
-    from services.trainer.pipeline import JobContext, JobSpec, git_commit, run_job
+    from services.trainer.job_run import JobContext, JobSpec, git_commit, run_job
     from services.trainer.registry import Registry
     from services.trainer.settings import TrainerSettings
     from services.trainer.tables import MIGRATIONS

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from services.storage import Database
 from services.trainer.errors import InvalidRequest, JobConflict, JobNotFound
-from services.trainer.pipeline import JobSpec
+from services.trainer.job_run import JobSpec
 from services.trainer.tables import jobs
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"

@@ -63,6 +63,20 @@ def _record(row) -> VersionRecord:  # type: ignore[no-untyped-def]
     )
 
 
+def best_baseline_name(metrics: dict[str, float]) -> str:
+    """The baseline whose test combined number is the best one (metrics keep numbers only, not names)."""
+    best = metrics.get("baseline_best_test_combined")
+    scores = {
+        key.removeprefix("baseline_").removesuffix("_test_combined"): value
+        for key, value in metrics.items()
+        if key.startswith("baseline_") and key.endswith("_test_combined") and key != "baseline_best_test_combined"
+    }
+    matching = sorted(name for name, value in scores.items() if value == best)
+    if matching:
+        return matching[0]
+    return max(scores, key=scores.__getitem__) if scores else "no baseline recorded"
+
+
 class Registry:
     def __init__(
         self, db: Database, *, repository_uri: str, margin: float = 0.005, publish: Publisher | None = None
@@ -144,7 +158,7 @@ class Registry:
             reasons.append("no baseline was measured for this version")
         elif combined < baseline + self.margin:
             reasons.append(
-                f"combined {combined:.4f} does not beat the best baseline ({m.get('baseline_best_name', '?')}, "
+                f"combined {combined:.4f} does not beat the best baseline ({best_baseline_name(m)}, "
                 f"{baseline:.4f}) by the margin {self.margin}"
             )
         prod = self.production(rec.model)

@@ -22,8 +22,8 @@ from services.storage import Database
 from services.telemetry import StopSignal, configure_logging
 from services.trainer.errors import JobCancelled, TrainerError
 from services.trainer.export import ExportOptions
+from services.trainer.job_run import JobContext, git_commit, run_job
 from services.trainer.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
-from services.trainer.pipeline import JobContext, git_commit, run_job
 from services.trainer.registry import Registry
 from services.trainer.settings import TrainerSettings
 from services.trainer.training.metrics import CombinedMetric

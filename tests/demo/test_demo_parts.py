@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from services.cli.demo import verdict
 from services.cli.demo.data import DEMO_SHIFT, Digits, label_studio_payload, raw_label
 from services.cli.demo.endpoints import Endpoints
-from services.cli.runner import Component
+from services.devstack.supervisor import Component
 from services.ingest.label_studio import parse_webhook
 from services.preprocessing import png_to_features
 from services.preprocessing.shifts import apply_shift
 
 
 def test_label_studio_payload_is_what_ingest_parses() -> None:
-    d = Digits.load(n_labels=20)
+    d = Digits.load(n_labels=20, seed=0)
     batch = parse_webhook(label_studio_payload(d.label_x[:5], d.label_y[:5], 1000, "ls-test"))
     assert [i.label for i in batch.inputs] == [str(y) for y in d.label_y[:5]]
     assert [i.example_id for i in batch.inputs] == [f"ls-test-{1000 + i}" for i in range(5)]
@@ -25,7 +29,7 @@ def test_label_studio_payload_is_what_ingest_parses() -> None:
 
 
 def test_raw_label_and_shift() -> None:
-    d = Digits.load(n_labels=20)
+    d = Digits.load(n_labels=20, seed=0)
     event = raw_label(d.label_x[0], int(d.label_y[0]), "kafka-x")
     assert event.example_id == "kafka-x" and event.label == str(d.label_y[0]) and event.meta.event_id
     assert np.allclose(png_to_features(event.data), d.label_x[0], atol=1 / 255)
@@ -55,9 +59,48 @@ def test_verdict_fails_a_broken_story() -> None:
         "v1_test_accuracy": 0.97,
         "drift_detected_after_events": 200,
         "dead_lettered": 3,
+        "clean_windows": 20,
+        "clean_windows_drifted": 0,
     }
     assert verdict(good) == 0
     assert verdict(good | {"labels_lost": 1}) == 1
     assert verdict(good | {"v1_test_accuracy": 0.9}) == 1
     assert verdict(good | {"drift_detected_after_events": None}) == 1
     assert verdict(good | {"dead_lettered": 0}) == 1
+    assert verdict(good | {"clean_windows_drifted": 1}) == 1  # one false alarm on clean traffic fails the story
+    assert verdict(good | {"clean_windows": 0}) == 1  # false alarms must have been measured
+
+
+def test_the_seed_decides_the_data() -> None:
+    a, b, c = Digits.load(100, seed=1), Digits.load(100, seed=1), Digits.load(100, seed=2)
+    assert np.array_equal(a.label_x, b.label_x) and a.run == b.run
+    assert not np.array_equal(a.label_x, c.label_x)
+
+
+def test_home_is_accepted_before_and_after_any_command() -> None:
+    from services.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--home", "a", "down"]).home == "a"
+    assert parser.parse_args(["down", "--home", "b"]).home == "b"  # as the demo prints it
+    assert parser.parse_args(["--home", "a", "status", "--home", "c"]).home == "c"
+    assert parser.parse_args(["keys", "list", "--home", "d"]).home == "d"
+    assert parser.parse_args(["demo", "--quick", "--home", "e"]).home == "e"
+    assert parser.parse_args(["--home", "f", "demo"]).home == "f"
+    assert parser.parse_args(["demo"]).home is None
+
+
+def test_the_demo_uses_its_home_and_never_wipes_someone_elses(tmp_path: Path) -> None:
+    """`flywheel --home DIR demo` runs in DIR, which it wipes first: so DIR must be new, empty or an
+    earlier demo's; a folder of anything else is refused before anything starts."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--home", str(precious), "demo", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "not a demo's home" in out.stdout and (precious / "notes.txt").read_text() == "keep me"

@@ -13,7 +13,7 @@ import uuid
 
 from sqlalchemy import create_engine, text
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer, new_meta
 from services.events.topics import LABELS
 from services.genproto.flywheel.v1 import events_pb2 as ev

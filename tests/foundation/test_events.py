@@ -7,7 +7,7 @@ import uuid
 
 from prometheus_client import REGISTRY
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import ConsumeLoop, ConsumerConfig, EventProducer, InvalidEvent, decode, new_meta
 from services.events.consumer import Record, invalid_in_context
 from services.events.topics import DEADLETTER, LABELS, MODELS

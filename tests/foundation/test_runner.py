@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
-from services.cli.runner import pid_alive, read_state
+from services.devstack.supervisor import pid_alive, read_state
+from tests.support.required import require_binary
 
 
 def _flywheel(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -22,10 +21,7 @@ def _flywheel(home: Path, *args: str, timeout: float = 120) -> subprocess.Comple
 
 
 def test_up_status_down(tmp_path: Path) -> None:
-    if shutil.which("prometheus") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Debian's prometheus package must be installed in CI")
-        pytest.skip("prometheus not installed")
+    require_binary("prometheus", "apt-get install prometheus")
     home = tmp_path / "home"
     up = _flywheel(home, "up", "--free-ports", "--only", "none")
     assert up.returncode == 0, up.stdout + up.stderr

@@ -13,6 +13,7 @@ from services.gateway.tables import MIGRATIONS as GATEWAY
 from services.ingest.tables import MIGRATIONS as INGEST
 from services.storage.db import all_migration_dirs, migrate
 from services.trainer.tables import MIGRATIONS as TRAINER
+from tests.support.required import unavailable
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -21,7 +22,7 @@ def test_services_migrate_one_database_in_any_order(tmp_path: Path, backend: str
     if backend == "postgres":
         base = os.environ.get("FLYWHEEL_TEST_POSTGRES_URL")
         if not base:
-            pytest.skip("FLYWHEEL_TEST_POSTGRES_URL not set")
+            unavailable("FLYWHEEL_TEST_POSTGRES_URL not set")
         schema = f"mig_{uuid.uuid4().hex[:8]}"
         admin = create_engine(base)
         with admin.begin() as conn:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.gateway.keys import KeyStore
 from services.gateway.tables import MIGRATIONS
 from services.storage import Database, migrate
@@ -137,7 +137,6 @@ def start_gateway(
             "FLYWHEEL_LOG_LEVEL": "INFO",
             "FLYWHEEL_GATEWAY_HTTP_PORT": str(http),
             "FLYWHEEL_GATEWAY_GRPC_PORT": str(grpc_port),
-            "FLYWHEEL_GATEWAY_MODELSERVER_ADDR": modelserver.grpc_addr,
             "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": modelserver.http_url.removeprefix("http://"),
             "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str(modelserver.repo),
             "FLYWHEEL_GATEWAY_EVENTS": "true" if bootstrap else "false",

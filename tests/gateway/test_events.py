@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.events.codec import new_meta
 from services.events.topics import MODELS, PREDICTIONS
@@ -208,3 +208,53 @@ def test_rest_predictions_json_and_binary_are_logged_with_their_tensors(
         assert log.route == "production" and log.model_version == "1"
         np.testing.assert_allclose(np.array(log.input_features), features, rtol=1e-6)
         np.testing.assert_allclose(np.array(log.output_scores), scores, rtol=1e-6)
+
+
+def test_synthetic_traffic_is_marked_in_the_prediction_log(
+    kgateway: Gateway, kafka: Broker, keys: dict[str, str]
+) -> None:
+    """`X-Flywheel-Synthetic` (HTTP) and `x-flywheel-synthetic` (gRPC metadata) mark load-test traffic in
+    the log, on every inference route; unmarked traffic is production; a bad value is a 400."""
+    prefix = f"syn-{uuid.uuid4().hex[:8]}-"
+    features = [0.0] * 64
+    v2 = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "data": features}]}
+    with httpx.Client(headers=auth(keys["predict"]), timeout=10) as client:
+        for synthetic in (True, False):
+            tag = "s" if synthetic else "p"
+            headers = {"X-Flywheel-Synthetic": "true"} if synthetic else {}
+            r = client.post(
+                f"{kgateway.http_url}/v1/models/{MODEL}:predict",
+                json={"id": f"{prefix}predict-{tag}", "instances": [features]},
+                headers=headers,
+            )
+            assert r.status_code == 200, r.text
+            r = client.post(
+                f"{kgateway.http_url}/v2/models/{MODEL}/versions/1/infer",
+                json={"id": f"{prefix}v2-{tag}", **v2},
+                headers=headers,
+            )
+            assert r.status_code == 200, r.text
+        bad = client.post(
+            f"{kgateway.http_url}/v1/models/{MODEL}:predict",
+            json={"instances": [features]},
+            headers={"X-Flywheel-Synthetic": "maybe"},
+        )
+        assert bad.status_code == 400 and "X-Flywheel-Synthetic" in bad.json()["error"]
+
+    async def grpc_calls() -> None:
+        async with grpc.aio.insecure_channel(kgateway.grpc_addr) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            for synthetic in (True, False):
+                req = pb.ModelInferRequest(
+                    model_name=MODEL, model_version="1", id=f"{prefix}grpc-{'s' if synthetic else 'p'}"
+                )
+                req.inputs.add(name="features", datatype="FP32", shape=[1, 64])
+                req.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+                metadata = [("x-api-key", keys["predict"])] + ([("x-flywheel-synthetic", "1")] if synthetic else [])
+                await stub.ModelInfer(req, metadata=metadata, timeout=10)
+
+    asyncio.run(grpc_calls())
+    found = _logs(kafka.bootstrap, prefix, 6)
+    assert {rid: log.synthetic for rid, log in found.items()} == {
+        f"{prefix}{route}-{tag}": tag == "s" for route in ("predict", "v2", "grpc") for tag in ("s", "p")
+    }

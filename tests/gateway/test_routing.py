@@ -10,7 +10,7 @@ import grpc
 import httpx
 import numpy as np
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.genproto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.gateway.conftest import Gateway, GatewayFactory, auth
@@ -129,7 +129,6 @@ def test_deadline_is_enforced(gateway: Gateway, keys: dict[str, str]) -> None:
 def test_unreachable_backend_opens_the_circuit(start_gateway: GatewayFactory, keys: dict[str, str]) -> None:
     gw = start_gateway(
         probe="healthz",
-        modelserver_addr=f"127.0.0.1:{free_port()}",
         modelserver_http_addr=f"127.0.0.1:{free_port()}",
         breaker_failures=3,
     )

@@ -1,19 +1,22 @@
-"""API keys (missing, wrong, revoked; scopes), per-key rate limits, size limits, and no secret in the logs."""
+"""API keys (missing, wrong, revoked; scopes), per-key rate limits, size limits, no secret in the logs, and no
+request smuggled to the model server through a caller's id."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import grpc
 import httpx
 import numpy as np
+import pytest
 
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.genproto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.gateway.conftest import Gateway, auth
+from tests.gateway.conftest import Gateway, ModelServer, auth
 from tests.gateway.models import MODEL
 from tests.support.waiting import wait_until
 
@@ -135,3 +138,68 @@ def test_bootstrap_key_from_the_environment_is_registered_and_works(start_gatewa
     )
     assert bad.returncode == 2
     assert "FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS" in bad.stderr and "fwk_<id>_<secret>" in bad.stderr
+
+
+# A caller's id once went unescaped into the HTTP/1.1 head of the gateway's request to the model
+# server (issue 15, finding 1): this one would have ended that request and sent a second, an unload.
+SMUGGLED = (
+    "r1\r\ncontent-length: 0\r\n\r\n"
+    f"POST /v2/repository/models/{MODEL}/unload HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{{}}"
+)
+
+
+def _raw_http(gw: Gateway, head: bytes, body: bytes) -> int:
+    """One request on a bare socket (httpx refuses to send some of these headers); its status code."""
+    host, port = gw.http_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_caller_ids_cannot_smuggle_requests_to_the_model_server(
+    gateway: Gateway, modelserver: ModelServer, keys: dict[str, str]
+) -> None:
+    """Ids from the gRPC message, the v2 JSON body, the :predict body and X-Request-Id are refused (400 /
+    INVALID_ARGUMENT) unless short plain tokens; the model server is asked nothing: the model stays loaded."""
+    key = keys["predict"]
+    features = [0.0] * 64
+    request = pb.ModelInferRequest(model_name=MODEL, id=SMUGGLED)
+    request.inputs.add(name="features", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(np.zeros((1, 64), np.float32).tobytes())
+    with grpc.insecure_channel(gateway.grpc_addr) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, metadata=[("x-api-key", key)], timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request id" in (info.value.details() or "")
+
+    tensor = {"name": "features", "datatype": "FP32", "shape": [1, 64], "data": features}
+    with httpx.Client(headers=auth(key), timeout=10) as client:
+        r = client.post(f"{gateway.http_url}/v2/models/{MODEL}/infer", json={"id": SMUGGLED, "inputs": [tensor]})
+        assert r.status_code == 400 and "request id" in r.json()["error"], r.text
+        r = client.post(f"{gateway.http_url}/v1/models/{MODEL}:predict", json={"id": SMUGGLED, "instances": [features]})
+        assert r.status_code == 400 and "request id" in r.json()["error"], r.text
+        r = client.post(f"{gateway.http_url}/v2/models/{MODEL}/infer", json={"id": "x" * 129, "inputs": [tensor]})
+        assert r.status_code == 400, r.text
+
+    body = json.dumps({"inputs": [tensor]}).encode()
+    for rid in (b"two words", b"caf\xc3\xa9", b"a\x7fb"):
+        head = (
+            (
+                f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {key}\r\n"
+                "Content-Type: application/json\r\n"
+            ).encode()
+            + b"X-Request-Id: "
+            + rid
+            + b"\r\n"
+        )
+        assert _raw_http(gateway, head, body) == 400, rid
+
+    # Nothing reached the model server but what the gateway meant: every version is still loaded.
+    index = httpx.post(f"{modelserver.http_url}/v2/repository/index", json={}, timeout=10).json()
+    assert {row["state"] for row in index if row["name"] == MODEL} == {"READY"}, index
+    assert httpx.get(f"{modelserver.http_url}/v2/models/{MODEL}/ready", timeout=10).status_code == 200
+    ok = {"id": "plain-id_1:a/b", "inputs": [tensor]}
+    r = httpx.post(f"{gateway.http_url}/v2/models/{MODEL}/infer", json=ok, headers=auth(key), timeout=10)
+    assert r.status_code == 200 and r.json()["id"] == "plain-id_1:a/b", r.text

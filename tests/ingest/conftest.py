@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.preprocessing import features_to_png
 from tests.support.kafka_reader import read_topic
 from tests.support.waiting import wait_until

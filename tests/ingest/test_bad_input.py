@@ -14,8 +14,8 @@ import grpc
 import httpx
 import pytest
 
-from services.cli.brokers import Broker
-from services.cli.ports import free_port
+from services.devstack.brokers import Broker
+from services.devstack.ports import free_port
 from services.events import EventProducer
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.genproto.flywheel.v1 import ingest_pb2_grpc as pb_grpc

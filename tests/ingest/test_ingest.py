@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.events.codec import new_meta
 from services.genproto.flywheel.v1 import events_pb2 as ev

@@ -11,7 +11,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.ingest.labels import LabelInput
 from services.ingest.pipeline import IngestPipeline

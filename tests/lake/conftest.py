@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.lake.aggregates import Aggregates
 from services.lake.manifest import Manifest
 from services.lake.store import LakeStore

@@ -13,14 +13,12 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import pytest
-
-from services.cli.brokers import Broker, _wait_ready, kafka_jars_present, start_apache_kafka
-from services.cli.ports import free_port
+from services.devstack.brokers import Broker, _wait_ready, kafka_jars_present, start_apache_kafka
+from services.devstack.ports import free_port
 from services.events import EventProducer, ensure_topics
-from tests.conftest import IN_CI
 from tests.lake.conftest import count_rows, start_lake, wait_rows
 from tests.lake.events import LABELS, label_event
+from tests.support.required import unavailable
 
 TOTAL = 6000
 
@@ -40,9 +38,7 @@ def _restart(broker: Broker) -> Broker:
 
 def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     if not kafka_jars_present():
-        if IN_CI:
-            pytest.fail("Apache Kafka jars missing (CI must provide them)")
-        pytest.skip("Apache Kafka jars missing: run `make kafka-jars`")
+        unavailable("Apache Kafka jars missing: run `make kafka-jars`")
     broker = start_apache_kafka(tmp_path / "kafka", port=free_port())
     lake = None
     try:

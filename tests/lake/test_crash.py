@@ -7,7 +7,7 @@ import random
 import uuid
 from pathlib import Path
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.lake.manifest import Manifest
 from services.lake.store import LakeStore

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.lake.manifest import Manifest
 from services.lake.store import LakeStore

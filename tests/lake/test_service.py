@@ -13,7 +13,7 @@ import grpc
 import httpx
 import pytest
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.genproto.flywheel.v1 import lake_pb2 as pb
 from services.genproto.flywheel.v1 import lake_pb2_grpc as pb_grpc
@@ -97,5 +97,35 @@ def test_aggregates_snapshots_and_cli_over_grpc_and_http(tansu: Broker, tmp_path
         assert len(json.loads(diffed.stdout)["removed"]) == 240
         missing = _cli("--lake-addr", lake.grpc, "show", "ef" * 10)
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+    finally:
+        assert lake.terminate() == 0
+
+
+def test_synthetic_labels_and_predictions_stay_out_of_the_lake(tansu: Broker, tmp_path: Path) -> None:
+    """Load-test traffic (LabelEvent.synthetic, PredictionLog.synthetic) never becomes training or
+    evaluation data; the lake counts it on flywheel_lake_rows_ignored_total instead."""
+    run = uuid.uuid4().hex[:6]
+    producer = EventProducer(tansu.bootstrap)
+    for i in range(40):
+        event = label_event(f"{run}-{i}", str(i % 10))
+        event.synthetic = i % 2 == 1
+        producer.send(LABELS.name, event)
+        log = prediction(f"{run}-p{i}", "digits", "1", f"{run}-{i}", str(i % 10))
+        log.synthetic = i % 4 != 0
+        producer.send(PREDICTIONS.name, log)
+    producer.flush()
+    root = tmp_path / "lake"
+    lake = start_lake(tansu.bootstrap, root, f"syn-{run}", tmp_path / "home")
+    try:
+        wait_rows(root, run, 30, lake)  # 20 production labels + 10 production predictions
+        wait_until(
+            lambda: metric(lake, "flywheel_lake_rows_ignored_total") == 50, 60, proc=lake.proc, message="ignored"
+        )
+        stub = pb_grpc.LakeStub(grpc.insecure_channel(lake.grpc))
+        topics = {t.topic: t.rows for t in stub.LakeStats(pb.LakeStatsRequest()).topics}
+        assert topics == {LABELS.name: 20, PREDICTIONS.name: 10}
+        split = pb.SplitSpec(train=0.6, validation=0.2, test=0.2, salt="x")
+        snap = stub.CreateSnapshot(pb.CreateSnapshotRequest(split=split))
+        assert sum(snap.rows_per_split.values()) == 20
     finally:
         assert lake.terminate() == 0

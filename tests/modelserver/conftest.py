@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from tests.modelserver.artifacts import write_onnx_model, write_torchscript_model
 from tests.support.waiting import wait_until
 

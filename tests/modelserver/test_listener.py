@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from services.modelserver.transport.listener import http_listener
+from services.transportkit.listener import http_listener
 
 
 def test_listener_is_tcp_with_nodelay() -> None:

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from services.cli.brokers import Broker
+from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.events.codec import decode, new_meta
 from services.events.topics import DEADLETTER, MODELS

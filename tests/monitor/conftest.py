@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.drift.traffic import DigitsTraffic, Shift
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.events import EventProducer, new_meta
 from services.events.topics import MODELS, PREDICTIONS
 from services.genproto.flywheel.v1 import events_pb2 as ev
@@ -61,6 +61,7 @@ def send_predictions(
     shift: Shift | None = None,
     class_weights: np.ndarray | None = None,
     version: str = "1",
+    synthetic: bool = False,
 ) -> None:
     rng = np.random.default_rng(seed)
     x, _, predicted, scores = traffic.sample(n, rng, shift, class_weights)
@@ -77,6 +78,7 @@ def send_predictions(
             predicted_class=int(predicted[i]),
             latency_ms=3.0,
             route="production",
+            synthetic=synthetic,
         )
         producer.send(PREDICTIONS.name, log)
     producer.flush()

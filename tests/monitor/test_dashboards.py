@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.support.required import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "infra" / "grafana").glob("*.json"))
@@ -54,8 +54,8 @@ def test_every_panel_reads_metrics_that_exist() -> None:
     assert not missing, f"panels on metrics nobody exports: {sorted(missing)}"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing")
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
+    require_binary("promtool", "apt-get install prometheus")
     rules = [
         {"record": f"dashboard:check_{i}", "expr": expr.replace("$model", ".*")}
         for i, (_, _, expr) in enumerate(_exprs())

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
+from tests.support.required import require_binary
+
 PROM = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
-PROMTOOL = shutil.which("promtool")
-pytestmark = pytest.mark.skipif(PROMTOOL is None, reason="promtool missing: apt-get install prometheus")
 
 
 def _promtool(*args: str, cwd: Path = PROM) -> str:
-    result = subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120)  # type: ignore[list-item]
+    promtool = require_binary("promtool", "apt-get install prometheus")
+    result = subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 

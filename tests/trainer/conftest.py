@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.brokers import Broker, start_broker
+from services.devstack.brokers import Broker, start_broker
 from services.events import ensure_topics
 from services.storage import Database, migrate
 from services.trainer.data.sklearn_digits import write_digits_snapshot
 from services.trainer.export import ExportOptions
-from services.trainer.pipeline import JobContext, JobOutcome, JobSpec, run_job
+from services.trainer.job_run import JobContext, JobOutcome, JobSpec, run_job
 from services.trainer.registry import Registry
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric

@@ -61,7 +61,7 @@ def test_job_manifests_are_valid_kubernetes(store, gpus: int) -> None:
 
 
 def _spec(gpus: int = 0, job_id: str = "job-1"):
-    from services.trainer.pipeline import JobSpec
+    from services.trainer.job_run import JobSpec
 
     return JobSpec(
         job_id=job_id,

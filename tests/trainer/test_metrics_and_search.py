@@ -56,6 +56,7 @@ def test_coarse_to_fine_search_narrows_around_the_best(tmp_path) -> None:
     spec = SearchSpec(trials=6, rounds=2)
     result = random_search(fam, data, base, spec, CombinedMetric.parse("weighted:accuracy=1"), Control())
     assert [t.round for t in result.trials] == [1, 1, 1, 2, 2, 2]
+    assert result.trials[0].hp == base  # the job's own starting point is always tried
     first, second = result.trials[:3], result.trials[3:]
     best_first = sorted(first, key=lambda t: t.val_score)[-1]
     # Round 2 samples a box around round 1's best third (widened 1.5× in log space).

@@ -20,7 +20,13 @@ def _version(v: int, combined: float, baseline: float = 0.96) -> VersionRecord:
         git_commit="abc123",
         job_id=f"job-{v}",
         hyperparameters={"lr": "0.0003"},
-        metrics={"test_combined": combined, "baseline_best_test_combined": baseline, "test_accuracy": combined},
+        metrics={
+            "test_combined": combined,
+            "baseline_best_test_combined": baseline,
+            "baseline_logistic_regression_test_combined": baseline,
+            "baseline_majority_test_combined": 0.1,
+            "test_accuracy": combined,
+        },
         artifacts={"onnx": f"/models/digits/{v}/model.onnx"},
     )
 
@@ -38,7 +44,10 @@ def registry(database_url: str):
 def test_gate_refuses_a_model_worse_than_baseline_and_production(registry) -> None:
     reg, events = registry
     reg.register(_version(1, combined=0.95))  # below the logistic-regression baseline
-    with pytest.raises(PromotionRefused, match=r"does not beat the best baseline .* by the margin 0.005"):
+    with pytest.raises(
+        PromotionRefused,
+        match=r"does not beat the best baseline \(logistic_regression, 0.9[0-9]+\) by the margin 0.005",
+    ):
         reg.promote("digits", "1", "production")
     reg.register(_version(2, combined=0.98))
     assert reg.promote("digits", "2", "production").stage == "production"

@@ -19,7 +19,7 @@ import grpc
 import httpx
 import pytest
 
-from services.cli.ports import free_port
+from services.devstack.ports import free_port
 from services.events import EventProducer, new_meta
 from services.events.topics import MODELS, TRAIN_REQUESTS
 from services.genproto.flywheel.v1 import events_pb2 as ev

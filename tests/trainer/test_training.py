@@ -93,3 +93,28 @@ def test_training_is_reproducible(digits_uri) -> None:
     for pa, pb in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
     assert a.history == b.history
+
+
+def test_an_ensemble_serves_its_members_mean_and_exports_to_onnx(digits_uri: str, tmp_path: Path) -> None:
+    """`ensemble=3` trains three members from different seeds; the one model answers their mean
+    probabilities, and the exported ONNX graph answers the same."""
+    from services.trainer.export import _onnx_export, onnx_probabilities
+    from services.trainer.models import WithSoftmax
+    from services.trainer.models.layers import Ensemble
+
+    data = load_snapshot(digits_uri)
+    fam = family("digits_cnn")
+    hp = parse_hyperparameters({"max_epochs": "2", "width": "16", "ensemble": "3"}, family_defaults(fam))
+    torch.set_num_threads(1)
+    result = train(fam, data, hp)
+    assert isinstance(result.model, Ensemble) and len(result.model.members) == 3
+    members = list(result.model.members)
+    assert not torch.equal(members[0].head[0].weight, members[1].head[0].weight)  # different seeds
+    x = torch.from_numpy(data.test.x[:50])
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), dim=-1) for m in members]).mean(dim=0)
+        served = WithSoftmax(result.model)(x)
+    torch.testing.assert_close(served, mean, atol=1e-6, rtol=1e-5)
+    path = tmp_path / "model.onnx"
+    _onnx_export(WithSoftmax(result.model).eval(), 64, path, "torchscript")
+    np.testing.assert_allclose(onnx_probabilities(path, data.test.x[:50]), mean.numpy(), atol=ONNX_ATOL)

@@ -3,8 +3,10 @@
 Starts the stack on embedded defaults (Tansu, SQLite, local object store and lake, Prometheus when
 installed) on free ports under its own home, tells one turn of the story (see story.py), prints a
 summary, writes `summary.json` and `report.html`, and stops everything it started — also on Ctrl-C.
-Exit status: 0 when the story holds (nothing lost, the model beats its baselines, drift found),
-1 when a step fails (the message names the step and the log), 2 on bad settings.
+Everything random (which digits are labelled, the splits, training, traffic) follows `--seed`.
+Exit status: 0 when the story holds (nothing lost, the model beats its baselines, no clean window
+flagged as drifted, the real shift found), 1 when a step fails (the message names the step and the
+log), 2 on bad settings.
 """
 
 from __future__ import annotations
@@ -18,10 +20,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from services.cli import runner
+from services.cli.demo.config import DEMO_FAMILY, DEMO_HYPERPARAMETERS
 from services.config import CommonSettings, ConfigError, load_settings
+from services.devstack import supervisor
 
 console = Console()
+
+
+DEFAULT_HOME = ".flywheel/demo"
+DEMO_MARKER = ".flywheel-demo"  # a folder the demo made, so it may wipe it again
 
 
 def demo_env(quick: bool, api_key: str, webhook_token: str) -> dict[str, str]:
@@ -40,41 +47,52 @@ def demo_env(quick: bool, api_key: str, webhook_token: str) -> dict[str, str]:
         "FLYWHEEL_MONITOR_PERSIST_WINDOWS": "2",
         "FLYWHEEL_MONITOR_TIME_STEP_S": "10",
         "FLYWHEEL_MONITOR_TRAIN_COOLDOWN_S": "600",
-        "FLYWHEEL_MONITOR_TRAIN_MODEL_FAMILY": "digits_mlp",
-        "FLYWHEEL_MONITOR_TRAIN_HYPERPARAMETERS": "lr=0.001,weight_decay=0.0001,augment_shift=0",
+        "FLYWHEEL_MONITOR_TRAIN_MODEL_FAMILY": DEMO_FAMILY,
+        "FLYWHEEL_MONITOR_TRAIN_HYPERPARAMETERS": ",".join(f"{k}={v}" for k, v in DEMO_HYPERPARAMETERS.items()),
         "FLYWHEEL_MONITOR_TRAIN_BUDGET_S": "60" if quick else "300",
     }
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from services.cli.demo.config import DemoConfig
     from services.cli.demo.endpoints import DemoError, Endpoints
     from services.cli.demo.report import print_summary, write_report
-    from services.cli.demo.story import DemoConfig, Story, new_credentials
+    from services.cli.demo.story import Story, new_credentials
 
     try:
         load_settings(CommonSettings)
     except ConfigError as exc:
         console.print(f"[red]flywheel demo:[/red] {exc.message}", highlight=False)
         return 2
-    home = Path(args.home or ".flywheel/demo").resolve()
-    if any(runner.pid_alive(c.pid) for c in runner.read_state(home)):
+    chosen = getattr(args, "home", None)
+    home = Path(chosen or DEFAULT_HOME).resolve()
+    if any(supervisor.pid_alive(c.pid) for c in supervisor.read_state(home)):
         console.print(
             f"[red]flywheel demo:[/red] a stack is already running from {home}; "
             f"stop it with `flywheel down --home {home}`"
         )
         return 2
+    if chosen and home.exists() and any(home.iterdir()) and not (home / DEMO_MARKER).exists():
+        console.print(
+            f"[red]flywheel demo:[/red] {home} is not empty and not a demo's home: the demo wipes its home at "
+            "start, so give it an empty or new folder (`--home DIR`)"
+        )
+        return 2
     if home.exists():
         shutil.rmtree(home)  # the demo's own home: every run starts from nothing
-    cfg = DemoConfig.make(args.quick, home)
+    home.mkdir(parents=True)
+    (home / DEMO_MARKER).write_text("a `flywheel demo` home: wiped by the next demo run\n")
+    cfg = DemoConfig.make(args.quick, home, args.seed)
     key, token = new_credentials()
     started = time.monotonic()
     # SIGTERM behaves like Ctrl-C: unwind through `finally` and stop the stack.
     signal.signal(signal.SIGTERM, _interrupt)
     console.rule(f"[bold]Flywheel demo{' (quick)' if args.quick else ''}[/bold] — home {home}")
+    console.print(f"  [dim]·[/dim] seed {cfg.seed} (`--seed N` replays another draw of labels, splits and traffic)")
     story: Story | None = None
     code = 1
     try:
-        components = runner.up(
+        components = supervisor.up(
             home,
             free_ports=True,
             extra_env=demo_env(args.quick, key, token),
@@ -83,13 +101,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         console.print(
             f"  [dim]·[/dim] stack ready in {time.monotonic() - started:.1f} s ({len(components)} components)"
         )
-        story = Story(cfg, Endpoints.from_components(components), key, token, console)
+        from loadtests.run import run_locust  # the composition root wires the load generator in
+
+        story = Story(cfg, Endpoints.from_components(components), key, token, console, run_locust)
         for step in (story.ingest, story.train_first, story.serve, story.load, story.drift, story.canary):
             step()
         code = 0
     except DemoError as exc:
         console.print(f"[red]demo stopped:[/red] {exc}")
-    except (runner.StackError, RuntimeError) as exc:
+    except (supervisor.StackError, RuntimeError) as exc:
         console.print(f"[red]the stack did not start:[/red] {exc}")
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
@@ -103,7 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.keep_running and code == 0:
             console.print(f"stack left running (--keep-running): stop it with `flywheel down --home {home}`")
         else:
-            runner.down(home, progress=lambda m: console.print(f"  [dim]·[/dim] {m}"))
+            supervisor.down(home, progress=lambda m: console.print(f"  [dim]·[/dim] {m}"))
     if code == 0 and story is not None:
         code = verdict(story.results.values)
     console.print(f"demo {'finished' if code == 0 else 'FAILED'} in {time.monotonic() - started:.0f} s")
@@ -122,6 +142,10 @@ def verdict(v: dict) -> int:
     best = max(v.get("baselines", {}).values(), default=1.0)
     if not (v.get("v1_test_accuracy") or 0) > best:
         problems.append("the first model does not beat its baselines")
+    if not v.get("clean_windows"):
+        problems.append("no window of clean traffic was tested, so false alarms were not measured")
+    if v.get("clean_windows_drifted"):
+        problems.append(f"{v['clean_windows_drifted']} of {v['clean_windows']} clean windows were flagged as drifted")
     if not v.get("drift_detected_after_events"):
         problems.append("drift was not detected")
     if not v.get("dead_lettered"):
@@ -139,6 +163,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="fewer labels, no search, shorter load: the same story, faster")
-    p.add_argument("--home", help="state folder of the demo's stack (default .flywheel/demo; wiped at start)")
+    p.add_argument(
+        "--home",
+        default=argparse.SUPPRESS,
+        help="state folder of the demo's stack (default .flywheel/demo; wiped at start, so it must be new, "
+        "empty or an earlier demo's)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="draws the labels, splits, training and traffic (default 0)")
     p.add_argument("--keep-running", action="store_true", help="leave the stack running after a successful demo")
     p.set_defaults(func=cmd_demo)

@@ -4,7 +4,6 @@ labelled examples and live traffic, shifted digits, and the shapes the ingest se
 from __future__ import annotations
 
 import base64
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,17 +34,18 @@ class Digits:
     label_y: np.ndarray
     traffic_x: np.ndarray
     traffic_y: np.ndarray
-    run: str  # makes example ids unique per demo run
+    run: str  # the example ids' prefix: a demo's stack starts empty, so the seed alone names a run
 
     @classmethod
-    def load(cls, n_labels: int, seed: int = 7) -> Digits:
+    def load(cls, n_labels: int, seed: int) -> Digits:
+        """Which digits are labelled and which are held out as live traffic follows the seed."""
         digits = load_digits()
         x = sklearn_digits_features(digits.images)
         y = digits.target.astype(int)
         order = np.random.default_rng(seed).permutation(len(x))
         x, y = x[order], y[order]
         n_labels = min(n_labels, len(x) - 300)
-        return cls(x[:n_labels], y[:n_labels], x[n_labels:], y[n_labels:], uuid.uuid4().hex[:6])
+        return cls(x[:n_labels], y[:n_labels], x[n_labels:], y[n_labels:], f"s{seed}")
 
     def shifted(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """n shifted rows drawn (with replacement) from the traffic split, and their true labels."""

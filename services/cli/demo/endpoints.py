@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from services.cli.runner import Component
+from services.devstack.supervisor import Component
 
 
 class DemoError(RuntimeError):

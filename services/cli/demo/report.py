@@ -22,6 +22,7 @@ def summary_rows(r: Results) -> list[tuple[str, str]]:
     baselines = v.get("baselines", {})
     best_baseline = max(baselines.values()) if baselines else math.nan
     rows = [
+        ("seed (`--seed`)", str(v.get("seed"))),
         (
             "labels ingested (webhook + Kafka) / in the lake / lost",
             f"{v.get('labels_sent')} / {v.get('labels_in_lake')} / {v.get('labels_lost')}",
@@ -45,6 +46,7 @@ def summary_rows(r: Results) -> list[tuple[str, str]]:
             "clean windows tested / drifted (false alarms)",
             f"{v.get('clean_windows')} / {v.get('clean_windows_drifted')}",
         ),
+        ("synthetic (Locust) predictions the monitor left out", str(v.get("synthetic_predictions_ignored"))),
         (
             "drift detected after",
             f"{v.get('drift_detected_after_events')} shifted predictions, {_f(v.get('drift_detected_after_s'), 1)} s",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import nan
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from services.cli.demo.config import MODEL, DemoConfig
 from services.cli.demo.data import SHIFT_NAME, Digits, label_studio_payload, native_labels, png_b64, raw_label
 from services.cli.demo.endpoints import DemoError, Endpoints, check, firing_alerts, scrape, wait_for
 from services.events import EventProducer
@@ -27,28 +28,7 @@ from services.events.topics import DEADLETTER, LABELS_RAW
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.genproto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
-MODEL = "digits"
 MALFORMED_EVENTS = 3
-
-
-@dataclass
-class DemoConfig:
-    quick: bool
-    home: Path
-    n_labels: int
-    search_trials: int
-    locust_s: float
-    locust_users: int
-    locust_rate: float
-    shifted_labels: int
-    canary_requests: int
-    timeout_s: float
-
-    @classmethod
-    def make(cls, quick: bool, home: Path) -> DemoConfig:
-        if quick:
-            return cls(True, home, 1200, 0, 8, 3, 10, 800, 120, 120)
-        return cls(False, home, 1500, 6, 30, 10, 10, 1000, 400, 300)
 
 
 @dataclass
@@ -68,15 +48,31 @@ class Results:
         return self.values.get(key, default)
 
 
+# Drives load at the gateway: (http, grpc, api key, kafka, out dir, users=, rate=, duration_s=, user_classes=)
+# → (exit status, summary). The `flywheel demo` command passes loadtests.run.run_locust; the story
+# itself imports nothing above the services.
+LoadRunner = Callable[..., tuple[int, dict[str, Any]]]
+
+
 class Story:
-    def __init__(self, cfg: DemoConfig, ep: Endpoints, api_key: str, webhook_token: str, console: Console) -> None:
+    def __init__(
+        self,
+        cfg: DemoConfig,
+        ep: Endpoints,
+        api_key: str,
+        webhook_token: str,
+        console: Console,
+        run_load: LoadRunner,
+    ) -> None:
         self.cfg = cfg
+        self._run_load = run_load
         self.ep = ep
         self.key = api_key
         self.webhook_token = webhook_token
         self.console = console
         self.results = Results()
-        self.digits = Digits.load(cfg.n_labels)
+        self.results["seed"] = cfg.seed
+        self.digits = Digits.load(cfg.n_labels, cfg.seed)
         self.http = httpx.Client(timeout=30)
         self._channel = grpc.insecure_channel(ep.grpc["gateway"])
         self.stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
@@ -103,6 +99,10 @@ class Story:
         stats = check(self.http.get(f"{self.ep.http['lake']}/v1/stats"), "lake stats")
         return next((int(t["distinct_events"]) for t in stats if t["topic"] == topic), 0)
 
+    def _seed(self, stream: int) -> int:
+        """One random stream per purpose, all following the demo's seed."""
+        return self.cfg.seed * 1000 + stream
+
     def close(self) -> None:
         self._channel.close()
         self.http.close()
@@ -112,7 +112,7 @@ class Story:
         self.step("Labels in: Label Studio webhooks and Kafka events → ingest → lake")
         d = self.digits
         half = len(d.label_x) // 2
-        base = int(d.run, 16) % 10**6 * 10_000
+        base = 1  # Label Studio task ids, unique within the run
         url = f"{self.ep.http['ingest']}/webhooks/label-studio"
         accepted = 0
         for start in range(0, half, 50):
@@ -157,7 +157,8 @@ class Story:
 
     # -- 2. snapshot, train, publish ----------------------------------------------------------
     def snapshot(self, description: str) -> dict:
-        body = {"split": {"train": 0.7, "validation": 0.15, "test": 0.15, "salt": "demo"}, "description": description}
+        split = {"train": 0.7, "validation": 0.15, "test": 0.15, "salt": self.cfg.split_salt}
+        body = {"split": split, "description": description}
         snap = check(self.http.post(f"{self.ep.http['lake']}/v1/snapshots", json=body), "lake snapshot")
         rows = snap.get("rows_per_split", {})
         self.say(f"snapshot {snap['snapshot_id']}: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
@@ -189,14 +190,15 @@ class Story:
         return next((v["metrics"] for v in versions if str(v["version"]) == str(version)), {})
 
     def train_first(self) -> None:
-        self.step("Snapshot, train with baselines and a small search, export, publish")
+        search = f"a search of {self.cfg.search_trials} trials" if self.cfg.search_trials else "no search"
+        self.step(f"Snapshot, train a {self.cfg.family} against baselines ({search}), export, publish")
         snap = self.snapshot("flywheel demo: first model")
         body = {
             "model": MODEL,
             "snapshot_id": snap["snapshot_id"],
-            "model_family": "digits_mlp",
-            # The tuned point of `make bench-train`; with --quick there is no search around it.
-            "hyperparameters": {"lr": "0.001", "weight_decay": "0.0001", "augment_shift": "0"},
+            "model_family": self.cfg.family,
+            # The search's first trial is this point; it only replaces it with a better one on validation.
+            "hyperparameters": self.cfg.hyperparameters,
             "search": {"trials": self.cfg.search_trials, "rounds": 2 if self.cfg.search_trials else 1},
         }
         job = check(self.http.post(f"{self.ep.http['trainer']}/v1/jobs", json=body), "submit training job")
@@ -275,12 +277,10 @@ class Story:
 
     # -- 4. load ----------------------------------------------------------------------------
     def load(self) -> None:
-        from loadtests.run import run_locust
-
         rate = self.cfg.locust_users * self.cfg.locust_rate
         self.step(f"Locust: {rate:.0f} requests/s (HTTP + gRPC users) for {self.cfg.locust_s:.0f} s")
         out = self.cfg.home / "demo" / "loadtest"
-        _code, summary = run_locust(
+        _code, summary = self._run_load(
             self.ep.http["gateway"], self.ep.grpc["gateway"], self.key, self.ep.kafka, out,
             users=self.cfg.locust_users, rate=self.cfg.locust_rate, duration_s=self.cfg.locust_s,
             user_classes=("HttpPredictUser", "GrpcPredictUser"),
@@ -295,20 +295,43 @@ class Story:
         self.results["load_html"] = str(out / "locust.html")
 
     # -- 5. drift, alert, retrain -------------------------------------------------------------
+    def clean_traffic(self) -> None:
+        """Production traffic from the world the model was trained on (held-out digits, drawn at random):
+        the monitor must test it and flag nothing."""
+        d = self.digits
+        rng = np.random.default_rng(self._seed(17))
+        idx = rng.integers(0, len(d.traffic_x), self.cfg.clean_predictions)
+        monitor = self.ep.http["monitor"]
+        before = scrape(monitor, "flywheel_monitor_predictions_total")
+        for start in range(0, len(idx), 25):
+            self.predict([{"features": d.traffic_x[i].tolist()} for i in idx[start : start + 25]])
+        wait_for(
+            lambda: scrape(monitor, "flywheel_monitor_predictions_total") >= before + len(idx),
+            60,
+            f"the monitor to read {len(idx)} clean predictions (see {self.ep.logs.get('monitor')})",
+        )
+        self.say(f"{len(idx)} predictions of clean traffic (held-out digits) through the gateway")
+
     def drift(self) -> None:
         self.step(f"The world shifts ({SHIFT_NAME}): monitor → drift → Prometheus alert → training request")
         d = self.digits
         monitor = self.ep.http["monitor"]
+        self.clean_traffic()
         windows_before = scrape(monitor, "flywheel_monitor_windows_total")
         drifted_before = scrape(monitor, "flywheel_monitor_windows_total", verdict="drifted")
+        ignored = scrape(monitor, "flywheel_monitor_predictions_ignored_total", reason="synthetic")
         self.results["clean_windows"] = int(windows_before)
         self.results["clean_windows_drifted"] = int(drifted_before)
+        self.results["synthetic_predictions_ignored"] = int(ignored)
+        colour = "green" if not drifted_before else "red"
         self.say(
-            f"before the shift: {int(windows_before)} windows tested on clean traffic, {int(drifted_before)} drifted"
+            f"before the shift: {int(windows_before)} windows of clean traffic tested, "
+            f"[{colour}]{int(drifted_before)} false alarms[/{colour}]; {int(ignored)} synthetic (Locust) "
+            "predictions left out by the monitor"
         )
 
         # The labelling team labels images from the new camera; they reach the lake before retraining.
-        lx, ly = d.shifted(self.cfg.shifted_labels, seed=11)
+        lx, ly = d.shifted(self.cfg.shifted_labels, seed=self._seed(11))
         labels_before = self.lake_rows("flywheel.labels")
         body = check(
             self.http.post(
@@ -325,7 +348,7 @@ class Story:
 
         jobs_before = {j["job_id"] for j in check(self.http.get(f"{self.ep.http['trainer']}/v1/jobs"), "jobs")}
         drifted_count0 = scrape(monitor, "flywheel_monitor_windows_total", window="count", verdict="drifted")
-        x, y = d.shifted(8000, seed=23)
+        x, y = d.shifted(8000, seed=self._seed(23))
         shift_start = time.monotonic()
         deadline = shift_start + self.cfg.timeout_s
         sent = correct = 0
@@ -418,7 +441,7 @@ class Story:
             return
         self.say(f"v{v2} passed the gate into canary; the gateway splits traffic")
         self.wait_served(v2)
-        x, y = self.digits.shifted(self.cfg.canary_requests, seed=31)
+        x, y = self.digits.shifted(self.cfg.canary_requests, seed=self._seed(31))
         served: dict[str, list[bool]] = {}
         wait_for(lambda: self._canary_seen(v2), 30, f"the gateway sending some traffic to v{v2}", every_s=0.2)
         for i in range(len(x)):

@@ -1,15 +1,15 @@
 """gRPC: `inference.GRPCInferenceService`, so tritonclient and perf_analyzer can point at the gateway.
 
-Requests arrive as bytes and are parsed here, so a malformed protobuf is INVALID_ARGUMENT (the
-stock deserializer would make it INTERNAL). Metadata: `authorization: Bearer <key>` or
-`x-api-key`, `x-flywheel-sticky-key`; the call's own deadline is propagated. Messages over the
-size limit are refused by gRPC itself with RESOURCE_EXHAUSTED.
+Each RPC parses its request, admits the caller's key for the RPC's scope, makes one `Gateway`
+call and converts the answer back; errors go through the one status table. Requests arrive as
+bytes and are parsed here, so a malformed protobuf is INVALID_ARGUMENT (the stock deserializer
+would make it INTERNAL). Metadata: `authorization: Bearer <key>` or `x-api-key`,
+`x-flywheel-sticky-key`, `x-flywheel-synthetic`; the call's own deadline is propagated. Messages
+over the size limit are refused by gRPC itself with RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,66 +17,98 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.gateway.auth import Guard, presented_key
+from services.gateway.auth import Guard
 from services.gateway.dataplane import Gateway
-from services.gateway.errors import GatewayError, InvalidInput
+from services.gateway.errors import InvalidInput
 from services.gateway.transport.observe import observe
-from services.gateway.transport.status import retry_after_s, status_of
+from services.gateway.transport.origin import origin_of
+from services.gateway.transport.status import ERRORS
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
-
-log = logging.getLogger(__name__)
+from services.oip import grpc_codec
+from services.transportkit.grpc import guarded_aio
 
 SERVICE = "inference.GRPCInferenceService"
-Handler = Callable[[Any, dict[str, str], grpc.aio.ServicerContext], Awaitable[Message]]
-
-# RPC -> (request type, scope needed: None = open)
-PASSTHROUGH: dict[str, tuple[type[Message], str | None]] = {
-    "ServerLive": (pb.ServerLiveRequest, None),
-    "ServerReady": (pb.ServerReadyRequest, None),
-    "ModelReady": (pb.ModelReadyRequest, "predict"),
-    "ServerMetadata": (pb.ServerMetadataRequest, "predict"),
-    "ModelMetadata": (pb.ModelMetadataRequest, "predict"),
-    "ModelConfig": (pb.ModelConfigRequest, "predict"),
-    "ModelStatistics": (pb.ModelStatisticsRequest, "admin"),
-    "RepositoryIndex": (pb.RepositoryIndexRequest, "admin"),
-    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, "admin"),
-    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, "admin"),
-}
+Context = grpc.aio.ServicerContext
+# (the parsed request, the caller's metadata, its key id, the call's context) → the answer
+Handler = Callable[[Any, dict[str, str], str, Context], Awaitable[Message]]
 
 
-def _grpc_status(exc: GatewayError) -> str:
-    return status_of(exc)[1].name
+class GatewayServicer:
+    """The RPCs, each as one Gateway call."""
 
+    def __init__(self, gateway: Gateway, max_request_bytes: int) -> None:
+        self._gateway = gateway
+        self._max_bytes = max_request_bytes
 
-class GrpcProxy:
-    def __init__(self, gateway: Gateway, guard: Guard) -> None:
-        self._gw = gateway
-        self._guard = guard
+    async def model_infer(
+        self, request: pb.ModelInferRequest, metadata: dict[str, str], key_id: str, context: Context
+    ) -> Message:
+        decoded = grpc_codec.decode_request(request, context.time_remaining(), self._max_bytes)
+        answer = await self._gateway.infer(decoded, origin_of(metadata, key_id))
+        return grpc_codec.encode_response(answer.response, raw=grpc_codec.wants_raw(request))
 
-    async def _admit(self, md: dict[str, str], scope: str | None) -> str:
-        if scope is None:
-            return ""
-        key = presented_key(md.get("authorization"), md.get("x-api-key"))
-        return (await self._guard.admit(key, scope)).key_id
+    async def server_live(self, request: Any, metadata: dict[str, str], key_id: str, context: Context) -> Message:
+        return pb.ServerLiveResponse(live=await self._gateway.server_live(context.time_remaining()))
 
-    async def model_infer(self, raw: bytes, md: dict[str, str], context: grpc.aio.ServicerContext) -> Message:
-        request = _parse(pb.ModelInferRequest, raw)
-        with observe("grpc_infer", request.model_name, _grpc_status, "OK") as ob:
-            key_id = await self._admit(md, "predict")
-            deadline = self._gw.deadline(context.time_remaining())
-            answer = await self._gw.infer(request, key_id, deadline, md.get("x-flywheel-sticky-key"))
-            ob.version = answer.response.model_version
-            return answer.response
+    async def server_ready(self, request: Any, metadata: dict[str, str], key_id: str, context: Context) -> Message:
+        return pb.ServerReadyResponse(ready=await self._gateway.server_ready(context.time_remaining()))
 
-    def passthrough(self, method: str) -> Handler:
-        request_type, scope = PASSTHROUGH[method]
+    async def model_ready(
+        self, request: pb.ModelReadyRequest, metadata: dict[str, str], key_id: str, context: Context
+    ) -> Message:
+        ready = await self._gateway.model_ready(request.name, request.version, context.time_remaining())
+        return pb.ModelReadyResponse(ready=ready)
 
-        async def handler(raw: bytes, md: dict[str, str], context: grpc.aio.ServicerContext) -> Message:
-            request = _parse(request_type, raw)
-            await self._admit(md, scope)
-            return await self._gw.backend.passthrough(method, request, self._gw.deadline(context.time_remaining()))
+    async def server_metadata(self, request: Any, metadata: dict[str, str], key_id: str, context: Context) -> Message:
+        return await self._gateway.server_metadata(context.time_remaining())
 
-        return handler
+    async def model_metadata(
+        self, request: pb.ModelMetadataRequest, metadata: dict[str, str], key_id: str, context: Context
+    ) -> Message:
+        return await self._gateway.model_metadata(request.name, request.version, context.time_remaining())
+
+    async def model_config(
+        self, request: pb.ModelConfigRequest, metadata: dict[str, str], key_id: str, context: Context
+    ) -> Message:
+        return await self._gateway.model_config(request.name, request.version, context.time_remaining())
+
+    async def model_statistics(
+        self, request: pb.ModelStatisticsRequest, metadata: dict[str, str], key_id: str, context: Context
+    ) -> Message:
+        return await self._gateway.model_statistics(request.name, request.version, context.time_remaining())
+
+    async def repository_index(
+        self, request: pb.RepositoryIndexRequest, metadata: dict[str, str], key_id: str, context: Context
+    ) -> Message:
+        return await self._gateway.repository_index(request.ready, context.time_remaining())
+
+    async def repository_load(
+        self, request: pb.RepositoryModelLoadRequest, metadata: dict[str, str], key_id: str, context: Context
+    ) -> Message:
+        await self._gateway.repository_load(request.model_name, context.time_remaining())
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(
+        self, request: pb.RepositoryModelUnloadRequest, metadata: dict[str, str], key_id: str, context: Context
+    ) -> Message:
+        await self._gateway.repository_unload(request.model_name, context.time_remaining())
+        return pb.RepositoryModelUnloadResponse()
+
+    def rpcs(self) -> dict[str, tuple[type[Message], str | None, Handler]]:
+        """RPC → (request type, scope it needs: None = open, handler)."""
+        return {
+            "ModelInfer": (pb.ModelInferRequest, "predict", self.model_infer),
+            "ServerLive": (pb.ServerLiveRequest, None, self.server_live),
+            "ServerReady": (pb.ServerReadyRequest, None, self.server_ready),
+            "ModelReady": (pb.ModelReadyRequest, "predict", self.model_ready),
+            "ServerMetadata": (pb.ServerMetadataRequest, "predict", self.server_metadata),
+            "ModelMetadata": (pb.ModelMetadataRequest, "predict", self.model_metadata),
+            "ModelConfig": (pb.ModelConfigRequest, "predict", self.model_config),
+            "ModelStatistics": (pb.ModelStatisticsRequest, "admin", self.model_statistics),
+            "RepositoryIndex": (pb.RepositoryIndexRequest, "admin", self.repository_index),
+            "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, "admin", self.repository_load),
+            "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, "admin", self.repository_unload),
+        }
 
 
 def _parse(request_type: type[Message], raw: bytes) -> Any:
@@ -88,25 +120,23 @@ def _parse(request_type: type[Message], raw: bytes) -> Any:
     return message
 
 
-def _boundary(name: str, handler: Handler) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
-    """The gRPC boundary: domain errors → status by the one table; anything else → INTERNAL, logged."""
+def _rpc(
+    name: str, request_type: type[Message], scope: str | None, handler: Handler, guard: Guard
+) -> Callable[[bytes, Context], Awaitable[Message]]:
+    """Parse, admit, call, inside the gRPC boundary; ModelInfer is also counted and timed."""
 
-    async def call(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
-        md = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        try:
-            return await handler(raw, md, context)
-        except GatewayError as exc:
-            _, code = status_of(exc)
-            retry = retry_after_s(exc)
-            if retry is not None:
-                context.set_trailing_metadata((("retry-after-ms", str(max(1, math.ceil(retry * 1000)))),))
-            await context.abort(code, exc.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unhandled error", extra={"rpc": name})
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        raise AssertionError("unreachable")
+    @guarded_aio(ERRORS, name)
+    async def call(raw: bytes, context: Context) -> Message:
+        request = _parse(request_type, raw)
+        metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        if name != "ModelInfer":
+            key_id = await guard.admit_headers(metadata, scope) if scope else ""
+            return await handler(request, metadata, key_id, context)
+        with observe("grpc_infer", request.model_name, "grpc") as observation:
+            key_id = await guard.admit_headers(metadata, "predict")
+            answer = await handler(request, metadata, key_id, context)
+            observation.version = answer.model_version  # type: ignore[attr-defined]
+            return answer
 
     return call
 
@@ -114,14 +144,14 @@ def _boundary(name: str, handler: Handler) -> Callable[[bytes, grpc.aio.Servicer
 def build_grpc_server(
     gateway: Gateway, guard: Guard, max_request_bytes: int
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    proxy = GrpcProxy(gateway, guard)
-    handlers: dict[str, Handler] = {"ModelInfer": proxy.model_infer}
-    handlers.update({m: proxy.passthrough(m) for m in PASSTHROUGH})
+    rpcs = GatewayServicer(gateway, max_request_bytes).rpcs()
     method_handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _boundary(name, h), request_deserializer=None, response_serializer=lambda m: m.SerializeToString()
+            _rpc(name, request_type, scope, handler, guard),
+            request_deserializer=None,
+            response_serializer=lambda m: m.SerializeToString(),
         )
-        for name, h in handlers.items()
+        for name, (request_type, scope, handler) in rpcs.items()
     }
     server = grpc.aio.server(
         options=[

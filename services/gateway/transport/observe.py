@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.gateway.errors import GatewayError
+from services.gateway.dataplane import MODEL_NAME
 from services.gateway.metrics import IN_FLIGHT, LATENCY, REQUESTS
+from services.gateway.transport.status import ERRORS
 
 
 @dataclass
@@ -35,23 +37,26 @@ def _gauge(endpoint: str) -> Gauge:
 
 
 @contextmanager
-def observe(endpoint: str, model: str, status_name: Callable[[GatewayError], str], ok: str) -> Iterator[Observation]:
-    ob = Observation(status=ok)
+def observe(endpoint: str, model: str, transport: Literal["http", "grpc"]) -> Iterator[Observation]:
+    """Count and time one request; a domain error is labelled with its status in `transport`'s terms."""
+    observation = Observation(status="200" if transport == "http" else "OK")
     gauge = _gauge(endpoint)
     gauge.inc()
     started = time.perf_counter()
     try:
-        yield ob
-    except GatewayError as exc:
-        ob.status = status_name(exc)
+        yield observation
+    except ERRORS.handled as exc:
+        status = ERRORS.status(exc)
+        observation.status = str(status.http) if transport == "http" else status.grpc.name
         raise
     except BaseException:
-        ob.status = "error"
+        observation.status = "error"
         raise
     finally:
         gauge.dec()
-        # A refused or unknown name is not a model: keep callers from minting label sets at will.
-        label = "-" if ob.status in UNTRUSTED_STATUS else model
-        requests, latency = _children((endpoint, label, ob.version, ob.status))
+        # A refused, unknown or malformed name is not a model: keep callers from minting label sets at will.
+        known = observation.status not in UNTRUSTED_STATUS and MODEL_NAME.fullmatch(model)
+        label = model if known else "-"
+        requests, latency = _children((endpoint, label, observation.version, observation.status))
         requests.inc()
         latency.observe(time.perf_counter() - started)

@@ -1,4 +1,4 @@
-"""The one table from gateway errors to HTTP and gRPC statuses, read by both adapters."""
+"""The gateway's one error table, read by its REST and gRPC boundaries and by its request metrics."""
 
 from __future__ import annotations
 
@@ -17,27 +17,39 @@ from services.gateway.errors import (
     RequestTooLarge,
     Unauthenticated,
 )
+from services.oip.errors import ProtocolError
+from services.transportkit.errors import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    INTERNAL,
+    NOT_FOUND,
+    TIMEOUT,
+    TOO_MANY_REQUESTS,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    ErrorTable,
+    Status,
+)
+from services.transportkit.rest import BodyTooLarge, NotJson
 
-STATUS: dict[type[GatewayError], tuple[int, grpc.StatusCode]] = {
-    InvalidInput: (400, grpc.StatusCode.INVALID_ARGUMENT),
-    Unauthenticated: (401, grpc.StatusCode.UNAUTHENTICATED),
-    PermissionDenied: (403, grpc.StatusCode.PERMISSION_DENIED),
-    ModelNotFound: (404, grpc.StatusCode.NOT_FOUND),
-    RequestTooLarge: (413, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    RateLimited: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    BackendOverloaded: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    BackendFailed: (502, grpc.StatusCode.INTERNAL),
-    BackendUnavailable: (503, grpc.StatusCode.UNAVAILABLE),
-    DeadlineExceeded: (504, grpc.StatusCode.DEADLINE_EXCEEDED),
-}
+TOO_LARGE = Status(413, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
-
-def status_of(exc: GatewayError) -> tuple[int, grpc.StatusCode]:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500, grpc.StatusCode.INTERNAL
-
-
-def retry_after_s(exc: GatewayError) -> float | None:
-    return getattr(exc, "retry_after_s", None)
+ERRORS = ErrorTable(
+    {
+        GatewayError: INTERNAL,
+        ProtocolError: BAD_REQUEST,
+        NotJson: BAD_REQUEST,
+        InvalidInput: BAD_REQUEST,
+        Unauthenticated: UNAUTHENTICATED,
+        PermissionDenied: FORBIDDEN,
+        ModelNotFound: NOT_FOUND,
+        RequestTooLarge: TOO_LARGE,
+        BodyTooLarge: TOO_LARGE,
+        RateLimited: TOO_MANY_REQUESTS,
+        BackendOverloaded: TOO_MANY_REQUESTS,
+        BackendFailed: Status(502, grpc.StatusCode.INTERNAL),
+        BackendUnavailable: UNAVAILABLE,
+        DeadlineExceeded: TIMEOUT,
+    },
+    headers={Unauthenticated: {"WWW-Authenticate": "Bearer"}},
+)

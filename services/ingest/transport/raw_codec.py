@@ -40,4 +40,5 @@ def from_raw(raw: ev.RawLabel, source: str, where: str = "") -> LabelInput:
         identity=identity,
         where=where,
         trace_id=raw.meta.trace_id if raw.HasField("meta") else "",
+        synthetic=raw.synthetic,
     )

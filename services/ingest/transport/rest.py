@@ -17,16 +17,16 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.ingest.errors import IngestError, InvalidInput, PayloadTooLarge, Unauthorized
+from services.ingest.errors import InvalidInput, PayloadTooLarge, Unauthorized
 from services.ingest.label_studio import parse_webhook
 from services.ingest.labels import CREATED, LabelInput
 from services.ingest.metrics import stage
 from services.ingest.pipeline import IngestPipeline
-from services.ingest.transport.status import body_of, status_of
+from services.ingest.transport.status import ERRORS
 from services.telemetry import Readiness, health_router, request_id_var
+from services.transportkit.rest import BodyTooLarge, install_error_handlers, read_request_body
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,10 @@ def _pydantic_error(exc: ValidationError) -> InvalidInput:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(int(declared), limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(size, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_request_body(request, limit)
+    except BodyTooLarge as exc:
+        raise PayloadTooLarge(exc.size, limit) from None
 
 
 def _json(body: bytes) -> object:
@@ -137,11 +131,7 @@ def build_app(
         response.headers["x-request-id"] = rid
         return response
 
-    @app.exception_handler(IngestError)
-    async def ingest_error(request: Request, exc: IngestError) -> JSONResponse:
-        status, _ = status_of(exc)
-        log.info("request refused", extra={"path": request.url.path, "status": status, "reason": str(exc)})
-        return JSONResponse(body_of(exc), status_code=status)
+    install_error_handlers(app, ERRORS)
 
     @app.post("/v1/labels", summary="Submit a batch of native label events")
     async def submit_labels(request: Request) -> dict:

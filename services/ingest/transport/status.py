@@ -1,4 +1,4 @@
-"""The one table from ingest's errors to HTTP and gRPC statuses (REST and gRPC both read it)."""
+"""Ingest's one error table, read by its REST and gRPC boundaries; refusals are logged."""
 
 from __future__ import annotations
 
@@ -12,26 +12,34 @@ from services.ingest.errors import (
     Unavailable,
     UnknownAnnotation,
 )
-
-STATUS: dict[type[IngestError], tuple[int, grpc.StatusCode]] = {
-    UnknownAnnotation: (404, grpc.StatusCode.NOT_FOUND),
-    InvalidInput: (400, grpc.StatusCode.INVALID_ARGUMENT),
-    PayloadTooLarge: (413, grpc.StatusCode.INVALID_ARGUMENT),
-    Unauthorized: (401, grpc.StatusCode.UNAUTHENTICATED),
-    Unavailable: (503, grpc.StatusCode.UNAVAILABLE),
-}
-
-
-def status_of(exc: IngestError) -> tuple[int, grpc.StatusCode]:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 500, grpc.StatusCode.INTERNAL
+from services.transportkit.errors import (
+    BAD_REQUEST,
+    INTERNAL,
+    NOT_FOUND,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    ErrorTable,
+    Status,
+)
 
 
-def body_of(exc: IngestError) -> dict[str, str]:
+def _body(exc: Exception) -> dict[str, object]:
     return {
         "error": type(exc).__name__,
         "field": getattr(exc, "field", ""),
         "reason": getattr(exc, "reason", str(exc)),
     }
+
+
+ERRORS = ErrorTable(
+    {
+        IngestError: INTERNAL,
+        UnknownAnnotation: NOT_FOUND,
+        InvalidInput: BAD_REQUEST,
+        PayloadTooLarge: Status(413, grpc.StatusCode.INVALID_ARGUMENT),
+        Unauthorized: UNAUTHENTICATED,
+        Unavailable: UNAVAILABLE,
+    },
+    body=_body,
+    log_refusals=True,
+)

@@ -6,15 +6,14 @@ import dataclasses
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Query
 from pydantic import BaseModel, Field
 
 from services.lake.dataplane import LakeDataPlane
-from services.lake.errors import LakeError
 from services.lake.snapshots import SplitSpec
-from services.lake.transport.status import status_of
+from services.lake.transport.status import ERRORS
 from services.telemetry import Readiness, health_router
+from services.transportkit.rest import install_error_handlers
 
 
 class SplitBody(BaseModel):
@@ -32,56 +31,52 @@ class CreateSnapshotBody(BaseModel):
     description: str = ""
 
 
-def build_app(dp: LakeDataPlane, readiness: Readiness) -> FastAPI:
+def build_app(dataplane: LakeDataPlane, readiness: Readiness) -> FastAPI:
     app = FastAPI(title="flywheel lake", docs_url="/docs", redoc_url=None)
     app.include_router(health_router(readiness))
-
-    @app.exception_handler(LakeError)
-    def lake_error(request: Request, exc: LakeError) -> JSONResponse:
-        code, _ = status_of(exc)
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=code)
+    install_error_handlers(app, ERRORS)
 
     @app.get("/v1/labels/distribution")
     def distribution() -> dict[str, int]:
-        return dp.label_distribution()
+        return dataplane.label_distribution()
 
     @app.get("/v1/labels/latest")
     def latest(
         example_id: Annotated[list[str] | None, Query()] = None, limit: Annotated[int, Query()] = 1000
     ) -> dict[str, Any]:
-        rows, total = dp.latest_labels(example_id or [], limit)
+        rows, total = dataplane.latest_labels(example_id or [], limit)
         return {"labels": rows, "total": total}
 
     @app.get("/v1/features/stats")
     def feature_stats() -> list[dict[str, Any]]:
-        return [dataclasses.asdict(s) for s in dp.feature_stats()]
+        return [dataclasses.asdict(s) for s in dataplane.feature_stats()]
 
     @app.get("/v1/accuracy")
     def accuracy() -> list[dict[str, Any]]:
-        return [{**dataclasses.asdict(m), "accuracy": m.accuracy} for m in dp.live_accuracy()]
+        return [{**dataclasses.asdict(m), "accuracy": m.accuracy} for m in dataplane.live_accuracy()]
 
     @app.get("/v1/stats")
     def stats() -> list[dict[str, Any]]:
-        return [dataclasses.asdict(t) for t in dp.stats()]
+        return [dataclasses.asdict(t) for t in dataplane.stats()]
 
     @app.post("/v1/snapshots", status_code=201)
     def create(body: CreateSnapshotBody) -> dict[str, Any]:
         s = body.split
-        manifest = dp.create_snapshot(
+        manifest = dataplane.create_snapshot(
             body.labels, body.sources, body.as_of, SplitSpec(s.train, s.validation, s.test, s.salt), body.description
         )
-        return {**manifest, "uri": dp.snapshot_uri(manifest["snapshot_id"])}
+        return {**manifest, "uri": dataplane.snapshot_uri(manifest["snapshot_id"])}
 
     @app.get("/v1/snapshots")
     def snapshots() -> list[dict[str, Any]]:
-        return dp.list_snapshots()
+        return dataplane.list_snapshots()
 
     @app.get("/v1/snapshots/{snapshot_id}")
     def snapshot(snapshot_id: str) -> dict[str, Any]:
-        return {**dp.get_snapshot(snapshot_id), "uri": dp.snapshot_uri(snapshot_id)}
+        return {**dataplane.get_snapshot(snapshot_id), "uri": dataplane.snapshot_uri(snapshot_id)}
 
     @app.get("/v1/snapshots/{base}/diff/{other}")
     def diff(base: str, other: str) -> dict[str, Any]:
-        return dp.diff_snapshots(base, other)
+        return dataplane.diff_snapshots(base, other)
 
     return app

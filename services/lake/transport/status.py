@@ -1,21 +1,25 @@
-"""The one table from the lake's domain errors to HTTP and gRPC statuses."""
+"""The lake's one error table, read by its REST and gRPC boundaries."""
 
 from __future__ import annotations
 
-import grpc
-
 from services.lake.errors import EmptySnapshot, InvalidRequest, LakeError, LakeUnavailable, SnapshotNotFound
+from services.transportkit.errors import (
+    BAD_REQUEST,
+    INTERNAL,
+    NOT_FOUND,
+    UNAVAILABLE,
+    UNPROCESSABLE,
+    ErrorTable,
+    named_body,
+)
 
-STATUS: dict[type[LakeError], tuple[int, grpc.StatusCode]] = {
-    InvalidRequest: (400, grpc.StatusCode.INVALID_ARGUMENT),
-    SnapshotNotFound: (404, grpc.StatusCode.NOT_FOUND),
-    EmptySnapshot: (422, grpc.StatusCode.FAILED_PRECONDITION),
-    LakeUnavailable: (503, grpc.StatusCode.UNAVAILABLE),
-}
-
-
-def status_of(exc: LakeError) -> tuple[int, grpc.StatusCode]:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 500, grpc.StatusCode.INTERNAL
+ERRORS = ErrorTable(
+    {
+        LakeError: INTERNAL,
+        InvalidRequest: BAD_REQUEST,
+        SnapshotNotFound: NOT_FOUND,
+        EmptySnapshot: UNPROCESSABLE,
+        LakeUnavailable: UNAVAILABLE,
+    },
+    body=named_body,
+)

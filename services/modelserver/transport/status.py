@@ -1,8 +1,6 @@
-"""The one table from domain errors to HTTP and gRPC statuses, read by both adapters."""
+"""The model server's one error table, read by its REST and gRPC boundaries."""
 
 from __future__ import annotations
-
-import grpc
 
 from services.modelserver.errors import (
     DeadlineExceeded,
@@ -16,26 +14,32 @@ from services.modelserver.errors import (
     Overloaded,
     ShuttingDown,
 )
+from services.oip.errors import ProtocolError
+from services.transportkit.errors import (
+    BAD_REQUEST,
+    INTERNAL,
+    NOT_FOUND,
+    TIMEOUT,
+    TOO_MANY_REQUESTS,
+    UNAVAILABLE,
+    ErrorTable,
+)
+from services.transportkit.rest import BodyTooLarge, NotJson
 
-STATUS: dict[type[ModelServerError], tuple[int, grpc.StatusCode]] = {
-    InvalidInput: (400, grpc.StatusCode.INVALID_ARGUMENT),
-    InvalidModelConfig: (400, grpc.StatusCode.INVALID_ARGUMENT),
-    ModelLoadFailed: (400, grpc.StatusCode.INVALID_ARGUMENT),
-    ModelNotFound: (404, grpc.StatusCode.NOT_FOUND),
-    Overloaded: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    InferenceFailed: (500, grpc.StatusCode.INTERNAL),
-    ModelNotReady: (503, grpc.StatusCode.UNAVAILABLE),
-    ShuttingDown: (503, grpc.StatusCode.UNAVAILABLE),
-    DeadlineExceeded: (504, grpc.StatusCode.DEADLINE_EXCEEDED),
-}
-
-
-def status_of(exc: ModelServerError) -> tuple[int, grpc.StatusCode]:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500, grpc.StatusCode.INTERNAL
-
-
-def retry_after_s(exc: ModelServerError) -> float | None:
-    return exc.retry_after_s if isinstance(exc, Overloaded) else None
+ERRORS = ErrorTable(
+    {
+        ModelServerError: INTERNAL,
+        InferenceFailed: INTERNAL,
+        ProtocolError: BAD_REQUEST,
+        BodyTooLarge: BAD_REQUEST,
+        NotJson: BAD_REQUEST,
+        InvalidInput: BAD_REQUEST,
+        InvalidModelConfig: BAD_REQUEST,
+        ModelLoadFailed: BAD_REQUEST,
+        ModelNotFound: NOT_FOUND,
+        Overloaded: TOO_MANY_REQUESTS,
+        ModelNotReady: UNAVAILABLE,
+        ShuttingDown: UNAVAILABLE,
+        DeadlineExceeded: TIMEOUT,
+    }
+)

@@ -17,6 +17,7 @@ from services.events import EventProducer, InvalidEvent, new_meta
 from services.events.consumer import Record
 from services.events.topics import DRIFT, LABELS, MODELS, PREDICTIONS, TRAIN_REQUESTS
 from services.genproto.flywheel.v1 import events_pb2 as ev
+from services.monitor import metrics
 from services.monitor.monitor import Alert, Monitor, Prediction, Retrain
 
 FEATURE_DIM = 64
@@ -25,7 +26,8 @@ SOURCE = "monitor"
 
 def validate_prediction(event: Message) -> None:
     """Reject prediction logs the monitor can never use (dead-lettered with this reason)."""
-    assert isinstance(event, ev.PredictionLog)
+    if not isinstance(event, ev.PredictionLog):
+        raise InvalidEvent(f"expected a PredictionLog, got {type(event).__name__}")
     if not event.model or not event.model_version:
         raise InvalidEvent("PredictionLog without model or model_version")
     n = len(event.input_features)
@@ -48,9 +50,14 @@ def event_time(record: Record) -> float:
 
 
 def to_prediction(record: Record) -> Prediction | None:
+    """The prediction the monitor tests, or None for one it leaves out (counted by reason)."""
     log: ev.PredictionLog = record.event  # type: ignore[assignment]
+    if log.synthetic:
+        metrics.IGNORED.labels("synthetic").inc()  # a load test is not production traffic
+        return None
     if not log.input_features:
-        return None  # logged by reference only: nothing to test
+        metrics.IGNORED.labels("no_features").inc()  # logged by reference only: nothing to test
+        return None
     label = log.predicted_label or str(log.predicted_class)
     return Prediction(
         model=log.model,
@@ -92,6 +99,8 @@ def train_event(
         budget_s=budget_s,
         reason=retrain.reason,
         caused_by=retrain.caused_by,
+        model_version=retrain.version,
+        drifted_share=retrain.drifted_share,
     )
 
 
@@ -136,7 +145,6 @@ def restore_state(monitor: Monitor, bootstrap: str, group: str) -> None:
         except DecodeError:
             continue  # the loop dead-letters it
         monitor.model_published(published.model, published.version, published.snapshot_id)
-    sent: dict[str, list[float]] = {}
     for raw in read_to_end(bootstrap, TRAIN_REQUESTS.name, f"{group}-restore"):
         req = ev.TrainRequest()
         try:
@@ -144,9 +152,13 @@ def restore_state(monitor: Monitor, bootstrap: str, group: str) -> None:
         except DecodeError:
             continue
         if req.meta.source == SOURCE and req.model:
-            sent.setdefault(req.model, []).append(req.meta.time.seconds + req.meta.time.nanos / 1e9)
-    for model, times in sent.items():
-        monitor.policy.seed(model, times)
+            # A request from before drifted_share was recorded counts as a full drift: nothing escalates past it.
+            monitor.policy.seed(
+                req.model,
+                req.model_version,
+                req.meta.time.seconds + req.meta.time.nanos / 1e9,
+                req.drifted_share or 1.0,
+            )
 
 
 class MonitorHandler:
@@ -180,7 +192,7 @@ class MonitorHandler:
                     predictions.append(p)
             elif r.topic == LABELS.name:
                 label: ev.LabelEvent = r.event  # type: ignore[assignment]
-                if label.example_id and label.label:
+                if label.example_id and label.label and not label.synthetic:
                     self._monitor.label(label.example_id, label.label)
         _, alerts, retrains = self._monitor.observe(predictions)
         for alert in alerts:

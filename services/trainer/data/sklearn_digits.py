@@ -46,19 +46,32 @@ def write_digits_snapshot(
         x, y = x[:limit], y[:limit]
     if shuffle_labels:
         y = np.random.default_rng(7).permutation(y)
+    salt = "s1"
+    ids = [f"digits-{i:05d}" for i in range(len(y))]
+    return write_snapshot(lake_root, snapshot_id, ids, [str(v) for v in y], x, [_split_of(e, salt) for e in ids], salt)
+
+
+def write_snapshot(
+    lake_root: Path,
+    snapshot_id: str,
+    example_ids: list[str],
+    labels: list[str],
+    features: np.ndarray,
+    splits: list[str],
+    salt: str,
+) -> Path:
+    """Rows with their splits already assigned → a snapshot folder in the lake's layout; returns it."""
     folder = lake_root / "snapshots" / snapshot_id
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    salt = "s1"
     rows: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
-    for i, (feat, label) in enumerate(zip(x, y, strict=True)):
-        eid = f"digits-{i:05d}"
-        blob = feat.tobytes()
-        rows[_split_of(eid, salt)].append(
+    for eid, label, feat, split in zip(example_ids, labels, features, splits, strict=True):
+        blob = np.asarray(feat, dtype=np.float32).tobytes()
+        rows[split].append(
             {
                 "example_id": eid,
-                "label": str(label),
-                "features": feat.tolist(),
+                "label": label,
+                "features": np.asarray(feat, dtype=np.float32).tolist(),
                 "object_uri": f"file:///objects/{hashlib.sha256(blob).hexdigest()}",
                 "sha256": hashlib.sha256(blob).hexdigest(),
                 "updated_at": now,
@@ -89,8 +102,8 @@ def write_digits_snapshot(
         "files": files,
         "rows_per_split": {s: len(r) for s, r in rows.items()},
         "label_counts": label_counts,
-        "feature_dim": 64,
+        "feature_dim": int(np.asarray(features).shape[1]),
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    (folder / "profile.json").write_text(json.dumps({"snapshot_id": snapshot_id, "n": len(y)}))
+    (folder / "profile.json").write_text(json.dumps({"snapshot_id": snapshot_id, "n": len(labels)}))
     return folder

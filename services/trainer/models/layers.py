@@ -1,4 +1,4 @@
-"""Layers shared by the model families: input standardisation and the export-time softmax."""
+"""Layers shared by the model families: input standardisation, the export-time softmax, ensembles."""
 
 from __future__ import annotations
 
@@ -36,6 +36,19 @@ class WithSoftmax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(x), dim=-1)
+
+
+class Ensemble(nn.Module):
+    """Members trained from different seeds, answering together: log of their mean probabilities, so
+    the export's softmax gives exactly the mean of the members' probabilities."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(x), dim=-1) for m in self.members]).mean(dim=0)
+        return torch.log(probs.clamp_min(1e-12))
 
 
 def he_init(module: nn.Module) -> None:

@@ -18,6 +18,7 @@ class Hyperparameters:
     patience: int = 15  # early stopping: epochs without a better validation loss
     seed: int = 0
     augment_shift: int = 0  # image families: random shifts of up to this many pixels (0: none)
+    ensemble: int = 1  # members trained from different seeds, served as one model (their mean probabilities)
 
     def as_strings(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -32,6 +33,7 @@ class Hyperparameters:
             (self.max_epochs >= 1, "max_epochs must be >= 1"),
             (self.patience >= 1, "patience must be >= 1"),
             (0 <= self.augment_shift <= 3, "augment_shift must be 0..3"),
+            (1 <= self.ensemble <= 10, "ensemble must be 1..10"),
         ]
         bad = [msg for ok, msg in checks if not ok]
         if bad:

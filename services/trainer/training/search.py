@@ -1,7 +1,9 @@
 """Coarse-to-fine random search over learning rate, width, depth and weight decay, within a budget.
 
-Round 1 samples the whole space; each later round samples a box around the best third of the
-trials so far (log scale for lr, width and weight decay), widened a little so it can move.
+Trial 0 is the job's own starting point (the family's defaults or the hyperparameters asked for), so
+a search can only replace it with something better on validation; the rest of round 1 samples the
+whole space; each later round samples a box around the best third of the trials so far (log scale
+for lr, width and weight decay), widened a little so it can move.
 Trials are seeded from the job's seed and their index, so a search that is not cut short by
 its time budget is reproducible.
 """
@@ -119,7 +121,7 @@ def random_search(
                 break
             control.check()
             index = len(trials)
-            hp = _sample(rng, space, base, seed=base.seed + index)
+            hp = base if index == 0 else _sample(rng, space, base, seed=base.seed + index)
             result = train(fam, data, hp, Control(control.cancelled, control.deadline))
             metrics = classification_metrics(val.y, predict(result.model, val.x), data.n_classes)
             score = combined.score(metrics)

@@ -6,16 +6,16 @@ import json
 import threading
 from collections.abc import Iterator
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from services.telemetry import Readiness, health_router
-from services.trainer.errors import TrainerError
 from services.trainer.jobs import JobService
 from services.trainer.registry import Registry
 from services.trainer.transport.codec import job_json, version_json
-from services.trainer.transport.status import status_of
+from services.trainer.transport.status import ERRORS
+from services.transportkit.rest import install_error_handlers
 
 
 class SearchBody(BaseModel):
@@ -43,11 +43,7 @@ class PromoteBody(BaseModel):
 def build_app(jobs: JobService, registry: Registry, readiness: Readiness, stop: threading.Event) -> FastAPI:
     app = FastAPI(title="flywheel trainer", version="1")
     app.include_router(health_router(readiness))
-
-    @app.exception_handler(TrainerError)
-    def _error(request: Request, exc: TrainerError) -> JSONResponse:
-        code, _ = status_of(exc)
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=code)
+    install_error_handlers(app, ERRORS)
 
     @app.post("/v1/jobs", status_code=201)
     def submit(body: SubmitBody) -> dict:

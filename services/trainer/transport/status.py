@@ -1,4 +1,4 @@
-"""The one table from domain errors to HTTP and gRPC statuses (REST and gRPC both read it)."""
+"""The trainer's one error table, read by its REST and gRPC boundaries."""
 
 from __future__ import annotations
 
@@ -16,22 +16,30 @@ from services.trainer.errors import (
     SnapshotNotFound,
     TrainerError,
 )
+from services.transportkit.errors import (
+    BAD_REQUEST,
+    CONFLICT,
+    INTERNAL,
+    NOT_FOUND,
+    UNAVAILABLE,
+    UNPROCESSABLE,
+    ErrorTable,
+    Status,
+    named_body,
+)
 
-STATUS: dict[type[TrainerError], tuple[int, grpc.StatusCode]] = {
-    InvalidRequest: (400, grpc.StatusCode.INVALID_ARGUMENT),
-    SnapshotInvalid: (422, grpc.StatusCode.FAILED_PRECONDITION),
-    JobNotFound: (404, grpc.StatusCode.NOT_FOUND),
-    ModelNotFound: (404, grpc.StatusCode.NOT_FOUND),
-    SnapshotNotFound: (404, grpc.StatusCode.NOT_FOUND),
-    JobConflict: (409, grpc.StatusCode.FAILED_PRECONDITION),
-    PromotionRefused: (409, grpc.StatusCode.FAILED_PRECONDITION),
-    LakeUnavailable: (503, grpc.StatusCode.UNAVAILABLE),
-    RunnerFailed: (502, grpc.StatusCode.UNAVAILABLE),
-}
-
-
-def status_of(exc: TrainerError) -> tuple[int, grpc.StatusCode]:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 500, grpc.StatusCode.INTERNAL
+ERRORS = ErrorTable(
+    {
+        TrainerError: INTERNAL,
+        InvalidRequest: BAD_REQUEST,
+        SnapshotInvalid: UNPROCESSABLE,
+        JobNotFound: NOT_FOUND,
+        ModelNotFound: NOT_FOUND,
+        SnapshotNotFound: NOT_FOUND,
+        JobConflict: CONFLICT,
+        PromotionRefused: CONFLICT,
+        LakeUnavailable: UNAVAILABLE,
+        RunnerFailed: Status(502, grpc.StatusCode.UNAVAILABLE),
+    },
+    body=named_body,
+)

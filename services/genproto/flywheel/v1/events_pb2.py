@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lywheel/v1/events.proto\x12\x0b\x66lywheel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\tEventMeta\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x16\n\x0eschema_version\x18\x05 \x01(\x05\"\xfb\x01\n\x08RawLabel\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\x12\n\nexample_id\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x11\n\tannotator\x18\x04 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x03(\x02\x12\x15\n\rannotation_id\x18\x08 \x01(\t\x12(\n\x06\x61\x63tion\x18\t \x01(\x0e\x32\x18.flywheel.v1.LabelAction\x12\x1c\n\x14label_schema_version\x18\n \x01(\x05\"\xdd\x03\n\nLabelEvent\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\x12\n\nexample_id\x18\x02 \x01(\t\x12\x12\n\nobject_uri\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x11\n\tannotator\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x1c\n\x14label_schema_version\x18\x08 \x01(\x05\x12(\n\x06\x61\x63tion\x18\t \x01(\x0e\x32\x18.flywheel.v1.LabelAction\x12\x10\n\x08\x66\x65\x61tures\x18\n \x03(\x02\x12\x15\n\rannotation_id\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nattributes\x18\x0e \x03(\x0b\x32\'.flywheel.v1.LabelEvent.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaa\x02\n\rPredictionLog\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x16\n\x0einput_features\x18\x05 \x03(\x02\x12\x11\n\tinput_ref\x18\x06 \x01(\t\x12\x15\n\routput_scores\x18\x07 \x03(\x02\x12\x17\n\x0fpredicted_label\x18\x08 \x01(\t\x12\x17\n\x0fpredicted_class\x18\t \x01(\x05\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12\x0e\n\x06key_id\x18\x0b \x01(\t\x12\r\n\x05route\x18\x0c \x01(\t\x12\x12\n\nexample_id\x18\r \x01(\t\"\xa4\x02\n\x0cTrainRequest\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x03 \x01(\t\x12\x14\n\x0cmodel_family\x18\x04 \x01(\t\x12G\n\x0fhyperparameters\x18\x05 \x03(\x0b\x32..flywheel.v1.TrainRequest.HyperparametersEntry\x12\x10\n\x08\x62udget_s\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x11\n\tcaused_by\x18\x08 \x01(\t\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x02\n\x0eModelPublished\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x16\n\x0erepository_uri\x18\x05 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x06 \x01(\t\x12\x39\n\x07metrics\x18\x07 \x03(\x0b\x32(.flywheel.v1.ModelPublished.MetricsEntry\x12\x10\n\x08platform\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"b\n\x0c\x46\x65\x61tureDrift\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04test\x18\x02 \x01(\t\x12\x11\n\tstatistic\x18\x03 \x01(\x01\x12\x0f\n\x07p_value\x18\x04 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x05 \x01(\x08\"\xd8\x01\n\nDriftAlert\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x04 \x01(\t\x12\x0f\n\x07windows\x18\x05 \x01(\x05\x12\x15\n\rdrifted_share\x18\x06 \x01(\x01\x12\x14\n\x0csample_count\x18\x07 \x01(\x03\x12+\n\x08\x66\x65\x61tures\x18\x08 \x03(\x0b\x32\x19.flywheel.v1.FeatureDrift\"\x98\x02\n\nDeadLetter\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\x16\n\x0eoriginal_topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0b\n\x03key\x18\x05 \x01(\x0c\x12\r\n\x05value\x18\x06 \x01(\x0c\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x08 \x01(\t\x12\x35\n\x07headers\x18\t \x03(\x0b\x32$.flywheel.v1.DeadLetter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*y\n\x0bLabelAction\x12\x1c\n\x18LABEL_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14LABEL_ACTION_CREATED\x10\x01\x12\x18\n\x14LABEL_ACTION_UPDATED\x10\x02\x12\x18\n\x14LABEL_ACTION_DELETED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lywheel/v1/events.proto\x12\x0b\x66lywheel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\tEventMeta\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x16\n\x0eschema_version\x18\x05 \x01(\x05\"\x8e\x02\n\x08RawLabel\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\x12\n\nexample_id\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x11\n\tannotator\x18\x04 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x03(\x02\x12\x15\n\rannotation_id\x18\x08 \x01(\t\x12(\n\x06\x61\x63tion\x18\t \x01(\x0e\x32\x18.flywheel.v1.LabelAction\x12\x1c\n\x14label_schema_version\x18\n \x01(\x05\x12\x11\n\tsynthetic\x18\x0b \x01(\x08\"\xf0\x03\n\nLabelEvent\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\x12\n\nexample_id\x18\x02 \x01(\t\x12\x12\n\nobject_uri\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x11\n\tannotator\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x1c\n\x14label_schema_version\x18\x08 \x01(\x05\x12(\n\x06\x61\x63tion\x18\t \x01(\x0e\x32\x18.flywheel.v1.LabelAction\x12\x10\n\x08\x66\x65\x61tures\x18\n \x03(\x02\x12\x15\n\rannotation_id\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\nattributes\x18\x0e \x03(\x0b\x32\'.flywheel.v1.LabelEvent.AttributesEntry\x12\x11\n\tsynthetic\x18\x0f \x01(\x08\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbd\x02\n\rPredictionLog\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x16\n\x0einput_features\x18\x05 \x03(\x02\x12\x11\n\tinput_ref\x18\x06 \x01(\t\x12\x15\n\routput_scores\x18\x07 \x03(\x02\x12\x17\n\x0fpredicted_label\x18\x08 \x01(\t\x12\x17\n\x0fpredicted_class\x18\t \x01(\x05\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12\x0e\n\x06key_id\x18\x0b \x01(\t\x12\r\n\x05route\x18\x0c \x01(\t\x12\x12\n\nexample_id\x18\r \x01(\t\x12\x11\n\tsynthetic\x18\x0e \x01(\x08\"\xd2\x02\n\x0cTrainRequest\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x03 \x01(\t\x12\x14\n\x0cmodel_family\x18\x04 \x01(\t\x12G\n\x0fhyperparameters\x18\x05 \x03(\x0b\x32..flywheel.v1.TrainRequest.HyperparametersEntry\x12\x10\n\x08\x62udget_s\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x11\n\tcaused_by\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\x12\x15\n\rdrifted_share\x18\n \x01(\x01\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8f\x02\n\x0eModelPublished\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x16\n\x0erepository_uri\x18\x05 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x06 \x01(\t\x12\x39\n\x07metrics\x18\x07 \x03(\x0b\x32(.flywheel.v1.ModelPublished.MetricsEntry\x12\x10\n\x08platform\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"b\n\x0c\x46\x65\x61tureDrift\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0c\n\x04test\x18\x02 \x01(\t\x12\x11\n\tstatistic\x18\x03 \x01(\x01\x12\x0f\n\x07p_value\x18\x04 \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x05 \x01(\x08\"\xd8\x01\n\nDriftAlert\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x13\n\x0bsnapshot_id\x18\x04 \x01(\t\x12\x0f\n\x07windows\x18\x05 \x01(\x05\x12\x15\n\rdrifted_share\x18\x06 \x01(\x01\x12\x14\n\x0csample_count\x18\x07 \x01(\x03\x12+\n\x08\x66\x65\x61tures\x18\x08 \x03(\x0b\x32\x19.flywheel.v1.FeatureDrift\"\x98\x02\n\nDeadLetter\x12$\n\x04meta\x18\x01 \x01(\x0b\x32\x16.flywheel.v1.EventMeta\x12\x16\n\x0eoriginal_topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0b\n\x03key\x18\x05 \x01(\x0c\x12\r\n\x05value\x18\x06 \x01(\x0c\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x08 \x01(\t\x12\x35\n\x07headers\x18\t \x03(\x0b\x32$.flywheel.v1.DeadLetter.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*y\n\x0bLabelAction\x12\x1c\n\x18LABEL_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14LABEL_ACTION_CREATED\x10\x01\x12\x18\n\x14LABEL_ACTION_UPDATED\x10\x02\x12\x18\n\x14LABEL_ACTION_DELETED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,32 +40,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELPUBLISHED_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_DEADLETTER_HEADERSENTRY']._loaded_options = None
   _globals['_DEADLETTER_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_LABELACTION']._serialized_start=2412
-  _globals['_LABELACTION']._serialized_end=2533
+  _globals['_LABELACTION']._serialized_start=2515
+  _globals['_LABELACTION']._serialized_end=2636
   _globals['_EVENTMETA']._serialized_start=75
   _globals['_EVENTMETA']._serialized_end=204
   _globals['_RAWLABEL']._serialized_start=207
-  _globals['_RAWLABEL']._serialized_end=458
-  _globals['_LABELEVENT']._serialized_start=461
-  _globals['_LABELEVENT']._serialized_end=938
-  _globals['_LABELEVENT_ATTRIBUTESENTRY']._serialized_start=889
-  _globals['_LABELEVENT_ATTRIBUTESENTRY']._serialized_end=938
-  _globals['_PREDICTIONLOG']._serialized_start=941
-  _globals['_PREDICTIONLOG']._serialized_end=1239
-  _globals['_TRAINREQUEST']._serialized_start=1242
-  _globals['_TRAINREQUEST']._serialized_end=1534
-  _globals['_TRAINREQUEST_HYPERPARAMETERSENTRY']._serialized_start=1480
-  _globals['_TRAINREQUEST_HYPERPARAMETERSENTRY']._serialized_end=1534
-  _globals['_MODELPUBLISHED']._serialized_start=1537
-  _globals['_MODELPUBLISHED']._serialized_end=1808
-  _globals['_MODELPUBLISHED_METRICSENTRY']._serialized_start=1762
-  _globals['_MODELPUBLISHED_METRICSENTRY']._serialized_end=1808
-  _globals['_FEATUREDRIFT']._serialized_start=1810
-  _globals['_FEATUREDRIFT']._serialized_end=1908
-  _globals['_DRIFTALERT']._serialized_start=1911
-  _globals['_DRIFTALERT']._serialized_end=2127
-  _globals['_DEADLETTER']._serialized_start=2130
-  _globals['_DEADLETTER']._serialized_end=2410
-  _globals['_DEADLETTER_HEADERSENTRY']._serialized_start=2364
-  _globals['_DEADLETTER_HEADERSENTRY']._serialized_end=2410
+  _globals['_RAWLABEL']._serialized_end=477
+  _globals['_LABELEVENT']._serialized_start=480
+  _globals['_LABELEVENT']._serialized_end=976
+  _globals['_LABELEVENT_ATTRIBUTESENTRY']._serialized_start=927
+  _globals['_LABELEVENT_ATTRIBUTESENTRY']._serialized_end=976
+  _globals['_PREDICTIONLOG']._serialized_start=979
+  _globals['_PREDICTIONLOG']._serialized_end=1296
+  _globals['_TRAINREQUEST']._serialized_start=1299
+  _globals['_TRAINREQUEST']._serialized_end=1637
+  _globals['_TRAINREQUEST_HYPERPARAMETERSENTRY']._serialized_start=1583
+  _globals['_TRAINREQUEST_HYPERPARAMETERSENTRY']._serialized_end=1637
+  _globals['_MODELPUBLISHED']._serialized_start=1640
+  _globals['_MODELPUBLISHED']._serialized_end=1911
+  _globals['_MODELPUBLISHED_METRICSENTRY']._serialized_start=1865
+  _globals['_MODELPUBLISHED_METRICSENTRY']._serialized_end=1911
+  _globals['_FEATUREDRIFT']._serialized_start=1913
+  _globals['_FEATUREDRIFT']._serialized_end=2011
+  _globals['_DRIFTALERT']._serialized_start=2014
+  _globals['_DRIFTALERT']._serialized_end=2230
+  _globals['_DEADLETTER']._serialized_start=2233
+  _globals['_DEADLETTER']._serialized_end=2513
+  _globals['_DEADLETTER_HEADERSENTRY']._serialized_start=2467
+  _globals['_DEADLETTER_HEADERSENTRY']._serialized_end=2513
 # @@protoc_insertion_point(module_scope)

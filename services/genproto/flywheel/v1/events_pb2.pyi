@@ -36,7 +36,7 @@ class EventMeta(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., trace_id: _Optional[str] = ..., schema_version: _Optional[int] = ...) -> None: ...
 
 class RawLabel(_message.Message):
-    __slots__ = ("meta", "example_id", "label", "annotator", "data", "content_type", "features", "annotation_id", "action", "label_schema_version")
+    __slots__ = ("meta", "example_id", "label", "annotator", "data", "content_type", "features", "annotation_id", "action", "label_schema_version", "synthetic")
     META_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class RawLabel(_message.Message):
     ANNOTATION_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     LABEL_SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     example_id: str
     label: str
@@ -57,10 +58,11 @@ class RawLabel(_message.Message):
     annotation_id: str
     action: LabelAction
     label_schema_version: int
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., example_id: _Optional[str] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ..., annotation_id: _Optional[str] = ..., action: _Optional[_Union[LabelAction, str]] = ..., label_schema_version: _Optional[int] = ...) -> None: ...
+    synthetic: bool
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., example_id: _Optional[str] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ..., data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., features: _Optional[_Iterable[float]] = ..., annotation_id: _Optional[str] = ..., action: _Optional[_Union[LabelAction, str]] = ..., label_schema_version: _Optional[int] = ..., synthetic: _Optional[bool] = ...) -> None: ...
 
 class LabelEvent(_message.Message):
-    __slots__ = ("meta", "example_id", "object_uri", "sha256", "label", "annotator", "source", "label_schema_version", "action", "features", "annotation_id", "created_at", "updated_at", "attributes")
+    __slots__ = ("meta", "example_id", "object_uri", "sha256", "label", "annotator", "source", "label_schema_version", "action", "features", "annotation_id", "created_at", "updated_at", "attributes", "synthetic")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +84,7 @@ class LabelEvent(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     example_id: str
     object_uri: str
@@ -96,10 +99,11 @@ class LabelEvent(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., example_id: _Optional[str] = ..., object_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ..., source: _Optional[str] = ..., label_schema_version: _Optional[int] = ..., action: _Optional[_Union[LabelAction, str]] = ..., features: _Optional[_Iterable[float]] = ..., annotation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    synthetic: bool
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., example_id: _Optional[str] = ..., object_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ..., source: _Optional[str] = ..., label_schema_version: _Optional[int] = ..., action: _Optional[_Union[LabelAction, str]] = ..., features: _Optional[_Iterable[float]] = ..., annotation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., synthetic: _Optional[bool] = ...) -> None: ...
 
 class PredictionLog(_message.Message):
-    __slots__ = ("meta", "request_id", "model", "model_version", "input_features", "input_ref", "output_scores", "predicted_label", "predicted_class", "latency_ms", "key_id", "route", "example_id")
+    __slots__ = ("meta", "request_id", "model", "model_version", "input_features", "input_ref", "output_scores", "predicted_label", "predicted_class", "latency_ms", "key_id", "route", "example_id", "synthetic")
     META_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +117,7 @@ class PredictionLog(_message.Message):
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     EXAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
+    SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     request_id: str
     model: str
@@ -126,10 +131,11 @@ class PredictionLog(_message.Message):
     key_id: str
     route: str
     example_id: str
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_features: _Optional[_Iterable[float]] = ..., input_ref: _Optional[str] = ..., output_scores: _Optional[_Iterable[float]] = ..., predicted_label: _Optional[str] = ..., predicted_class: _Optional[int] = ..., latency_ms: _Optional[float] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., example_id: _Optional[str] = ...) -> None: ...
+    synthetic: bool
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., input_features: _Optional[_Iterable[float]] = ..., input_ref: _Optional[str] = ..., output_scores: _Optional[_Iterable[float]] = ..., predicted_label: _Optional[str] = ..., predicted_class: _Optional[int] = ..., latency_ms: _Optional[float] = ..., key_id: _Optional[str] = ..., route: _Optional[str] = ..., example_id: _Optional[str] = ..., synthetic: _Optional[bool] = ...) -> None: ...
 
 class TrainRequest(_message.Message):
-    __slots__ = ("meta", "model", "snapshot_id", "model_family", "hyperparameters", "budget_s", "reason", "caused_by")
+    __slots__ = ("meta", "model", "snapshot_id", "model_family", "hyperparameters", "budget_s", "reason", "caused_by", "model_version", "drifted_share")
     class HyperparametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +151,8 @@ class TrainRequest(_message.Message):
     BUDGET_S_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CAUSED_BY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_SHARE_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     model: str
     snapshot_id: str
@@ -153,7 +161,9 @@ class TrainRequest(_message.Message):
     budget_s: float
     reason: str
     caused_by: str
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., model_family: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., budget_s: _Optional[float] = ..., reason: _Optional[str] = ..., caused_by: _Optional[str] = ...) -> None: ...
+    model_version: str
+    drifted_share: float
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., model: _Optional[str] = ..., snapshot_id: _Optional[str] = ..., model_family: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, str]] = ..., budget_s: _Optional[float] = ..., reason: _Optional[str] = ..., caused_by: _Optional[str] = ..., model_version: _Optional[str] = ..., drifted_share: _Optional[float] = ...) -> None: ...
 
 class ModelPublished(_message.Message):
     __slots__ = ("meta", "model", "version", "stage", "repository_uri", "snapshot_id", "metrics", "platform")

@@ -25,7 +25,7 @@ from services.modelserver.batching import Batcher, BatcherConfig, CostModel, Inp
 from services.modelserver.errors import ModelLoadFailed, ModelNotFound, ModelNotReady, ModelServerError
 from services.modelserver.metrics import VersionMetrics
 from services.modelserver.repository import ModelRepository, ModelSource
-from services.modelserver.tensors import DTYPES, datatype_of
+from services.oip.datatypes import DTYPES, datatype_of
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ModelState:
     reason: str = ""
 
 
-class ModelRegistry:
+class ServedModels:
     def __init__(self, repository: ModelRepository, options: ServingOptions) -> None:
         self.repository = repository
         self.options = options
@@ -120,7 +120,7 @@ class ModelRegistry:
         return sorted(n for n, t in self._tables.items() if t)
 
     def served(self) -> list[ServedVersion]:
-        return [sv for name in self.names() for _, sv in sorted(self._tables[name].items())]
+        return [served for name in self.names() for _, served in sorted(self._tables[name].items())]
 
     def index(self) -> list[tuple[str, str, str, str]]:
         """(name, version, state, reason) for every model in the repository or loaded."""
@@ -162,15 +162,15 @@ class ModelRegistry:
                     if version not in current:
                         new[version] = await self._load_version(source, version)
             except ModelServerError as exc:
-                for sv in new.values():
-                    await sv.close()
+                for served in new.values():
+                    await served.close()
                 if not current:
                     self._states[name] = ModelState("UNAVAILABLE", exc.message)
                 raise
             table = {v: current.get(v) or new[v] for v in wanted}
             self._tables[name] = table  # the swap: one assignment, seen by the next lookup
             self._states[name] = ModelState("READY")
-            retired = [sv for v, sv in current.items() if v not in table]
+            retired = [served for v, served in current.items() if v not in table]
             self._retire(retired)
             log.info(
                 "model loaded",
@@ -195,13 +195,13 @@ class ModelRegistry:
     async def close(self) -> None:
         """Drain every version (queued requests finish), then free the runtimes."""
         tables, self._tables = self._tables, {}
-        await asyncio.gather(*(sv.close() for t in tables.values() for sv in t.values()))
+        await asyncio.gather(*(served.close() for t in tables.values() for served in t.values()))
         if self._retiring:
             await asyncio.gather(*self._retiring)
 
     def _retire(self, versions: list[ServedVersion]) -> None:
-        for sv in versions:
-            task = asyncio.get_running_loop().create_task(sv.close())
+        for served in versions:
+            task = asyncio.get_running_loop().create_task(served.close())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 

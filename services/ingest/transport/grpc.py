@@ -15,10 +15,11 @@ import grpc
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.genproto.flywheel.v1 import ingest_pb2 as pb
 from services.genproto.flywheel.v1 import ingest_pb2_grpc as pb_grpc
-from services.ingest.errors import IngestError, InvalidInput
+from services.ingest.errors import InvalidInput
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.raw_codec import from_raw
-from services.ingest.transport.status import status_of
+from services.ingest.transport.status import ERRORS
+from services.transportkit.grpc import guarded
 
 log = logging.getLogger(__name__)
 MAX_STREAM = 100_000
@@ -29,22 +30,18 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._pipeline = pipeline
         self._max_batch = max_batch
 
+    @guarded(ERRORS)
     def SubmitLabels(
         self, request_iterator: Iterator[ev.RawLabel], context: grpc.ServicerContext
     ) -> pb.SubmitLabelsResponse:
-        try:
-            valid = []
-            for i, raw in enumerate(request_iterator):
-                if i >= MAX_STREAM:
-                    raise InvalidInput("labels", f"a stream holds at most {MAX_STREAM} labels")
-                valid.extend(self._pipeline.validate([from_raw(raw, "grpc", where=f"labels[{i}]")]))
-            event_ids: list[str] = []
-            for start in range(0, len(valid), self._max_batch):
-                event_ids += self._pipeline.submit_valid(valid[start : start + self._max_batch]).event_ids
-        except IngestError as exc:
-            _, code = status_of(exc)
-            log.info("stream refused", extra={"code": code.name, "reason": str(exc)})
-            context.abort(code, str(exc))
+        valid = []
+        for i, raw in enumerate(request_iterator):
+            if i >= MAX_STREAM:
+                raise InvalidInput("labels", f"a stream holds at most {MAX_STREAM} labels")
+            valid.extend(self._pipeline.validate([from_raw(raw, "grpc", where=f"labels[{i}]")]))
+        event_ids: list[str] = []
+        for start in range(0, len(valid), self._max_batch):
+            event_ids += self._pipeline.submit_valid(valid[start : start + self._max_batch]).event_ids
         return pb.SubmitLabelsResponse(accepted=len(event_ids), event_ids=event_ids)
 
 

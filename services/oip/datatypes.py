@@ -1,26 +1,54 @@
-"""Tensors as the domain sees them: KServe datatypes, numpy arrays, and decoding with clear errors."""
+"""The protocol's datatypes as numpy, and tensors decoded from raw bytes or JSON values with clear errors."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from services.modelserver.errors import InvalidInput
-from services.oip import DTYPES
+from services.oip.errors import ProtocolError
+
+# Datatype name -> numpy dtype (little-endian, as the protocol's raw bytes are).
+DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("bool"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+
+# Datatype name -> the InferTensorContents field that carries it (FP16 travels only as raw bytes).
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+_DATATYPE_OF_DTYPE: dict[np.dtype, str] = {}
+for _name, _dtype in DTYPES.items():
+    _DATATYPE_OF_DTYPE.setdefault(_dtype, _name)  # the first name wins
 
 
 def datatype_of(config_type_name: str) -> str:
     """`TYPE_FP32` (config.pbtxt) -> `FP32` (protocol)."""
     return config_type_name.removeprefix("TYPE_")
-
-
-_DATATYPE_OF_DTYPE: dict[np.dtype, str] = {}
-for _name, _dtype in DTYPES.items():
-    _DATATYPE_OF_DTYPE.setdefault(_dtype, _name)  # the first name wins, as the old linear scan did
 
 
 def datatype_of_array(array: np.ndarray) -> str:
@@ -29,13 +57,13 @@ def datatype_of_array(array: np.ndarray) -> str:
         for candidate, dtype in DTYPES.items():  # byte order or alignment variants that compare equal
             if array.dtype == dtype:
                 return candidate
-        raise InvalidInput(f"unsupported output dtype {array.dtype}")
+        raise ProtocolError(f"unsupported output dtype {array.dtype}")
     return name
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> int:
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"input {name!r}: shape {list(shape)} has a negative dimension")
+        raise ProtocolError(f"input {name!r}: shape {list(shape)} has a negative dimension")
     return math.prod(shape)
 
 
@@ -43,11 +71,11 @@ def decode_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes, max_b
     """Raw little-endian row-major bytes -> array, checking the byte length against shape and datatype."""
     dtype = _dtype(name, datatype)
     if len(raw) > max_bytes:
-        raise InvalidInput(f"input {name!r} is {len(raw)} bytes, over the limit of {max_bytes} bytes")
+        raise ProtocolError(f"input {name!r} is {len(raw)} bytes, over the limit of {max_bytes} bytes")
     count = _check_shape(name, shape)
     expected = count * dtype.itemsize
     if len(raw) != expected:
-        raise InvalidInput(
+        raise ProtocolError(
             f"input {name!r}: {len(raw)} bytes of data, expected {expected} "
             f"({datatype} x shape {list(shape)} = {count} elements of {dtype.itemsize} bytes)"
         )
@@ -59,13 +87,13 @@ def decode_values(name: str, datatype: str, shape: Sequence[int], values: Any, m
     dtype = _dtype(name, datatype)
     count = _check_shape(name, shape)
     if count * dtype.itemsize > max_bytes:
-        raise InvalidInput(f"input {name!r} is {count * dtype.itemsize} bytes, over the limit of {max_bytes} bytes")
+        raise ProtocolError(f"input {name!r} is {count * dtype.itemsize} bytes, over the limit of {max_bytes} bytes")
     try:
         array = np.asarray(values, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"input {name!r}: data is not a list of {datatype} numbers ({exc})") from None
+        raise ProtocolError(f"input {name!r}: data is not a list of {datatype} numbers ({exc})") from None
     if array.size != count:
-        raise InvalidInput(f"input {name!r}: {array.size} elements of data, expected {count} for shape {list(shape)}")
+        raise ProtocolError(f"input {name!r}: {array.size} elements of data, expected {count} for shape {list(shape)}")
     return array.reshape(tuple(shape))
 
 
@@ -73,26 +101,6 @@ def _dtype(name: str, datatype: str) -> np.dtype:
     try:
         return DTYPES[datatype]
     except KeyError:
-        raise InvalidInput(
+        raise ProtocolError(
             f"input {name!r}: unsupported datatype {datatype!r}; supported: {', '.join(DTYPES)}"
         ) from None
-
-
-@dataclass
-class InferRequest:
-    """One inference request after decoding: arrays by input name, nothing of the transport left."""
-
-    model: str
-    version: str  # "" = the version the server picks (the newest loaded)
-    inputs: dict[str, np.ndarray]
-    id: str = ""
-    outputs: list[str] = field(default_factory=list)  # empty = every output
-    timeout_s: float | None = None  # from the client's deadline or `timeout` parameter
-
-
-@dataclass
-class InferResult:
-    model: str
-    version: str
-    id: str
-    outputs: dict[str, np.ndarray]

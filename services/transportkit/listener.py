@@ -1,8 +1,8 @@
-"""The HTTP listening socket handed to uvicorn (`sockets=[...]`), set up so responses are not held back.
+"""The HTTP listening socket handed to uvicorn (`sockets=[...]`) by every service, so responses are not held back.
 
 uvicorn writes a response's headers and its body as two separate writes. On a TCP connection
 with Nagle's algorithm on, the second small write waits until the first is acknowledged, and the
-client delays that ACK by ~40 ms: every REST response took ~40 ms more than over gRPC.
+client delays that ACK (on Linux, by up to 40 ms): every REST response waited for it.
 
 asyncio turns Nagle off (TCP_NODELAY) on each accepted connection only when the listening socket
 says proto == IPPROTO_TCP (`asyncio.base_events._set_nodelay`); `socket.socket(AF_INET,

@@ -1,4 +1,4 @@
-"""`flywheel up | status | down`: the whole stack as local processes on 127.0.0.1.
+"""The whole stack as local processes on 127.0.0.1 (`flywheel up | status | down`).
 
 State (PIDs, addresses) goes to `<home>/run/state.json`; logs to `<home>/logs/<name>.log`.
 Every process is started in its own session so `up` can return while they run, and `down`
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import httpx
 
-from services.cli.brokers import Broker, start_broker
-from services.cli.ports import free_port, port_open
-from services.cli.stack import ServiceSpec, StackContext, available_services
+from services.devstack.brokers import Broker, start_broker
+from services.devstack.ports import free_port, port_open
+from services.devstack.stack import ServiceSpec, StackContext, available_services
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_SRC = ROOT / "infra" / "prometheus"
@@ -101,19 +101,21 @@ def _popen(cmd: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Po
         )
 
 
-def _wait_http_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log_path: Path) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 120, log_path: Path | None = None) -> None:
+    """Poll `url` until it answers 200; StackError (with the log's tail) when `proc` exits or time runs out."""
+    name = log_path.stem if log_path is not None else url
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise StackError(f"{log_path.stem} exited with status {proc.returncode} while starting:\n{tail}")
+            tail = log_path.read_text(errors="replace")[-3000:] if log_path is not None else ""
+            raise StackError(f"{name} exited with status {proc.returncode} while starting:\n{tail}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise StackError(f"{log_path.stem} not ready at {url} after {timeout_s:.0f}s; see {log_path}")
+    raise StackError(f"{name} not ready at {url} after {timeout_s:.0f}s" + (f"; see {log_path}" if log_path else ""))
 
 
 def start_prometheus(home: Path, targets: dict[str, str], port: int) -> Component | None:
@@ -139,7 +141,7 @@ def start_prometheus(home: Path, targets: dict[str, str], port: int) -> Componen
     ]
     proc = _popen(cmd, log_path, dict(os.environ))
     url = f"http://127.0.0.1:{port}/-/ready"
-    _wait_http_ready(url, proc, 30, log_path)
+    wait_ready(url, proc, 30, log_path)
     return Component("prometheus", proc.pid, f"127.0.0.1:{port}", url, str(log_path), kind="metrics")
 
 
@@ -222,7 +224,7 @@ def up(
             launched.append((s, component, proc))
         write_state(home, components)
         for s, component, proc in launched:
-            _wait_http_ready(component.health_url, proc, s.ready_timeout_s, Path(component.log))
+            wait_ready(component.health_url, proc, s.ready_timeout_s, Path(component.log))
             progress(f"{s.name} ready")
         progress("starting prometheus" if shutil.which("prometheus") else "prometheus not installed: skipped")
         prom = start_prometheus(home, {s.name: ctx.addr(s.name, "http") for s in specs}, prom_port)

@@ -11,18 +11,13 @@ import grpc
 
 from services.genproto.flywheel.v1 import trainer_pb2 as pb
 from services.genproto.flywheel.v1 import trainer_pb2_grpc
-from services.trainer.errors import TrainerError
 from services.trainer.jobs import JobService
 from services.trainer.registry import Registry
 from services.trainer.transport.codec import job_pb, progress_pb, version_pb
-from services.trainer.transport.status import status_of
+from services.trainer.transport.status import ERRORS
+from services.transportkit.grpc import guarded
 
 log = logging.getLogger(__name__)
-
-
-def _abort(context: grpc.ServicerContext, exc: TrainerError) -> None:
-    _, code = status_of(exc)
-    context.abort(code, str(exc))
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
@@ -31,60 +26,46 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         self._registry = registry
         self._stop = stop
 
+    @guarded(ERRORS)
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        try:
-            return job_pb(
-                self._jobs.submit(
-                    model=request.model,
-                    snapshot_id=request.snapshot_id,
-                    model_family=request.model_family,
-                    hyperparameters=dict(request.hyperparameters),
-                    search_trials=request.search.trials,
-                    search_rounds=request.search.rounds or 2,
-                    budget_s=request.budget_s,
-                    runner=request.runner,
-                    gpus=request.gpus,
-                    combined_metric=request.combined_metric,
-                )
+        return job_pb(
+            self._jobs.submit(
+                model=request.model,
+                snapshot_id=request.snapshot_id,
+                model_family=request.model_family,
+                hyperparameters=dict(request.hyperparameters),
+                search_trials=request.search.trials,
+                search_rounds=request.search.rounds or 2,
+                budget_s=request.budget_s,
+                runner=request.runner,
+                gpus=request.gpus,
+                combined_metric=request.combined_metric,
             )
-        except TrainerError as exc:
-            _abort(context, exc)
-            raise
+        )
 
+    @guarded(ERRORS)
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        try:
-            return job_pb(self._jobs.get(request.job_id))
-        except TrainerError as exc:
-            _abort(context, exc)
-            raise
+        return job_pb(self._jobs.get(request.job_id))
 
+    @guarded(ERRORS)
     def WatchJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> Iterator[pb.JobProgress]:
-        try:
-            self._jobs.get(request.job_id)
-        except TrainerError as exc:
-            _abort(context, exc)
-            raise
+        self._jobs.get(request.job_id)  # NOT_FOUND before the stream starts
         stop = threading.Event()
         context.add_callback(stop.set)  # the client went away, or the server is stopping
         for job in self._jobs.watch(request.job_id, stop):
             yield progress_pb(job)
 
+    @guarded(ERRORS)
     def CancelJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
-        try:
-            return job_pb(self._jobs.cancel(request.job_id))
-        except TrainerError as exc:
-            _abort(context, exc)
-            raise
+        return job_pb(self._jobs.cancel(request.job_id))
 
+    @guarded(ERRORS)
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(versions=[version_pb(v) for v in self._registry.list(request.model)])
 
+    @guarded(ERRORS)
     def PromoteModel(self, request: pb.PromoteModelRequest, context: grpc.ServicerContext) -> pb.ModelVersion:
-        try:
-            return version_pb(self._registry.promote(request.model, request.version, request.stage, request.force))
-        except TrainerError as exc:
-            _abort(context, exc)
-            raise
+        return version_pb(self._registry.promote(request.model, request.version, request.stage, request.force))
 
 
 def serve_grpc(servicer: TrainerServicer, host: str, port: int) -> tuple[grpc.Server, int]:

@@ -1,6 +1,6 @@
 """`flywheel.models` → load the announced version (idempotent: a replay re-reads the same folder).
 
-The consume loop runs in its own thread; each event asks the registry on the server's event
+The consume loop runs in its own thread; each event asks the served models on the server's event
 loop to reload the model from the repository, which loads, warms up and swaps in the new
 version. An event whose version is not in this server's repository is stale or meant for
 another repository: it is logged and skipped. A version that is present but cannot be loaded
@@ -22,7 +22,7 @@ from services.events import EventProducer
 from services.events.consumer import ConsumeLoop, ConsumerConfig, Record, invalid_in_context
 from services.events.topics import MODELS
 from services.modelserver.errors import InvalidModelConfig, ModelLoadFailed, ModelNotFound
-from services.modelserver.registry import ModelRegistry
+from services.modelserver.served import ServedModels
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +35,21 @@ def default_group() -> str:
 
 
 class ModelEventHandler:
-    def __init__(self, registry: ModelRegistry, loop: asyncio.AbstractEventLoop) -> None:
-        self._registry = registry
+    def __init__(self, models: ServedModels, loop: asyncio.AbstractEventLoop) -> None:
+        self._models = models
         self._loop = loop
 
     def __call__(self, records: list[Record]) -> None:
         for record in records:
             event = record.event
             model, version = event.model, event.version  # type: ignore[attr-defined]
-            if not version.isdigit() or not (self._registry.repository.root / model / version).is_dir():
+            if not version.isdigit() or not (self._models.repository.root / model / version).is_dir():
                 log.info(
                     "model event skipped: version not in this repository", extra={"model": model, "version": version}
                 )
                 continue
             try:
-                versions = self._run(self._registry.load(model))
+                versions = self._run(self._models.load(model))
             except ModelNotFound as exc:
                 log.info("model event skipped", extra={"model": model, "version": version, "reason": exc.message})
             except (ModelLoadFailed, InvalidModelConfig) as exc:
@@ -62,11 +62,11 @@ class ModelEventHandler:
 
 
 def start_model_events(
-    bootstrap: str, group: str, registry: ModelRegistry, loop: asyncio.AbstractEventLoop, stop: threading.Event
+    bootstrap: str, group: str, models: ServedModels, loop: asyncio.AbstractEventLoop, stop: threading.Event
 ) -> tuple[ConsumeLoop, threading.Thread]:
     consume = ConsumeLoop(
         ConsumerConfig(bootstrap=bootstrap, group=group or default_group(), topics=[MODELS.name]),
-        ModelEventHandler(registry, loop),
+        ModelEventHandler(models, loop),
         EventProducer(bootstrap, client_id="modelserver"),
         stop,
     )

@@ -75,10 +75,7 @@ SERVICES: list[ServiceSpec] = [
         env=lambda ctx: {
             "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str((ctx.home / "models").resolve()),
             **(
-                {
-                    "FLYWHEEL_GATEWAY_MODELSERVER_ADDR": ctx.addr("modelserver", "grpc"),
-                    "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": ctx.addr("modelserver", "http"),
-                }
+                {"FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": ctx.addr("modelserver", "http")}
                 if "modelserver" in ctx.ports
                 else {}
             ),
@@ -94,10 +91,3 @@ SERVICES: list[ServiceSpec] = [
 
 def available_services() -> list[ServiceSpec]:
     return [s for s in SERVICES if s.exists()]
-
-
-def spec(name: str) -> ServiceSpec:
-    for s in SERVICES:
-        if s.name == name:
-            return s
-    raise KeyError(f"unknown service {name!r}; known: {', '.join(s.name for s in SERVICES)}")

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.cli.ports import free_port, port_open
+from services.devstack.ports import free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LIBS = ROOT / ".tools" / "kafka" / "libs"

@@ -14,11 +14,13 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 
 from services.events import EventProducer
 from services.events.codec import new_meta
 from services.events.consumer import ConsumeLoop, ConsumerConfig, Record
 from services.events.topics import MODELS
+from services.gateway.rollback import Verdict
 from services.gateway.routing import RouteTable
 from services.genproto.flywheel.v1 import events_pb2 as ev
 
@@ -63,9 +65,16 @@ class ModelEventHandler:
             apply_stage(self._routes, e.model, e.version, e.stage, self._weight)  # type: ignore[attr-defined]
 
 
-def publish_archived(producer: EventProducer, model: str, version: str, reason: str) -> None:
-    event = ev.ModelPublished(meta=new_meta("gateway"), model=model, version=version, stage="archived")
-    producer.send(MODELS.name, event, headers={"reason": reason})
+def archived_publisher(producer: EventProducer) -> Callable[[Verdict], None]:
+    """A rolled-back canary → `ModelPublished(stage=archived)`, the reason in a header."""
+
+    def publish(verdict: Verdict) -> None:
+        event = ev.ModelPublished(
+            meta=new_meta("gateway"), model=verdict.model, version=verdict.version, stage="archived"
+        )
+        producer.send(MODELS.name, event, headers={"reason": f"{verdict.reason}: {verdict.detail}"})
+
+    return publish
 
 
 def start_model_events(

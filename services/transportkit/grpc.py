@@ -1,0 +1,109 @@
+"""The gRPC boundary of every service: domain errors → status by the service's table, anything else →
+INTERNAL with its traceback logged. One decorator for grpc.aio handlers, one for thread-pool servers
+(unary methods and server-streaming generators alike). The handler's last argument is its context.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+
+from services.transportkit.errors import ErrorTable
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+def _refusal(table: ErrorTable, exc: Exception, rpc: str) -> tuple[grpc.StatusCode, str]:
+    code = table.status(exc).grpc
+    if table.log_refusals:
+        log.info("request refused", extra={"rpc": rpc, "code": code.name, "reason": str(exc)})
+    return code, str(exc)
+
+
+def guarded_aio(
+    table: ErrorTable, rpc: str = ""
+) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """For `async def handler(..., context)` on a grpc.aio server."""
+
+    def decorate(handler: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        name = rpc or handler.__name__
+
+        @functools.wraps(handler)
+        async def call(*args: Any) -> R:
+            context: grpc.aio.ServicerContext = args[-1]
+            try:
+                return await handler(*args)
+            except table.handled as exc:
+                trailers = table.grpc_trailers(exc)
+                if trailers:
+                    context.set_trailing_metadata(trailers)
+                await context.abort(*_refusal(table, exc, name))
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("unhandled error", extra={"rpc": name})
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            raise AssertionError("unreachable: abort raises")
+
+        return call
+
+    return decorate
+
+
+def _abort(context: grpc.ServicerContext, table: ErrorTable, exc: Exception, rpc: str) -> None:
+    trailers = table.grpc_trailers(exc)
+    if trailers:
+        context.set_trailing_metadata(trailers)
+    context.abort(*_refusal(table, exc, rpc))
+
+
+def guarded(table: ErrorTable) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """For `def handler(self, request, context)` on a thread-pool server; generators (streams) too."""
+
+    def decorate(handler: Callable[..., R]) -> Callable[..., R]:
+        name = handler.__name__
+
+        def fail(context: grpc.ServicerContext, exc: Exception) -> None:
+            if isinstance(exc, table.handled):
+                _abort(context, table, exc, name)
+            log.error("unhandled error", exc_info=exc, extra={"rpc": name})
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        if inspect.isgeneratorfunction(handler):
+
+            @functools.wraps(handler)
+            def stream(*args: Any) -> Iterator[Any]:
+                try:
+                    yield from handler(*args)
+                except Exception as exc:
+                    if _aborted(exc):
+                        raise
+                    fail(args[-1], exc)
+
+            return stream  # type: ignore[return-value]
+
+        @functools.wraps(handler)
+        def unary(*args: Any) -> R:
+            try:
+                return handler(*args)
+            except Exception as exc:
+                if _aborted(exc):
+                    raise
+                fail(args[-1], exc)
+                raise AssertionError("unreachable: abort raises") from None
+
+        return unary
+
+    return decorate
+
+
+def _aborted(exc: Exception) -> bool:
+    """`context.abort()` on a thread-pool server raises a bare Exception carrying no status of ours."""
+    return type(exc) is Exception and not exc.args
