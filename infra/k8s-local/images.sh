@@ -189,26 +189,45 @@ cmd_system() {
   load "$ref" "$key"
 }
 
+service_ref() { echo "$REGISTRY/flywheel-$1:$TAG"; }
+
+service_key() {
+  inputs_hash "$1 $(image_id "$PYTHON_IMAGE") $TORCH_INDEX_URL" docker constraints.txt services protos .dockerignore
+}
+
+build_service() {  # build_service SVC: docker/Dockerfile --target SVC, unless built from these inputs
+  local ref key
+  ref=$(service_ref "$1")
+  key=$(service_key "$1")
+  built "$ref" "$key" && return 0
+  step "$ref (docker/Dockerfile --target $1)"
+  bud "$ref" "$key" "$REPO" -f "$REPO/docker/Dockerfile" --target "$1" \
+    --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"
+  echo "    $ref built in $((SECONDS - step_t0)) s"
+}
+
 cmd_flywheel() {
   debian_base
   python_base
-  local svc ref key
+  local svc trainer_pid t0=$SECONDS
+  # The model server first: the stages every image shares are then in the layer cache. The trainer
+  # (GBs of torch to download and commit) builds meanwhile beside the others.
+  build_service modelserver
+  load "$(service_ref modelserver)" "$(service_key modelserver)"
+  build_service trainer &
+  trainer_pid=$!
   for svc in "${SERVICES[@]}"; do
-    ref="$REGISTRY/flywheel-$svc:$TAG"
-    key=$(inputs_hash "$svc $(image_id "$PYTHON_IMAGE") $TORCH_INDEX_URL" \
-      docker constraints.txt services protos .dockerignore)
-    if ! built "$ref" "$key"; then
-      step "$ref (docker/Dockerfile --target $svc)"
-      bud "$ref" "$key" "$REPO" -f "$REPO/docker/Dockerfile" --target "$svc" \
-        --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"
-      step_done
-    fi
-    load "$ref" "$key"
+    case "$svc" in modelserver | trainer) continue ;; esac
+    build_service "$svc"
+    load "$(service_ref "$svc")" "$(service_key "$svc")"
   done
   kafka_image
   postgres_image
+  wait "$trainer_pid" || die "building the trainer's image failed"
+  load "$(service_ref trainer)" "$(service_key trainer)"
   "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
   gc_storage
+  echo "    images ready in $((SECONDS - t0)) s"
 }
 
 deps_image() {  # the image a manifest of deps/ runs: what the build must be named

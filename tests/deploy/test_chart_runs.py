@@ -122,6 +122,11 @@ def test_helm_test_deploys_its_own_model(helm: Path) -> None:
     }
     claim = next(v for v in pod["spec"]["volumes"] if v["name"] == "data")["persistentVolumeClaim"]["claimName"]
     assert claim == "rel-flywheel-data"
+    assert "SMOKE_MODELSERVER_ENGINE" not in env
+    triton = next(d for d in render_chart(helm, "triton-values.yaml") if d["kind"] == "Pod")
+    env = {e["name"]: e.get("value") for e in triton["spec"]["containers"][0]["env"]}
+    assert env["SMOKE_MODELSERVER_ENGINE"] == "triton"
+    assert env["SMOKE_MODELSERVER_METRICS"] == "http://rel-flywheel-modelserver:8002"
 
 
 def test_dashboards_ship_as_sidecar_configmaps(helm: Path) -> None:

@@ -13,7 +13,8 @@ a running release, each check printed with its time.
 
 Runs in the trainer's image (Python, onnx, the Kafka client and the services' event code) with:
 SMOKE_SERVICES (name=http://host:port,...), SMOKE_KAFKA, SMOKE_MODEL_REPOSITORY, SMOKE_LAKE,
-SMOKE_API_KEYS (the first is used), SMOKE_WEBHOOK_TOKEN. Exits 1 at the first failed check.
+SMOKE_API_KEYS (the first is used), SMOKE_WEBHOOK_TOKEN, and for a Triton model server
+SMOKE_MODELSERVER_ENGINE=triton and SMOKE_MODELSERVER_METRICS. Exits 1 at the first failed check.
 """
 
 from __future__ import annotations
@@ -73,16 +74,30 @@ def services() -> dict[str, str]:
     return dict(item.split("=", 1) for item in os.environ["SMOKE_SERVICES"].split(","))
 
 
+# How each model server engine answers: health paths, where its metrics are, what counts requests.
+ENGINES = {
+    "flywheel": (("/healthz", "/readyz"), "flywheel_", "flywheel_modelserver_requests_total"),
+    "triton": (("/v2/health/live", "/v2/health/ready"), "nv_", "nv_inference_request_success"),
+}
+ENGINE = os.environ.get("SMOKE_MODELSERVER_ENGINE", "flywheel")
+
+
+def metrics_url(name: str, base: str) -> str:
+    """Triton serves /metrics on a port of its own (SMOKE_MODELSERVER_METRICS)."""
+    return os.environ.get("SMOKE_MODELSERVER_METRICS", base) if name == "modelserver" else base
+
+
 def check_health_and_metrics(urls: dict[str, str]) -> None:
     for name, base in sorted(urls.items()):
-        for path in ("/healthz", "/readyz"):
+        paths, prefix, _ = ENGINES[ENGINE] if name == "modelserver" else ENGINES["flywheel"]
+        for path in paths:
             status, text = http("GET", base + path)
             if status != 200:
                 raise CheckFailed(f"{name} {path}: {status} {text[:300]}")
-        status, text = http("GET", base + "/metrics")
+        status, text = http("GET", metrics_url(name, base) + "/metrics")
         families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
-        if status != 200 or not any(f.startswith("flywheel_") for f in families):
-            raise CheckFailed(f"{name} /metrics: {status}, no flywheel_ metric among {sorted(families)[:10]}")
+        if status != 200 or not any(f.startswith(prefix) for f in families):
+            raise CheckFailed(f"{name} /metrics: {status}, no {prefix} metric among {sorted(families)[:10]}")
         log(f"{name}: healthy, ready, /metrics has {len(families)} metric families")
 
 
@@ -203,9 +218,9 @@ def metric_total(base: str, family: str, **labels: str) -> float:
 def check_counted_and_logged(urls: dict[str, str], lake_root: Path, lake_rows_before: float) -> None:
     for name, family in (
         ("gateway", "flywheel_gateway_requests_total"),
-        ("modelserver", "flywheel_modelserver_requests_total"),
+        ("modelserver", ENGINES[ENGINE][2]),
     ):
-        if name in urls and metric_total(urls[name], family, model=MODEL) <= 0:
+        if name in urls and metric_total(metrics_url(name, urls[name]), family, model=MODEL) <= 0:
             raise CheckFailed(f"{name}: {family} has no requests for model {MODEL}")
     log("gateway and model server count the predictions in /metrics")
     if "lake" not in urls:
