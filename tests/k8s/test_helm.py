@@ -1,5 +1,6 @@
 """The chart on a real cluster: `helm install --wait`, `helm test` (every service healthy and scraped,
-a model the test writes served through the gateway), an upgrade that keeps the generated webhook
+a model the test writes served through the gateway), a training Job the trainer runs as a Kubernetes
+Job on the chart's volume and the model it makes served, an upgrade that keeps the generated webhook
 token, and `helm uninstall` leaving only the volume the chart keeps on purpose."""
 
 from __future__ import annotations
@@ -22,15 +23,20 @@ from tests.k8s.conftest import (
     step,
     wait_until,
 )
+from tests.k8s.training import train_and_serve
 
 NAMESPACE = "flywheel-helm"
 RELEASE = "flywheel"
 
 
-def webhook_token() -> str:
+def secret_value(key: str) -> str:
     secret = f"{RELEASE}-flywheel-secrets"
-    out = kubectl("-n", NAMESPACE, "get", "secret", secret, "-o", "jsonpath={.data.webhook-token}")
+    out = kubectl("-n", NAMESPACE, "get", "secret", secret, "-o", f"jsonpath={{.data.{key}}}")
     return base64.b64decode(out.stdout).decode()
+
+
+def webhook_token() -> str:
+    return secret_value("webhook-token")
 
 
 @pytest.mark.timeout(2400)
@@ -59,6 +65,18 @@ def test_install_test_upgrade_uninstall(cluster: str) -> None:
             print(out.stdout)
             assert out.returncode == 0, out.stdout + out.stderr + describe_failures(NAMESPACE)
             assert "all checks passed" in out.stdout
+        with step("a training Job: labels in, a Kubernetes Job writes /data/models, served through the gateway"):
+            done = train_and_serve(NAMESPACE, RELEASE, secret_value("api-keys").split(",")[0])
+            print(f"    trained {done}")
+        with step("the model server restarts ready beside the trainer's TorchScript export"):
+            kubectl("-n", NAMESPACE, "rollout", "restart", f"deployment/{RELEASE}-flywheel-modelserver")
+            out = kubectl(
+                "-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}-flywheel-modelserver", "--timeout=300s",
+                timeout=320, check=False,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stdout + out.stderr + describe_failures(NAMESPACE)
+            # Training Jobs are the trainer's, not Helm's (they go after their TTL): removed here.
+            kubectl("-n", NAMESPACE, "delete", "jobs", "-l", "app.kubernetes.io/component=training-job", "--wait=true")
         with step("helm upgrade keeps the generated webhook token"):
             token = webhook_token()
             assert len(token) >= 32
