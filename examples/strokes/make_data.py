@@ -24,7 +24,7 @@ INK = 6  # of 16 levels: a pixel is ink above this
 def strokes(image: np.ndarray) -> dict[str, object]:
     ink = image > INK
     rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
-    background, regions = ndimage.label(np.pad(~ink, 1, constant_values=True))
+    _background, regions = ndimage.label(np.pad(~ink, 1, constant_values=True))
     holes = regions - 1  # background regions not connected to the border
     ys, xs = np.nonzero(ink)
     slant = float(np.corrcoef(ys, xs)[0, 1]) if len(ys) > 2 and ys.std() > 0 and xs.std() > 0 else None
