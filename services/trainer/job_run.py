@@ -216,9 +216,7 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
 
         # An ensemble is searched as single networks (its members' hyperparameters), then trained
         # once at the winning point: trials × members trainings would cost K times as much.
-        search = random_search(
-            fam, data, replace(base, ensemble=1), s_spec, combined, control, on_trial, user_builder
-        )
+        search = random_search(fam, data, replace(base, ensemble=1), s_spec, combined, control, on_trial, user_builder)
         result = search.best
         if base.ensemble > 1:
             report_progress("train", 0.85, f"ensemble of {base.ensemble} at the best trial's point", {})

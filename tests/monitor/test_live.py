@@ -223,9 +223,7 @@ def test_a_larger_drift_breaks_through_the_cooldown_and_every_decision_is_visibl
     GET /v1/retraining shows both requests and the suppressed ones, with the reason."""
     model = f"escalate-{uuid.uuid4().hex[:6]}"
     # "raw": the mild/larger shares below count the 64 pixel tests (see the test above)
-    monitor = start_monitor(
-        tansu.bootstrap, persist_windows=1, alert_repeat_s=0, train_cooldown_s=3600, features="raw"
-    )
+    monitor = start_monitor(tansu.bootstrap, persist_windows=1, alert_repeat_s=0, train_cooldown_s=3600, features="raw")
     publish_model(tansu.bootstrap, model)
     send_predictions(tansu.bootstrap, traffic, model, 400, seed=7, class_weights=prior_weights(1.0))
     first = wait_until(
