@@ -111,7 +111,12 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
         watch,
         ModelCards(settings.model_repository),
         logger,
-        Limits(settings.deadline_ms / 1000, settings.max_instances, settings.log_max_features),
+        Limits(
+            settings.deadline_ms / 1000,
+            settings.max_instances,
+            settings.log_max_features,
+            settings.max_request_pixels,
+        ),
         on_rollback=archived_publisher(producer) if producer is not None else None,
     )
     guard = Guard(keys, TokenBuckets(settings.default_rate_per_s, settings.default_burst), settings.require_api_key)

@@ -34,7 +34,7 @@ from services.gateway.errors import (
     InvalidInput,
     RequestTooLarge,
 )
-from services.gateway.instances import instances_to_features, predictions
+from services.gateway.instances import has_images, instances_to_features, predictions
 from services.gateway.metrics import ROLLBACKS, ROUTED, SHADOW
 from services.gateway.model_cards import ModelCards
 from services.gateway.modelserver_client import ModelServerClient
@@ -99,6 +99,7 @@ class Limits:
     deadline_s: float
     max_instances: int
     log_max_features: int
+    max_request_pixels: int = 1 << 22  # pixels the images of one :predict request may decode in all
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,12 @@ class Gateway:
         choice = self._routes.choose(model, "", origin.sticky_key)
         version = choice.version or await asyncio.to_thread(self._cards.latest_version, model)
         card = self._cards.get(model, version)
-        request = InferRequest(
-            model=model,
-            version=version,
-            inputs={card.input: instances_to_features(card, instances)},
-            outputs=[card.output],
-        )
+        pixels = self._limits.max_request_pixels
+        if has_images(instances):  # decoding images is CPU work: off the event loop
+            features = await asyncio.to_thread(instances_to_features, card, instances, pixels)
+        else:
+            features = instances_to_features(card, instances, pixels)
+        request = InferRequest(model=model, version=version, inputs={card.input: features}, outputs=[card.output])
         answer = await self._forward(
             request, Choice(version, choice.route, choice.shadow), origin, deadline, request_id
         )

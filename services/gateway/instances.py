@@ -14,17 +14,24 @@ import numpy as np
 
 from services.gateway.errors import InvalidInput
 from services.gateway.model_cards import ModelCard
-from services.preprocessing import FEATURE_DIM, InvalidImage, png_to_features
+from services.preprocessing import FEATURE_DIM, InvalidImage, PixelBudget, png_to_features
 
 
-def instances_to_features(card: ModelCard, instances: list[Any]) -> np.ndarray:
+def has_images(instances: list[Any]) -> bool:
+    """Whether decoding the instances means decoding images (worth a thread of its own)."""
+    return any(isinstance(x, (str, dict)) for x in instances)
+
+
+def instances_to_features(card: ModelCard, instances: list[Any], max_pixels: int) -> np.ndarray:
+    """The model's input tensor; the images among the instances decode `max_pixels` at most in all."""
     if card.preprocess != "digits_8x8":
         raise InvalidInput(f"model {card.model!r} declares preprocess {card.preprocess!r}, unknown to this gateway")
-    rows = [_instance(i, x) for i, x in enumerate(instances)]
+    budget = PixelBudget(max_pixels)
+    rows = [_instance(i, x, budget) for i, x in enumerate(instances)]
     return np.stack(rows).astype(np.float32)
 
 
-def _instance(i: int, x: Any) -> np.ndarray:
+def _instance(i: int, x: Any, budget: PixelBudget) -> np.ndarray:
     if isinstance(x, dict):
         if "b64" in x:
             x = x["b64"]
@@ -38,7 +45,7 @@ def _instance(i: int, x: Any) -> np.ndarray:
         except (binascii.Error, ValueError):
             raise InvalidInput(f"instances[{i}]: not valid base64") from None
         try:
-            return png_to_features(data)
+            return png_to_features(data, budget)
         except InvalidImage as exc:
             raise InvalidInput(f"instances[{i}]: {exc}") from None
     if isinstance(x, list):

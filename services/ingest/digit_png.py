@@ -4,8 +4,9 @@ Pillow's per-image set-up dominates opening, loading and converting an 8×8 PNG;
 image is 72 bytes of zlib-compressed scanlines, which this module checks and unfilters itself, for
 a fraction of the CPU (figures in services/ingest/README.md, from `make bench-ingest`). It is
 strict: any other shape, colour type, bit depth, ancillary chunk, bad CRC, bad zlib stream or
-trailing byte returns None, and the caller falls back to Pillow (`services.preprocessing.png_to_features`),
-which decodes it or raises the usual InvalidImage.
+trailing byte returns None, and the caller falls back to `services.preprocessing.png_to_features`: the
+one bounded decoder (`image_decode.py`: format allow-list, dimensions checked from the header), which
+decodes it or raises the usual InvalidImage.
 So the fast path never accepts what Pillow would refuse, and yields bit-identical features.
 """
 
@@ -26,7 +27,7 @@ CANONICAL_IHDR = (8).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
 
 
 def features(data: bytes) -> np.ndarray:
-    """64 features of an image: the fast path for canonical digit PNGs, Pillow for anything else."""
+    """64 features of an image: the fast path for canonical digit PNGs, the bounded decoder for anything else."""
     fast = canonical_features(data)
     return fast if fast is not None else png_to_features(data)
 

@@ -7,9 +7,19 @@ and the trainer look the name up here, so training and serving transform inputs 
 from services.preprocessing.digits import (
     DIGIT_LABELS,
     FEATURE_DIM,
-    InvalidImage,
     features_to_png,
     png_to_features,
 )
+from services.preprocessing.image_decode import ImageLimits, InvalidImage, PixelBudget, decode_array, decode_image
 
-__all__ = ["DIGIT_LABELS", "FEATURE_DIM", "InvalidImage", "features_to_png", "png_to_features"]
+__all__ = [
+    "DIGIT_LABELS",
+    "FEATURE_DIM",
+    "ImageLimits",
+    "InvalidImage",
+    "PixelBudget",
+    "decode_array",
+    "decode_image",
+    "features_to_png",
+    "png_to_features",
+]

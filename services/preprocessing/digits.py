@@ -9,33 +9,25 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from services.preprocessing.image_decode import ImageLimits, InvalidImage, PixelBudget, decode_image
 
 FEATURE_DIM = 64
 SIDE = 8
 DIGIT_LABELS: tuple[str, ...] = tuple(str(d) for d in range(10))
 MAX_PNG_BYTES = 64 * 1024
+# A digit is drawn at 8×8; a client may send a larger scan (resized here), never a poster.
+DIGIT_IMAGE_LIMITS = ImageLimits(max_bytes=MAX_PNG_BYTES, max_width=1024, max_height=1024, max_pixels=1 << 20)
 
 
-class InvalidImage(ValueError):
-    """The bytes are not an image we can turn into digit features; the message says why."""
+def png_to_features(data: bytes, budget: PixelBudget | None = None) -> np.ndarray:
+    """Decode an image (PNG, JPEG, WebP, GIF or BMP, within DIGIT_IMAGE_LIMITS) into 64 features in [0, 1].
 
-
-def png_to_features(data: bytes) -> np.ndarray:
-    """Decode an image (PNG, or anything Pillow reads) into 64 features in [0, 1].
-
-    Images of another size are resized to 8×8 (area averaging); colour becomes grey.
+    Images of another size are resized to 8×8 (area averaging); colour becomes grey. `budget`: the
+    pixels left to the request this image belongs to. InvalidImage when the bytes are not acceptable.
     """
-    if not data:
-        raise InvalidImage("empty image")
-    if len(data) > MAX_PNG_BYTES:
-        raise InvalidImage(f"image is {len(data)} bytes; the limit is {MAX_PNG_BYTES}")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            grey = img.convert("L")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidImage(f"not a decodable image: {exc}") from None
+    grey = decode_image(data, DIGIT_IMAGE_LIMITS, budget).convert("L")
     if grey.size != (SIDE, SIDE):
         grey = grey.resize((SIDE, SIDE), Image.Resampling.BOX)
     return (np.asarray(grey, dtype=np.float32) / 255.0).reshape(FEATURE_DIM)
