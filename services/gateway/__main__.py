@@ -39,6 +39,7 @@ from services.transportkit import bootstrap
 from services.transportkit.listener import http_listener
 
 log = logging.getLogger("services.gateway")
+BOOTSTRAP_NAME = "bootstrap"  # the name of keys registered from FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,12 +79,17 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
     await asyncio.to_thread(migrate, url, [MIGRATIONS])
     db = Database(url)
     keys = KeyStore(db, settings.key_cache_s)
+    bootstrap_ids: set[str] = set()
     for key in (k.strip() for k in settings.bootstrap_keys.split(",") if k.strip()):
         try:
-            if keys.ensure(key, "bootstrap", ["predict", "admin"]):
+            if keys.ensure(key, BOOTSTRAP_NAME, ["predict", "admin"]):
                 log.info("registered bootstrap key %s", key.split("_")[1])
         except ValueError as exc:
             raise ConfigError(f"FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS: {exc}") from None
+        bootstrap_ids.add(key.split("_")[1])
+    # A bootstrap key rotated out of the settings (a new Secret) must stop working, not linger.
+    for key_id in keys.revoke_others(BOOTSTRAP_NAME, bootstrap_ids):
+        log.info("revoked bootstrap key %s: no longer in FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS", key_id)
     routes = RouteTable(db)
     routes.load()
 

@@ -10,7 +10,8 @@ The policy, for every call: what is left of the request's deadline travels as
 request was not run) are retried inside that budget only, after a back-off (at least the
 server's `Retry-After-Ms`); a deadline that passed, a runtime failure and a bad request never
 are. Not reaching the server, 503 and 504 count against the backend's circuit breaker; a server
-that answered, even with an error, did not fail.
+that answered, even with an error, did not fail; a deadline the caller made too short to judge the
+backend by (deadline.py) running out does not count either.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 MIN_ATTEMPT_S = 0.002  # a retry needs at least this much budget left to be worth sending
 RETRYABLE = (429, 503)
-BREAKING = (503, 504)
 
 
 def _message(body: bytes, status: int) -> str:
@@ -66,7 +66,7 @@ def _retry_after_s(headers: dict[str, str]) -> float | None:
     return float(raw) / 1000 if raw and raw.replace(".", "", 1).isdigit() else None
 
 
-def error_of(status: int, body: bytes, headers: dict[str, str], addr: str) -> GatewayError:
+def error_of(status: int, body: bytes, headers: dict[str, str], addr: str, judged: bool = True) -> GatewayError:
     """The model server's error answer as the gateway's domain error (the one table of this hop)."""
     message = _message(body, status)
     if status == 404:
@@ -78,7 +78,7 @@ def error_of(status: int, body: bytes, headers: dict[str, str], addr: str) -> Ga
     if status == 503:
         return BackendUnavailable(f"model server {addr} unavailable: {message}")
     if status == 504:
-        return DeadlineExceeded(f"deadline exceeded at the model server: {message}")
+        return DeadlineExceeded(f"deadline exceeded at the model server: {message}", backend_fault=judged)
     if 400 <= status < 500:
         return InvalidInput(message)
     return BackendFailed(f"model server failed (HTTP {status}): {message}")
@@ -132,17 +132,18 @@ class ModelServerClient:
                 breaker.failure()
                 error: GatewayError = BackendUnavailable(f"model server {self.addr} unavailable: {exc}")
             except TimeoutError:
-                breaker.failure()
-                raise DeadlineExceeded(f"no answer from {backend} within the deadline") from None
+                if deadline.judged:  # a caller's own tiny budget running out says nothing about the backend
+                    breaker.failure()
+                raise deadline.expired(f"no answer from {backend} within the deadline") from None
             else:
                 if status in answers:
                     breaker.success()
                     return status, rheaders, rbody
-                if status in BREAKING:
+                if status == 503 or (status == 504 and deadline.judged):
                     breaker.failure()
                 else:
                     breaker.success()  # it answered: the backend is up
-                error = error_of(status, rbody, rheaders, self.addr)
+                error = error_of(status, rbody, rheaders, self.addr, deadline.judged)
                 if status not in RETRYABLE:
                     raise error
             if attempt >= self._retries:

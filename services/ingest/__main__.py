@@ -18,7 +18,7 @@ from services.events import EventProducer, ensure_topics
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.settings import IngestSettings
 from services.ingest.tables import MIGRATIONS
-from services.ingest.transport.grpc import serve_grpc
+from services.ingest.transport.grpc import StreamLimits, serve_grpc
 from services.ingest.transport.kafka_loop import build_consume_loop
 from services.ingest.transport.rest import build_app
 from services.storage import Database, ObjectStore, migrate
@@ -68,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     readiness.add("object_store", objects.ping)
 
     threads: list[threading.Thread] = []
-    loop = None
+    consumer: threading.Thread | None = None
     if settings.consume_raw:
         loop = build_consume_loop(
             pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event, settings.raw_batch
         )
         readiness.add("raw_consumer", loop.healthy)
-        threads.append(threading.Thread(target=loop.run, name="raw-consumer"))
+        consumer = threading.Thread(target=loop.run, name="raw-consumer")
+        threads.append(consumer)
     threads.append(
         threading.Thread(target=pipeline.run_outbox_relay, args=(stop.event, settings.outbox_retry_s), name="outbox")
     )
@@ -83,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
     app = build_app(pipeline, readiness, settings.webhook_token, settings.max_body_bytes, settings.max_batch)
     http = serve_http_in_thread(app, settings.host, settings.http_port)
-    grpc_server, grpc_port = serve_grpc(pipeline, settings.host, settings.grpc_port, settings.max_batch)
+    limits = StreamLimits(
+        settings.stream_max_labels, settings.stream_max_bytes, settings.stream_idle_s, settings.stream_max_s
+    )
+    grpc_server, grpc_port, stream_watch = serve_grpc(
+        pipeline, settings.host, settings.grpc_port, settings.max_batch, limits, settings.grpc_workers
+    )
     log.info(
         "ingest serving",
         extra={
@@ -94,9 +100,17 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
 
-    stop.wait()
+    status = 0
+    while not stop.wait(0.5):
+        if consumer is not None and not consumer.is_alive():
+            # Readiness already says so; exiting lets the supervisor (or Kubernetes) start a fresh one.
+            log.error("the flywheel.labels.raw consumer died; stopping")
+            status = 1
+            break
+    stop.event.set()
     log.info("stopping: draining in-flight requests")
     grpc_server.stop(grace=10).wait(15)
+    stream_watch.stop()
     http.stop(timeout=15)
     for t in threads:
         t.join(30)
@@ -104,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.close()
     producer.close()
     db.close()
-    log.info("ingest stopped")
-    return 0
+    log.info("ingest stopped", extra={"status": status})
+    return status
 
 
 if __name__ == "__main__":

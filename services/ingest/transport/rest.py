@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import uuid
 from datetime import datetime
@@ -17,6 +16,7 @@ from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.ingest.errors import InvalidInput, PayloadTooLarge, Unauthorized
@@ -25,8 +25,8 @@ from services.ingest.labels import CREATED, LabelInput
 from services.ingest.metrics import stage
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.status import ERRORS
-from services.telemetry import Readiness, health_router, request_id_var
-from services.transportkit.rest import BodyTooLarge, install_error_handlers, read_request_body
+from services.telemetry import Readiness, health_router, request_id_var, valid_request_id
+from services.transportkit.rest import BodyTooLarge, NotJson, install_error_handlers, parse_json, read_request_body
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def _json(body: bytes) -> object:
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput("body", f"not valid JSON: {exc}") from None
+        return parse_json(body)
+    except NotJson as exc:
+        raise InvalidInput("body", str(exc)) from None
 
 
 def check_token(header: str | None, token: str) -> None:
@@ -122,7 +122,12 @@ def build_app(
 
     @app.middleware("http")
     async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        given = request.headers.get("x-request-id")
+        rid = valid_request_id(given) or uuid.uuid4().hex
+        if given and rid != given:  # it goes back in a header and into every log line: refuse, never echo
+            reason = "must be 1-128 letters, digits or any of _ . : / @ + = ~ -"
+            body = {"error": "InvalidInput", "field": "x-request-id", "reason": reason}
+            return JSONResponse(body, status_code=400)
         token = request_id_var.set(rid)
         try:
             response = await call_next(request)

@@ -15,7 +15,7 @@ from services.modelserver.metrics import Duration
 from services.modelserver.served import ServedVersion
 from services.modelserver.transport.status import ERRORS
 from services.oip import grpc_codec
-from services.telemetry import request_id_var
+from services.telemetry import request_id_var, valid_request_id
 from services.transportkit.grpc import guarded_aio
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @guarded
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        request_id_var.set(request.id)
+        request_id_var.set(valid_request_id(request.id))
         decoded = grpc_codec.decode_request(request, context.time_remaining(), self._max_bytes)
         response = await self._dataplane.infer(decoded)
         return grpc_codec.encode_response(response, raw=grpc_codec.wants_raw(request))

@@ -9,6 +9,7 @@ expects, binary tensors, gzip/deflate bodies, Triton's `timeout` parameter and t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -22,7 +23,7 @@ from services.modelserver.served import ServedVersion
 from services.modelserver.transport.status import ERRORS
 from services.oip import rest_codec
 from services.oip.asgi import InferCall, InferRoute
-from services.telemetry import Readiness, health_router, request_id_var
+from services.telemetry import Readiness, health_router, request_id_var, valid_request_id
 from services.transportkit.rest import install_error_handlers, read_body, read_json
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,12 @@ def build_asgi(dataplane: DataPlane, readiness: Readiness, max_request_bytes: in
 
     async def infer(call: InferCall) -> tuple[dict[str, str], bytes]:
         body = await read_body(call.receive, call.headers.get("content-length"), max_body)
-        request, binary = rest_codec.decode_request(
-            call.model, call.version, body, call.headers, max_request_bytes, max_body
-        )
-        request_id_var.set(request.id or call.headers.get("x-request-id", ""))
+        args = (call.model, call.version, body, call.headers, max_request_bytes, max_body)
+        if rest_codec.compressed(call.headers):  # inflating up to max_body is CPU work: off the event loop
+            request, binary = await asyncio.to_thread(rest_codec.decode_request, *args)
+        else:
+            request, binary = rest_codec.decode_request(*args)
+        request_id_var.set(valid_request_id(request.id or call.headers.get("x-request-id")))
         answer, headers = rest_codec.encode_response(await dataplane.infer(request), binary)
         return headers, answer
 
