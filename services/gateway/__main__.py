@@ -52,28 +52,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     settings, common, stop = bootstrap.start("gateway", GatewaySettings, parse_args(argv))
+    security = bootstrap.security(common)
     try:
-        return bootstrap.run(lambda: serve(settings, common, stop.event), settings.event_loop)
+        return bootstrap.run(lambda: serve(settings, common, security, stop.event), settings.event_loop)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
 
 
-async def _watch_backend(client: ModelServerClient, flag: threading.Event, stop: asyncio.Event) -> None:
-    """Readiness of the model server, polled so /readyz stays quick."""
+async def _watch_backend(client: ModelServerClient, state: dict[str, str], stop: asyncio.Event) -> None:
+    """Readiness of the model server (reachable, and admitting the gateway), polled so /readyz stays quick."""
     while not stop.is_set():
-        reachable = await client.live(timeout_s=1.0)
-        if reachable:
-            flag.set()
-        else:
-            flag.clear()
+        state["problem"] = await client.probe(timeout_s=1.0)
         try:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         except TimeoutError:
             pass
 
 
-async def serve(settings: GatewaySettings, common: CommonSettings, stop: threading.Event) -> int:
+async def serve(
+    settings: GatewaySettings, common: CommonSettings, security: bootstrap.Security, stop: threading.Event
+) -> int:
+    """The gateway's routes are public (API keys with scopes are their credential): no caller check here.
+    Its own service token is what the model server admits it by."""
     loop = asyncio.get_running_loop()
     url = common.resolved_database_url()
     await asyncio.to_thread(migrate, url, [MIGRATIONS])
@@ -101,7 +102,12 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
 
     breakers = Breakers(settings.breaker_failures, settings.breaker_open_s)
     client = ModelServerClient(
-        settings.modelserver_http_addr, breakers, settings.retries, settings.retry_backoff_ms / 1000
+        settings.modelserver_http_addr,
+        breakers,
+        settings.retries,
+        settings.retry_backoff_ms / 1000,
+        token=security.token,
+        tls=security.tls.client_context(),
     )
     watch = CanaryWatch(
         Thresholds(
@@ -129,10 +135,10 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
 
     readiness = Readiness()
     readiness.add("database", db.ping)
-    backend_up = threading.Event()
-    readiness.add_flag("modelserver", backend_up, f"model server not reachable at {settings.modelserver_http_addr}")
+    backend = {"problem": "not probed yet"}
+    readiness.add("modelserver", lambda: (not backend["problem"], backend["problem"] or "ok"))
     stop_async = asyncio.Event()
-    watcher = loop.create_task(_watch_backend(client, backend_up, stop_async))
+    watcher = loop.create_task(_watch_backend(client, backend, stop_async))
 
     events_stop = threading.Event()
     events_thread = None
@@ -143,12 +149,13 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
         readiness.add("model_events", consume.healthy)
 
     grpc_server, health = build_grpc_server(gateway, guard, settings.max_request_bytes)
-    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    grpc_port = security.tls.add_port(grpc_server, f"{settings.host}:{settings.grpc_port}")
     await grpc_server.start()
     await health.set("", SERVING)
 
     sock = http_listener(settings.host, settings.http_port)
-    http, http_task = bootstrap.uvicorn_server(build_asgi(gateway, guard, readiness, settings.max_request_bytes), sock)
+    app = build_asgi(gateway, guard, readiness, settings.max_request_bytes)
+    http, http_task = bootstrap.uvicorn_server(app, sock, security.tls)
     log.info(
         "listening",
         extra={

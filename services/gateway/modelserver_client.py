@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -47,6 +48,7 @@ from services.oip.messages import InferRequest, InferResponse
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+REFUSED_HINT = "check the gateway's FLYWHEEL_SERVICE_TOKEN and the model server's FLYWHEEL_TRUSTED_CALLERS"
 MIN_ATTEMPT_S = 0.002  # a retry needs at least this much budget left to be worth sending
 RETRYABLE = (429, 503)
 
@@ -69,6 +71,8 @@ def _retry_after_s(headers: dict[str, str]) -> float | None:
 def error_of(status: int, body: bytes, headers: dict[str, str], addr: str, judged: bool = True) -> GatewayError:
     """The model server's error answer as the gateway's domain error (the one table of this hop)."""
     message = _message(body, status)
+    if status in (401, 403):  # our own credential, not the caller's: a deployment fault
+        return BackendFailed(f"the model server refuses the gateway's credential ({message}): {REFUSED_HINT}")
     if status == 404:
         return ModelNotFound(message)
     if status == 413:
@@ -95,10 +99,20 @@ def _model_path(name: str, version: str, *rest: str) -> str:
 
 class ModelServerClient:
     def __init__(
-        self, addr: str, breakers: Breakers, retries: int, backoff_s: float, max_response_bytes: int = 64 << 20
+        self,
+        addr: str,
+        breakers: Breakers,
+        retries: int,
+        backoff_s: float,
+        max_response_bytes: int = 64 << 20,
+        token: str = "",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`token`: the gateway's service credential, sent with every call (the model server admits no
+        caller without one); `tls`: verify the model server over TLS with this context."""
         self.addr = addr
-        self._pool = Http1Pool(addr, max_response_bytes)
+        self._pool = Http1Pool(addr, max_response_bytes, tls)
+        self._credential = {"authorization": f"Bearer {token}"} if token else {}
         self._breakers = breakers
         self._retries = retries
         self._backoff_s = backoff_s
@@ -123,7 +137,7 @@ class ModelServerClient:
             left = deadline.check()
             breaker.before()
             # Never "0.000": a budget under 1 µs still travels as the smallest positive value the server accepts.
-            sent = {**headers, rest_codec.TIMEOUT_HEADER: f"{max(left * 1000, 0.001):.3f}"}
+            sent = {**headers, **self._credential, rest_codec.TIMEOUT_HEADER: f"{max(left * 1000, 0.001):.3f}"}
             try:
                 status, rheaders, rbody = await self._pool.send(method, target, body, sent, left)
             except UnsafeHeader as exc:
@@ -168,13 +182,16 @@ class ModelServerClient:
             raise BackendFailed(f"unreadable answer from the model server: {exc}") from None
 
     # -- health, metadata, repository ---------------------------------------------------------
-    async def live(self, timeout_s: float) -> bool:
-        """A probe: one request, no retry, no breaker."""
+    async def probe(self, timeout_s: float) -> str:
+        """One request, no retry, no breaker, to a route that needs the gateway's credential: "" when the
+        model server answers it, else why not (unreachable, or the credential refused)."""
         try:
-            status, _, _ = await self._pool.send("GET", "/v2/health/live", b"", {}, timeout_s)
-        except (NotReached, TimeoutError):
-            return False
-        return status == 200
+            status, _, _ = await self._pool.send("GET", "/v2", b"", self._credential, timeout_s)
+        except (NotReached, TimeoutError) as exc:
+            return f"model server not reachable at {self.addr}: {exc or type(exc).__name__}"
+        if status in (401, 403):
+            return f"model server at {self.addr} refuses the gateway's credential: {REFUSED_HINT}"
+        return "" if status == 200 else f"model server at {self.addr} answers HTTP {status}"
 
     # Each kind of call has a breaker of its own, named after its RPC (never after a caller's string).
     async def _status(self, rpc: str, target: str, deadline: Deadline, no: int) -> bool:

@@ -20,7 +20,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.tables import MIGRATIONS
 from services.ingest.transport.grpc import StreamLimits, serve_grpc
 from services.ingest.transport.kafka_loop import build_consume_loop
-from services.ingest.transport.rest import build_app
+from services.ingest.transport.rest import build_asgi
 from services.storage import Database, ObjectStore, migrate
 from services.telemetry import Readiness, serve_http_in_thread
 from services.transportkit import bootstrap
@@ -51,6 +51,7 @@ def broker_check(admin: AdminClient) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     settings, common, stop = bootstrap.start("ingest", IngestSettings, parse_args(argv))
+    security = bootstrap.security(common)
 
     db_url = common.resolved_database_url()
     migrate(db_url, [MIGRATIONS])
@@ -82,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         t.start()
 
-    app = build_app(pipeline, readiness, settings.webhook_token, settings.max_body_bytes, settings.max_batch)
-    http = serve_http_in_thread(app, settings.host, settings.http_port)
+    app = build_asgi(
+        pipeline, readiness, settings.webhook_token, settings.max_body_bytes, settings.max_batch, security.callers
+    )
+    http = serve_http_in_thread(app, settings.host, settings.http_port, ssl=security.tls.uvicorn_options())
     limits = StreamLimits(
         settings.stream_max_labels, settings.stream_max_bytes, settings.stream_idle_s, settings.stream_max_s
     )
     grpc_server, grpc_port, stream_watch = serve_grpc(
-        pipeline, settings.host, settings.grpc_port, settings.max_batch, limits, settings.grpc_workers
+        pipeline, settings.host, settings.grpc_port, settings.max_batch, security, limits, settings.grpc_workers
     )
     log.info(
         "ingest serving",

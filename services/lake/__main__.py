@@ -28,7 +28,7 @@ from services.lake.sink import LakeSink
 from services.lake.snapshots import Snapshots
 from services.lake.store import LakeStore
 from services.lake.transport.grpc import serve_grpc
-from services.lake.transport.rest import build_app
+from services.lake.transport.rest import build_asgi
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
 from services.transportkit import bootstrap
 
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_LAKE_TOPICS: {exc.args[0]}") from None
     configure_logging("lake", common.log_level)
+    security = bootstrap.security(common)
     faulthandler.enable()  # a native crash still leaves every thread's stack in the log
     if hasattr(signal, "SIGUSR1"):  # and `kill -USR1` dumps them on demand, e.g. to see a stall
         faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -107,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     readiness.add("consumer", lambda: current[0].healthy() if current else (False, "starting"))
     readiness.add("lake", lambda: (store.exists(""), f"lake root {store.url} not reachable"))
 
-    http = serve_http_in_thread(build_app(dataplane, readiness), settings.host, settings.http_port)
-    grpc_server, grpc_port = serve_grpc(dataplane, settings.host, settings.grpc_port)
+    http = serve_http_in_thread(
+        build_asgi(dataplane, readiness, security.callers),
+        settings.host,
+        settings.http_port,
+        ssl=security.tls.uvicorn_options(),
+    )
+    grpc_server, grpc_port = serve_grpc(dataplane, settings.host, settings.grpc_port, security)
     consumer = threading.Thread(target=consume, name="consume")
     consumer.start()
     workers = [

@@ -14,8 +14,9 @@ from services.monitor.policy import RetrainPolicy
 from services.monitor.reference import ReferenceStore, SnapshotMap
 from services.monitor.settings import MonitorSettings, parse_hyperparameters, resolved_lake_root
 from services.monitor.transport.kafka import VALIDATORS, MonitorHandler, restore_state
-from services.monitor.transport.rest import monitor_app
+from services.monitor.transport.rest import monitor_asgi
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
+from services.transportkit import bootstrap
 
 log = logging.getLogger("services.monitor")
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     common = load_settings(CommonSettings)
     settings = load_settings(MonitorSettings, http_port=args.http_port, lake_root=args.lake_root, group=args.group)
     configure_logging("monitor", common.log_level)
+    security = bootstrap.security(common)
     stop = StopSignal().install()
 
     monitor = build_monitor(settings, common)
@@ -96,23 +98,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     readiness = Readiness()
     readiness.add("kafka", loop.healthy)
-    http = serve_http_in_thread(monitor_app(monitor, readiness), settings.host, settings.http_port)
+    http = serve_http_in_thread(
+        monitor_asgi(monitor, readiness, security.callers),
+        settings.host,
+        settings.http_port,
+        ssl=security.tls.uvicorn_options(),
+    )
     log.info(
         "monitor started",
         extra={"http_port": http.port, "lake_root": monitor.references.lake_root, "group": settings.group},
     )
     consumer = threading.Thread(target=loop.run, name="consume", daemon=False)
     consumer.start()
+    status = 0
     try:
-        while consumer.is_alive() and not stop.wait(0.5):
-            pass
+        while not stop.wait(0.5):
+            if not consumer.is_alive():
+                log.error("the consume loop died; stopping")
+                status = 1
+                break
     finally:
         stop.event.set()
         consumer.join(60)
         producer.close()
         http.stop()
-    log.info("monitor stopped")
-    return 0
+    log.info("monitor stopped", extra={"status": status})
+    return status
 
 
 if __name__ == "__main__":

@@ -26,16 +26,24 @@ from services.trainer.snapshots import SnapshotResolver
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric
 from services.trainer.transport.grpc import TrainerServicer, serve_grpc
-from services.trainer.transport.rest import build_app
+from services.trainer.transport.rest import build_asgi
 from services.trainer.transport.train_requests import TrainRequestHandler
 from services.transportkit import bootstrap
 
 log = logging.getLogger("services.trainer")
 
 
+# A training worker calls no service: it gets none of the trainer's service credentials.
+NOT_FOR_WORKERS = ("FLYWHEEL_SERVICE_TOKEN", "FLYWHEEL_TRUSTED_CALLERS")
+
+
 def worker_env(common: CommonSettings, settings: TrainerSettings) -> dict[str, str]:
     """What a worker needs: the same database, broker, repository and settings as the service."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("FLYWHEEL_") or k in ("PATH", "HOME", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith("FLYWHEEL_") and k not in NOT_FOR_WORKERS) or k in ("PATH", "HOME", "PYTHONPATH")
+    }
     env.update(
         FLYWHEEL_HOME=str(common.home.resolve()),
         FLYWHEEL_DATABASE_URL=common.resolved_database_url(),
@@ -63,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidRequest as exc:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_COMBINED_METRIC: {exc}") from None
     configure_logging("trainer", common.log_level)
+    security = bootstrap.security(common)
     stop = StopSignal().install()
 
     db_url = common.resolved_database_url()
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         runners["kubernetes"] = KubernetesRunner.from_settings(store, settings, pod_env)
     lake_root = settings.lake_root or (common.home / "lake").resolve().as_uri()
-    lake = LakeClient(settings.lake_addr) if settings.lake_addr else None
+    lake = LakeClient(settings.lake_addr, security) if settings.lake_addr else None
     resolver = SnapshotResolver(lake_root, lake)
     jobs = JobService(store, runners, settings.runner, resolver)
 
@@ -118,8 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         loop_thread = threading.Thread(target=loop.run, name="train-requests", daemon=True)
         loop_thread.start()
 
-    http = serve_http_in_thread(build_app(jobs, registry, readiness, stop.event), settings.host, settings.http_port)
-    grpc_server, grpc_port = serve_grpc(TrainerServicer(jobs, registry, stop.event), settings.host, settings.grpc_port)
+    http = serve_http_in_thread(
+        build_asgi(jobs, registry, readiness, stop.event, security.callers),
+        settings.host,
+        settings.http_port,
+        ssl=security.tls.uvicorn_options(),
+    )
+    grpc_server, grpc_port = serve_grpc(
+        TrainerServicer(jobs, registry, stop.event), settings.host, settings.grpc_port, security
+    )
     log.info("trainer ready", extra={"http_port": http.port, "grpc_port": grpc_port, "runner": settings.runner})
 
     stop.wait()

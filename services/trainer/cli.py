@@ -16,6 +16,7 @@ from rich.table import Table
 
 from services.genproto.flywheel.v1 import trainer_pb2 as pb
 from services.genproto.flywheel.v1 import trainer_pb2_grpc
+from services.transportkit.auth import authenticated_channel
 
 console = Console()
 STATE_NAMES = {v: k for k, v in pb.JobState.items()}
@@ -23,7 +24,10 @@ DONE = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 
 
 def _stub(args: argparse.Namespace) -> trainer_pb2_grpc.TrainerStub:
-    return trainer_pb2_grpc.TrainerStub(grpc.insecure_channel(args.addr))
+    """The trainer admits trusted callers only: calls go as FLYWHEEL_SERVICE_TOKEN (`flywheel` sets it to the
+    operator's token of the stack under --home when it is not set)."""
+    channel = grpc.insecure_channel(args.addr)
+    return trainer_pb2_grpc.TrainerStub(authenticated_channel(channel, os.environ.get("FLYWHEEL_SERVICE_TOKEN", "")))
 
 
 def _kv(pairs: list[str]) -> dict[str, str]:

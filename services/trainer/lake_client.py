@@ -6,14 +6,17 @@ import grpc
 
 from services.genproto.flywheel.v1 import lake_pb2, lake_pb2_grpc
 from services.trainer.errors import LakeUnavailable, SnapshotNotFound
+from services.transportkit.auth import authenticated_channel
+from services.transportkit.bootstrap import Security
 
 
 class LakeClient:
-    def __init__(self, addr: str, timeout_s: float = 120.0) -> None:
+    def __init__(self, addr: str, security: Security, timeout_s: float = 120.0) -> None:
+        """Calls the lake with the trainer's service token (and over TLS when `security` says so)."""
         self._addr = addr
         self._timeout = timeout_s
-        self._channel = grpc.insecure_channel(addr)
-        self._stub = lake_pb2_grpc.LakeStub(self._channel)
+        self._channel = security.tls.channel(addr)
+        self._stub = lake_pb2_grpc.LakeStub(authenticated_channel(self._channel, security.token))
 
     def create_snapshot(self, description: str = "") -> lake_pb2.Snapshot:
         try:

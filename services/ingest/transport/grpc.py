@@ -28,6 +28,8 @@ from services.ingest.errors import StreamCancelled, StreamTooLarge
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.raw_codec import from_raw
 from services.ingest.transport.status import ERRORS
+from services.transportkit.auth import GrpcCallerCheck
+from services.transportkit.bootstrap import Security
 from services.transportkit.grpc import guarded
 
 log = logging.getLogger(__name__)
@@ -131,20 +133,23 @@ def serve_grpc(
     host: str,
     port: int,
     max_batch: int,
+    security: Security,
     limits: StreamLimits | None = None,
     workers: int = 8,
 ) -> tuple[grpc.Server, int, StreamWatch]:
-    """The gRPC server, started; stop it, then the returned watch."""
+    """The gRPC server, started (every RPC needs a trusted caller: label producers present their token);
+    stop it, then the returned watch."""
     limits = limits or StreamLimits()
     watch = StreamWatch(limits)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        interceptors=[GrpcCallerCheck(security.callers)],
         # One stream per worker thread; one more is refused at once (RESOURCE_EXHAUSTED), never queued.
         maximum_concurrent_rpcs=workers,
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
     )
     pb_grpc.add_IngestServicer_to_server(IngestServicer(pipeline, max_batch, limits, watch), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = security.tls.add_port(server, f"{host}:{port}")
     if bound == 0:
         watch.stop()
         raise RuntimeError(f"could not bind gRPC on {host}:{port}")

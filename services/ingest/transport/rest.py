@@ -26,9 +26,13 @@ from services.ingest.metrics import stage
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.status import ERRORS
 from services.telemetry import Readiness, health_router, request_id_var, valid_request_id
+from services.transportkit.auth import CallerCheck, TrustedCallers
 from services.transportkit.rest import BodyTooLarge, NotJson, install_error_handlers, parse_json, read_request_body
 
 log = logging.getLogger(__name__)
+# Open without a service credential (it checks Label Studio's token itself); /v1/labels admits only
+# trusted callers (label producers, operators: FLYWHEEL_TRUSTED_CALLERS).
+PUBLIC_PATHS = ("/webhooks/label-studio",)
 
 
 class NativeLabel(BaseModel):
@@ -112,6 +116,19 @@ def check_token(header: str | None, token: str) -> None:
     scheme, _, given = header.partition(" ")
     if scheme.lower() not in ("token", "bearer") or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthorized("wrong webhook token")
+
+
+def build_asgi(
+    pipeline: IngestPipeline,
+    readiness: Readiness,
+    webhook_token: str,
+    max_body_bytes: int,
+    max_batch: int,
+    callers: TrustedCallers,
+) -> CallerCheck:
+    """Ingest's HTTP application behind the caller check (the webhook and health excepted)."""
+    app = build_app(pipeline, readiness, webhook_token, max_body_bytes, max_batch)
+    return CallerCheck(app, callers, ERRORS, PUBLIC_PATHS)
 
 
 def build_app(

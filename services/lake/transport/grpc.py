@@ -17,6 +17,8 @@ from services.lake.dataplane import LakeDataPlane
 from services.lake.errors import InvalidRequest
 from services.lake.snapshots import SplitSpec
 from services.lake.transport.status import ERRORS
+from services.transportkit.auth import GrpcCallerCheck
+from services.transportkit.bootstrap import Security
 from services.transportkit.grpc import guarded
 
 log = logging.getLogger(__name__)
@@ -136,10 +138,16 @@ class LakeServicer(pb_grpc.LakeServicer):
         )
 
 
-def serve_grpc(dataplane: LakeDataPlane, host: str, port: int, workers: int = 4) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"))
+def serve_grpc(
+    dataplane: LakeDataPlane, host: str, port: int, security: Security, workers: int = 4
+) -> tuple[grpc.Server, int]:
+    """The gRPC server, started; every RPC needs a trusted caller's credential (the trainer, operators)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        interceptors=[GrpcCallerCheck(security.callers)],
+    )
     pb_grpc.add_LakeServicer_to_server(LakeServicer(dataplane), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = security.tls.add_port(server, f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"cannot bind gRPC on {host}:{port}")
     server.start()

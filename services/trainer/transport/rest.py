@@ -15,7 +15,8 @@ from services.trainer.jobs import JobService
 from services.trainer.registry import Registry
 from services.trainer.transport.codec import job_json, version_json
 from services.trainer.transport.status import ERRORS
-from services.transportkit.rest import install_error_handlers
+from services.transportkit.auth import CallerCheck, TrustedCallers
+from services.transportkit.rest import BoundedBody, install_error_handlers
 
 
 class SearchBody(BaseModel):
@@ -38,6 +39,17 @@ class SubmitBody(BaseModel):
 class PromoteBody(BaseModel):
     stage: str
     force: bool = False
+
+
+MAX_BODY = 1 << 20  # a job: names, a few hyperparameters
+
+
+def build_asgi(
+    jobs: JobService, registry: Registry, readiness: Readiness, stop: threading.Event, callers: TrustedCallers
+) -> CallerCheck:
+    """The trainer's HTTP application: bodies bounded, every route but health for trusted callers only."""
+    app = BoundedBody(build_app(jobs, registry, readiness, stop), MAX_BODY, ERRORS)
+    return CallerCheck(app, callers, ERRORS)
 
 
 def build_app(jobs: JobService, registry: Registry, readiness: Readiness, stop: threading.Event) -> FastAPI:
