@@ -96,8 +96,8 @@ def decode_image(data: bytes, limits: ImageLimits, budget: PixelBudget | None = 
         raise InvalidImage(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
     fmt = sniff_format(data)
     if fmt is None or fmt not in limits.formats:
-        what = f"image format {fmt} is not accepted" if fmt else "not a recognised image format"
-        raise InvalidImage(f"{what}: send one of {', '.join(limits.formats)}")
+        what = f"image format {fmt} is not accepted" if fmt else "not a decodable image: unknown format"
+        raise InvalidImage(f"{what}; send one of {', '.join(limits.formats)}")
     try:
         # A decoder fed hostile bytes fails in many ways (OSError, SyntaxError, struct.error, ValueError,
         # EOFError, DecompressionBombError, …): each means these bytes are no acceptable image.

@@ -25,6 +25,8 @@ from services.events.topics import MODELS, TRAIN_REQUESTS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.genproto.flywheel.v1 import lake_pb2, lake_pb2_grpc, trainer_pb2_grpc
 from services.genproto.flywheel.v1 import trainer_pb2 as pb
+from services.transportkit.auth import authenticated_channel
+from tests.support.credentials import credentials, operator, operator_token, service_env
 from tests.support.kafka_reader import read_topic
 from tests.support.waiting import wait_until
 
@@ -34,9 +36,11 @@ FAST = {"max_epochs": "15", "width": "64", "augment_shift": "0", "lr": "0.001"}
 class StandInLake(lake_pb2_grpc.LakeServicer):
     def __init__(self) -> None:
         self.created: list[str] = []
+        self.callers: list[str] = []  # the credential each call came with
 
     def CreateSnapshot(self, request, context):  # type: ignore[no-untyped-def]
         self.created.append(request.description)
+        self.callers.append(dict(context.invocation_metadata()).get("authorization", ""))
         return lake_pb2.Snapshot(snapshot_id="snap-digits")
 
 
@@ -68,6 +72,7 @@ def trainer(tmp_path_factory, broker, lake, lake_root: Path) -> Iterator[dict]:
         "FLYWHEEL_TRAINER_ONNX_EXPORTER": "torchscript",
         "FLYWHEEL_TRAINER_MAX_CONCURRENT_JOBS": "2",
         "FLYWHEEL_TRAINER_CONSUMER_GROUP": f"trainer-{http}",
+        **service_env("trainer"),
     }
     proc = subprocess.Popen([sys.executable, "-m", "services.trainer"], env=env)
     try:
@@ -77,7 +82,7 @@ def trainer(tmp_path_factory, broker, lake, lake_root: Path) -> Iterator[dict]:
             proc=proc,
             message="trainer ready",
         )
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        channel = authenticated_channel(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"), operator_token())
         yield {
             "stub": trainer_pb2_grpc.TrainerStub(channel),
             "http": http,
@@ -146,9 +151,13 @@ def test_bad_requests_get_clear_errors(trainer) -> None:
             pb.SubmitJobRequest(snapshot_id="snap-digits", model_family="digits_mlp", hyperparameters={"lrate": "1"})
         )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown hyperparameter" in err.value.details()
-    r = httpx.get(f"http://127.0.0.1:{trainer['http']}/v1/jobs/missing")
+    r = httpx.get(f"http://127.0.0.1:{trainer['http']}/v1/jobs/missing", headers=operator())
     assert r.status_code == 404 and r.json()["detail"] == "no job 'missing'"
-    r = httpx.post(f"http://127.0.0.1:{trainer['http']}/v1/jobs", json={"snapshot_id": "snap-digits", "budget_s": -1})
+    r = httpx.post(
+        f"http://127.0.0.1:{trainer['http']}/v1/jobs",
+        json={"snapshot_id": "snap-digits", "budget_s": -1},
+        headers=operator(),
+    )
     assert r.status_code == 422
 
 
@@ -166,7 +175,7 @@ def test_cancel_a_running_job(trainer) -> None:
         proc=trainer["proc"],
         message="job training",
     )
-    r = httpx.post(f"http://127.0.0.1:{trainer['http']}/v1/jobs/{job.job_id}/cancel")
+    r = httpx.post(f"http://127.0.0.1:{trainer['http']}/v1/jobs/{job.job_id}/cancel", headers=operator())
     assert r.status_code == 200
     final = _wait_done(stub, job.job_id, trainer["proc"], timeout_s=60)
     assert final.state == pb.JOB_STATE_CANCELLED and final.reason == "cancelled while running"
@@ -194,6 +203,7 @@ def test_a_train_request_on_the_broker_becomes_a_job(trainer, broker, lake) -> N
     job = _wait_done(stub, job_id, trainer["proc"])
     assert job.state == pb.JOB_STATE_SUCCEEDED, job.reason
     assert job.snapshot_id == "snap-digits" and "drift on digits" in lake[0].created
+    assert lake[0].callers[-1] == credentials().bearer("trainer")["authorization"]  # it calls as itself
     # One epoch of a 32-wide MLP does not beat logistic regression: the gate refuses and says why.
     with pytest.raises(grpc.RpcError) as err:
         stub.PromoteModel(pb.PromoteModelRequest(model="weak", version=job.model_version, stage="production"))
