@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 
 from services.gateway.errors import Unauthenticated
+from services.gateway.metrics import KEY_LOOKUPS
 from services.gateway.tables import api_keys
 from services.storage import Database
 
@@ -131,6 +132,7 @@ class KeyStore:
     def refresh_ids(self) -> None:
         """Read every key id (one query, however many callers wait on it): an id not among them is refused
         without a query of its own, so made-up key ids cost the database nothing (auth.Guard paces this)."""
+        KEY_LOOKUPS.labels("ids").inc()
         with self._db.session() as s:
             ids = frozenset(s.execute(select(api_keys.c.key_id)).scalars())
         self._ids = ids
@@ -153,6 +155,7 @@ class KeyStore:
 
     def verify(self, key: str) -> ApiKey:
         key_id = split_key(key)
+        KEY_LOOKUPS.labels("key").inc()
         with self._db.session() as s:
             row = s.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
         if row is None:

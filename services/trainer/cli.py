@@ -93,8 +93,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return _watch(stub, job.job_id) if args.wait else 0
 
 
+def _refused(exc: grpc.RpcError) -> int:
+    console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")  # type: ignore[attr-defined]
+    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+        console.print(
+            "the trainer admits trusted callers only: `flywheel` calls as the operator of the stack under --home "
+            "(its run/credentials.json), or set FLYWHEEL_SERVICE_TOKEN"
+        )
+    return 1
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
-    return _watch(_stub(args), args.job_id)
+    try:
+        return _watch(_stub(args), args.job_id)
+    except grpc.RpcError as exc:
+        return _refused(exc)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -121,7 +134,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    resp = _stub(args).ListModels(pb.ListModelsRequest(model=args.model))
+    try:
+        resp = _stub(args).ListModels(pb.ListModelsRequest(model=args.model))
+    except grpc.RpcError as exc:
+        return _refused(exc)
     table = Table(title="model registry")
     for col in ("model", "version", "stage", "snapshot", "test acc", "combined", "git"):
         table.add_column(col)

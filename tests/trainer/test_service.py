@@ -129,6 +129,7 @@ def test_submit_watch_and_publish(trainer, broker) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "FLYWHEEL_SERVICE_TOKEN": operator_token()},  # the trainer admits the operator
     )
     assert cli.returncode == 0 and "succeeded" in cli.stdout and "model digits v1" in cli.stdout, cli.stdout
     listed = stub.ListModels(pb.ListModelsRequest(model="digits")).versions
