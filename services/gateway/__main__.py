@@ -96,7 +96,7 @@ async def serve(
 
     producer: EventProducer | None = None
     if settings.events:
-        producer = CountingProducer(common.kafka_bootstrap, client_id="gateway")
+        producer = CountingProducer(common.kafka_bootstrap, client_id="gateway", **common.kafka_security())
     logger = PredictionLogger(producer, settings.log_queue_bound)
     logger.start()
 
@@ -144,7 +144,13 @@ async def serve(
     events_thread = None
     if producer is not None:
         consume, events_thread = start_model_events(
-            common.kafka_bootstrap, settings.events_group, routes, settings.canary_weight, producer, events_stop
+            common.kafka_bootstrap,
+            settings.events_group,
+            routes,
+            settings.canary_weight,
+            producer,
+            events_stop,
+            common.kafka_security(),
         )
         readiness.add("model_events", consume.healthy)
 

@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     migrate(db_url, [MIGRATIONS])
     db = Database(db_url)
     objects = ObjectStore(common.resolved_object_store_url())
-    ensure_topics(common.kafka_bootstrap)
-    producer = EventProducer(common.kafka_bootstrap, client_id="ingest")
-    admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
+    kafka = common.kafka_security()
+    ensure_topics(common.kafka_bootstrap, security=kafka)
+    producer = EventProducer(common.kafka_bootstrap, client_id="ingest", **kafka)
+    admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap, **kafka})
     pipeline = IngestPipeline(db, objects, producer, settings.allowed_labels(), settings.label_schema_version)
     pipeline.republish_outbox()  # whatever a crash left between commit and acknowledgement
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     consumer: threading.Thread | None = None
     if settings.consume_raw:
         loop = build_consume_loop(
-            pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event, settings.raw_batch
+            pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event, settings.raw_batch, kafka
         )
         readiness.add("raw_consumer", loop.healthy)
         consumer = threading.Thread(target=loop.run, name="raw-consumer")

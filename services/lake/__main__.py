@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     dataplane = LakeDataPlane(aggregates, Snapshots(store, aggregates, settings.code_version))
 
     try:
-        ensure_topics(common.kafka_bootstrap, [*topics, DEADLETTER], timeout_s=10)
+        ensure_topics(common.kafka_bootstrap, [*topics, DEADLETTER], timeout_s=10, security=common.kafka_security())
     except Exception as exc:  # noqa: BLE001 - the loop waits for the broker; readiness reports it
         log.warning("could not ensure topics", extra={"error": str(exc)})
     config = ConsumerConfig(
@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         topics=[t.name for t in topics],
         max_batch=settings.flush_rows,
         poll_timeout_s=settings.flush_interval_s,
+        extra=common.kafka_security(),
     )
-    deadletter = EventProducer(common.kafka_bootstrap, client_id=settings.group)
+    deadletter = EventProducer(common.kafka_bootstrap, client_id=settings.group, **common.kafka_security())
     current: list[ConsumeLoop] = []
 
     def consume() -> None:

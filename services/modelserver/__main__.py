@@ -101,7 +101,7 @@ async def serve(
         from services.modelserver.transport.model_events import start_model_events
 
         consume, events_thread = start_model_events(
-            common.kafka_bootstrap, settings.events_group, models, loop, events_stop
+            common.kafka_bootstrap, settings.events_group, models, loop, events_stop, common.kafka_security()
         )
         readiness.add("model_events", consume.healthy)
 

@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopSignal().install()
 
     monitor = build_monitor(settings, common)
-    restore_state(monitor, common.kafka_bootstrap, settings.group)
-    producer = EventProducer(common.kafka_bootstrap, client_id=settings.group)
+    kafka = common.kafka_security()
+    restore_state(monitor, common.kafka_bootstrap, settings.group, kafka)
+    producer = EventProducer(common.kafka_bootstrap, client_id=settings.group, **kafka)
     handler = MonitorHandler(
         monitor,
         producer,
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             group=settings.group,
             topics=handler.topics,
             validators=dict(VALIDATORS),
+            extra=kafka,
         ),
         handler,
         producer,

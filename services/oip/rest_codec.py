@@ -87,6 +87,11 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise ProtocolError(f"request body is not valid {encoding}: {exc}") from None
     if len(out) > limit:
         raise ProtocolError(f"decompressed request body is over the limit of {limit} bytes")
+    if not inflater.eof:
+        raise ProtocolError(f"request body is a truncated {encoding} stream")
+    if inflater.unused_data:
+        extra = len(inflater.unused_data)
+        raise ProtocolError(f"request body has {extra} bytes after the end of its {encoding} stream")
     return out
 
 

@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     migrate(db_url, [MIGRATIONS])
     db = Database(db_url)
     store = JobStore(db)
-    producer = EventProducer(common.kafka_bootstrap, client_id="trainer")
+    kafka = common.kafka_security()
+    producer = EventProducer(common.kafka_bootstrap, client_id="trainer", **kafka)
 
     def publish(event) -> None:  # type: ignore[no-untyped-def]
         producer.send(MODELS.name, event)
@@ -116,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     loop = None
     loop_thread = None
     if settings.consume:
-        dlq = EventProducer(common.kafka_bootstrap, client_id="trainer-dlq")
+        dlq = EventProducer(common.kafka_bootstrap, client_id="trainer-dlq", **kafka)
         loop = ConsumeLoop(
-            ConsumerConfig(common.kafka_bootstrap, settings.consumer_group, [TRAIN_REQUESTS.name]),
+            ConsumerConfig(common.kafka_bootstrap, settings.consumer_group, [TRAIN_REQUESTS.name], extra=kafka),
             TrainRequestHandler(jobs, db, resolver),
             dlq,
             stop.event,

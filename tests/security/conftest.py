@@ -146,9 +146,8 @@ class Stack:
         return url
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("security-stack")
+def start_stack(home: Path) -> Stack:
+    """`flywheel up` on free ports under `home`, the digits test models served (production: v1)."""
     write_repository(home / "models")  # digits v1, v2 and v3 (v3 fails at run time on some inputs)
     components = supervisor.up(home, free_ports=True, extra_env=STACK_ENV, progress=lambda _: None)
     s = Stack(home, components, StackCredentials.load(home))
@@ -157,9 +156,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         r = httpx.put(f"{s.url('gateway')}/admin/routes/{MODEL}", json=route, headers=s.key, timeout=10)
         assert r.status_code == 200, r.text
         s.assert_alive()
+    except BaseException:
+        stop_stack(s)
+        raise
+    return s
+
+
+def stop_stack(s: Stack) -> None:
+    for proc in s.extra:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    supervisor.down(s.home, progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("security-stack"))
+    try:
         yield s
     finally:
-        for proc in s.extra:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        supervisor.down(home, progress=lambda _: None)
+        stop_stack(s)
