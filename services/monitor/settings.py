@@ -21,8 +21,10 @@ class MonitorSettings(BaseSettings):
     model_repository: str = Field(
         "", description="optional Triton repository; <model>/<version>/flywheel.json gives a version's snapshot_id"
     )
-    features: Literal["all", "derived", "raw"] = Field(
-        "all", description="which features are tested: derived image statistics, the raw pixels, or both"
+    features: Literal["auto", "all", "derived", "raw"] = Field(
+        "auto",
+        description="which features are tested: derived image statistics, the raw features, or both; "
+        "auto: the image statistics when the profile has them, else the raw features",
     )
     window_size: int = Field(200, ge=10, le=100_000, description="count window: the last N predictions")
     window_step: int = Field(50, ge=1, le=100_000, description="count window: evaluated every N new predictions")
