@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from services.genproto.flywheel.v1 import lake_pb2, lake_pb2_grpc
-from services.trainer.errors import LakeUnavailable, SnapshotNotFound
+from services.trainer.errors import LakeUnavailable, SnapshotInvalid, SnapshotNotFound
 from services.transportkit.auth import authenticated_channel
 from services.transportkit.bootstrap import Security
 
@@ -24,6 +24,9 @@ class LakeClient:
                 lake_pb2.CreateSnapshotRequest(description=description), timeout=self._timeout
             )
         except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
+                # The lake answered: nothing to snapshot (no labels yet), or a request it cannot take.
+                raise SnapshotInvalid(f"the lake cannot cut a snapshot: {exc.details()}") from None
             raise LakeUnavailable(
                 f"lake at {self._addr}: CreateSnapshot failed: {exc.code().name}: {exc.details()}"
             ) from None

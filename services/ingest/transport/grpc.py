@@ -30,7 +30,7 @@ from services.ingest.transport.raw_codec import from_raw
 from services.ingest.transport.status import ERRORS
 from services.transportkit.auth import GrpcCallerCheck
 from services.transportkit.bootstrap import Security
-from services.transportkit.grpc import guarded
+from services.transportkit.grpc import StrictParsing, guarded
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def serve_grpc(
     watch = StreamWatch(limits)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        interceptors=[GrpcCallerCheck(security.callers)],
+        interceptors=[GrpcCallerCheck(security.callers), StrictParsing()],
         # One stream per worker thread; one more is refused at once (RESOURCE_EXHAUSTED), never queued.
         maximum_concurrent_rpcs=workers,
         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],

@@ -19,7 +19,7 @@ from services.lake.snapshots import SplitSpec
 from services.lake.transport.status import ERRORS
 from services.transportkit.auth import GrpcCallerCheck
 from services.transportkit.bootstrap import Security
-from services.transportkit.grpc import guarded
+from services.transportkit.grpc import StrictParsing, guarded
 
 log = logging.getLogger(__name__)
 LIST_CAP = 1000
@@ -144,7 +144,7 @@ def serve_grpc(
     """The gRPC server, started; every RPC needs a trusted caller's credential (the trainer, operators)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-        interceptors=[GrpcCallerCheck(security.callers)],
+        interceptors=[GrpcCallerCheck(security.callers), StrictParsing()],
     )
     pb_grpc.add_LakeServicer_to_server(LakeServicer(dataplane), server)
     bound = security.tls.add_port(server, f"{host}:{port}")

@@ -17,7 +17,7 @@ from services.modelserver.transport.status import ERRORS
 from services.oip import grpc_codec
 from services.telemetry import request_id_var, valid_request_id
 from services.transportkit.auth import AioGrpcCallerCheck, TrustedCallers
-from services.transportkit.grpc import guarded_aio
+from services.transportkit.grpc import AioStrictParsing, guarded_aio
 
 log = logging.getLogger(__name__)
 guarded = guarded_aio(ERRORS)
@@ -135,7 +135,7 @@ def build_grpc_server(
     # INVALID_ARGUMENT naming the input, rather than a transport-level refusal.
     limit = 4 * max_request_bytes + (1 << 20)
     server = grpc.aio.server(
-        interceptors=[AioGrpcCallerCheck(callers)],
+        interceptors=[AioGrpcCallerCheck(callers), AioStrictParsing()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

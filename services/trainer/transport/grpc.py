@@ -17,7 +17,7 @@ from services.trainer.transport.codec import job_pb, progress_pb, version_pb
 from services.trainer.transport.status import ERRORS
 from services.transportkit.auth import GrpcCallerCheck
 from services.transportkit.bootstrap import Security
-from services.transportkit.grpc import guarded
+from services.transportkit.grpc import StrictParsing, guarded
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def serve_grpc(servicer: TrainerServicer, host: str, port: int, security: Securi
     """The gRPC server, started; every RPC needs a trusted caller's credential."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
-        interceptors=[GrpcCallerCheck(security.callers)],
+        interceptors=[GrpcCallerCheck(security.callers), StrictParsing()],
     )
     trainer_pb2_grpc.add_TrainerServicer_to_server(servicer, server)
     bound = security.tls.add_port(server, f"{host}:{port}")

@@ -26,9 +26,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 import httpx
@@ -59,6 +61,7 @@ class Outcome:
     cases: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     def record(self, answer: str, bad: bool, case: object) -> None:
         self.cases += 1
@@ -84,12 +87,14 @@ def _run(
     def case(value: Any) -> None:
         send(value)
 
+    started = time.monotonic()
     try:
         case()
     except Unsatisfiable:
         pass  # an operation with nothing left to vary (no parameters, or one enum value): its cases ran
     except Exception as exc:  # noqa: BLE001 - reported as a failure of the run, with what it was
         outcome.failures.append(f"the fuzzer itself failed: {type(exc).__name__}: {str(exc)[:300]}")
+    outcome.seconds += time.monotonic() - started
 
 
 def http_status(outcome: Outcome, response: Callable[[], httpx.Response | requests.Response], case: object) -> None:
@@ -145,87 +150,85 @@ def openapi_targets(stack: Stack, examples: int, seed_value: int, console: Conso
     return outcomes
 
 
-def custom_targets(stack: Stack, scale: int, seed_value: int) -> list[Outcome]:
-    http = httpx.Client(timeout=30)
+def custom_targets(stack: Stack, scale: int, seed_value: int) -> list[Callable[[], Outcome]]:
+    """The custom targets as jobs (each runs its own Hypothesis test with its own clients)."""
+    jobs: list[Callable[[], Outcome]] = []
     gw, ms, ingest = stack.url("gateway"), stack.url("modelserver"), stack.url("ingest")
     labeler = stack.credentials.bearer("labeler")
-    outcomes: list[Outcome] = []
 
-    def infer(base: str, credential: dict[str, str]) -> Callable[[Any], None]:
-        def send(case: tuple[str, str, tuple[bytes, dict[str, str]]], outcome: Outcome) -> None:
+    def http_job(name: str, examples: int, strategy: st.SearchStrategy, send: Callable[..., None]) -> None:
+        def job() -> Outcome:
+            outcome = Outcome(name)
+            with httpx.Client(timeout=30) as http:
+                _run(outcome, strategy, examples, seed_value, lambda value: send(http, value, outcome))
+            return outcome
+
+        jobs.append(job)
+
+    def infer(base: str, credential: dict[str, str]) -> Callable[..., None]:
+        def send(http: httpx.Client, case: tuple[str, str, tuple[bytes, dict[str, str]]], outcome: Outcome) -> None:
             model, version, (body, headers) = case
+            model, version = quote(model, safe=""), quote(version, safe="")  # the name is hostile, not the URL
             path = f"/v2/models/{model}/versions/{version}/infer" if version else f"/v2/models/{model}/infer"
             http_status(outcome, lambda: http.post(base + path, content=body, headers={**headers, **credential}), case)
 
         return send
 
-    http_cases = [
-        (
-            "gateway v2 infer (REST bodies)",
-            3 * scale,
-            st.tuples(strategies.model_names, strategies.versions, strategies.infer_bodies()),
-            infer(gw, stack.key),
+    bodies = st.tuples(strategies.model_names, strategies.versions, strategies.infer_bodies())
+    http_job("gateway v2 infer (REST bodies)", 3 * scale, bodies, infer(gw, stack.key))
+    http_job("modelserver v2 infer (REST bodies)", 2 * scale, bodies, infer(ms, stack.operator))
+    http_job(
+        "gateway :predict (instances, images)",
+        2 * scale,
+        strategies.predict_bodies(),
+        lambda http, body, outcome: http_status(
+            outcome, lambda: http.post(f"{gw}/v1/models/{MODEL}:predict", json=body, headers=stack.key), body
         ),
-        (
-            "modelserver v2 infer (REST bodies)",
-            2 * scale,
-            st.tuples(strategies.model_names, strategies.versions, strategies.infer_bodies()),
-            infer(ms, stack.operator),
+    )
+    http_job(
+        "ingest /v1/labels (label batches)",
+        scale,
+        strategies.label_batches(),
+        lambda http, body, outcome: http_status(
+            outcome, lambda: http.post(f"{ingest}/v1/labels", json=body, headers=labeler), body
         ),
-        (
-            "gateway :predict (instances, images)",
-            2 * scale,
-            strategies.predict_bodies(),
-            lambda body, outcome: http_status(
-                outcome, lambda: http.post(f"{gw}/v1/models/{MODEL}:predict", json=body, headers=stack.key), body
-            ),
-        ),
-        (
-            "ingest /v1/labels (label batches)",
-            scale,
-            strategies.label_batches(),
-            lambda body, outcome: http_status(
-                outcome, lambda: http.post(f"{ingest}/v1/labels", json=body, headers=labeler), body
-            ),
-        ),
-    ]
-    for name, examples, strategy, send in http_cases:
-        outcome = Outcome(name)
-        _run(outcome, strategy, examples, seed_value, lambda v, send=send, outcome=outcome: send(v, outcome))
-        outcomes.append(outcome)
-    http.close()
+    )
 
-    for name, addr, metadata in (
-        ("gateway gRPC ModelInfer", stack.grpc_addr("gateway"), list(stack.key.items())),
-        ("modelserver gRPC ModelInfer", stack.grpc_addr("modelserver"), list(stack.operator.items())),
-    ):
-        outcome = Outcome(name)
-        with grpc.insecure_channel(addr) as channel:
-            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    def grpc_job(name: str, addr: str, metadata: list[tuple[str, str]]) -> None:
+        def job() -> Outcome:
+            outcome = Outcome(name)
+            with grpc.insecure_channel(addr) as channel:
+                call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+                _run(
+                    outcome,
+                    strategies.grpc_infer_messages(),
+                    2 * scale,
+                    seed_value,
+                    lambda raw: grpc_status(outcome, lambda: call(raw, metadata=metadata, timeout=30), raw[:64]),
+                )
+            return outcome
+
+        jobs.append(job)
+
+    grpc_job("gateway gRPC ModelInfer", stack.grpc_addr("gateway"), list(stack.key.items()))
+    grpc_job("modelserver gRPC ModelInfer", stack.grpc_addr("modelserver"), list(stack.operator.items()))
+
+    def streams() -> Outcome:
+        outcome = Outcome("ingest gRPC SubmitLabels (streams)")
+        with stack.channel("ingest", "labeler") as channel:
+            submit = channel.stream_unary("/flywheel.v1.Ingest/SubmitLabels")
             _run(
                 outcome,
-                strategies.grpc_infer_messages(),
-                2 * scale,
+                st.lists(strategies.raw_labels(), max_size=4),
+                scale // 2,
                 seed_value,
-                lambda raw, call=call, metadata=metadata, outcome=outcome: grpc_status(
-                    outcome, lambda: call(raw, metadata=metadata, timeout=30), raw[:64]
-                ),
+                lambda stream: grpc_status(outcome, lambda: submit(iter(stream), timeout=30), [s[:32] for s in stream]),
             )
-        outcomes.append(outcome)
+        return outcome
 
-    outcome = Outcome("ingest gRPC SubmitLabels (streams)")
-    with stack.channel("ingest", "labeler") as channel:
-        submit = channel.stream_unary("/flywheel.v1.Ingest/SubmitLabels")
-        _run(
-            outcome,
-            st.lists(strategies.raw_labels(), max_size=4),
-            scale // 2,
-            seed_value,
-            lambda stream: grpc_status(outcome, lambda: submit(iter(stream), timeout=30), [s[:32] for s in stream]),
-        )
-    outcomes.append(outcome)
-    outcomes.append(kafka_target(stack, scale, seed_value))
-    return outcomes
+    jobs.append(streams)
+    jobs.append(lambda: kafka_target(stack, scale, seed_value))
+    return jobs
 
 
 def kafka_target(stack: Stack, scale: int, seed_value: int) -> Outcome:
@@ -263,10 +266,11 @@ def kafka_target(stack: Stack, scale: int, seed_value: int) -> Outcome:
 # -- run ----------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.security.fuzz", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=60, help="schemathesis cases per operation and mode")
-    parser.add_argument("--scale", type=int, default=800, help="Hypothesis cases per custom target (some take 2-3x)")
+    parser.add_argument("--examples", type=int, default=40, help="schemathesis cases per operation and mode")
+    parser.add_argument("--scale", type=int, default=650, help="Hypothesis cases per custom target (some take 2-3x)")
     parser.add_argument("--min-cases", type=int, default=10_000, help="fail when fewer cases ran")
     parser.add_argument("--seed", type=int, default=15, help="Hypothesis seed (the same cases each run)")
+    parser.add_argument("--parallel", type=int, default=3, help="custom targets run at once (beside the sweep)")
     parser.add_argument("--out", type=Path, default=ROOT / ".flywheel" / "fuzz" / "summary.json")
     args = parser.parse_args(argv)
     console = Console()
@@ -276,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         stack = start_stack(Path(tmp))
         try:
             before = stack.rss()
-            outcomes = openapi_targets(stack, args.examples, args.seed, console)
-            outcomes += custom_targets(stack, args.scale, args.seed)
+            # The custom targets run beside the OpenAPI sweep, a few at a time: the services share the load.
+            with ThreadPoolExecutor(args.parallel) as pool:
+                running = [pool.submit(job) for job in custom_targets(stack, args.scale, args.seed)]
+                outcomes = openapi_targets(stack, args.examples, args.seed, console)
+                outcomes += [future.result() for future in running]
             after = stack.rss()
             problems = []
             try:
@@ -311,7 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "rss_growth_mib": growth,
         "targets": [
-            {"target": o.target, "cases": o.cases, "answers": dict(o.answers), "failures": o.failures} for o in outcomes
+            {
+                "target": o.target,
+                "cases": o.cases,
+                "seconds": round(o.seconds, 2),
+                "answers": dict(o.answers),
+                "failures": o.failures,
+            }
+            for o in outcomes
         ],
         "problems": problems,
     }

@@ -52,8 +52,8 @@ shapes = st.one_of(
 @st.composite
 def json_tensors(draw: st.DrawFn) -> dict[str, Any]:
     shape = draw(shapes)
-    count = int(np.prod(shape)) if shape and all(0 <= d <= 4096 for d in shape) else 3
-    count = min(count, 4096)
+    size = int(np.prod(shape, dtype=object)) if shape and all(d >= 0 for d in shape) else -1
+    count = size if 0 <= size <= 4096 else 3
     kind = draw(st.sampled_from(["floats", "ints", "nested", "garbage"]))
     if kind == "floats":
         data: Any = draw(
@@ -62,7 +62,7 @@ def json_tensors(draw: st.DrawFn) -> dict[str, Any]:
     elif kind == "ints":
         data = draw(st.lists(st.integers(min_value=-(2**65), max_value=2**65), min_size=count, max_size=count))
     elif kind == "nested":
-        data = np.zeros(shape if count > 0 and len(shape) < 8 else [1]).tolist()
+        data = np.zeros(shape if 0 < size <= 4096 else [1]).tolist()
     else:
         data = draw(json_values)
     tensor = {
@@ -128,7 +128,7 @@ images = st.one_of(
 )
 instances = st.one_of(
     st.lists(st.floats(min_value=0, max_value=1, width=32), min_size=64, max_size=64),
-    st.lists(st.floats(allow_nan=False) | st.integers() | st.text(max_size=3), max_size=70),
+    st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers() | st.text(max_size=3), max_size=70),
     images.map(lambda b: base64.b64encode(b).decode()),
     images.map(lambda b: {"b64": base64.b64encode(b).decode()}),
     st.dictionaries(st.sampled_from(["b64", "features", "x"]), json_values, max_size=2),
