@@ -19,7 +19,7 @@ from services.trainer.errors import InvalidRequest
 from services.trainer.jobs import JobService, JobStore, Runner
 from services.trainer.lake_client import LakeClient
 from services.trainer.registry import Registry
-from services.trainer.runners.kubernetes import KubernetesRunner
+from services.trainer.runners.kubernetes import KubernetesRunner, secret_env
 from services.trainer.runners.local import LocalRunner
 from services.trainer.settings import TrainerSettings
 from services.trainer.snapshots import SnapshotResolver
@@ -96,10 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     local = LocalRunner(store, env, settings.max_concurrent_jobs, log_dir=common.home / "logs" / "train")
     runners: dict[str, Runner] = {"local": local}
     if settings.runner == "kubernetes" or settings.k8s_api_url:
+        try:
+            from_secrets = secret_env(settings.k8s_secret_env)
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_K8S_SECRET_ENV: {exc}") from None
+        if "FLYWHEEL_DATABASE_URL" not in from_secrets and "@" in common.resolved_database_url():
+            log.warning(
+                "training Jobs will carry the database URL, credentials included, in their spec: "
+                "set FLYWHEEL_TRAINER_K8S_SECRET_ENV=FLYWHEEL_DATABASE_URL=<secret>:<key>"
+            )
         pod_env = {
             "FLYWHEEL_HOME": "/data",
             "FLYWHEEL_DATABASE_URL": common.resolved_database_url(),
             "FLYWHEEL_KAFKA_BOOTSTRAP": common.kafka_bootstrap,
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith("FLYWHEEL_KAFKA_") and k != "FLYWHEEL_KAFKA_BOOTSTRAP"
+            },
             "FLYWHEEL_TRAINER_MODEL_REPOSITORY": "/data/models",
             "FLYWHEEL_TRAINER_COMBINED_METRIC": settings.combined_metric,
         }
