@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from services.transportkit.errors import ErrorTable, NotAdmitted
+from services.transportkit.grpc import same_kind
 from services.transportkit.rest import ASGIApp, Receive, Scope, Send, refused, reply
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -142,13 +143,7 @@ def _refusal(handler: grpc.RpcMethodHandler, message: str, aio: bool) -> grpc.Rp
         def refuse(request: Any, context: Any) -> Any:
             context.abort(code, message)
 
-    make: Callable[..., grpc.RpcMethodHandler] = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }[(handler.request_streaming, handler.response_streaming)]
-    return make(
+    return same_kind(handler)(
         refuse,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,

@@ -127,7 +127,8 @@ def _invalid(deserialize: Callable[[bytes], Any], raw: bytes) -> tuple[Any, str]
         return None, f"not a valid {what}: {exc}"
 
 
-def _same_kind(handler: grpc.RpcMethodHandler) -> Callable[..., grpc.RpcMethodHandler]:
+def same_kind(handler: grpc.RpcMethodHandler) -> Callable[..., grpc.RpcMethodHandler]:
+    """The constructor of a method handler with the same streaming shape as `handler`."""
     return {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
@@ -168,7 +169,7 @@ class StrictParsing(grpc.ServerInterceptor):
             def behavior(raw: bytes, context: grpc.ServicerContext) -> Any:  # type: ignore[misc]
                 return inner(parsed(raw, context), context)
 
-        return _same_kind(handler)(behavior, request_deserializer=None, response_serializer=handler.response_serializer)
+        return same_kind(handler)(behavior, request_deserializer=None, response_serializer=handler.response_serializer)
 
 
 class AioStrictParsing(grpc.aio.ServerInterceptor):
@@ -187,4 +188,4 @@ class AioStrictParsing(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             return await inner(request, context)
 
-        return _same_kind(handler)(behavior, request_deserializer=None, response_serializer=handler.response_serializer)
+        return same_kind(handler)(behavior, request_deserializer=None, response_serializer=handler.response_serializer)
