@@ -3,7 +3,8 @@
 The database URL (with its password) and Kafka passwords reach training pods as references to a
 Secret (FLYWHEEL_TRAINER_K8S_SECRET_ENV), never as literal values in the Job a `kubectl get job -o
 yaml` shows; and training pods mount no service-account token. The manifest is validated strictly
-against Kubernetes' schema (as tests/trainer does); the chart's half is in tests/deploy.
+against Kubernetes' schema; the chart's half is in tests/deploy. It lives here, not in tests/security:
+the trainer loads tritonclient, which cannot share a process with the gateway's generated code.
 """
 
 from __future__ import annotations
