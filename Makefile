@@ -125,7 +125,7 @@ bench-ingest: setup
 	$(PY) -m bench.ingest $(BENCH_ARGS)
 
 # The demo's v1 trained once per seed (20 seeds): margin over logistic regression and the gate's verdict
-# (bench/results/demo_seeds.json). BENCH_ARGS="--quick" for the quick story's data size, "--search" with its search.
+# (bench/results/demo_seeds.json). BENCH_ARGS="--search": the full story's v1, with its search (slower).
 .PHONY: demo-seeds
 demo-seeds: setup
 	$(PY) -m bench.demo_seeds $(BENCH_ARGS)
@@ -145,3 +145,22 @@ k8s-tools:
 
 test-deploy: k8s-tools
 	$(PY) -m pytest -q tests/deploy
+
+# A single-node Kubernetes 1.34 on this machine, built from the package registries (needs root; what it
+# changes on the host and how k8s-down puts it back: infra/k8s-local/README.md). Binaries and images are
+# cached in .tools/k8s: a second k8s-up takes under a minute.
+.PHONY: k8s-up k8s-down images test-k8s
+k8s-up:
+	infra/k8s-local/up.sh
+
+k8s-down:
+	infra/k8s-local/down.sh
+
+# Every service image of docker/Dockerfile (plus Kafka and PostgreSQL for the tests), built with buildah
+# on a debootstrap base and imported into the local cluster's containerd under the chart's names.
+images: kafka-jars
+	infra/k8s-local/images.sh flywheel
+
+# Cluster up, images, tests/k8s (helm install + helm test, the kustomize overlays), cluster down.
+test-k8s: setup
+	infra/k8s-local/test.sh $(PY) -m pytest -q -s tests/k8s $(PYTEST_ARGS)

@@ -13,6 +13,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "k8s" / "base"
 HEADER = "# Generated from charts/flywheel by infra/tools/render_k8s_base.py; do not edit by hand.\n"
+WEBHOOK_TOKEN = "change-me-before-any-real-use"
+
+
+def is_helm_test(doc: dict) -> bool:
+    return (doc["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"
 
 
 def render() -> dict[str, str]:
@@ -24,6 +29,9 @@ def render() -> dict[str, str]:
             str(ROOT / "charts/flywheel"),
             "--namespace",
             "flywheel",
+            # Helm generates the token at install; a kustomize base needs a fixed one, replaced like the API key.
+            "--set",
+            f"secrets.webhookToken={WEBHOOK_TOKEN}",
         ],
         check=True,
         capture_output=True,
@@ -31,7 +39,7 @@ def render() -> dict[str, str]:
     ).stdout
     files: dict[str, str] = {}
     for doc in yaml.safe_load_all(out):
-        if not doc or doc["kind"] == "Pod":  # the helm test pod has no kustomize equivalent
+        if not doc or is_helm_test(doc):  # `helm test` has no kustomize equivalent (tests/k8s runs it there)
             continue
         md = doc["metadata"]
         for labels in (

@@ -31,6 +31,10 @@ class ModelLoadFailed(ModelServerError):
     """The runtime could not load or warm up a model version."""
 
 
+class RuntimeUnavailable(ModelLoadFailed):
+    """The model needs a runtime this server does not have (TorchScript where torch is not installed)."""
+
+
 class Overloaded(ModelServerError):
     """The model's queue is full; retry after `retry_after_s`."""
 

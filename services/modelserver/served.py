@@ -22,7 +22,13 @@ import numpy as np
 from services.genproto.inference import model_config_pb2 as mc
 from services.modelserver.backends import Backend, BackendOptions, load_backend
 from services.modelserver.batching import Batcher, BatcherConfig, CostModel, Inputs
-from services.modelserver.errors import ModelLoadFailed, ModelNotFound, ModelNotReady, ModelServerError
+from services.modelserver.errors import (
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotReady,
+    ModelServerError,
+    RuntimeUnavailable,
+)
 from services.modelserver.metrics import VersionMetrics
 from services.modelserver.repository import ModelRepository, ModelSource
 from services.oip.datatypes import DTYPES, datatype_of
@@ -141,6 +147,10 @@ class ServedModels:
         for name in self.repository.names():
             try:
                 await self.load(name)
+            except RuntimeUnavailable as exc:
+                # Not a broken model: this server lacks its runtime. It stays UNAVAILABLE with the reason,
+                # and the server is ready for the models it can run.
+                log.warning("model not served here", extra={"model": name, "error": exc.message})
             except ModelServerError as exc:
                 log.error("model failed to load", extra={"model": name, "error": exc.message})
                 failed.append(name)

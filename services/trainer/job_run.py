@@ -10,7 +10,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,8 +161,13 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
                 {"val_combined": trial.val_score, "val_accuracy": trial.val_accuracy},
             )
 
-        search = random_search(fam, data, base, s_spec, combined, control, on_trial)
+        # An ensemble is searched as single networks (its members' hyperparameters), then trained
+        # once at the winning point: trials × members trainings would cost K times as much.
+        search = random_search(fam, data, replace(base, ensemble=1), s_spec, combined, control, on_trial)
         result = search.best
+        if base.ensemble > 1:
+            report_progress("train", 0.85, f"ensemble of {base.ensemble} at the best trial's point", {})
+            result = train(fam, data, replace(result.hp, ensemble=base.ensemble), control)
         search_report = {
             "spec": {"trials": s_spec.trials, "rounds": s_spec.rounds},
             "stopped_by": search.stopped_by,

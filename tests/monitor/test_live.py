@@ -113,7 +113,10 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
 ) -> None:
     model = f"loop-{uuid.uuid4().hex[:6]}"
     group = f"monitor-{uuid.uuid4().hex[:8]}"
+    # The shares asserted below count the 64 raw pixel tests (+ class priors); the default "auto"
+    # tests 9 image statistics instead, where the same noise drifts 2 of 10 tests.
     settings = {"alert_repeat_s": 0, "train_cooldown_s": 3600, "train_budget_s": 120, "group": group}
+    settings["features"] = "raw"
     settings["train_hyperparameters"] = "lr=0.001,width=64"
     monitor = start_monitor(kafka.bootstrap, **settings)
     publish_model(kafka.bootstrap, model)
@@ -220,7 +223,10 @@ def test_a_larger_drift_breaks_through_the_cooldown_and_every_decision_is_visibl
     inversion that follows inside the cooldown drifts most tests, so it is sent too (escalated);
     GET /v1/retraining shows both requests and the suppressed ones, with the reason."""
     model = f"escalate-{uuid.uuid4().hex[:6]}"
-    monitor = start_monitor(tansu.bootstrap, persist_windows=1, alert_repeat_s=0, train_cooldown_s=3600)
+    # "raw": the mild/larger shares below count the 64 pixel tests (see the test above)
+    monitor = start_monitor(
+        tansu.bootstrap, persist_windows=1, alert_repeat_s=0, train_cooldown_s=3600, features="raw"
+    )
     publish_model(tansu.bootstrap, model)
     send_predictions(tansu.bootstrap, traffic, model, 400, seed=7, class_weights=prior_weights(1.0))
     first = wait_until(

@@ -118,3 +118,31 @@ def test_an_ensemble_serves_its_members_mean_and_exports_to_onnx(digits_uri: str
     path = tmp_path / "model.onnx"
     _onnx_export(WithSoftmax(result.model).eval(), 64, path, "torchscript")
     np.testing.assert_allclose(onnx_probabilities(path, data.test.x[:50]), mean.numpy(), atol=ONNX_ATOL)
+
+
+def test_a_searched_ensemble_searches_single_networks_then_trains_the_members(digits_uri: str, tmp_path: Path) -> None:
+    """With a search, an ensemble's trials are single networks; the members are trained once, at the winner."""
+    from services.storage import Database, migrate
+    from services.trainer.export import ExportOptions
+    from services.trainer.job_run import JobContext, JobSpec, run_job
+    from services.trainer.registry import Registry
+    from services.trainer.tables import MIGRATIONS
+    from services.trainer.training.metrics import CombinedMetric
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    migrate(url, [MIGRATIONS])
+    registry = Registry(Database(url), repository_uri=(tmp_path / "models").as_uri())
+    ctx = JobContext(
+        repository=tmp_path / "models",
+        reports=tmp_path / "reports",
+        registry=registry,
+        combined=CombinedMetric.parse("weighted:accuracy=0.5,macro_f1=0.5"),
+        export=ExportOptions(exporter="torchscript", int8=False, torchscript=False, mar=False),
+    )
+    hp = {"max_epochs": "2", "width": "16", "ensemble": "2", "augment_shift": "0"}
+    spec = JobSpec("job-ens", "digits-ens", "digits_cnn", "snap-digits", digits_uri, hp, search_trials=3)
+    out = run_job(spec, ctx)
+    trials = out.report["search"]["trials"]
+    assert len(trials) == 3 and all(t["hp"]["ensemble"] == 1 for t in trials)  # in 2 rounds (the default)
+    assert isinstance(out.model, torch.nn.Module) and len(out.model.members) == 2
+    assert registry.get("digits-ens", out.version).hyperparameters["ensemble"] == "2"

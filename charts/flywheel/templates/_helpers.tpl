@@ -21,3 +21,21 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- define "flywheel.kafkaBootstrap" -}}
 {{- if .Values.kafka.strimzi.enabled -}}{{ include "flywheel.fullname" . }}-kafka-kafka-bootstrap:9092{{- else -}}{{ .Values.kafka.bootstrapServers }}{{- end -}}
 {{- end -}}
+
+{{- define "flywheel.image" -}}
+{{ .root.Values.image.registry }}/flywheel-{{ .name }}:{{ .root.Values.image.tag }}
+{{- end -}}
+
+{{- define "flywheel.dataClaim" -}}
+{{- .Values.persistence.existingClaim | default (printf "%s-data" (include "flywheel.fullname" .)) -}}
+{{- end -}}
+
+{{/* Choices the chart cannot deliver yet fail here, at render time, with the reason and the way out. */}}
+{{- define "flywheel.validate" -}}
+{{- if eq .Values.modelRepository.type "s3" -}}
+{{- fail "modelRepository.type=s3 is not available yet: the services read the model repository from a file system. Use modelRepository.type=pvc (the shared volume, persistence.*)." -}}
+{{- end -}}
+{{- if eq .Values.services.modelserver.engine "torchserve" -}}
+{{- fail "services.modelserver.engine=torchserve is not supported: TorchServe reads .mar archives, not the Triton-layout model repository, and does not speak KServe v2, which the gateway sends. Use engine flywheel or triton." -}}
+{{- end -}}
+{{- end -}}

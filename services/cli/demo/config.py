@@ -1,7 +1,9 @@
 """What the demo runs: data sizes, the model family and its hyperparameters, traffic, the seed.
 
-The family and the hyperparameters were chosen by measurement (`make demo-seeds`): v1 must beat
-logistic regression by a clear margin on every seed, not on a lucky one.
+The family, the hyperparameters and the data size were chosen by measurement (`make demo-seeds`): v1
+must beat logistic regression by a clear margin on every seed, not on a lucky one. The quick story
+labels as many digits as the full one (with 1,200, one seed of 20 beat logistic regression by only
+0.0002); it is quicker by skipping the search and shortening the load and the canary.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class DemoConfig:
     @classmethod
     def make(cls, quick: bool, home: Path, seed: int = 0) -> DemoConfig:
         if quick:
-            return cls(True, home, seed, 1200, 0, 8, 3, 10, 600, 800, 120, 120)
+            return cls(True, home, seed, 1500, 0, 8, 3, 10, 600, 800, 120, 120)
         return cls(False, home, seed, 1500, 4, 30, 10, 10, 1500, 1000, 400, 300)
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.modelserver.backends.base import Backend, BackendOptions
-from services.modelserver.errors import InvalidModelConfig
+from services.modelserver.errors import InvalidModelConfig, RuntimeUnavailable
 
 PLATFORMS = {
     "onnxruntime_onnx": ("onnx", "model.onnx"),
@@ -30,8 +30,13 @@ def load_backend(runtime: str, model_file: Path, options: BackendOptions) -> Bac
         from services.modelserver.backends.onnx import OnnxBackend
 
         return OnnxBackend.load(model_file, options)
-    from services.modelserver.backends.torchscript import TorchScriptBackend
-
+    try:
+        from services.modelserver.backends.torchscript import TorchScriptBackend
+    except ImportError as exc:  # the model server's image has onnxruntime and no torch
+        raise RuntimeUnavailable(
+            f"{model_file}: a TorchScript model needs torch, which this model server lacks ({exc}); "
+            "serve the model's ONNX export, or run a model server with torch installed"
+        ) from None
     return TorchScriptBackend.load(model_file, options)
 
 

@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# Container images without a registry. A Debian root file system from debootstrap, packed with
+# buildah, is the base of every image; buildah's storage (.tools/k8s/buildah) keeps each image with a
+# label holding the hash of its inputs, and its layer cache. An image is streamed into the cluster's
+# containerd (`ctr -n k8s.io images import`) under the exact name the manifests use, so
+# `IfNotPresent` never pulls. An image whose inputs did not change is neither rebuilt nor re-imported.
+#
+#   images.sh system     the cluster's own: pause (sandbox) and CoreDNS; up.sh runs it
+#   images.sh flywheel   every service target of docker/Dockerfile, plus Kafka and PostgreSQL for tests
+#   images.sh base       only the Debian and Python base images
+#   images.sh sizes      name and size of each image in the cluster
+source "$(dirname "$0")/lib.sh"
+need_root
+
+TAG="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO/charts/flywheel/Chart.yaml")"
+REGISTRY=ghcr.io/flywheel   # the chart's image.registry
+SERVICES=(modelserver gateway ingest lake trainer monitor)
+DEBIAN_IMAGE=flywheel.local/debian:$DEBIAN_SUITE
+PYTHON_IMAGE=flywheel.local/python:3.11-$DEBIAN_SUITE
+# The trainer's torch: PyTorch's CPU index is not reachable from CI machines, PyPI is (its torch is
+# the CUDA build; see docker/Dockerfile and README.md).
+TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://pypi.org/simple}"
+STORAGE="$CACHE/buildah/storage"
+BUILDAH=(buildah --root "$STORAGE" --runroot /run/flywheel-buildah)
+# When buildah's storage grows past this (old dependency layers after requirement changes), unused
+# layers go, cache included.
+STORAGE_MAX_GB=${FLYWHEEL_BUILDAH_MAX_GB:-30}
+# buildah keeps RUN --mount=type=cache folders under TMPDIR, and its network configuration where
+# containers.conf says (not /etc/cni: builds use the host's network anyway).
+export TMPDIR="$CACHE/buildah/tmp" CONTAINERS_CONF="$CACHE/buildah/containers.conf"
+mkdir -p "$CACHE/buildah/cni" "$TMPDIR" "$CACHE/tmp"
+printf '[network]\nnetwork_config_dir = "%s"\n' "$CACHE/buildah/cni" >"$CONTAINERS_CONF"
+IMPORTED="$STATE/images-imported"   # <image> → the input hash imported into containerd
+
+# One build at a time on this machine; leftovers of an interrupted build are removed first.
+exec 8>/run/flywheel-buildah.lock
+flock -w 3600 8 || die "another image build holds /run/flywheel-buildah.lock"
+"${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+
+inputs_hash() {  # inputs_hash EXTRA PATH...: hash of EXTRA and of the files under PATHs (tracked or not ignored)
+  local extra=$1
+  shift
+  {
+    echo "$extra"
+    if [ $# -gt 0 ]; then
+      (cd "$REPO" && git ls-files -co --exclude-standard -- "$@" | LC_ALL=C sort | xargs -d '\n' sha256sum)
+    fi
+  } | sha256sum | cut -c1-16
+}
+
+input_label() {  # the input hash an image in buildah's storage was built from (empty: no such image)
+  "${BUILDAH[@]}" inspect --type image --format '{{index .OCIv1.Config.Labels "flywheel.input"}}' "$1" 2>/dev/null || true
+}
+
+built() { [ "$(input_label "$1")" = "$2" ]; }  # built REF KEY
+
+image_id() { "${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$1"; }
+
+containerd_up() { [ -S "$CONTAINERD_SOCK" ] && "${CTR[@]}" version >/dev/null 2>&1; }
+
+load() {  # load REF KEY: stream the image into containerd, unless this build is there already
+  local ref=$1 key=$2 mark t0=$SECONDS
+  mark="$IMPORTED/$(echo "$ref" | tr '/:' '__')"
+  if ! containerd_up; then
+    echo "    built $ref; the cluster is not up, so nothing was imported (make k8s-up, then make images)"
+    return 0
+  fi
+  if [ "$(cat "$mark" 2>/dev/null)" = "$key" ] && "${CTR[@]}" images ls -q | grep -x "$ref" >/dev/null; then
+    return 0
+  fi
+  mkdir -p "$IMPORTED"
+  # A docker-archive on a pipe: no copy of the image on disk besides buildah's and containerd's.
+  "${BUILDAH[@]}" push -q "$ref" "docker-archive:/dev/stdout:$ref" | "${CTR[@]}" images import - >/dev/null
+  "${CTR[@]}" images ls -q | grep -x "$ref" >/dev/null || die "$ref: not in containerd after the import"
+  echo "$key" >"$mark"
+  echo "    imported $ref into containerd in $((SECONDS - t0)) s"
+}
+
+from_scratch() {  # from_scratch REF KEY FILE ENTRYPOINT-JSON: one static binary in an empty image
+  local ref=$1 key=$2 file=$3 entry=$4 c
+  c=$("${BUILDAH[@]}" from scratch)
+  "${BUILDAH[@]}" copy -q "$c" "$file" "/$(basename "$file")" >/dev/null
+  "${BUILDAH[@]}" config --entrypoint "$entry" --user 65535:65535 --label "flywheel.input=$key" "$c"
+  "${BUILDAH[@]}" commit -q "$c" "$ref" >/dev/null
+  "${BUILDAH[@]}" rm "$c" >/dev/null
+}
+
+debian_base() {  # debootstrap minbase → flywheel.local/debian (docs and apt lists removed)
+  # Bump the recipe number when the steps below change (the script's other edits need no new debootstrap).
+  local key root c
+  key=$(inputs_hash "$DEBIAN_SUITE $DEBIAN_MIRROR recipe-2")
+  built "$DEBIAN_IMAGE" "$key" && return 0
+  step "debootstrap --variant=minbase $DEBIAN_SUITE → $DEBIAN_IMAGE (~2 min)"
+  # Everything in buildah's storage was built on the old base: it goes.
+  "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
+  root="$CACHE/tmp/rootfs-$DEBIAN_SUITE"
+  rm -rf "$root" && mkdir -p "$root"
+  debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >"$CACHE/tmp/debootstrap.log" 2>&1 ||
+    die "debootstrap failed: $(tail -5 "$CACHE/tmp/debootstrap.log")"
+  # What Debian's slim images leave out, here and in packages installed later. The man page folders
+  # stay, empty: packages such as the JRE link their man pages there when installed.
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/info/* "$root"/usr/share/locale/*
+  find "$root/usr/share/man" -type f -delete
+  printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\npath-exclude /usr/share/locale/*\n' \
+    >"$root/etc/dpkg/dpkg.cfg.d/flywheel-slim"
+  printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\nDPkg::Post-Invoke {"rm -f /var/cache/apt/archives/*.deb || true";};\n' \
+    >"$root/etc/apt/apt.conf.d/flywheel-slim"
+  tar -C "$root" -cf "$CACHE/tmp/rootfs.tar" .
+  c=$("${BUILDAH[@]}" from scratch)
+  "${BUILDAH[@]}" add -q "$c" "$CACHE/tmp/rootfs.tar" / >/dev/null
+  "${BUILDAH[@]}" config --cmd /bin/bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --label "flywheel.input=$key" "$c"
+  "${BUILDAH[@]}" commit -q "$c" "$DEBIAN_IMAGE" >/dev/null
+  "${BUILDAH[@]}" rm "$c" >/dev/null
+  rm -rf "$root" "$CACHE/tmp/rootfs.tar"
+  step_done
+}
+
+# pip inside a build trusts what the host trusts (a host behind a TLS-inspecting proxy has its CA in
+# the host's bundle) and uses the host's index, through a pip.conf mounted only while RUN steps run.
+BUILD_PIP="$CACHE/buildah/pip"
+build_pip_conf() {
+  mkdir -p "$BUILD_PIP"
+  local ca="${PIP_CERT:-${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}"
+  cp "$ca" "$BUILD_PIP/ca.crt"
+  {
+    echo "[global]"
+    echo "cert = /etc/flywheel-build/ca.crt"
+    if [ -n "${PIP_INDEX_URL:-}" ]; then echo "index-url = $PIP_INDEX_URL"; fi
+    echo "timeout = ${PIP_DEFAULT_TIMEOUT:-60}"
+  } >"$BUILD_PIP/pip.conf"
+}
+
+bud() {  # bud REF KEY CONTEXT ARGS...: buildah bud with layer caching, host network, docker format
+  local ref=$1 key=$2 context=$3 log
+  shift 3
+  build_pip_conf
+  log="$CACHE/tmp/build-$(echo "$ref" | tr '/:' '__').log"
+  if ! "${BUILDAH[@]}" bud --layers --network host --isolation chroot --format docker \
+    --volume "$BUILD_PIP:/etc/flywheel-build:ro" --volume "$BUILD_PIP/pip.conf:/etc/pip.conf:ro" \
+    --label "flywheel.input=$key" -t "$ref" "$@" "$context" >"$log" 2>&1; then
+    tail -40 "$log" >&2
+    die "building $ref failed (log: $log)"
+  fi
+}
+
+python_base() {
+  local key debian
+  debian=$(image_id "$DEBIAN_IMAGE")
+  key=$(inputs_hash "$debian" infra/k8s-local/images/python.Containerfile)
+  built "$PYTHON_IMAGE" "$key" && return 0
+  step "$PYTHON_IMAGE (Debian's python3 on the debootstrap base)"
+  # Images on the old Python base are of no further use.
+  for id in $("${BUILDAH[@]}" images -q --no-trunc 2>/dev/null); do
+    [ "$id" = "$debian" ] || [ "${id#sha256:}" = "$debian" ] || "${BUILDAH[@]}" rmi --force "$id" >/dev/null 2>&1 || true
+  done
+  bud "$PYTHON_IMAGE" "$key" "$K8S_LOCAL/images" -f "$K8S_LOCAL/images/python.Containerfile" \
+    --build-arg "BASE=$DEBIAN_IMAGE"
+  step_done
+}
+
+gc_storage() {  # unused layers go once buildah's storage passes STORAGE_MAX_GB
+  local gb
+  gb=$(du -s --block-size=1G "$STORAGE" 2>/dev/null | cut -f1)
+  if [ "${gb:-0}" -gt "$STORAGE_MAX_GB" ]; then
+    echo "    buildah's storage holds ${gb} GB (> $STORAGE_MAX_GB): removing images no tag uses"
+    "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+  fi
+}
+
+cmd_system() {
+  local ref key
+  ref=flywheel.local/pause:v$K8S_VERSION
+  key=$(inputs_hash "$(sha256sum <"$BIN/pause") v1")
+  if ! built "$ref" "$key"; then
+    step "$ref"
+    from_scratch "$ref" "$key" "$BIN/pause" '["/pause"]'
+    step_done
+  fi
+  load "$ref" "$key"
+  ref=flywheel.local/coredns:v$COREDNS_VERSION
+  key=$(inputs_hash "$(sha256sum <"$COREDNS_BIN") v1")
+  if ! built "$ref" "$key"; then
+    step "$ref"
+    from_scratch "$ref" "$key" "$COREDNS_BIN" '["/coredns"]'
+    step_done
+  fi
+  load "$ref" "$key"
+}
+
+service_ref() { echo "$REGISTRY/flywheel-$1:$TAG"; }
+
+service_key() {
+  inputs_hash "$1 $(image_id "$PYTHON_IMAGE") $TORCH_INDEX_URL" docker constraints.txt services protos .dockerignore
+}
+
+build_service() {  # build_service SVC: docker/Dockerfile --target SVC, unless built from these inputs
+  local ref key
+  ref=$(service_ref "$1")
+  key=$(service_key "$1")
+  built "$ref" "$key" && return 0
+  step "$ref (docker/Dockerfile --target $1)"
+  bud "$ref" "$key" "$REPO" -f "$REPO/docker/Dockerfile" --target "$1" \
+    --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL"
+  echo "    $ref built in $((SECONDS - step_t0)) s"
+}
+
+cmd_flywheel() {
+  debian_base
+  python_base
+  local svc trainer_pid t0=$SECONDS
+  # The model server first: the stages every image shares are then in the layer cache. The trainer
+  # (GBs of torch to download and commit) builds meanwhile beside the others.
+  build_service modelserver
+  load "$(service_ref modelserver)" "$(service_key modelserver)"
+  build_service trainer &
+  trainer_pid=$!
+  for svc in "${SERVICES[@]}"; do
+    case "$svc" in modelserver | trainer) continue ;; esac
+    build_service "$svc"
+    load "$(service_ref "$svc")" "$(service_key "$svc")"
+  done
+  kafka_image
+  postgres_image
+  wait "$trainer_pid" || die "building the trainer's image failed"
+  load "$(service_ref trainer)" "$(service_key trainer)"
+  "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+  gc_storage
+  echo "    images ready in $((SECONDS - t0)) s"
+}
+
+deps_image() {  # the image a manifest of deps/ runs: what the build must be named
+  sed -n "s#^ *image: *\\(flywheel.local/$1:[^ ]*\\)\$#\\1#p" "$K8S_LOCAL/deps/$1.yaml"
+}
+
+kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`, on Debian's JRE
+  local libs="$REPO/.tools/kafka/libs" version ref key ctx
+  ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1 || die "no Apache Kafka jars in $libs: run make kafka-jars"
+  version=$(basename "$(ls "$libs"/kafka_2.13-*.jar | head -1)" .jar)
+  version=${version#kafka_2.13-}
+  ref=$(deps_image kafka)
+  [ "${ref##*:}" = "$version" ] || die "the Kafka jars are $version but deps/kafka.yaml runs $ref: make them agree"
+  key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE") $(ls -l "$libs" | sha256sum)" infra/k8s-local/images/kafka)
+  if ! built "$ref" "$key"; then
+    step "$ref (KRaft, jars from Maven Central)"
+    ctx="$CACHE/tmp/kafka-context"
+    rm -rf "$ctx" && mkdir -p "$ctx"
+    cp -r "$K8S_LOCAL/images/kafka/." "$ctx/"
+    cp -r "$libs" "$ctx/libs"
+    rm -f "$ctx/libs/.done"
+    bud "$ref" "$key" "$ctx" -f "$ctx/Containerfile" --build-arg "BASE=$DEBIAN_IMAGE"
+    rm -rf "$ctx"
+    step_done
+  fi
+  load "$ref" "$key"
+}
+
+postgres_image() {  # Debian's PostgreSQL
+  local ref key
+  ref=$(deps_image postgresql)
+  key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE")" infra/k8s-local/images/postgresql)
+  if ! built "$ref" "$key"; then
+    step "$ref (Debian's postgresql-15)"
+    bud "$ref" "$key" "$K8S_LOCAL/images/postgresql" -f "$K8S_LOCAL/images/postgresql/Containerfile" \
+      --build-arg "BASE=$DEBIAN_IMAGE"
+    step_done
+  fi
+  load "$ref" "$key"
+}
+
+cmd_sizes() {  # each image's size: its layers, uncompressed, as containerd holds them
+  containerd_up || die "the cluster's containerd is not running (make k8s-up)"
+  "${CTR[@]}" images ls | awk 'NR > 1 && $1 !~ /^sha256:/ {printf "    %-45s %s %s\n", $1, $4, $5}' | sort
+}
+
+case "${1:-}" in
+system) cmd_system ;;
+base) debian_base && python_base ;;
+flywheel) cmd_flywheel ;;
+sizes) cmd_sizes ;;
+*) die "usage: images.sh system|base|flywheel|sizes" ;;
+esac; exit # (on the esac line: a build takes minutes, and an edit to this file meanwhile must not be run)

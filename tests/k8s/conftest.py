@@ -1,0 +1,141 @@
+"""Tests on a real Kubernetes cluster: the local one of `make k8s-up` (infra/k8s-local), with the images
+of `make images` in its containerd. They need root and minutes, so `make test` leaves them out and
+`make test-k8s` runs them (it brings the cluster up, builds the images, runs these, takes it down).
+With CI=true a cluster that does not answer is a failure, never a skip."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "flywheel"
+DEPS = ROOT / "infra" / "k8s-local" / "deps"
+VOLUMES = ROOT / "infra" / "k8s-local" / "volumes.sh"
+LOCAL_VALUES = CHART / "ci" / "local-cluster-values.yaml"
+KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
+HELM = ROOT / ".tools" / "bin" / "helm"
+
+if os.environ.get("FLYWHEEL_K8S_TESTS") != "1":
+    # `make test` runs without root or a cluster: these run only through `make test-k8s`.
+    collect_ignore_glob = ["test_*.py"]
+
+
+@contextmanager
+def step(what: str) -> Iterator[None]:
+    """Print a sub-step and its time (make test-k8s runs pytest with -s)."""
+    t0 = time.monotonic()
+    print(f"\n--- {what}", file=sys.stderr, flush=True)
+    yield
+    print(f"    {what}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+def run(
+    *cmd: str | Path, timeout: float = 600, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, input=stdin)
+    if check and out.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} exited {out.returncode}:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
+        )
+    return out
+
+
+def kubectl(
+    *args: str | Path, timeout: float = 600, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run(KUBECTL, *args, timeout=timeout, check=check, stdin=stdin)
+
+
+def helm(*args: str | Path, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(HELM, *args, timeout=timeout, check=check)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> str:
+    """The cluster's API server answers; its kubeconfig is KUBECONFIG (make test-k8s sets it)."""
+    kubeconfig = os.environ.get("KUBECONFIG", "")
+    ready = bool(kubeconfig) and kubectl("get", "--raw", "/readyz", timeout=30, check=False).returncode == 0
+    if not ready:
+        message = f"no Kubernetes cluster answers (KUBECONFIG={kubeconfig!r}): run `make test-k8s`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return kubeconfig
+
+
+def wait_until(what: str, check, timeout_s: float = 180.0, interval_s: float = 2.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    result = None
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval_s)
+    raise AssertionError(f"{what}: not after {timeout_s:.0f} s (last: {result!r})")
+
+
+def create_namespace(name: str) -> None:
+    kubectl("delete", "namespace", name, "--ignore-not-found", "--wait=true", timeout=300)
+    kubectl("create", "namespace", name)
+
+
+def start_deps(namespace: str) -> None:
+    """Kafka and PostgreSQL in the namespace, at the chart's default addresses."""
+    kubectl("apply", "-n", namespace, "-k", DEPS)
+    for name in ("kafka", "postgres"):
+        out = kubectl(
+            "-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=300s", timeout=320, check=False
+        )
+        assert out.returncode == 0, out.stdout + out.stderr + describe_failures(namespace)
+
+
+def describe_failures(namespace: str) -> str:
+    """Pods that are not ready, with their events and the tail of their logs (for a failed wait)."""
+    out = [kubectl("-n", namespace, "get", "pods", "-o", "wide", check=False).stdout]
+    names = kubectl("-n", namespace, "get", "pods", "-o", "name", check=False).stdout.split()
+    for pod in names:
+        ready = kubectl(
+            "-n", namespace, "get", pod, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False
+        ).stdout
+        if ready != "True":
+            out.append(kubectl("-n", namespace, "describe", pod, check=False).stdout[-3000:])
+            out.append(kubectl("-n", namespace, "logs", pod, "--all-containers", "--tail=40", check=False).stdout)
+    return "\n".join(out)
+
+
+def leftovers(namespace: str, selector: str) -> list[str]:
+    kinds = ",".join(
+        [
+            "deployments",
+            "replicasets",
+            "pods",
+            "services",
+            "configmaps",
+            "secrets",
+            "persistentvolumeclaims",
+            "serviceaccounts",
+            "roles",
+            "rolebindings",
+            "networkpolicies",
+            "poddisruptionbudgets",
+            "horizontalpodautoscalers",
+            "jobs",
+        ]
+    )
+    out = kubectl("-n", namespace, "get", kinds, "-l", selector, "-o", "name", check=False)
+    return out.stdout.split()
+
+
+def all_volumes_available() -> bool:
+    """Return released local volumes to the pool (infra/k8s-local/volumes.sh), then check none is taken."""
+    run(VOLUMES, timeout=120)
+    phases = kubectl("get", "pv", "-l", "flywheel.dev/local-volume=true", "-o", "jsonpath={.items[*].status.phase}")
+    return set(phases.stdout.split()) == {"Available"}
