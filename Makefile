@@ -8,7 +8,7 @@ TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.flywheel-setup
 KAFKA_LIBS := .tools/kafka/libs/.done
 
-.PHONY: setup demo test test-fast lint protos protos-check bench bench-kafka bench-train loadtest kafka-jars clean up down status
+.PHONY: setup demo test test-fast lint protos protos-check bench bench-kafka bench-train loadtest kafka-jars clean up down status fuzz
 
 setup: $(STAMP) $(KAFKA_LIBS) k8s-tools
 
@@ -68,6 +68,13 @@ bench-kafka: setup
 
 bench-train: setup
 	$(PY) -m bench.train $(BENCH_TRAIN_ARGS)
+
+# A bounded property-based fuzz of a stack it starts itself (tests/security/fuzz): every OpenAPI operation of
+# every service (schemathesis) and what no schema describes (Hypothesis: v2 bodies, images, labels, gRPC, Kafka).
+# Fails on a 5xx, a crash or a service left unready, or under FUZZ_MIN_CASES cases (FUZZ_ARGS="--seed 7").
+FUZZ_MIN_CASES ?= 10000
+fuzz: setup
+	$(PY) -m tests.security.fuzz --min-cases $(FUZZ_MIN_CASES) $(FUZZ_ARGS)
 
 # Locust, headless, against the stack `make up` started (LOADTEST_ARGS="--shape spike --users 20 --duration 60").
 loadtest: setup

@@ -36,7 +36,9 @@ from rich.table import Table
 from bench import report
 from bench.gateway.model import write_digits_model
 from services.devstack.brokers import start_broker
+from services.devstack.credentials import StackCredentials
 from services.devstack.ports import free_port, wait_for_port
+from services.devstack.stack import spec
 from services.devstack.supervisor import wait_ready
 from services.events import ensure_topics
 from services.gateway.keys import KeyStore
@@ -132,6 +134,7 @@ def main() -> int:
     db_url = f"sqlite:///{work / 'flywheel.db'}"
     migrate(db_url, [MIGRATIONS])
     key = KeyStore(Database(db_url)).create("bench", ["predict"], rate_per_s=1e6, burst=1_000_000)
+    creds = StackCredentials.generate()  # the model server admits the gateway and the operator (the direct paths)
     broker = start_broker("tansu", work)
     ensure_topics(broker.bootstrap)
     ms_http, ms_grpc, gw_http, gw_grpc, bare = (free_port() for _ in range(5))
@@ -139,7 +142,7 @@ def main() -> int:
     ports = ["--http-port", str(ms_http), "--grpc-port", str(ms_grpc)]
     ms = subprocess.Popen(
         [sys.executable, "-m", "services.modelserver", "--model-repository", str(repo), *ports],
-        env=env,
+        env={**env, **creds.service_env(spec("modelserver"))},
     )
     gw = subprocess.Popen(
         [sys.executable, "-m", "services.gateway"],
@@ -151,6 +154,7 @@ def main() -> int:
             "FLYWHEEL_GATEWAY_GRPC_PORT": str(gw_grpc),
             "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": f"127.0.0.1:{ms_http}",
             "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str(repo),
+            **creds.service_env(spec("gateway")),
         },
     )
     proxy = subprocess.Popen(
@@ -163,12 +167,14 @@ def main() -> int:
         wait_ready(f"http://127.0.0.1:{gw_http}/readyz", gw)
         md = [("authorization", f"Bearer {key}")]
         headers = {"Authorization": f"Bearer {key}"}
+        operator = creds.bearer("operator")
+        op_md = list(operator.items())
         targets = {
-            ("grpc", "direct"): lambda n, c, e: _run_grpc(f"127.0.0.1:{ms_grpc}", [], n, c, e),
-            ("grpc", "bare-proxy"): lambda n, c, e: _run_grpc(f"127.0.0.1:{bare}", [], n, c, e),
+            ("grpc", "direct"): lambda n, c, e: _run_grpc(f"127.0.0.1:{ms_grpc}", op_md, n, c, e),
+            ("grpc", "bare-proxy"): lambda n, c, e: _run_grpc(f"127.0.0.1:{bare}", op_md, n, c, e),
             ("grpc", "gateway"): lambda n, c, e: _run_grpc(f"127.0.0.1:{gw_grpc}", md, n, c, e),
             ("http", "direct"): lambda n, c, e: _run_http(
-                f"http://127.0.0.1:{ms_http}/v2/models/{MODEL}/versions/1/infer", {}, n, c, e
+                f"http://127.0.0.1:{ms_http}/v2/models/{MODEL}/versions/1/infer", operator, n, c, e
             ),
             ("http", "gateway"): lambda n, c, e: _run_http(
                 f"http://127.0.0.1:{gw_http}/v2/models/{MODEL}/versions/1/infer", headers, n, c, e

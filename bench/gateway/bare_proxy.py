@@ -20,7 +20,8 @@ async def serve(listen: str, target: str) -> None:
     forward = channel.unary_unary(f"/{SERVICE}/ModelInfer")
 
     async def model_infer(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await forward(raw, timeout=context.time_remaining())
+        # The caller's metadata goes along: the model server admits the credential it carries.
+        return await forward(raw, timeout=context.time_remaining(), metadata=context.invocation_metadata())
 
     server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(model_infer)

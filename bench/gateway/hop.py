@@ -38,7 +38,9 @@ from rich.table import Table
 
 from bench import report
 from bench.gateway.model import write_digits_model
+from services.devstack.credentials import StackCredentials
 from services.devstack.ports import free_port
+from services.devstack.stack import spec
 from services.devstack.supervisor import wait_ready
 from services.gateway.breaker import Breakers
 from services.gateway.deadline import Deadline
@@ -94,10 +96,14 @@ async def _measure(infer: Infer, request: InferRequest, n: int, concurrency: int
     return latencies, time.process_time() - cpu0
 
 
-async def _round(client: str, http_addr: str, grpc_addr: str, request: InferRequest, n: int, c: int):
+async def _round(
+    client: str, http_addr: str, grpc_addr: str, request: InferRequest, n: int, c: int, creds: StackCredentials
+):
+    """Every client calls as the gateway does, with the gateway's service credential."""
     url = f"http://{http_addr}/v2/models/{MODEL}/versions/1/infer"
+    credential = creds.bearer("gateway")
     if client == "rest-httptools":
-        gateway = ModelServerClient(http_addr, Breakers(1000, 1), retries=0, backoff_s=0)
+        gateway = ModelServerClient(http_addr, Breakers(1000, 1), retries=0, backoff_s=0, token=creds.token("gateway"))
         try:
             return await _measure(lambda r: gateway.infer(r, "bench", Deadline.within(10)), request, n, c)
         finally:
@@ -108,7 +114,7 @@ async def _round(client: str, http_addr: str, grpc_addr: str, request: InferRequ
 
             async def via_aiohttp(r: InferRequest) -> InferResponse:
                 body, headers = rest_codec.encode_request(r)
-                async with session.post(url, data=body, headers=headers) as answer:
+                async with session.post(url, data=body, headers={**headers, **credential}) as answer:
                     return _rest_answer(answer.status, dict(answer.headers.items()), await answer.read())
 
             return await _measure(via_aiohttp, request, n, c)
@@ -121,7 +127,7 @@ async def _round(client: str, http_addr: str, grpc_addr: str, request: InferRequ
 
             async def via_httpx(r: InferRequest) -> InferResponse:
                 body, headers = rest_codec.encode_request(r)
-                answer = await session.post(url, content=body, headers=headers)
+                answer = await session.post(url, content=body, headers={**headers, **credential})
                 return _rest_answer(answer.status_code, dict(answer.headers.items()), answer.content)
 
             return await _measure(via_httpx, request, n, c)
@@ -129,7 +135,7 @@ async def _round(client: str, http_addr: str, grpc_addr: str, request: InferRequ
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
         async def via_grpc(r: InferRequest) -> InferResponse:
-            return _grpc_answer(await stub.ModelInfer(_grpc_message(r), timeout=10))
+            return _grpc_answer(await stub.ModelInfer(_grpc_message(r), metadata=list(credential.items()), timeout=10))
 
         return await _measure(via_grpc, request, n, c)
 
@@ -147,6 +153,7 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="bench-hop-"))
+    creds = StackCredentials.generate()
     repo = write_digits_model(work / "models", MODEL)
     http_port, grpc_port = free_port(), free_port()
     server = subprocess.Popen(
@@ -161,7 +168,12 @@ def main() -> int:
             "--grpc-port",
             str(grpc_port),
         ],
-        env={**os.environ, "FLYWHEEL_HOME": str(work), "FLYWHEEL_LOG_LEVEL": "WARNING"},
+        env={
+            **os.environ,
+            "FLYWHEEL_HOME": str(work),
+            "FLYWHEEL_LOG_LEVEL": "WARNING",
+            **creds.service_env(spec("modelserver")),
+        },
     )
     features = np.random.default_rng(0).random((1, 64), dtype=np.float32)
     request = InferRequest(MODEL, "1", {"features": features}, outputs=["probabilities"])
@@ -175,7 +187,7 @@ def main() -> int:
             for _ in range(args.rounds):
                 for client in CLIENTS:
                     lat, spent = asyncio.run(
-                        _round(client, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", request, per_round, c)
+                        _round(client, f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", request, per_round, c, creds)
                     )
                     latencies[client] += lat
                     cpu[client] += spent

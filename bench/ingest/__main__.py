@@ -35,7 +35,9 @@ from rich.table import Table
 from sklearn.datasets import load_digits
 
 from services.devstack.brokers import start_broker
+from services.devstack.credentials import StackCredentials
 from services.devstack.ports import free_port
+from services.devstack.stack import spec
 from services.events import EventProducer, ensure_topics
 from services.events.codec import new_meta
 from services.genproto.flywheel.v1 import events_pb2 as ev
@@ -211,6 +213,7 @@ def run_http(
     pngs: list[bytes],
     targets: list[str],
     procs: dict[str, int],
+    credential: dict[str, str],
 ) -> dict:
     prefix = f"h{uuid.uuid4().hex[:6]}"
     encoded = [base64.b64encode(p).decode() for p in pngs]
@@ -233,7 +236,9 @@ def run_http(
     def client(chunk: list[bytes]) -> None:
         with httpx.Client(timeout=120) as c:
             for body in chunk:
-                r = c.post(f"{http}/v1/labels", content=body, headers={"content-type": "application/json"})
+                r = c.post(
+                    f"{http}/v1/labels", content=body, headers={"content-type": "application/json", **credential}
+                )
                 if r.status_code != 200:
                     errors.append(f"{r.status_code} {r.text[:200]}")
                     continue
@@ -400,7 +405,8 @@ def main() -> int:
                 "FLYWHEEL_INGEST_GRPC_PORT": str(grpc_port),
                 "FLYWHEEL_LOG_LEVEL": "WARNING",
             }
-            proc = start_service("ingest", env, work)
+            creds = StackCredentials.generate()  # ingest admits label producers: the clients call as one
+            proc = start_service("ingest", {**env, **creds.service_env(spec("ingest"))}, work)
             http = f"http://127.0.0.1:{http_port}"
             if lake_root is not None:
                 lake = start_service(
@@ -421,7 +427,16 @@ def main() -> int:
             reader = LabelsReader(broker.bootstrap)
             console.print(f"ingest ready; {args.events} events per run on {args.broker}")
             http_result = run_http(
-                http, reader, lake_root, args.events, args.batch, args.clients, pngs[: args.events], targets, procs
+                http,
+                reader,
+                lake_root,
+                args.events,
+                args.batch,
+                args.clients,
+                pngs[: args.events],
+                targets,
+                procs,
+                creds.bearer("labeler"),
             )
             kafka_result = run_kafka(
                 http,

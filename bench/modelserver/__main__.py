@@ -198,8 +198,9 @@ def drive(endpoint: Endpoint, model: str, rates: list[int], args: argparse.Names
     out = log.with_name("loadgen-rows.json")
     cmd += ["--slo-ms", str(args.slo_ms), "--raw", "--out", str(out)]
     budget = len(rates) * (args.duration + args.warmup + 5) + 60
+    env = {**os.environ, "FLYWHEEL_SERVICE_TOKEN": endpoint.token}  # the load generator calls with it (if any)
     with log.open("ab") as err:
-        subprocess.run(cmd, cwd=ROOT, stdout=err, stderr=err, timeout=budget, check=True)
+        subprocess.run(cmd, cwd=ROOT, stdout=err, stderr=err, timeout=budget, check=True, env=env)
     return json.loads(out.read_text())
 
 

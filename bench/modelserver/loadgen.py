@@ -89,6 +89,12 @@ async def run_rate(call: Callable[[], Awaitable[None]], rate: float, duration: f
     return latencies
 
 
+def _credential() -> dict[str, str]:
+    """`authorization` for a system that admits callers by token (FLYWHEEL_SERVICE_TOKEN, set by the bench)."""
+    token = os.environ.get("FLYWHEEL_SERVICE_TOKEN", "")
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 async def grpc_caller(target: str, model: str, payload: bytes, shape: list[int], timeout_s: float):
     import grpc
 
@@ -103,10 +109,12 @@ async def grpc_caller(target: str, model: str, payload: bytes, shape: list[int],
     tensor.shape.extend(shape)
     request.outputs.add().name = "output"
     request.raw_input_contents.append(payload)
-    await stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10)
+    await stub.ServerReady(service_pb2.ServerReadyRequest(), metadata=tuple(_credential().items()), timeout=10)
+
+    metadata = tuple(_credential().items())
 
     async def call() -> None:
-        await stub.ModelInfer(request, timeout=timeout_s)
+        await stub.ModelInfer(request, metadata=metadata, timeout=timeout_s)
 
     return call, channel.close
 
@@ -145,7 +153,11 @@ async def v2_http_caller(target: str, model: str, payload: bytes, shape: list[in
         }
     ).encode()
     body = head + payload
-    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(head)),
+        **_credential(),
+    }
 
     async def call() -> None:
         async with session.post(url, data=body, headers=headers) as r:

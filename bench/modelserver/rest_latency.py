@@ -35,7 +35,9 @@ from rich.table import Table
 
 from bench import report
 from bench.gateway.model import write_digits_model
+from services.devstack.credentials import StackCredentials
 from services.devstack.ports import free_port
+from services.devstack.stack import spec
 from services.devstack.supervisor import wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,9 +73,12 @@ def _bodies(features: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
     }
 
 
-def _targets(http_addr: str, grpc_addr: str, features: np.ndarray) -> dict[tuple[str, str], Callable[[], None]]:
+def _targets(
+    http_addr: str, grpc_addr: str, features: np.ndarray, credential: dict[str, str]
+) -> dict[tuple[str, str], Callable[[], None]]:
+    """Each client calls with `credential` (the model server admits no caller without one)."""
     path = f"/v2/models/{MODEL}/versions/1/infer"
-    bodies = _bodies(features)
+    bodies = {kind: (body, {**headers, **credential}) for kind, (body, headers) in _bodies(features).items()}
     # httpx as bench/gateway uses it: keep-alive, TCP_NODELAY on the client side.
     hx = httpx.Client(
         transport=httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]), timeout=10
@@ -109,7 +114,9 @@ def _targets(http_addr: str, grpc_addr: str, features: np.ndarray) -> dict[tuple
         inp = thttp.InferInput("features", [1, 64], "FP32")
         inp.set_data_from_numpy(features, binary_data=binary)
         out = thttp.InferRequestedOutput("probabilities", binary_data=binary)
-        return lambda: tclient.infer(MODEL, [inp], model_version="1", outputs=[out]).as_numpy("probabilities")
+        return lambda: tclient.infer(MODEL, [inp], model_version="1", outputs=[out], headers=credential).as_numpy(
+            "probabilities"
+        )
 
     ginp = tgrpc.InferInput("features", [1, 64], "FP32")
     ginp.set_data_from_numpy(features)
@@ -121,9 +128,9 @@ def _targets(http_addr: str, grpc_addr: str, features: np.ndarray) -> dict[tuple
         ("http.client", "binary"): via_http_client("binary"),
         ("tritonclient.http", "json"): via_tritonclient("json"),
         ("tritonclient.http", "binary"): via_tritonclient("binary"),
-        ("tritonclient.grpc", "protobuf"): lambda: gclient.infer(MODEL, [ginp], model_version="1").as_numpy(
-            "probabilities"
-        ),
+        ("tritonclient.grpc", "protobuf"): lambda: gclient.infer(
+            MODEL, [ginp], model_version="1", headers=credential
+        ).as_numpy("probabilities"),
     }
 
 
@@ -138,12 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ms-rest-") as tmp:
         repo = write_digits_model(Path(tmp) / "models", MODEL)
         http_port, grpc_port = free_port(), free_port()
+        creds = StackCredentials.generate()
         env = {
             **os.environ,
             "FLYWHEEL_MODELSERVER_MODEL_REPOSITORY": str(repo),
             "FLYWHEEL_MODELSERVER_HOST": "127.0.0.1",
             "FLYWHEEL_MODELSERVER_HTTP_PORT": str(http_port),
             "FLYWHEEL_MODELSERVER_GRPC_PORT": str(grpc_port),
+            **creds.service_env(spec("modelserver")),
         }
         log = Path(tmp) / "modelserver.log"
         with log.open("wb") as out:
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_ready(f"http://127.0.0.1:{http_port}/readyz", proc)
             features = np.random.default_rng(0).random((1, 64), dtype=np.float32)
-            targets = _targets(f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", features)
+            targets = _targets(f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", features, creds.bearer("operator"))
             lat: dict[tuple[str, str], list[float]] = {t: [] for t in targets}
             for call in targets.values():
                 for _ in range(5):  # connect, warm up

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import httpx
 
+from services.devstack.credentials import StackCredentials
 from services.devstack.ports import free_port
+from services.devstack.stack import spec
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(os.environ.get("FLYWHEEL_TOOLS", ROOT / ".tools"))
@@ -35,6 +37,7 @@ class SystemUnavailable(RuntimeError):
 class Endpoint:
     protocol: str  # loadgen protocol: grpc | v2-http | torchserve
     target: str  # host:port
+    token: str = ""  # the service credential the system admits (Flywheel's model server), "" for the others
 
 
 def _wait(proc: subprocess.Popen, ready, what: str, log: Path, timeout_s: float = 180) -> None:
@@ -84,11 +87,13 @@ def start_flywheel(repo: Path, workdir: Path, batching: str, protocol: str = "gr
     http, grpc = free_port(), free_port()
     cmd = [sys.executable, "-m", "services.modelserver", "--model-repository", str(repo)]
     cmd += ["--http-port", str(http), "--grpc-port", str(grpc), "--batching", batching, "--intra-op-threads", "1"]
-    env = {**os.environ, "FLYWHEEL_LOG_LEVEL": "WARNING"}
+    creds = StackCredentials.generate()  # the model server admits callers with a credential: the load generator's
+    env = {**os.environ, "FLYWHEEL_LOG_LEVEL": "WARNING", **creds.service_env(spec("modelserver"))}
     log = workdir / f"flywheel-{batching}.log"
     with _process(cmd, env, log) as proc:
         _wait(proc, lambda: _ok(f"http://127.0.0.1:{http}/readyz"), f"flywheel ({batching})", log)
-        yield Endpoint(protocol, f"127.0.0.1:{http if protocol == 'v2-http' else grpc}")
+        target = f"127.0.0.1:{http if protocol == 'v2-http' else grpc}"
+        yield Endpoint(protocol, target, creds.token("operator"))
 
 
 def triton_paths() -> tuple[Path, Path]:

@@ -15,17 +15,20 @@ import httpx
 from services.cli.demo.config import DEMO_FAMILY, DEMO_HYPERPARAMETERS, MODEL
 from services.cli.demo.data import Digits, native_labels
 from services.cli.demo.endpoints import Endpoints, check, wait_for
+from services.devstack.credentials import StackCredentials
 from services.devstack.supervisor import Component
 
 LABELS = 1500
 BATCH = 250
 
 
-def serve_example_model(components: list[Component], progress: Callable[[str], None], seed: int = 0) -> str:
-    """Label, snapshot, train, promote and load the example model; return its version."""
-    ep = Endpoints.from_components(components)
+def serve_example_model(
+    components: list[Component], credentials: StackCredentials, progress: Callable[[str], None], seed: int = 0
+) -> str:
+    """Label, snapshot, train, promote and load the example model (calling as the operator); return its version."""
+    ep = Endpoints.from_components(components, credentials)
     digits = Digits.load(LABELS, seed)
-    with httpx.Client(timeout=60) as http:
+    with ep.client(60) as http:
         versions = check(http.get(f"{ep.http['trainer']}/v1/models", params={"model": MODEL}), "models")
         served = [v for v in versions if v.get("stage") == "production"]
         if served:

@@ -74,14 +74,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.with_example_model:
         from services.cli.demo.endpoints import DemoError
         from services.cli.example import serve_example_model
+        from services.devstack.credentials import StackCredentials
 
         try:
-            serve_example_model(components, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
+            credentials = StackCredentials.load(home)
+            serve_example_model(components, credentials, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
         except (DemoError, RuntimeError) as exc:
             console.print(f"[red]the example model could not be served:[/red] {exc}")
             console.print(f"the stack is still running; stop it with [bold]flywheel down --home {home}[/bold]")
             return 1
     console.print(status_table(components))
+    console.print(
+        f"credentials (service tokens, the gateway's admin API key, the webhook token): {home}/run/credentials.json"
+    )
     if not args.foreground:
         console.print(f"running in the background; stop with [bold]flywheel down[/bold] (state in {home}/run)")
         return 0
@@ -186,7 +191,21 @@ def _accept_home_everywhere(sub: argparse._SubParsersAction) -> None:  # type: i
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _operator_credential(args)
     return int(args.func(args) or 0)
+
+
+def _operator_credential(args: argparse.Namespace) -> None:
+    """Commands that call a service (snapshot, train, …) call it as the operator of the stack under --home,
+    unless FLYWHEEL_SERVICE_TOKEN names another caller."""
+    if os.environ.get("FLYWHEEL_SERVICE_TOKEN") or args.command in ("up", "serve", "demo"):
+        return
+    from services.devstack.credentials import StackCredentials
+
+    try:
+        os.environ["FLYWHEEL_SERVICE_TOKEN"] = StackCredentials.load(_home(args)).token("operator")
+    except FileNotFoundError:
+        pass  # no stack under this home: the command says what it could not reach
 
 
 if __name__ == "__main__":

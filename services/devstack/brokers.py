@@ -86,7 +86,7 @@ def _wait_ready(broker: Broker, timeout_s: float) -> None:
             raise BrokerUnavailable(f"{broker.kind} broker exited during start-up:\n{tail}")
         if port_open("127.0.0.1", broker.port):
             try:
-                AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=2)
+                AdminClient({"bootstrap.servers": broker.bootstrap, **broker.extra}).list_topics(timeout=2)
                 return
             except Exception:  # noqa: BLE001 - not answering metadata yet; keep waiting
                 pass
@@ -122,7 +122,36 @@ def start_tansu(log_dir: Path, port: int = 0, timeout_s: float = 20.0) -> Broker
     return broker
 
 
-def start_apache_kafka(work_root: Path, port: int = 0, timeout_s: float = 90.0) -> Broker:
+def _sasl_properties(port: int, controller_port: int, users: dict[str, str]) -> list[str]:
+    """A SASL_PLAINTEXT listener (PLAIN: `users` name → password, the first one the admin) with Kafka's own
+    authorizer: nothing is allowed that an ACL does not allow, except to the admin (and the controller)."""
+    admin = next(iter(users))
+    accounts = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{admin}" password="{users[admin]}" {accounts};'
+    )
+    return [
+        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
+        "inter.broker.listener.name=SASL_PLAINTEXT",
+        "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms=PLAIN",
+        "sasl.mechanism.inter.broker.protocol=PLAIN",
+        f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        # The controller listener is loopback-only and unauthenticated: its principal is ANONYMOUS.
+        f"super.users=User:{admin};User:ANONYMOUS",
+        "allow.everyone.if.no.acl.found=false",
+        "auto.create.topics.enable=false",
+    ]
+
+
+def start_apache_kafka(
+    work_root: Path, port: int = 0, timeout_s: float = 90.0, sasl_users: dict[str, str] | None = None
+) -> Broker:
+    """Apache Kafka in KRaft mode; with `sasl_users`, a SASL/PLAIN listener and ACLs enforced (the first user
+    is the admin; `Broker.extra` holds the client settings to connect as it)."""
     if not kafka_jars_present():
         raise BrokerUnavailable("Apache Kafka jars missing: run `make kafka-jars` (needs Maven and a JDK)")
     java = shutil.which("java")
@@ -134,17 +163,22 @@ def start_apache_kafka(work_root: Path, port: int = 0, timeout_s: float = 90.0) 
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = work / "server.properties"
+    plaintext = [
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "auto.create.topics.enable=true",
+    ]
+    listeners = _sasl_properties(port, controller_port, sasl_users) if sasl_users else plaintext
     props.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                *listeners,
                 f"log.dirs={data}",
                 "num.partitions=3",
                 "offsets.topic.replication.factor=1",
@@ -154,7 +188,6 @@ def start_apache_kafka(work_root: Path, port: int = 0, timeout_s: float = 90.0) 
                 "share.coordinator.state.topic.replication.factor=1",
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=true",
                 "",
             ]
         )
@@ -178,7 +211,16 @@ def start_apache_kafka(work_root: Path, port: int = 0, timeout_s: float = 90.0) 
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    broker = Broker("apache", port, proc, log_path, workdir=work)
+    extra = {}
+    if sasl_users:
+        admin = next(iter(sasl_users))
+        extra = {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": admin,
+            "sasl.password": sasl_users[admin],
+        }
+    broker = Broker("apache", port, proc, log_path, workdir=work, extra=extra)
     _wait_ready(broker, timeout_s)
     return broker
 

@@ -35,6 +35,9 @@ class ServiceSpec:
     ports: dict[str, int]
     env: EnvBuilder = field(default=lambda ctx: {})
     ready_timeout_s: float = 60.0
+    # Who may call its internal routes (credentials.py's identities), and who it is when it calls others.
+    callers: tuple[str, ...] = ("operator",)
+    identity: str = ""
 
     @property
     def module(self) -> str:
@@ -59,9 +62,10 @@ SERVICES: list[ServiceSpec] = [
             "FLYWHEEL_MODELSERVER_MODEL_REPOSITORY": str((ctx.home / "models").resolve()),
             "FLYWHEEL_MODELSERVER_CONSUME_MODEL_EVENTS": "true",
         },
+        callers=("gateway", "operator"),
     ),
-    ServiceSpec("ingest", {"http": 8100, "grpc": 8101}),
-    ServiceSpec("lake", {"http": 8200, "grpc": 8201}),
+    ServiceSpec("ingest", {"http": 8100, "grpc": 8101}, callers=("labeler", "operator")),
+    ServiceSpec("lake", {"http": 8200, "grpc": 8201}, callers=("trainer", "operator")),
     ServiceSpec(
         "trainer",
         {"http": 8300, "grpc": 8301},
@@ -71,6 +75,7 @@ SERVICES: list[ServiceSpec] = [
             "FLYWHEEL_TRAINER_PROJECT_FILES": str(DEFAULT_PROJECTS),
             **({"FLYWHEEL_TRAINER_LAKE_ADDR": ctx.addr("lake", "grpc")} if "lake" in ctx.ports else {}),
         },
+        identity="trainer",
     ),
     ServiceSpec(
         "gateway",
@@ -83,6 +88,8 @@ SERVICES: list[ServiceSpec] = [
                 else {}
             ),
         },
+        callers=(),  # its routes are public: API keys are their credential
+        identity="gateway",
     ),
     ServiceSpec(
         "monitor",
@@ -94,3 +101,11 @@ SERVICES: list[ServiceSpec] = [
 
 def available_services() -> list[ServiceSpec]:
     return [s for s in SERVICES if s.exists()]
+
+
+def spec(name: str) -> ServiceSpec:
+    """The spec of one service by name (KeyError naming the known ones otherwise)."""
+    for s in SERVICES:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown service {name!r}; known: {', '.join(s.name for s in SERVICES)}")

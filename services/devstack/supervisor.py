@@ -1,6 +1,7 @@
 """The whole stack as local processes on 127.0.0.1 (`flywheel up | status | down`).
 
-State (PIDs, addresses) goes to `<home>/run/state.json`; logs to `<home>/logs/<name>.log`.
+State (PIDs, addresses) goes to `<home>/run/state.json`, credentials to `<home>/run/credentials.json`
+(credentials.py: made once per home, each service given only its own); logs to `<home>/logs/<name>.log`.
 Every process is started in its own session so `up` can return while they run, and `down`
 stops exactly the PIDs it recorded (SIGTERM, then SIGKILL after a grace period).
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from services.devstack.brokers import Broker, start_broker
+from services.devstack.credentials import StackCredentials
 from services.devstack.ports import free_port, port_open
 from services.devstack.stack import ServiceSpec, StackContext, available_services
 
@@ -146,9 +148,9 @@ def start_prometheus(home: Path, targets: dict[str, str], port: int) -> Componen
 
 
 def launch_service(
-    spec: ServiceSpec, ctx: StackContext, extra_env: dict[str, str]
+    spec: ServiceSpec, ctx: StackContext, extra_env: dict[str, str], credentials: StackCredentials
 ) -> tuple[Component, subprocess.Popen[bytes]]:
-    """Start a service's process without waiting for it (see `wait_ready`)."""
+    """Start a service's process without waiting for it (see `wait_ready`), with its credentials."""
     ports = ctx.ports[spec.name]
     env = dict(os.environ)
     env.update(
@@ -160,6 +162,10 @@ def launch_service(
     )
     for role, port in ports.items():
         env[f"{spec.env_prefix}{role.upper()}_PORT"] = str(port)
+    # Never a credential inherited from the shell that ran `flywheel up`: each service gets its own.
+    for inherited in ("FLYWHEEL_SERVICE_TOKEN", "FLYWHEEL_TRUSTED_CALLERS"):
+        env.pop(inherited, None)
+    env.update(credentials.service_env(spec))
     env.update(spec.env(ctx))
     env.update(extra_env)
     log_path = ctx.home / "logs" / f"{spec.name}.log"
@@ -187,6 +193,7 @@ def up(
             f"a stack is already running from {home} ({', '.join(c.name for c in running)}); run `flywheel down` first"
         )
     home.mkdir(parents=True, exist_ok=True)
+    credentials = StackCredentials.for_home(home)
     components: list[Component] = []
     try:
         if bootstrap is None:
@@ -219,7 +226,7 @@ def up(
         launched = []
         for s in specs:
             progress(f"starting {s.name}")
-            component, proc = launch_service(s, ctx, extra_env or {})
+            component, proc = launch_service(s, ctx, extra_env or {}, credentials)
             components.append(component)
             launched.append((s, component, proc))
         write_state(home, components)

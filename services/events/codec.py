@@ -12,6 +12,9 @@ from services.events.topics import topic
 from services.genproto.flywheel.v1 import events_pb2 as ev
 
 SCHEMA_VERSION = 1
+# The range protobuf defines for a Timestamp (0001-01-01 to 9999-12-31 UTC): outside it, converting
+# one to a datetime raises, so an event carrying such a time is invalid, not a consumer's crash.
+MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 
 class InvalidEvent(ValueError):
@@ -57,9 +60,25 @@ def decode(topic_name: str, payload: bytes | None, validate: Validator | None = 
         raise InvalidEvent(f"{message.DESCRIPTOR.full_name} without meta.event_id")
     if meta.schema_version > SCHEMA_VERSION:
         raise InvalidEvent(f"schema_version {meta.schema_version} is newer than this consumer ({SCHEMA_VERSION})")
+    check_times(message)
     if validate is not None:
         validate(message)
     return message
+
+
+def check_times(message: Message, where: str = "") -> None:
+    """InvalidEvent when a Timestamp anywhere in the message is outside protobuf's valid range."""
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE or field.is_repeated:
+            continue
+        name = f"{where}{field.name}"
+        if field.message_type.full_name == "google.protobuf.Timestamp":
+            if not (MIN_SECONDS <= value.seconds <= MAX_SECONDS and 0 <= value.nanos < 1_000_000_000):
+                raise InvalidEvent(
+                    f"{name} ({value.seconds} s, {value.nanos} ns) is outside 0001-01-01..9999-12-31 UTC"
+                )
+        else:
+            check_times(value, f"{name}.")
 
 
 def key_of(topic_name: str, event: Message) -> bytes:

@@ -5,7 +5,10 @@
 * Undecodable or invalid events go to `flywheel.deadletter` with the reason and their original
   bytes (and that send is acknowledged before the commit): bad input never stops the loop.
 * A handler failure is our own outage, never dead-lettered: the batch is rewound and retried
-  with back-off until it succeeds or the loop is stopped.
+  with back-off until it succeeds or the loop is stopped. So is a dead-letter topic that does
+  not acknowledge: the letters are sent again until it does, and nothing is committed before.
+* Readiness tells the truth: `healthy()` is false while the handler or the dead-letter topic
+  has been failing for longer than `stall_after_s`, and once the loop has died.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from google.protobuf.message import Message
 
 from services.events.codec import InvalidEvent, Validator, decode, new_meta
 from services.events.metrics import CONSUMED, DEAD_LETTERED, FAILED, HANDLED, LAG
-from services.events.producer import EventProducer
+from services.events.producer import EventProducer, ProduceFailed
 from services.events.topics import DEADLETTER
 from services.genproto.flywheel.v1 import events_pb2 as ev
 
@@ -56,6 +59,8 @@ class ConsumerConfig:
     heartbeat_ms: int = 1000
     auto_offset_reset: str = "earliest"
     retry_backoff_s: float = 0.5
+    stall_after_s: float = 10.0  # failing this long makes the loop unhealthy (readiness reports it)
+    # Decode-time checks per topic: pure functions of the event (no I/O), raising InvalidEvent.
     validators: dict[str, Validator] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -74,6 +79,9 @@ class ConsumeLoop:
         self._stop = stop
         self.assigned = threading.Event()
         self.last_poll = 0.0
+        self._failing_since: float | None = None
+        self._failure = ""
+        self._died = ""
         settings: dict[str, object] = {
             "bootstrap.servers": config.bootstrap,
             "group.id": config.group,
@@ -101,13 +109,30 @@ class ConsumeLoop:
                 if time.monotonic() - last_lag > lag_every:
                     self._export_lag()
                     last_lag = time.monotonic()
+        except BaseException as exc:
+            self._died = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self._consumer.close()
 
     def healthy(self) -> tuple[bool, str]:
+        if self._died:
+            return False, f"consume loop stopped: {self._died}"
         if not self.assigned.is_set():
             return False, "waiting for partition assignment"
+        since = self._failing_since
+        if since is not None and time.monotonic() - since > self.config.stall_after_s:
+            return False, f"stalled for {time.monotonic() - since:.0f} s: {self._failure}"
         return True, "ok"
+
+    def _failing(self, reason: str) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        self._failure = reason
+
+    def _recovered(self) -> None:
+        self._failing_since = None
+        self._failure = ""
 
     # -- internals --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -116,7 +141,7 @@ class ConsumeLoop:
     def _process(self, messages: list[KafkaMessage]) -> None:
         group = self.config.group
         records: list[Record] = []
-        dead = 0
+        letters: list[ev.DeadLetter] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -129,13 +154,16 @@ class ConsumeLoop:
             try:
                 event = decode(topic, msg.value(), self.config.validators.get(topic))
             except InvalidEvent as exc:
-                self._dead_letter(msg, str(exc))
-                dead += 1
+                letters.append(self._dead_letter(msg, str(exc)))
+                continue
+            except Exception as exc:  # a validator is a pure check of this event: what it cannot take is the event
+                log.exception("validator failed on an event; dead-lettering it", extra={"topic": topic})
+                letters.append(self._dead_letter(msg, f"the event could not be validated: {type(exc).__name__}: {exc}"))
                 continue
             ts = msg.timestamp()[1]
             records.append(Record(topic, msg.partition(), msg.offset(), msg.key(), ts, event))
-        if dead:
-            self._dlq.flush()  # durable before the offsets move past them
+        if letters and not self._park(letters):  # durable before the offsets move past them
+            return  # stopping: no commit, the batch replays next time
         records = self._handle_with_retry(records)
         if records is None:
             return  # stopping with an unhandled batch: no commit, it replays next time
@@ -148,21 +176,41 @@ class ConsumeLoop:
         while records:
             try:
                 self._handler(records)
+                self._recovered()
                 return records
             except InvalidEvent as exc:
                 # Invalid only in context (an unknown label, say): park that one record, go on.
                 bad = getattr(exc, "record", None)
                 if bad is None:
                     raise
-                self._dead_letter_record(bad, str(exc))
-                self._dlq.flush()
+                if not self._park([self._dead_letter_record(bad, str(exc))]):
+                    return None
                 records = [r for r in records if r is not bad]
-            except Exception:
+            except Exception as exc:
                 FAILED.labels(records[0].topic, self.config.group).inc()
+                self._failing(f"handler failed: {type(exc).__name__}: {exc}")
                 log.exception("handler failed; retrying the batch", extra={"records": len(records)})
                 if self._stop.wait(self.config.retry_backoff_s):
                     return None
         return records
+
+    def _park(self, letters: list[ev.DeadLetter]) -> bool:
+        """Send the letters until the dead-letter topic acknowledges them all; False if stopped first.
+
+        A refused flush loses what it held from the producer's queue: each attempt sends every letter
+        again (a letter twice in the topic is harmless; one lost is not)."""
+        while True:
+            for letter in letters:
+                self._dlq.send(DEADLETTER.name, letter, key=letter.original_topic.encode())
+            try:
+                self._dlq.flush()
+                self._recovered()
+                return True
+            except ProduceFailed as exc:
+                self._failing(f"dead-letter topic not acknowledging: {exc}")
+                log.error("dead letters not acknowledged; sending them again", extra={"error": str(exc)})
+                if self._stop.wait(self.config.retry_backoff_s):
+                    return False
 
     def _commit(self, messages: list[KafkaMessage]) -> None:
         latest: dict[tuple[str, int], int] = {}
@@ -173,7 +221,7 @@ class ConsumeLoop:
             offsets = [TopicPartition(t, p, o + 1) for (t, p), o in latest.items()]
             self._consumer.commit(offsets=offsets, asynchronous=False)
 
-    def _dead_letter(self, msg: KafkaMessage, reason: str) -> None:
+    def _dead_letter(self, msg: KafkaMessage, reason: str) -> ev.DeadLetter:
         DEAD_LETTERED.labels(msg.topic(), self.config.group).inc()
         headers = {k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])}
         letter = ev.DeadLetter(
@@ -188,9 +236,9 @@ class ConsumeLoop:
             headers=headers,
         )
         log.warning("dead-lettered", extra={"topic": msg.topic(), "offset": msg.offset(), "reason": reason})
-        self._dlq.send(DEADLETTER.name, letter, key=msg.topic().encode())
+        return letter
 
-    def _dead_letter_record(self, record: Record, reason: str) -> None:
+    def _dead_letter_record(self, record: Record, reason: str) -> ev.DeadLetter:
         DEAD_LETTERED.labels(record.topic, self.config.group).inc()
         letter = ev.DeadLetter(
             meta=new_meta(self.config.group),
@@ -202,7 +250,8 @@ class ConsumeLoop:
             reason=reason,
             consumer_group=self.config.group,
         )
-        self._dlq.send(DEADLETTER.name, letter, key=record.topic.encode())
+        log.warning("dead-lettered", extra={"topic": record.topic, "offset": record.offset, "reason": reason})
+        return letter
 
     def _export_lag(self) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -41,12 +42,17 @@ def topic(name: str) -> Topic:
         raise KeyError(f"unknown topic {name!r}; known: {', '.join(TOPICS)}") from None
 
 
-def ensure_topics(bootstrap: str, topics: list[Topic] | None = None, timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet (idempotent)."""
+def ensure_topics(
+    bootstrap: str,
+    topics: list[Topic] | None = None,
+    timeout_s: float = 30.0,
+    security: Mapping[str, str] | None = None,
+) -> None:
+    """Create the topics that do not exist yet (idempotent). `security`: the client's SASL/SSL settings."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or {})})
     wanted = topics or list(TOPICS.values())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     new = [

@@ -41,6 +41,7 @@ from services.transportkit import bootstrap
 from services.transportkit.listener import http_listener
 
 log = logging.getLogger("services.gateway")
+BOOTSTRAP_NAME = "bootstrap"  # the name of keys registered from FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,51 +65,62 @@ def url_reader(settings: GatewaySettings) -> UrlReader | None:
 
 def main(argv: list[str] | None = None) -> int:
     settings, common, stop = bootstrap.start("gateway", GatewaySettings, parse_args(argv))
+    security = bootstrap.security(common)
     try:
-        return bootstrap.run(lambda: serve(settings, common, stop.event), settings.event_loop)
+        return bootstrap.run(lambda: serve(settings, common, security, stop.event), settings.event_loop)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
 
 
-async def _watch_backend(client: ModelServerClient, flag: threading.Event, stop: asyncio.Event) -> None:
-    """Readiness of the model server, polled so /readyz stays quick."""
+async def _watch_backend(client: ModelServerClient, state: dict[str, str], stop: asyncio.Event) -> None:
+    """Readiness of the model server (reachable, and admitting the gateway), polled so /readyz stays quick."""
     while not stop.is_set():
-        reachable = await client.live(timeout_s=1.0)
-        if reachable:
-            flag.set()
-        else:
-            flag.clear()
+        state["problem"] = await client.probe(timeout_s=1.0)
         try:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         except TimeoutError:
             pass
 
 
-async def serve(settings: GatewaySettings, common: CommonSettings, stop: threading.Event) -> int:
+async def serve(
+    settings: GatewaySettings, common: CommonSettings, security: bootstrap.Security, stop: threading.Event
+) -> int:
+    """The gateway's routes are public (API keys with scopes are their credential): no caller check here.
+    Its own service token is what the model server admits it by."""
     loop = asyncio.get_running_loop()
     url = common.resolved_database_url()
     await asyncio.to_thread(migrate, url, [MIGRATIONS])
     db = Database(url)
     keys = KeyStore(db, settings.key_cache_s)
+    bootstrap_ids: set[str] = set()
     for key in (k.strip() for k in settings.bootstrap_keys.split(",") if k.strip()):
         try:
-            if keys.ensure(key, "bootstrap", ["predict", "admin"]):
+            if keys.ensure(key, BOOTSTRAP_NAME, ["predict", "admin"]):
                 log.info("registered bootstrap key %s", key.split("_")[1])
         except ValueError as exc:
             raise ConfigError(f"FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS: {exc}") from None
+        bootstrap_ids.add(key.split("_")[1])
+    # A bootstrap key rotated out of the settings (a new Secret) must stop working, not linger.
+    for key_id in keys.revoke_others(BOOTSTRAP_NAME, bootstrap_ids):
+        log.info("revoked bootstrap key %s: no longer in FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS", key_id)
     routes = RouteTable(db)
     routes.load()
 
     producer: EventProducer | None = None
     if settings.events:
-        producer = CountingProducer(common.kafka_bootstrap, client_id="gateway")
+        producer = CountingProducer(common.kafka_bootstrap, client_id="gateway", **common.kafka_security())
     logger = PredictionLogger(producer, settings.log_queue_bound)
     logger.start()
 
     breakers = Breakers(settings.breaker_failures, settings.breaker_open_s)
     client = ModelServerClient(
-        settings.modelserver_http_addr, breakers, settings.retries, settings.retry_backoff_ms / 1000
+        settings.modelserver_http_addr,
+        breakers,
+        settings.retries,
+        settings.retry_backoff_ms / 1000,
+        token=security.token,
+        tls=security.tls.client_context(),
     )
     watch = CanaryWatch(
         Thresholds(
@@ -124,7 +136,12 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
         watch,
         ModelCards(settings.model_repository),
         logger,
-        Limits(settings.deadline_ms / 1000, settings.max_instances, settings.log_max_features),
+        Limits(
+            settings.deadline_ms / 1000,
+            settings.max_instances,
+            settings.log_max_features,
+            settings.max_request_pixels,
+        ),
         on_rollback=archived_publisher(producer) if producer is not None else None,
         read_url=url_reader(settings),
     )
@@ -132,26 +149,33 @@ async def serve(settings: GatewaySettings, common: CommonSettings, stop: threadi
 
     readiness = Readiness()
     readiness.add("database", db.ping)
-    backend_up = threading.Event()
-    readiness.add_flag("modelserver", backend_up, f"model server not reachable at {settings.modelserver_http_addr}")
+    backend = {"problem": "not probed yet"}
+    readiness.add("modelserver", lambda: (not backend["problem"], backend["problem"] or "ok"))
     stop_async = asyncio.Event()
-    watcher = loop.create_task(_watch_backend(client, backend_up, stop_async))
+    watcher = loop.create_task(_watch_backend(client, backend, stop_async))
 
     events_stop = threading.Event()
     events_thread = None
     if producer is not None:
         consume, events_thread = start_model_events(
-            common.kafka_bootstrap, settings.events_group, routes, settings.canary_weight, producer, events_stop
+            common.kafka_bootstrap,
+            settings.events_group,
+            routes,
+            settings.canary_weight,
+            producer,
+            events_stop,
+            common.kafka_security(),
         )
         readiness.add("model_events", consume.healthy)
 
     grpc_server, health = build_grpc_server(gateway, guard, settings.max_request_bytes)
-    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    grpc_port = security.tls.add_port(grpc_server, f"{settings.host}:{settings.grpc_port}")
     await grpc_server.start()
     await health.set("", SERVING)
 
     sock = http_listener(settings.host, settings.http_port)
-    http, http_task = bootstrap.uvicorn_server(build_asgi(gateway, guard, readiness, settings.max_request_bytes), sock)
+    app = build_asgi(gateway, guard, readiness, settings.max_request_bytes)
+    http, http_task = bootstrap.uvicorn_server(app, sock, security.tls)
     log.info(
         "listening",
         extra={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from services.gateway.errors import CircuitOpen
@@ -53,17 +54,36 @@ class CircuitBreaker:
 
 
 class Breakers:
-    """One breaker per backend (model-server address + model + version), made on first use."""
+    """One breaker per backend (model-server address + model + version), made on first use.
 
-    def __init__(self, failures: int, open_s: float) -> None:
+    A backend's name holds a caller's model name, so there are at most `max_breakers`: past that,
+    the least recently used closed breaker (no state worth keeping) is forgotten, with its gauge.
+    """
+
+    def __init__(self, failures: int, open_s: float, max_breakers: int = 1024) -> None:
         self._failures = failures
         self._open_s = open_s
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._max = max_breakers
+        self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, name: str) -> CircuitBreaker:
         with self._lock:
             b = self._breakers.get(name)
-            if b is None:
-                b = self._breakers[name] = CircuitBreaker(name, self._failures, self._open_s)
+            if b is not None:
+                self._breakers.move_to_end(name)
+                return b
+            if len(self._breakers) >= self._max:
+                self._forget_one()
+            b = self._breakers[name] = CircuitBreaker(name, self._failures, self._open_s)
             return b
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def _forget_one(self) -> None:
+        victim = next((n for n, b in self._breakers.items() if not b.is_open), None)
+        if victim is None:  # every one is open: the oldest goes (its backend gets a fresh trial)
+            victim = next(iter(self._breakers))
+        del self._breakers[victim]
+        CIRCUIT_OPEN.remove(victim)

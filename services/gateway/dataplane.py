@@ -45,7 +45,7 @@ from services.gateway.routing import CANARY, Choice, Route, RouteTable
 from services.gateway.routing import SHADOW as SHADOW_ROUTE
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.oip.messages import InferRequest, InferResponse
-from services.telemetry import request_id_var
+from services.telemetry import REQUEST_ID, request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 CANARY_FAULTS = (BackendFailed, BackendUnavailable, DeadlineExceeded)
 # What may name a model or a request on its way on (into paths, headers, logs and events).
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-REQUEST_ID = re.compile(r"[A-Za-z0-9_.:/@+=~-]{1,128}")
 
 _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count()
@@ -85,6 +84,22 @@ def check_request_id(request_id: str) -> str:
     return request_id
 
 
+class KnownModels:
+    """Names the model server has answered a prediction for: the only model names that may become metric
+    labels (a caller's name otherwise mints a new time series per request). Bounded all the same."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._names: set[str] = set()
+        self._limit = limit
+
+    def add(self, name: str) -> None:
+        if name not in self._names and len(self._names) < self._limit:
+            self._names.add(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+
 @dataclass(frozen=True)
 class Origin:
     """Who sent a request and how to treat it: what the adapters read from headers or gRPC metadata."""
@@ -100,6 +115,7 @@ class Limits:
     deadline_s: float
     max_instances: int
     log_max_features: int
+    max_request_pixels: int = 1 << 22  # pixels the images of one :predict request may decode in all
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,11 @@ class Gateway:
         self._on_rollback = on_rollback
         self._limits = limits
         self._shadows: set[asyncio.Task[None]] = set()
+        self._known = KnownModels()
+
+    def knows(self, model: str) -> bool:
+        """Whether the model server has answered for `model` (so it may name a metric's label)."""
+        return model in self._known
 
     def deadline(self, client_s: float | None = None) -> Deadline:
         return Deadline.within(self._limits.deadline_s, client_s)
@@ -163,7 +184,8 @@ class Gateway:
         version = choice.version or await asyncio.to_thread(self._cards.latest_version, model)
         card = self._cards.get(model, version)
         # Decoding images is CPU work: off the event loop, so other requests keep flowing.
-        batch = await asyncio.to_thread(encode_instances, card, instances, self._read_url)
+        pixels = self._limits.max_request_pixels
+        batch = await asyncio.to_thread(encode_instances, card, instances, self._read_url, pixels)
         request = InferRequest(model=model, version=version, inputs={card.input: batch.inputs}, outputs=[card.output])
         answer = await self._forward(
             request, Choice(version, choice.route, choice.shadow), origin, deadline, request_id, batch.features
@@ -194,10 +216,11 @@ class Gateway:
         try:
             response = await self._client.infer(request, request_id, deadline)
         except GatewayError as exc:
-            if choice.route == CANARY and isinstance(exc, CANARY_FAULTS):
+            if choice.route == CANARY and _backend_fault(exc):
                 self._judge(request.model, choice.version, False, time.perf_counter() - started)
             raise
         latency = time.perf_counter() - started
+        self._known.add(request.model)
         if choice.route == CANARY:
             self._judge(request.model, choice.version, True, latency)
         ROUTED.labels(request.model, choice.route).inc()
@@ -384,6 +407,12 @@ class Gateway:
 
     def remove_route(self, model: str) -> None:
         self._routes.remove(model)
+
+
+def _backend_fault(exc: GatewayError) -> bool:
+    """Whether a failure is the backend's, so it counts against a canary: never a caller's bad request,
+    nor a deadline the caller made too short to judge the backend by."""
+    return isinstance(exc, CANARY_FAULTS) and getattr(exc, "backend_fault", True)
 
 
 def _first_float(request: InferRequest) -> np.ndarray | None:

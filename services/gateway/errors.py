@@ -56,7 +56,12 @@ class CircuitOpen(BackendUnavailable):
 
 
 class DeadlineExceeded(GatewayError):
-    """The request's deadline passed before an answer came back."""
+    """The request's deadline passed before an answer came back. `backend_fault`: False when the
+    caller's own budget was too short to say anything about the backend (see deadline.py)."""
+
+    def __init__(self, message: str, backend_fault: bool = True) -> None:
+        super().__init__(message)
+        self.backend_fault = backend_fault
 
 
 class BackendFailed(GatewayError):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 import time
 
 import httptools
@@ -124,13 +125,15 @@ class _Connection(asyncio.Protocol):
 class Http1Pool:
     """Keep-alive connections to one host:port; `send` takes one, or opens one, for each request."""
 
-    def __init__(self, addr: str, max_response_bytes: int = 64 << 20) -> None:
+    def __init__(self, addr: str, max_response_bytes: int = 64 << 20, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: talk TLS, verifying the server with this context (None: plaintext)."""
         if not _VALUE.fullmatch(addr):
             raise UnsafeHeader(f"address {addr!r} is not a visible ASCII host:port")
         host, _, port = addr.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
         self._host_header = addr
         self._max_response = max_response_bytes
+        self._tls = tls
         self._idle: list[tuple[float, _Connection]] = []
 
     async def _connection(self) -> _Connection:
@@ -142,7 +145,11 @@ class Http1Pool:
             conn.close()
         try:
             _, conn = await asyncio.get_running_loop().create_connection(
-                lambda: _Connection(self._max_response), self._host, self._port
+                lambda: _Connection(self._max_response),
+                self._host,
+                self._port,
+                ssl=self._tls,
+                server_hostname=self._host if self._tls is not None else None,
             )
         except OSError as exc:
             raise NotReached(str(exc) or type(exc).__name__) from None

@@ -25,7 +25,7 @@ import numpy as np
 from services.fetching import FetchFailed
 from services.gateway.errors import InvalidInput
 from services.gateway.model_cards import ModelCard
-from services.preprocessing import Encoded, InputCodec, InvalidField
+from services.preprocessing import Encoded, InputCodec, InvalidField, PixelBudget
 
 # url → bytes (bounded, allow-listed), or FetchFailed saying why not.
 UrlReader = Callable[[str], bytes]
@@ -46,27 +46,32 @@ def codec_of(card: ModelCard) -> InputCodec:
     return card.codec
 
 
-def encode_instances(card: ModelCard, instances: list[Any], read_url: UrlReader | None = None) -> Batch:
+def encode_instances(
+    card: ModelCard, instances: list[Any], read_url: UrlReader | None = None, max_pixels: int | None = None
+) -> Batch:
+    """The model's input tensor and the monitored features; the images among the instances decode
+    `max_pixels` at most in all (a request's pixel budget)."""
     codec = codec_of(card)
-    encoded = [_instance(codec, i, x, read_url) for i, x in enumerate(instances)]
+    budget = PixelBudget(max_pixels) if max_pixels is not None else None
+    encoded = [_instance(codec, i, x, read_url, budget) for i, x in enumerate(instances)]
     inputs = np.stack([e.model_input for e in encoded]).astype(np.float32, copy=False)
     features = np.stack([e.features for e in encoded]).astype(np.float32, copy=False)
     return Batch(inputs, features)
 
 
-def _instance(codec: InputCodec, i: int, x: Any, read_url: UrlReader | None) -> Encoded:
+def _instance(codec: InputCodec, i: int, x: Any, read_url: UrlReader | None, budget: PixelBudget | None) -> Encoded:
     where = f"instances[{i}]"
     try:
         if codec.kind == "tabular":
             return codec.encode_row(x)
         if codec.kind == "text":
             return codec.encode_text(x["text"] if isinstance(x, dict) and "text" in x else x)
-        return _image(codec, where, x, read_url)
+        return _image(codec, where, x, read_url, budget)
     except InvalidField as exc:
         raise InvalidInput(f"{exc.at(where)}: {exc.reason}") from None
 
 
-def _image(codec: InputCodec, where: str, x: Any, read_url: UrlReader | None) -> Encoded:
+def _image(codec: InputCodec, where: str, x: Any, read_url: UrlReader | None, budget: PixelBudget | None) -> Encoded:
     if isinstance(x, dict):
         keys = [k for k in ("b64", "url", "features") if k in x]
         if len(keys) != 1:
@@ -78,14 +83,14 @@ def _image(codec: InputCodec, where: str, x: Any, read_url: UrlReader | None) ->
                 data = read_url(x["url"])
             except FetchFailed as exc:
                 raise InvalidInput(f"{where}.url: {exc.reason}") from None
-            return codec.encode_image(data)
+            return codec.encode_image(data, budget)
         x = x[keys[0]]
     if isinstance(x, str):
         try:
             data = base64.b64decode(x, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInput(f"{where}: not valid base64") from None
-        return codec.encode_image(data)
+        return codec.encode_image(data, budget)
     if isinstance(x, list):
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in x):
             raise InvalidInput(f"{where}: the pixels must be numbers")

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 
 from services.gateway.errors import Unauthenticated
+from services.gateway.metrics import KEY_LOOKUPS
 from services.gateway.tables import api_keys
 from services.storage import Database
 
@@ -56,6 +57,7 @@ class KeyStore:
         self._cache_at: dict[str, float] = {}
         self._verified: dict[str, str] = {}  # key id → the presented key that last matched its hash
         self._lock = threading.Lock()
+        self._ids: frozenset[str] = frozenset()  # every key id in the table, as of the last refresh_ids()
 
     # -- administration (CLI) ---------------------------------------------------------------
     def create(self, name: str, scopes: list[str], rate_per_s: float | None = None, burst: int | None = None) -> str:
@@ -102,6 +104,14 @@ class KeyStore:
             )
         return True
 
+    def revoke_others(self, name: str, keep: set[str]) -> list[str]:
+        """Revoke every live key called `name` whose id is not in `keep`; return the ids revoked. How a
+        bootstrap key taken out of the settings stops working (bootstrap keys are made by `ensure`)."""
+        gone = [k.key_id for k in self.list() if k.name == name and not k.revoked and k.key_id not in keep]
+        for key_id in gone:
+            self.revoke(key_id)
+        return gone
+
     def list(self) -> list[ApiKey]:
         with self._db.session() as s:
             rows = s.execute(select(api_keys).order_by(api_keys.c.created_at)).all()
@@ -119,6 +129,17 @@ class KeyStore:
         return bool(result.rowcount)
 
     # -- verification (hot path) ------------------------------------------------------------
+    def refresh_ids(self) -> None:
+        """Read every key id (one query, however many callers wait on it): an id not among them is refused
+        without a query of its own, so made-up key ids cost the database nothing (auth.Guard paces this)."""
+        KEY_LOOKUPS.labels("ids").inc()
+        with self._db.session() as s:
+            ids = frozenset(s.execute(select(api_keys.c.key_id)).scalars())
+        self._ids = ids
+
+    def has_id(self, key_id: str) -> bool:
+        return key_id in self._ids
+
     def cached(self, key: str) -> ApiKey | None:
         """The key if a recent lookup is cached; None means: call `verify` (it hits the database)."""
         key_id = split_key(key)
@@ -134,6 +155,7 @@ class KeyStore:
 
     def verify(self, key: str) -> ApiKey:
         key_id = split_key(key)
+        KEY_LOOKUPS.labels("key").inc()
         with self._db.session() as s:
             row = s.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
         if row is None:

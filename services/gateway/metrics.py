@@ -13,6 +13,9 @@ LATENCY = Histogram(
 )
 IN_FLIGHT = Gauge("flywheel_gateway_in_flight", "Requests in progress", ["endpoint"])
 AUTH_FAILURES = Counter("flywheel_gateway_auth_refusals_total", "Requests refused by the guard", ["reason"])
+KEY_LOOKUPS = Counter(
+    "flywheel_gateway_key_lookups_total", "Reads of the API key table (one key, or every key id)", ["kind"]
+)
 PREDICTION_LOGS = Counter(
     "flywheel_gateway_prediction_logs_total", "Prediction logs by outcome (logged, dropped, failed)", ["outcome"]
 )

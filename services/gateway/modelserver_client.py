@@ -10,7 +10,8 @@ The policy, for every call: what is left of the request's deadline travels as
 request was not run) are retried inside that budget only, after a back-off (at least the
 server's `Retry-After-Ms`); a deadline that passed, a runtime failure and a bad request never
 are. Not reaching the server, 503 and 504 count against the backend's circuit breaker; a server
-that answered, even with an error, did not fail.
+that answered, even with an error, did not fail; a deadline the caller made too short to judge the
+backend by (deadline.py) running out does not count either.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -46,9 +48,9 @@ from services.oip.messages import InferRequest, InferResponse
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+REFUSED_HINT = "check the gateway's FLYWHEEL_SERVICE_TOKEN and the model server's FLYWHEEL_TRUSTED_CALLERS"
 MIN_ATTEMPT_S = 0.002  # a retry needs at least this much budget left to be worth sending
 RETRYABLE = (429, 503)
-BREAKING = (503, 504)
 
 
 def _message(body: bytes, status: int) -> str:
@@ -66,9 +68,11 @@ def _retry_after_s(headers: dict[str, str]) -> float | None:
     return float(raw) / 1000 if raw and raw.replace(".", "", 1).isdigit() else None
 
 
-def error_of(status: int, body: bytes, headers: dict[str, str], addr: str) -> GatewayError:
+def error_of(status: int, body: bytes, headers: dict[str, str], addr: str, judged: bool = True) -> GatewayError:
     """The model server's error answer as the gateway's domain error (the one table of this hop)."""
     message = _message(body, status)
+    if status in (401, 403):  # our own credential, not the caller's: a deployment fault
+        return BackendFailed(f"the model server refuses the gateway's credential ({message}): {REFUSED_HINT}")
     if status == 404:
         return ModelNotFound(message)
     if status == 413:
@@ -78,7 +82,7 @@ def error_of(status: int, body: bytes, headers: dict[str, str], addr: str) -> Ga
     if status == 503:
         return BackendUnavailable(f"model server {addr} unavailable: {message}")
     if status == 504:
-        return DeadlineExceeded(f"deadline exceeded at the model server: {message}")
+        return DeadlineExceeded(f"deadline exceeded at the model server: {message}", backend_fault=judged)
     if 400 <= status < 500:
         return InvalidInput(message)
     return BackendFailed(f"model server failed (HTTP {status}): {message}")
@@ -95,10 +99,20 @@ def _model_path(name: str, version: str, *rest: str) -> str:
 
 class ModelServerClient:
     def __init__(
-        self, addr: str, breakers: Breakers, retries: int, backoff_s: float, max_response_bytes: int = 64 << 20
+        self,
+        addr: str,
+        breakers: Breakers,
+        retries: int,
+        backoff_s: float,
+        max_response_bytes: int = 64 << 20,
+        token: str = "",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`token`: the gateway's service credential, sent with every call (the model server admits no
+        caller without one); `tls`: verify the model server over TLS with this context."""
         self.addr = addr
-        self._pool = Http1Pool(addr, max_response_bytes)
+        self._pool = Http1Pool(addr, max_response_bytes, tls)
+        self._credential = {"authorization": f"Bearer {token}"} if token else {}
         self._breakers = breakers
         self._retries = retries
         self._backoff_s = backoff_s
@@ -123,7 +137,7 @@ class ModelServerClient:
             left = deadline.check()
             breaker.before()
             # Never "0.000": a budget under 1 µs still travels as the smallest positive value the server accepts.
-            sent = {**headers, rest_codec.TIMEOUT_HEADER: f"{max(left * 1000, 0.001):.3f}"}
+            sent = {**headers, **self._credential, rest_codec.TIMEOUT_HEADER: f"{max(left * 1000, 0.001):.3f}"}
             try:
                 status, rheaders, rbody = await self._pool.send(method, target, body, sent, left)
             except UnsafeHeader as exc:
@@ -132,17 +146,18 @@ class ModelServerClient:
                 breaker.failure()
                 error: GatewayError = BackendUnavailable(f"model server {self.addr} unavailable: {exc}")
             except TimeoutError:
-                breaker.failure()
-                raise DeadlineExceeded(f"no answer from {backend} within the deadline") from None
+                if deadline.judged:  # a caller's own tiny budget running out says nothing about the backend
+                    breaker.failure()
+                raise deadline.expired(f"no answer from {backend} within the deadline") from None
             else:
                 if status in answers:
                     breaker.success()
                     return status, rheaders, rbody
-                if status in BREAKING:
+                if status == 503 or (status == 504 and deadline.judged):
                     breaker.failure()
                 else:
                     breaker.success()  # it answered: the backend is up
-                error = error_of(status, rbody, rheaders, self.addr)
+                error = error_of(status, rbody, rheaders, self.addr, deadline.judged)
                 if status not in RETRYABLE:
                     raise error
             if attempt >= self._retries:
@@ -167,13 +182,16 @@ class ModelServerClient:
             raise BackendFailed(f"unreadable answer from the model server: {exc}") from None
 
     # -- health, metadata, repository ---------------------------------------------------------
-    async def live(self, timeout_s: float) -> bool:
-        """A probe: one request, no retry, no breaker."""
+    async def probe(self, timeout_s: float) -> str:
+        """One request, no retry, no breaker, to a route that needs the gateway's credential: "" when the
+        model server answers it, else why not (unreachable, or the credential refused)."""
         try:
-            status, _, _ = await self._pool.send("GET", "/v2/health/live", b"", {}, timeout_s)
-        except (NotReached, TimeoutError):
-            return False
-        return status == 200
+            status, _, _ = await self._pool.send("GET", "/v2", b"", self._credential, timeout_s)
+        except (NotReached, TimeoutError) as exc:
+            return f"model server not reachable at {self.addr}: {exc or type(exc).__name__}"
+        if status in (401, 403):
+            return f"model server at {self.addr} refuses the gateway's credential: {REFUSED_HINT}"
+        return "" if status == 200 else f"model server at {self.addr} answers HTTP {status}"
 
     # Each kind of call has a breaker of its own, named after its RPC (never after a caller's string).
     async def _status(self, rpc: str, target: str, deadline: Deadline, no: int) -> bool:

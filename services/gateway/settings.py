@@ -30,6 +30,9 @@ class GatewaySettings(BaseSettings):
     breaker_open_s: float = Field(5.0, gt=0, description="how long an open circuit refuses before a trial")
     max_request_bytes: int = Field(1 << 20, ge=1024, description="largest HTTP body or gRPC message")
     max_instances: int = Field(256, ge=1, description="most instances in one :predict request")
+    max_request_pixels: int = Field(
+        1 << 22, ge=64, description="pixels the images of one :predict request decode in all (each: 1024×1024)"
+    )
     require_api_key: bool = Field(True, description="predictions need a key (admin routes always do)")
     bootstrap_keys: str = Field(
         "",

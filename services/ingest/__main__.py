@@ -19,9 +19,9 @@ from services.ingest.fetching import Fetcher, FetchLimits, FetchQueue, FetchWork
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.settings import IngestSettings
 from services.ingest.tables import MIGRATIONS
-from services.ingest.transport.grpc import serve_grpc
+from services.ingest.transport.grpc import StreamLimits, serve_grpc
 from services.ingest.transport.kafka_loop import build_consume_loop
-from services.ingest.transport.rest import build_app
+from services.ingest.transport.rest import build_asgi
 from services.projects.catalog import Catalog, CatalogFollower
 from services.storage import Database, ObjectStore, migrate
 from services.telemetry import Readiness, serve_http_in_thread
@@ -53,16 +53,18 @@ def broker_check(admin: AdminClient) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     settings, common, stop = bootstrap.start("ingest", IngestSettings, parse_args(argv))
+    security = bootstrap.security(common)
 
     db_url = common.resolved_database_url()
     migrate(db_url, [MIGRATIONS])
     db = Database(db_url)
     objects = ObjectStore(common.resolved_object_store_url())
-    ensure_topics(common.kafka_bootstrap)
-    producer = EventProducer(common.kafka_bootstrap, client_id="ingest")
-    admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
+    kafka = common.kafka_security()
+    ensure_topics(common.kafka_bootstrap, security=kafka)
+    producer = EventProducer(common.kafka_bootstrap, client_id="ingest", **kafka)
+    admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap, **kafka})
     catalog = Catalog()
-    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event)
+    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event, security=kafka)
     follower.load()  # every project published so far, before a label is taken
     pipeline = IngestPipeline(db, objects, producer, catalog, settings.default_project)
     pipeline.republish_outbox()  # whatever a crash left between commit and acknowledgement
@@ -94,30 +96,37 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=follower.run, name="projects"),
         threading.Thread(target=fetch_worker.run, args=(stop.event,), name="fetcher"),
     ]
-    loop = None
+    consumer: threading.Thread | None = None
     if settings.consume_raw:
         loop = build_consume_loop(
-            pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event, settings.raw_batch
+            pipeline, common.kafka_bootstrap, settings.consumer_group, producer, stop.event, settings.raw_batch, kafka
         )
         readiness.add("raw_consumer", loop.healthy)
-        threads.append(threading.Thread(target=loop.run, name="raw-consumer"))
+        consumer = threading.Thread(target=loop.run, name="raw-consumer")
+        threads.append(consumer)
     threads.append(
         threading.Thread(target=pipeline.run_outbox_relay, args=(stop.event, settings.outbox_retry_s), name="outbox")
     )
     for t in threads:
         t.start()
 
-    app = build_app(
+    app = build_asgi(
         pipeline,
         readiness,
         settings.webhook_token,
         settings.max_body_bytes,
         settings.max_batch,
+        security.callers,
         fetch_queue,
         fetch_worker,
     )
-    http = serve_http_in_thread(app, settings.host, settings.http_port)
-    grpc_server, grpc_port = serve_grpc(pipeline, settings.host, settings.grpc_port, settings.max_batch)
+    http = serve_http_in_thread(app, settings.host, settings.http_port, ssl=security.tls.uvicorn_options())
+    limits = StreamLimits(
+        settings.stream_max_labels, settings.stream_max_bytes, settings.stream_idle_s, settings.stream_max_s
+    )
+    grpc_server, grpc_port, stream_watch = serve_grpc(
+        pipeline, settings.host, settings.grpc_port, settings.max_batch, security, limits, settings.grpc_workers
+    )
     log.info(
         "ingest serving",
         extra={
@@ -129,9 +138,17 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
 
-    stop.wait()
+    status = 0
+    while not stop.wait(0.5):
+        if consumer is not None and not consumer.is_alive():
+            # Readiness already says so; exiting lets the supervisor (or Kubernetes) start a fresh one.
+            log.error("the flywheel.labels.raw consumer died; stopping")
+            status = 1
+            break
+    stop.event.set()
     log.info("stopping: draining in-flight requests")
     grpc_server.stop(grace=10).wait(15)
+    stream_watch.stop()
     http.stop(timeout=15)
     for t in threads:
         t.join(30)
@@ -139,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.close()
     producer.close()
     db.close()
-    log.info("ingest stopped")
-    return 0
+    log.info("ingest stopped", extra={"status": status})
+    return status
 
 
 if __name__ == "__main__":

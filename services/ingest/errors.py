@@ -20,6 +20,20 @@ class UnknownAnnotation(InvalidInput):
     """A delete names an annotation ingest never stored."""
 
 
+class StreamTooLarge(InvalidInput):
+    """A gRPC label stream carries more labels or bytes than one stream may."""
+
+
+class StreamCancelled(IngestError):
+    """A gRPC label stream ended before its last label: silent too long or open too long (ingest cancelled
+    it), or cancelled by its caller. Nothing of it is stored."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.field = ""
+        self.reason = reason
+
+
 class PayloadTooLarge(IngestError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"body is {size} bytes; the limit is {limit} (FLYWHEEL_INGEST_MAX_BODY_BYTES)")

@@ -41,6 +41,11 @@ class IngestSettings(BaseSettings):
     fetch_attempts: int = Field(5, ge=1, le=50, description="tries before a fetch that keeps failing is dead-lettered")
     fetch_backoff_s: float = Field(1.0, gt=0, description="wait before the second try; doubles after each")
     fetch_workers: int = Field(4, ge=1, le=64, description="fetches in parallel")
+    grpc_workers: int = Field(8, ge=1, le=256, description="gRPC label streams served at once (more: refused)")
+    stream_max_labels: int = Field(20_000, gt=0, description="most labels in one gRPC stream")
+    stream_max_bytes: int = Field(64 << 20, gt=0, description="most bytes of labels in one gRPC stream")
+    stream_idle_s: float = Field(10.0, gt=0, description="a gRPC stream silent this long is cancelled")
+    stream_max_s: float = Field(300.0, gt=0, description="a gRPC stream open this long is cancelled")
     consume_raw: bool = Field(True, description="consume flywheel.labels.raw from external producers")
     consumer_group: str = Field("ingest", min_length=1, description="Kafka consumer group for flywheel.labels.raw")
     raw_batch: int = Field(

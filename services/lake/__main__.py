@@ -28,7 +28,7 @@ from services.lake.sink import LakeSink
 from services.lake.snapshots import Snapshots
 from services.lake.store import LakeStore
 from services.lake.transport.grpc import serve_grpc
-from services.lake.transport.rest import build_app
+from services.lake.transport.rest import build_asgi
 from services.projects.catalog import Catalog, CatalogFollower
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
 from services.transportkit import bootstrap
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_LAKE_TOPICS: {exc.args[0]}") from None
     configure_logging("lake", common.log_level)
+    security = bootstrap.security(common)
     faulthandler.enable()  # a native crash still leaves every thread's stack in the log
     if hasattr(signal, "SIGUSR1"):  # and `kill -USR1` dumps them on demand, e.g. to see a stall
         faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -77,13 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     sink = LakeSink(manifest, lock, settings.compact_min_files, settings.compact_small_rows)
     aggregates = Aggregates(store, lambda: manifest, lock)
     catalog = Catalog()
-    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event)
+    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event, security=common.kafka_security())
     dataplane = LakeDataPlane(
         aggregates, Snapshots(store, aggregates, settings.code_version, catalog, settings.default_project)
     )
 
     try:
-        ensure_topics(common.kafka_bootstrap, [*topics, DEADLETTER, PROJECTS], timeout_s=10)
+        ensure_topics(
+            common.kafka_bootstrap, [*topics, DEADLETTER, PROJECTS], timeout_s=10, security=common.kafka_security()
+        )
     except Exception as exc:  # noqa: BLE001 - the loop waits for the broker; readiness reports it
         log.warning("could not ensure topics", extra={"error": str(exc)})
     config = ConsumerConfig(
@@ -92,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         topics=[t.name for t in topics],
         max_batch=settings.flush_rows,
         poll_timeout_s=settings.flush_interval_s,
+        extra=common.kafka_security(),
     )
-    deadletter = EventProducer(common.kafka_bootstrap, client_id=settings.group)
+    deadletter = EventProducer(common.kafka_bootstrap, client_id=settings.group, **common.kafka_security())
     current: list[ConsumeLoop] = []
 
     def consume() -> None:
@@ -115,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     projects = threading.Thread(target=follower.load_and_follow, name="projects")
     projects.start()
 
-    http = serve_http_in_thread(build_app(dataplane, readiness), settings.host, settings.http_port)
-    grpc_server, grpc_port = serve_grpc(dataplane, settings.host, settings.grpc_port)
+    http = serve_http_in_thread(
+        build_asgi(dataplane, readiness, security.callers),
+        settings.host,
+        settings.http_port,
+        ssl=security.tls.uvicorn_options(),
+    )
+    grpc_server, grpc_port = serve_grpc(dataplane, settings.host, settings.grpc_port, security)
     consumer = threading.Thread(target=consume, name="consume")
     consumer.start()
     workers = [

@@ -24,6 +24,7 @@ from services.lake.errors import LakeError
 from services.lake.manifest import Manifest
 from services.lake.snapshots import SNAPSHOTS, Snapshots, SplitSpec
 from services.lake.store import LakeStore
+from services.transportkit.auth import authenticated_channel
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -112,7 +113,9 @@ def _local(args: argparse.Namespace) -> int:
 
 def _remote(args: argparse.Namespace) -> int:
     with grpc.insecure_channel(args.lake_addr) as channel:
-        stub = pb_grpc.LakeStub(channel)
+        # The lake admits trusted callers only: this command calls as FLYWHEEL_SERVICE_TOKEN (`flywheel`
+        # sets it to the operator's token of the stack under --home when it is not set).
+        stub = pb_grpc.LakeStub(authenticated_channel(channel, os.environ.get("FLYWHEEL_SERVICE_TOKEN", "")))
         cmd = args.snapshot_command
         if cmd == "create":
             req = pb.CreateSnapshotRequest(

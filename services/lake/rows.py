@@ -80,7 +80,8 @@ def micros(ts: Timestamp) -> int | None:
 def event_date(record: Record) -> str:
     """The partition date (UTC): the event's own time, else the Kafka timestamp."""
     us = micros(record.event.meta.time)
-    seconds = us / 1_000_000 if us is not None else record.timestamp_ms / 1000
+    # Whole seconds: a float of 9999-12-31T23:59:59.999999 rounds up into year 10000.
+    seconds = us // 1_000_000 if us is not None else record.timestamp_ms // 1000
     return dt.datetime.fromtimestamp(seconds, dt.UTC).date().isoformat()
 
 

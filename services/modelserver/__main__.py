@@ -49,10 +49,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     settings, common, stop = bootstrap.start("modelserver", ModelServerSettings, parse_args(argv))
-    return bootstrap.run(lambda: serve(settings, common, stop.event), settings.event_loop)
+    security = bootstrap.security(common)
+    return bootstrap.run(lambda: serve(settings, common, security, stop.event), settings.event_loop)
 
 
-async def serve(settings: ModelServerSettings, common: CommonSettings, stop: threading.Event) -> int:
+async def serve(
+    settings: ModelServerSettings, common: CommonSettings, security: bootstrap.Security, stop: threading.Event
+) -> int:
     loop = asyncio.get_running_loop()
     models = ServedModels(
         ModelRepository(settings.model_repository),
@@ -69,13 +72,14 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
     readiness = Readiness()
     readiness.add("models", dataplane.readiness)
 
-    grpc_server, health = build_grpc_server(dataplane, settings.max_request_bytes)
-    grpc_port = grpc_server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    grpc_server, health = build_grpc_server(dataplane, settings.max_request_bytes, security.callers)
+    grpc_port = security.tls.add_port(grpc_server, f"{settings.host}:{settings.grpc_port}")
     await grpc_server.start()
     await health.set("", NOT_SERVING)
 
     sock = http_listener(settings.host, settings.http_port)
-    http, http_task = bootstrap.uvicorn_server(build_asgi(dataplane, readiness, settings.max_request_bytes), sock)
+    app = build_asgi(dataplane, readiness, settings.max_request_bytes, security.callers)
+    http, http_task = bootstrap.uvicorn_server(app, sock, security.tls)
     log.info(
         "listening",
         extra={
@@ -97,7 +101,7 @@ async def serve(settings: ModelServerSettings, common: CommonSettings, stop: thr
         from services.modelserver.transport.model_events import start_model_events
 
         consume, events_thread = start_model_events(
-            common.kafka_bootstrap, settings.events_group, models, loop, events_stop
+            common.kafka_bootstrap, settings.events_group, models, loop, events_stop, common.kafka_security()
         )
         readiness.add("model_events", consume.healthy)
 

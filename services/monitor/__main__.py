@@ -15,9 +15,10 @@ from services.monitor.policy import RetrainPolicy
 from services.monitor.reference import ReferenceStore, SnapshotMap
 from services.monitor.settings import MonitorSettings, parse_hyperparameters, resolved_lake_root
 from services.monitor.transport.kafka import MonitorHandler, restore_state, validators
-from services.monitor.transport.rest import monitor_app
+from services.monitor.transport.rest import monitor_asgi
 from services.projects.catalog import Catalog, CatalogFollower
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
+from services.transportkit import bootstrap
 
 log = logging.getLogger("services.monitor")
 
@@ -75,15 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     common = load_settings(CommonSettings)
     settings = load_settings(MonitorSettings, http_port=args.http_port, lake_root=args.lake_root, group=args.group)
     configure_logging("monitor", common.log_level)
+    security = bootstrap.security(common)
     stop = StopSignal().install()
 
-    ensure_topics(common.kafka_bootstrap, [PROJECTS])
+    kafka = common.kafka_security()
+    ensure_topics(common.kafka_bootstrap, [PROJECTS], security=kafka)
     catalog = Catalog()
-    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event)
+    follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event, security=kafka)
     follower.load()
     monitor = build_monitor(settings, common, catalog)
-    restore_state(monitor, common.kafka_bootstrap, settings.group)
-    producer = EventProducer(common.kafka_bootstrap, client_id=settings.group)
+    restore_state(monitor, common.kafka_bootstrap, settings.group, kafka)
+    producer = EventProducer(common.kafka_bootstrap, client_id=settings.group, **kafka)
     handler = MonitorHandler(
         monitor,
         producer,
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             group=settings.group,
             topics=handler.topics,
             validators=validators(monitor),
+            extra=kafka,
         ),
         handler,
         producer,
@@ -106,23 +110,32 @@ def main(argv: list[str] | None = None) -> int:
     readiness.add("kafka", loop.healthy)
     readiness.add("projects", follower.healthy)
     threading.Thread(target=follower.run, name="projects", daemon=True).start()
-    http = serve_http_in_thread(monitor_app(monitor, readiness), settings.host, settings.http_port)
+    http = serve_http_in_thread(
+        monitor_asgi(monitor, readiness, security.callers),
+        settings.host,
+        settings.http_port,
+        ssl=security.tls.uvicorn_options(),
+    )
     log.info(
         "monitor started",
         extra={"http_port": http.port, "lake_root": monitor.references.lake_root, "group": settings.group},
     )
     consumer = threading.Thread(target=loop.run, name="consume", daemon=False)
     consumer.start()
+    status = 0
     try:
-        while consumer.is_alive() and not stop.wait(0.5):
-            pass
+        while not stop.wait(0.5):
+            if not consumer.is_alive():
+                log.error("the consume loop died; stopping")
+                status = 1
+                break
     finally:
         stop.event.set()
         consumer.join(60)
         producer.close()
         http.stop()
-    log.info("monitor stopped")
-    return 0
+    log.info("monitor stopped", extra={"status": status})
+    return status
 
 
 if __name__ == "__main__":

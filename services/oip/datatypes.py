@@ -41,6 +41,11 @@ CONTENTS_FIELD: dict[str, str] = {
     "FP64": "fp64_contents",
 }
 
+# Most dimensions a tensor may have (numpy's own ceiling is 64; no model here takes more than a few).
+MAX_DIMS = 32
+# Largest single dimension: a count that fits in numpy's index type with room to spare.
+MAX_DIM = 1 << 62
+
 _DATATYPE_OF_DTYPE: dict[np.dtype, str] = {}
 for _name, _dtype in DTYPES.items():
     _DATATYPE_OF_DTYPE.setdefault(_dtype, _name)  # the first name wins
@@ -62,8 +67,12 @@ def datatype_of_array(array: np.ndarray) -> str:
 
 
 def _check_shape(name: str, shape: Sequence[int]) -> int:
+    if len(shape) > MAX_DIMS:
+        raise ProtocolError(f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are allowed")
     if any(d < 0 for d in shape):
-        raise ProtocolError(f"input {name!r}: shape {list(shape)} has a negative dimension")
+        raise ProtocolError(f"input {name!r}: shape {list(shape)[:MAX_DIMS]} has a negative dimension")
+    if any(d > MAX_DIM for d in shape):
+        raise ProtocolError(f"input {name!r}: a dimension of shape {list(shape)} is over {MAX_DIM}")
     return math.prod(shape)
 
 
@@ -79,7 +88,7 @@ def decode_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes, max_b
             f"input {name!r}: {len(raw)} bytes of data, expected {expected} "
             f"({datatype} x shape {list(shape)} = {count} elements of {dtype.itemsize} bytes)"
         )
-    return np.frombuffer(raw, dtype=dtype).reshape(tuple(shape))
+    return _reshape(name, np.frombuffer(raw, dtype=dtype), shape)
 
 
 def decode_values(name: str, datatype: str, shape: Sequence[int], values: Any, max_bytes: int) -> np.ndarray:
@@ -90,11 +99,20 @@ def decode_values(name: str, datatype: str, shape: Sequence[int], values: Any, m
         raise ProtocolError(f"input {name!r} is {count * dtype.itemsize} bytes, over the limit of {max_bytes} bytes")
     try:
         array = np.asarray(values, dtype=dtype)
+    except OverflowError as exc:  # e.g. INT8 data 1000, UINT data -1
+        raise ProtocolError(f"input {name!r}: a value is out of range for {datatype} ({exc})") from None
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"input {name!r}: data is not a list of {datatype} numbers ({exc})") from None
     if array.size != count:
         raise ProtocolError(f"input {name!r}: {array.size} elements of data, expected {count} for shape {list(shape)}")
-    return array.reshape(tuple(shape))
+    return _reshape(name, array, shape)
+
+
+def _reshape(name: str, array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    try:
+        return array.reshape(tuple(shape))
+    except ValueError as exc:  # e.g. zero elements in a shape whose other dimensions overflow numpy's size
+        raise ProtocolError(f"input {name!r}: shape {list(shape)} is not a valid array shape ({exc})") from None
 
 
 def _dtype(name: str, datatype: str) -> np.dtype:

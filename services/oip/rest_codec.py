@@ -59,16 +59,26 @@ def timeout_from_header(raw: str | None) -> float | None:
     except ValueError:
         value = -1.0
     if not value > 0 or math.isinf(value):
-        raise ProtocolError(f"header X-Flywheel-Timeout-Ms must be a positive number of milliseconds, got {raw!r}")
+        raise ProtocolError(f"header X-Flywheel-Timeout-Ms must be a positive number of milliseconds, got {raw[:40]!r}")
     return value / 1000
+
+
+def compressed(headers: Mapping[str, str]) -> bool:
+    """Whether the body comes with a Content-Encoding to undo (CPU work, up to the decompressed size limit)."""
+    return _encoding(headers.get("content-encoding")) != "identity"
+
+
+def _encoding(raw: str | None) -> str:
+    return (raw or "").strip().lower() or "identity"
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     """gzip/deflate bodies (tritonclient's request_compression_algorithm), bounded in size."""
+    encoding = _encoding(encoding)
     if encoding == "identity":
         return body
     if encoding not in ("gzip", "deflate"):
-        raise ProtocolError(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+        raise ProtocolError(f"Content-Encoding {encoding[:40]!r} is not supported; use gzip, deflate or none")
     wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
     inflater = zlib.decompressobj(wbits)
     try:
@@ -77,6 +87,11 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise ProtocolError(f"request body is not valid {encoding}: {exc}") from None
     if len(out) > limit:
         raise ProtocolError(f"decompressed request body is over the limit of {limit} bytes")
+    if not inflater.eof:
+        raise ProtocolError(f"request body is a truncated {encoding} stream")
+    if inflater.unused_data:
+        extra = len(inflater.unused_data)
+        raise ProtocolError(f"request body has {extra} bytes after the end of its {encoding} stream")
     return out
 
 
@@ -101,7 +116,7 @@ def decode_request(
     model: str, version: str, body: bytes, headers: Mapping[str, str], max_tensor_bytes: int, max_body_bytes: int
 ) -> tuple[InferRequest, BinaryOutputs]:
     """A v2 REST inference body and its headers (lower-case names) → the request, plus the answer's format."""
-    body = decompress(body, headers.get("content-encoding", "identity"), max_body_bytes)
+    body = decompress(body, headers.get("content-encoding", ""), max_body_bytes)
     head, binary = _split(body, headers.get(HEADER_LENGTH_KEY))
     try:
         doc = orjson.loads(head)
@@ -262,6 +277,7 @@ __all__ = [
     "TIMEOUT_HEADER",
     "BinaryOutputs",
     "Parameter",
+    "compressed",
     "decode_request",
     "decode_response",
     "decompress",

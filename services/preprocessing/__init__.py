@@ -15,6 +15,7 @@ from services.preprocessing.digits import (
     png_to_features,
 )
 from services.preprocessing.errors import InvalidField, InvalidImage
+from services.preprocessing.images import PixelBudget
 
 __all__ = [
     "DIGIT_LABELS",
@@ -24,6 +25,7 @@ __all__ = [
     "InputCodec",
     "InvalidField",
     "InvalidImage",
+    "PixelBudget",
     "features_to_png",
     "png_to_features",
 ]

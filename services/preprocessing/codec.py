@@ -23,7 +23,7 @@ import numpy as np
 
 from services.preprocessing import image_stats
 from services.preprocessing.errors import InvalidField
-from services.preprocessing.images import CONTENT_TYPES, image_tensor, tensor_png
+from services.preprocessing.images import CONTENT_TYPES, PixelBudget, image_tensor, tensor_png
 from services.preprocessing.tabular import TabularCodec
 from services.preprocessing.text import TextCodec
 from services.projects.spec import ImageInput, InputSpec, TabularInput, TextInput, materialised
@@ -115,9 +115,9 @@ class InputCodec:
         return FeatureSchema(names, (False,) * len(names), (False,) * len(names))
 
     # -- native inputs → Encoded --------------------------------------------------------------
-    def encode_image(self, data: bytes) -> Encoded:
+    def encode_image(self, data: bytes, budget: PixelBudget | None = None) -> Encoded:
         spec = self._image()
-        tensor, fmt = image_tensor(data, spec)
+        tensor, fmt = image_tensor(data, spec, budget)
         model_input = tensor.reshape(spec.shape)
         return Encoded(model_input, self._image_features(model_input[None])[0], data, CONTENT_TYPES[fmt])
 

@@ -18,7 +18,7 @@ DIGIT_LABELS: tuple[str, ...] = tuple(str(d) for d in range(10))
 MAX_PNG_BYTES = 64 * 1024
 DIGITS_INPUT = ImageInput(
     kind="image", channels=1, height=SIDE, width=SIDE, resize="stretch", resample="box", layout="flat",
-    max_bytes=MAX_PNG_BYTES,
+    max_bytes=MAX_PNG_BYTES, max_pixels=1 << 20,  # a larger scan is resized; never a poster
 )  # fmt: skip
 
 

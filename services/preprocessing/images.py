@@ -18,6 +18,7 @@ Then: EXIF orientation applied, converted to grey (`L`) or `RGB` (alpha dropped)
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 
 import numpy as np
@@ -44,6 +45,24 @@ RESAMPLE = {
 }
 
 
+class PixelBudget:
+    """Pixels several images may decode together (one request's instances), taken from each header
+    before its decode: a request of many small-looking images cannot add up to a bomb."""
+
+    def __init__(self, pixels: int) -> None:
+        self.left = pixels
+        self._lock = threading.Lock()
+
+    def take(self, pixels: int) -> None:
+        with self._lock:
+            if pixels > self.left:
+                raise InvalidImage(
+                    f"the images of this request declare more than {self.left + pixels} pixels in all; "
+                    "send fewer or smaller images per request"
+                )
+            self.left -= pixels
+
+
 def sniff(data: bytes) -> str | None:
     """The format named by the leading bytes: png, jpeg, webp, or None for anything else."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -55,8 +74,9 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, spec: ImageInput) -> tuple[Image.Image, str]:
-    """Bytes → a loaded Pillow image and its format, or InvalidImage saying why not."""
+def decode_image(data: bytes, spec: ImageInput, budget: PixelBudget | None = None) -> tuple[Image.Image, str]:
+    """Bytes → a loaded Pillow image and its format, or InvalidImage saying why not. `budget`: the
+    pixels left to the request this image belongs to."""
     if not data:
         raise InvalidImage("empty image")
     if len(data) > spec.max_bytes:
@@ -79,6 +99,8 @@ def decode_image(data: bytes, spec: ImageInput) -> tuple[Image.Image, str]:
             raise InvalidImage(f"image is {width}×{height}; each side must be 1..{MAX_SIDE}")
         if width * height > spec.max_pixels:
             raise InvalidImage(f"image is {width}×{height} = {width * height} pixels; the limit is {spec.max_pixels}")
+        if budget is not None:
+            budget.take(width * height)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
@@ -123,14 +145,16 @@ def _normalised(pixels: np.ndarray, spec: ImageInput) -> np.ndarray:
     return x
 
 
-def image_tensor(data: bytes, spec: ImageInput) -> tuple[np.ndarray, str]:
+def image_tensor(data: bytes, spec: ImageInput, budget: PixelBudget | None = None) -> tuple[np.ndarray, str]:
     """Encoded image → (float32 C×H×W model input, format). The only way an image becomes a tensor."""
     if spec.channels == 1 and len(data) <= spec.max_bytes and "png" in spec.formats:
         pixels = grey_png_pixels(data, spec.width, spec.height)
         if pixels is not None:
+            if budget is not None:
+                budget.take(spec.width * spec.height)
             grey = np.frombuffer(pixels, dtype=np.uint8).reshape(spec.height, spec.width)
             return _normalised(grey, spec), "png"
-    img, fmt = decode_image(data, spec)
+    img, fmt = decode_image(data, spec, budget)
     try:
         oriented = ImageOps.exif_transpose(img)
         converted = oriented.convert("L" if spec.channels == 1 else "RGB")

@@ -112,7 +112,14 @@ def publish_project(producer: EventProducer, project: Project, source: str = "tr
 class CatalogFollower:
     """Fills a Catalog from flywheel.projects: `load()` reads to the current end, `run()` follows."""
 
-    def __init__(self, bootstrap: str, catalog: Catalog, stop: threading.Event, poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        catalog: Catalog,
+        stop: threading.Event,
+        poll_s: float = 0.5,
+        security: dict[str, str] | None = None,
+    ) -> None:
         self.catalog = catalog
         self._stop = stop
         self._poll_s = poll_s
@@ -122,6 +129,7 @@ class CatalogFollower:
                 "group.id": f"projects-{uuid.uuid4().hex[:12]}",  # never joined: partitions are assigned
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
+                **(security or {}),  # SASL/SSL settings (CommonSettings.kafka_security)
             }
         )
         self._loaded = threading.Event()

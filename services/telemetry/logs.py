@@ -10,11 +10,20 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# What a caller's request id may be: it travels on in headers and into logs, so a short plain token.
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.:/@+=~-]{1,128}")
+
+
+def valid_request_id(raw: str | None) -> str:
+    """`raw` when it is a well-formed request id, else "" (log lines never carry a caller's raw bytes)."""
+    return raw if raw and REQUEST_ID.fullmatch(raw) else ""
+
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _SECRET_KEYS = ("authorization", "api_key", "apikey", "password", "secret", "token")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import uvicorn
 
@@ -28,11 +30,13 @@ class HttpServer:
         self._thread.join(timeout)
 
 
-def serve_http_in_thread(app: object, host: str, port: int, *, ready_timeout_s: float = 15.0) -> HttpServer:
+def serve_http_in_thread(
+    app: object, host: str, port: int, *, ready_timeout_s: float = 15.0, ssl: Mapping[str, Any] | None = None
+) -> HttpServer:
     """Start uvicorn on host:port (0 = a free port) in a thread of its own (which catches no signal:
-    the service's own StopSignal owns SIGTERM)."""
+    the service's own StopSignal owns SIGTERM). `ssl`: uvicorn's TLS options (transportkit.tls)."""
     sock = http_listener(host, port)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", **(ssl or {}))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
     thread.start()

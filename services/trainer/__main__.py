@@ -23,23 +23,31 @@ from services.trainer.jobs import JobService, JobStore, Runner
 from services.trainer.lake_client import LakeClient
 from services.trainer.projects import ProjectRegistry
 from services.trainer.registry import Registry
-from services.trainer.runners.kubernetes import KubernetesRunner
+from services.trainer.runners.kubernetes import KubernetesRunner, secret_env
 from services.trainer.runners.local import LocalRunner
 from services.trainer.settings import TrainerSettings
 from services.trainer.snapshots import SnapshotResolver
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric
 from services.trainer.transport.grpc import TrainerServicer, serve_grpc
-from services.trainer.transport.rest import build_app
+from services.trainer.transport.rest import build_asgi
 from services.trainer.transport.train_requests import TrainRequestHandler
 from services.transportkit import bootstrap
 
 log = logging.getLogger("services.trainer")
 
 
+# A training worker calls no service: it gets none of the trainer's service credentials.
+NOT_FOR_WORKERS = ("FLYWHEEL_SERVICE_TOKEN", "FLYWHEEL_TRUSTED_CALLERS")
+
+
 def worker_env(common: CommonSettings, settings: TrainerSettings) -> dict[str, str]:
     """What a worker needs: the same database, broker, repository and settings as the service."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("FLYWHEEL_") or k in ("PATH", "HOME", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (k.startswith("FLYWHEEL_") and k not in NOT_FOR_WORKERS) or k in ("PATH", "HOME", "PYTHONPATH")
+    }
     env.update(
         FLYWHEEL_HOME=str(common.home.resolve()),
         FLYWHEEL_DATABASE_URL=common.resolved_database_url(),
@@ -67,13 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidRequest as exc:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_COMBINED_METRIC: {exc}") from None
     configure_logging("trainer", common.log_level)
+    security = bootstrap.security(common)
     stop = StopSignal().install()
 
     db_url = common.resolved_database_url()
     migrate(db_url, [MIGRATIONS])
     db = Database(db_url)
     store = JobStore(db)
-    producer = EventProducer(common.kafka_bootstrap, client_id="trainer")
+    kafka = common.kafka_security()
+    producer = EventProducer(common.kafka_bootstrap, client_id="trainer", **kafka)
 
     def publish(event) -> None:  # type: ignore[no-untyped-def]
         producer.send(MODELS.name, event)
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         except ProduceFailed as exc:
             raise PublishFailed(f"project {project.name} v{project.version} not published: {exc}") from exc
 
-    ensure_topics(common.kafka_bootstrap, [PROJECTS, MODELS])
+    ensure_topics(common.kafka_bootstrap, [PROJECTS, MODELS], security=kafka)
     project_registry = ProjectRegistry(db, publish=publish_spec)
     try:
         project_registry.register_files([Path(p.strip()) for p in settings.project_files.split(",") if p.strip()])
@@ -104,17 +114,31 @@ def main(argv: list[str] | None = None) -> int:
     local = LocalRunner(store, env, settings.max_concurrent_jobs, log_dir=common.home / "logs" / "train")
     runners: dict[str, Runner] = {"local": local}
     if settings.runner == "kubernetes" or settings.k8s_api_url:
+        try:
+            from_secrets = secret_env(settings.k8s_secret_env)
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_K8S_SECRET_ENV: {exc}") from None
+        if "FLYWHEEL_DATABASE_URL" not in from_secrets and "@" in common.resolved_database_url():
+            log.warning(
+                "training Jobs will carry the database URL, credentials included, in their spec: "
+                "set FLYWHEEL_TRAINER_K8S_SECRET_ENV=FLYWHEEL_DATABASE_URL=<secret>:<key>"
+            )
         pod_env = {
             "FLYWHEEL_HOME": "/data",
             "FLYWHEEL_DATABASE_URL": common.resolved_database_url(),
             "FLYWHEEL_KAFKA_BOOTSTRAP": common.kafka_bootstrap,
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k.startswith("FLYWHEEL_KAFKA_") and k != "FLYWHEEL_KAFKA_BOOTSTRAP"
+            },
             "FLYWHEEL_TRAINER_MODEL_REPOSITORY": "/data/models",
             "FLYWHEEL_TRAINER_COMBINED_METRIC": settings.combined_metric,
             **({"FLYWHEEL_OBJECT_STORE_URL": common.object_store_url} if common.object_store_url else {}),
         }
         runners["kubernetes"] = KubernetesRunner.from_settings(store, settings, pod_env)
     lake_root = settings.lake_root or (common.home / "lake").resolve().as_uri()
-    lake = LakeClient(settings.lake_addr) if settings.lake_addr else None
+    lake = LakeClient(settings.lake_addr, security) if settings.lake_addr else None
     resolver = SnapshotResolver(lake_root, lake)
     jobs = JobService(store, runners, settings.runner, resolver, project_registry)
 
@@ -126,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     loop = None
     loop_thread = None
     if settings.consume:
-        dlq = EventProducer(common.kafka_bootstrap, client_id="trainer-dlq")
+        dlq = EventProducer(common.kafka_bootstrap, client_id="trainer-dlq", **kafka)
         loop = ConsumeLoop(
-            ConsumerConfig(common.kafka_bootstrap, settings.consumer_group, [TRAIN_REQUESTS.name]),
+            ConsumerConfig(common.kafka_bootstrap, settings.consumer_group, [TRAIN_REQUESTS.name], extra=kafka),
             TrainRequestHandler(jobs, db, resolver),
             dlq,
             stop.event,
@@ -138,9 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         loop_thread.start()
 
     http = serve_http_in_thread(
-        build_app(jobs, registry, readiness, stop.event, project_registry), settings.host, settings.http_port
+        build_asgi(jobs, registry, readiness, stop.event, security.callers, project_registry),
+        settings.host,
+        settings.http_port,
+        ssl=security.tls.uvicorn_options(),
     )
-    grpc_server, grpc_port = serve_grpc(TrainerServicer(jobs, registry, stop.event), settings.host, settings.grpc_port)
+    grpc_server, grpc_port = serve_grpc(
+        TrainerServicer(jobs, registry, stop.event), settings.host, settings.grpc_port, security
+    )
     log.info("trainer ready", extra={"http_port": http.port, "grpc_port": grpc_port, "runner": settings.runner})
 
     stop.wait()

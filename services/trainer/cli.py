@@ -17,6 +17,7 @@ from rich.table import Table
 from services.genproto.flywheel.v1 import trainer_pb2 as pb
 from services.genproto.flywheel.v1 import trainer_pb2_grpc
 from services.trainer.models.families import FAMILIES
+from services.transportkit.auth import authenticated_channel
 
 console = Console()
 STATE_NAMES = {v: k for k, v in pb.JobState.items()}
@@ -24,7 +25,10 @@ DONE = {pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED}
 
 
 def _stub(args: argparse.Namespace) -> trainer_pb2_grpc.TrainerStub:
-    return trainer_pb2_grpc.TrainerStub(grpc.insecure_channel(args.addr))
+    """The trainer admits trusted callers only: calls go as FLYWHEEL_SERVICE_TOKEN (`flywheel` sets it to the
+    operator's token of the stack under --home when it is not set)."""
+    channel = grpc.insecure_channel(args.addr)
+    return trainer_pb2_grpc.TrainerStub(authenticated_channel(channel, os.environ.get("FLYWHEEL_SERVICE_TOKEN", "")))
 
 
 def _kv(pairs: list[str]) -> dict[str, str]:
@@ -90,8 +94,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return _watch(stub, job.job_id) if args.wait else 0
 
 
+def _refused(exc: grpc.RpcError) -> int:
+    console.print(f"[red]{exc.code().name}[/red]: {exc.details()}")  # type: ignore[attr-defined]
+    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # type: ignore[attr-defined]
+        console.print(
+            "the trainer admits trusted callers only: `flywheel` calls as the operator of the stack under --home "
+            "(its run/credentials.json), or set FLYWHEEL_SERVICE_TOKEN"
+        )
+    return 1
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
-    return _watch(_stub(args), args.job_id)
+    try:
+        return _watch(_stub(args), args.job_id)
+    except grpc.RpcError as exc:
+        return _refused(exc)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -118,7 +135,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    resp = _stub(args).ListModels(pb.ListModelsRequest(model=args.model))
+    try:
+        resp = _stub(args).ListModels(pb.ListModelsRequest(model=args.model))
+    except grpc.RpcError as exc:
+        return _refused(exc)
     table = Table(title="model registry")
     for col in ("model", "version", "stage", "snapshot", "test acc", "combined", "git"):
         table.add_column(col)

@@ -24,7 +24,8 @@ class SnapshotNotFound(TrainerError):
 
 
 class SnapshotInvalid(TrainerError):
-    """The snapshot exists but does not match the contract (manifest, checksums, columns)."""
+    """The snapshot exists but does not match the contract (manifest, checksums, columns), or the lake
+    cannot cut one (no labels yet)."""
 
 
 class LakeUnavailable(TrainerError):

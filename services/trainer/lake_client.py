@@ -5,15 +5,18 @@ from __future__ import annotations
 import grpc
 
 from services.genproto.flywheel.v1 import lake_pb2, lake_pb2_grpc
-from services.trainer.errors import LakeUnavailable, SnapshotNotFound
+from services.trainer.errors import LakeUnavailable, SnapshotInvalid, SnapshotNotFound
+from services.transportkit.auth import authenticated_channel
+from services.transportkit.bootstrap import Security
 
 
 class LakeClient:
-    def __init__(self, addr: str, timeout_s: float = 120.0) -> None:
+    def __init__(self, addr: str, security: Security, timeout_s: float = 120.0) -> None:
+        """Calls the lake with the trainer's service token (and over TLS when `security` says so)."""
         self._addr = addr
         self._timeout = timeout_s
-        self._channel = grpc.insecure_channel(addr)
-        self._stub = lake_pb2_grpc.LakeStub(self._channel)
+        self._channel = security.tls.channel(addr)
+        self._stub = lake_pb2_grpc.LakeStub(authenticated_channel(self._channel, security.token))
 
     def create_snapshot(self, description: str = "", project: str = "") -> lake_pb2.Snapshot:
         try:
@@ -21,6 +24,9 @@ class LakeClient:
                 lake_pb2.CreateSnapshotRequest(description=description, project=project), timeout=self._timeout
             )
         except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT):
+                # The lake answered: nothing to snapshot (no labels yet), or a request it cannot take.
+                raise SnapshotInvalid(f"the lake cannot cut a snapshot: {exc.details()}") from None
             raise LakeUnavailable(
                 f"lake at {self._addr}: CreateSnapshot failed: {exc.code().name}: {exc.details()}"
             ) from None

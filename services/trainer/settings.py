@@ -36,7 +36,14 @@ class TrainerSettings(BaseSettings):
     # Kubernetes runner
     k8s_namespace: str = Field("flywheel", description="namespace of training Jobs")
     k8s_image: str = Field("ghcr.io/flywheel/trainer:latest", description="image of training Jobs")
-    k8s_service_account: str = Field("", description="service account of training pods")
+    k8s_service_account: str = Field(
+        "", description="service account of training pods: one of their own, with no API permissions"
+    )
+    k8s_secret_env: str = Field(
+        "",
+        description="env vars training pods read from Secrets, NAME=secret:key,… (the database URL with its "
+        "password, Kafka passwords): never written into the Job spec",
+    )
     k8s_ttl_s: int = Field(3600, ge=0, description="ttlSecondsAfterFinished of training Jobs")
     k8s_backoff_limit: int = Field(1, ge=0, description="backoffLimit of training Jobs")
     k8s_cpu: str = Field("2", description="CPU request/limit of a training pod")

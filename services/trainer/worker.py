@@ -55,7 +55,9 @@ def run(job_id: str, common: CommonSettings, settings: TrainerSettings, stop: th
     if rank == 0 and job.state == "queued":
         store.update(job_id, state=RUNNING, phase="starting", external_id=job.external_id or f"pid:{os.getpid()}")
     producer = (
-        EventProducer(common.kafka_bootstrap, client_id=f"trainer-worker-{job_id}") if publish and rank == 0 else None
+        EventProducer(common.kafka_bootstrap, client_id=f"trainer-worker-{job_id}", **common.kafka_security())
+        if publish and rank == 0
+        else None
     )
 
     def emit(event) -> None:  # type: ignore[no-untyped-def]

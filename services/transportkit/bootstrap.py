@@ -12,13 +12,16 @@ import contextlib
 import socket
 import textwrap
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import uvicorn
 from pydantic_settings import BaseSettings
 
-from services.config import CommonSettings, describe_settings, load_settings
+from services.config import CommonSettings, ConfigError, describe_settings, load_settings
 from services.telemetry import StopSignal, configure_logging
+from services.transportkit.auth import TrustedCallers, check_token
+from services.transportkit.tls import Tls
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -62,6 +65,29 @@ def start(service: str, settings_cls: type[S], args: argparse.Namespace) -> tupl
     return settings, common, StopSignal().install()
 
 
+@dataclass(frozen=True)
+class Security:
+    """Who may call this service (callers), what it presents when it calls others (token), and TLS."""
+
+    callers: TrustedCallers
+    token: str
+    tls: Tls
+
+
+def security(common: CommonSettings) -> Security:
+    """The shared security settings, checked: ConfigError naming the variable before any socket opens."""
+    try:
+        callers = TrustedCallers.parse(common.trusted_callers)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRUSTED_CALLERS: {exc}") from None
+    try:
+        token = check_token(common.service_token) if common.service_token else ""
+        tls = Tls(common.tls_cert_file, common.tls_key_file, common.tls_ca_file).check()
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration:\n  {exc}") from None
+    return Security(callers, token, tls)
+
+
 def run(main: Callable[[], Coroutine[Any, Any, int]], event_loop: Literal["uvloop", "asyncio"]) -> int:
     """Run an asyncio service to its exit status on the chosen event loop."""
     loop_factory = None
@@ -73,9 +99,12 @@ def run(main: Callable[[], Coroutine[Any, Any, int]], event_loop: Literal["uvloo
         return runner.run(main())
 
 
-def uvicorn_server(app: object, sock: socket.socket) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    """uvicorn serving `app` on `sock` (see listener.py) in the running loop; `server.should_exit = True`
-    stops it. The service's StopSignal owns SIGTERM, so uvicorn captures no signal."""
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+def uvicorn_server(
+    app: object, sock: socket.socket, tls: Tls | None = None
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """uvicorn serving `app` on `sock` (see listener.py) in the running loop, over TLS when `tls` serves;
+    `server.should_exit = True` stops it. The service's StopSignal owns SIGTERM, so uvicorn captures no signal."""
+    options = tls.uvicorn_options() if tls is not None else {}
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, **options))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     return server, asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))

@@ -35,6 +35,39 @@ UNAVAILABLE = Status(503, grpc.StatusCode.UNAVAILABLE)
 TIMEOUT = Status(504, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+class BodyTooLarge(Exception):
+    """The body is over the limit: by its Content-Length, or as it streams in."""
+
+    def __init__(self, size: int, limit: int, declared: bool) -> None:
+        super().__init__(
+            f"request body is {size} bytes, over the limit of {limit} bytes"
+            if declared
+            else f"request body is over the limit of {limit} bytes"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending its whole body."""
+
+
+class NotJson(ValueError):
+    """A body that should be JSON is not."""
+
+
+class NotAdmitted(Exception):
+    """The caller presented no credential this service accepts for an internal route (see auth.py)."""
+
+
+# What the kit itself raises, so every table reports it alike unless a service maps it otherwise.
+KIT_STATUSES: dict[type[Exception], Status] = {
+    BodyTooLarge: Status(413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    NotJson: BAD_REQUEST,
+    NotAdmitted: UNAUTHENTICATED,
+}
+
+
 def message_body(exc: Exception) -> dict[str, object]:
     """`{"error": message}`: the v2 protocol's error body (KServe, Triton)."""
     return {"error": str(exc)}
@@ -59,13 +92,14 @@ class ErrorTable:
         headers: Mapping[type[Exception], Mapping[str, str]] | None = None,
         log_refusals: bool = False,
     ) -> None:
-        """`statuses`: a row per error class (a service's base class included, for its unmapped ones);
+        """`statuses`: a row per error class (a service's base class included, for its unmapped ones); the
+        kit's own errors (KIT_STATUSES) are in every table unless a row says otherwise;
         `body`: the JSON error body; `headers`: extra response headers by class (e.g. a 401's challenge);
         `log_refusals`: log each refused request at INFO (services whose refusals are rare and telling)."""
-        self._statuses = dict(statuses)
-        self._headers = dict(headers or {})
+        self._statuses = {**KIT_STATUSES, **statuses}
+        self._headers = {NotAdmitted: {"WWW-Authenticate": "Bearer"}, **(headers or {})}
         self.body = body
-        self.handled: tuple[type[Exception], ...] = tuple(statuses)
+        self.handled: tuple[type[Exception], ...] = tuple(self._statuses)
         self.log_refusals = log_refusals
 
     def status(self, exc: Exception) -> Status:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from services.transportkit.errors import ErrorTable
 
@@ -107,3 +108,84 @@ def guarded(table: ErrorTable) -> Callable[[Callable[..., R]], Callable[..., R]]
 def _aborted(exc: Exception) -> bool:
     """`context.abort()` on a thread-pool server raises a bare Exception carrying no status of ours."""
     return type(exc) is Exception and not exc.args
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+# What the stock deserializer does with bytes that are not the request message: the thread-pool server
+# answers INTERNAL and grpc.aio UNKNOWN, as if the server had failed. Parsed here instead, they are
+# the caller's INVALID_ARGUMENT, naming the message.
+def _parser(handler: grpc.RpcMethodHandler) -> Callable[[bytes], Any] | None:
+    return handler.request_deserializer
+
+
+def _invalid(deserialize: Callable[[bytes], Any], raw: bytes) -> tuple[Any, str]:
+    try:
+        return deserialize(raw), ""
+    except (DecodeError, ValueError) as exc:
+        name = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+        what = name.full_name if name is not None else "request message"
+        return None, f"not a valid {what}: {exc}"
+
+
+def same_kind(handler: grpc.RpcMethodHandler) -> Callable[..., grpc.RpcMethodHandler]:
+    """The constructor of a method handler with the same streaming shape as `handler`."""
+    return {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+
+
+def _behavior(handler: grpc.RpcMethodHandler) -> Callable[..., Any]:
+    return (
+        handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream  # type: ignore[return-value]
+    )
+
+
+class StrictParsing(grpc.ServerInterceptor):
+    """Thread-pool servers: a request that does not parse is INVALID_ARGUMENT (streams: at that message)."""
+
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        deserialize = _parser(handler) if handler is not None else None
+        if handler is None or deserialize is None:
+            return handler
+        inner = _behavior(handler)
+
+        def parsed(raw: bytes, context: grpc.ServicerContext) -> Any:
+            request, problem = _invalid(deserialize, raw)
+            if problem:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            return request
+
+        if handler.request_streaming:
+
+            def behavior(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+                return inner((parsed(raw, context) for raw in requests), context)
+
+        else:
+
+            def behavior(raw: bytes, context: grpc.ServicerContext) -> Any:  # type: ignore[misc]
+                return inner(parsed(raw, context), context)
+
+        return same_kind(handler)(behavior, request_deserializer=None, response_serializer=handler.response_serializer)
+
+
+class AioStrictParsing(grpc.aio.ServerInterceptor):
+    """The same for grpc.aio servers' unary-unary methods (every one they serve here but health's Watch)."""
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        deserialize = _parser(handler) if handler is not None else None
+        if handler is None or deserialize is None or handler.request_streaming or handler.response_streaming:
+            return handler
+        inner = _behavior(handler)
+
+        async def behavior(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            request, problem = _invalid(deserialize, raw)
+            if problem:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            return await inner(request, context)
+
+        return same_kind(handler)(behavior, request_deserializer=None, response_serializer=handler.response_serializer)

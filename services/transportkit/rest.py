@@ -7,10 +7,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from services.transportkit.errors import ErrorTable
+from services.transportkit.errors import BodyTooLarge, ClientGone, ErrorTable, NotJson
 
 log = logging.getLogger(__name__)
 
@@ -18,27 +19,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class BodyTooLarge(Exception):
-    """The body is over the limit: by its Content-Length, or as it streams in."""
-
-    def __init__(self, size: int, limit: int, declared: bool) -> None:
-        super().__init__(
-            f"request body is {size} bytes, over the limit of {limit} bytes"
-            if declared
-            else f"request body is over the limit of {limit} bytes"
-        )
-        self.size = size
-        self.limit = limit
-
-
-class ClientGone(Exception):
-    """The client disconnected before sending its whole body."""
-
-
-class NotJson(ValueError):
-    """A body that should be JSON is not."""
 
 
 async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
@@ -64,16 +44,21 @@ async def read_request_body(request: Request, limit: int) -> bytes:
     return await read_body(request.receive, request.headers.get("content-length"), limit)
 
 
+def parse_json(raw: bytes) -> Any:
+    """A JSON document from a caller, or NotJson. orjson, not the json module: it refuses nesting deeper
+    than 1024 and integers beyond 64 bits with a parse error, where json.loads raises RecursionError or
+    ValueError (4300 digits) from deep inside, which would end as a 500."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise NotJson(f"request body is not valid JSON: {exc}") from None
+
+
 async def read_json(request: Request, limit: int) -> Any:
     """A FastAPI route's JSON body ({} when empty); BodyTooLarge or NotJson otherwise (put both in the
     service's error table)."""
     raw = await read_request_body(request, limit)
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NotJson(f"request body is not valid JSON: {exc}") from None
+    return parse_json(raw) if raw else {}
 
 
 async def reply(send: Send, status: int, headers: Mapping[str, str], body: bytes) -> None:
@@ -133,3 +118,39 @@ def install_error_handlers(app: FastAPI, table: ErrorTable, validation_status: i
         return Response(body, status_code=status, headers=headers)
 
     app.add_exception_handler(Exception, unexpected)
+
+
+class BoundedBody:
+    """ASGI: no request body over `limit` bytes reaches `app` (413 by `errors`, whatever the route does with it).
+
+    For the routes that let FastAPI read the body (a pydantic model as a parameter), which has no
+    limit of its own. The body is read here, bounded, then handed on as one message.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, errors: ErrorTable) -> None:
+        self.app = app
+        self.limit = limit
+        self.errors = errors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
+        try:
+            body = await read_body(receive, length, self.limit)
+        except BodyTooLarge as exc:
+            await reply(send, *refused(self.errors, exc, scope["path"]))
+            return
+        except ClientGone:
+            return
+        delivered = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: only a disconnect is left to hear
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)

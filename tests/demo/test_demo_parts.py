@@ -12,6 +12,7 @@ import numpy as np
 from services.cli.demo import verdict
 from services.cli.demo.data import DEMO_SHIFT, Digits, label_studio_payload, raw_label
 from services.cli.demo.endpoints import Endpoints
+from services.devstack.credentials import StackCredentials
 from services.devstack.supervisor import Component
 from services.ingest.label_studio import parse_webhook
 from services.preprocessing import png_to_features
@@ -46,8 +47,10 @@ def test_endpoints_from_runner_components() -> None:
         Component("monitor", 3, "http 127.0.0.1:8400", "", "m.log"),
         Component("prometheus", 4, "127.0.0.1:9090", "", "p.log", "metrics"),
     ]
-    ep = Endpoints.from_components(comps)
+    creds = StackCredentials.generate()
+    ep = Endpoints.from_components(comps, creds)
     assert ep.kafka == "127.0.0.1:9000" and ep.prometheus == "http://127.0.0.1:9090"
+    assert ep.client().headers["authorization"] == f"Bearer {creds.token('operator')}"
     assert ep.http == {"gateway": "http://127.0.0.1:8080", "monitor": "http://127.0.0.1:8400"}
     assert ep.grpc == {"gateway": "127.0.0.1:8081"}
 

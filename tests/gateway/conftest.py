@@ -18,6 +18,7 @@ from services.gateway.keys import KeyStore
 from services.gateway.tables import MIGRATIONS
 from services.storage import Database, migrate
 from tests.gateway.models import write_repository
+from tests.support.credentials import operator, service_env
 from tests.support.waiting import wait_until
 
 
@@ -44,6 +45,7 @@ class ModelServer:
     repo: Path
     grpc_addr: str
     http_url: str
+    headers = property(lambda self: operator())  # the model server admits the gateway and the operator
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +66,7 @@ def modelserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServe
             "--grpc-port",
             str(grpc_port),
         ],
-        env={**os.environ, "FLYWHEEL_HOME": str(work), "FLYWHEEL_LOG_LEVEL": "WARNING"},
+        env={**os.environ, "FLYWHEEL_HOME": str(work), "FLYWHEEL_LOG_LEVEL": "WARNING", **service_env("modelserver")},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -140,6 +142,7 @@ def start_gateway(
             "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": modelserver.http_url.removeprefix("http://"),
             "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str(modelserver.repo),
             "FLYWHEEL_GATEWAY_EVENTS": "true" if bootstrap else "false",
+            **service_env("gateway"),
         }
         if bootstrap:
             env["FLYWHEEL_KAFKA_BOOTSTRAP"] = bootstrap

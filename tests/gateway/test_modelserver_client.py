@@ -156,7 +156,7 @@ def test_client_unreachable_server_opens_the_circuit() -> None:
                 await _infer(client, budget_s=2.0)
         with pytest.raises(CircuitOpen):
             await _infer(client, budget_s=2.0)
-        assert not await client.live(timeout_s=0.5)
+        assert "not reachable" in await client.probe(timeout_s=0.5)
 
     asyncio.run(scenario())
 

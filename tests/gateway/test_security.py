@@ -197,9 +197,12 @@ def test_caller_ids_cannot_smuggle_requests_to_the_model_server(
         assert _raw_http(gateway, head, body) == 400, rid
 
     # Nothing reached the model server but what the gateway meant: every version is still loaded.
-    index = httpx.post(f"{modelserver.http_url}/v2/repository/index", json={}, timeout=10).json()
+    index = httpx.post(
+        f"{modelserver.http_url}/v2/repository/index", json={}, headers=modelserver.headers, timeout=10
+    ).json()
     assert {row["state"] for row in index if row["name"] == MODEL} == {"READY"}, index
-    assert httpx.get(f"{modelserver.http_url}/v2/models/{MODEL}/ready", timeout=10).status_code == 200
+    ready = httpx.get(f"{modelserver.http_url}/v2/models/{MODEL}/ready", headers=modelserver.headers, timeout=10)
+    assert ready.status_code == 200
     ok = {"id": "plain-id_1:a/b", "inputs": [tensor]}
     r = httpx.post(f"{gateway.http_url}/v2/models/{MODEL}/infer", json=ok, headers=auth(key), timeout=10)
     assert r.status_code == 200 and r.json()["id"] == "plain-id_1:a/b", r.text

@@ -11,12 +11,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 
 from services.devstack.ports import free_port
 from services.preprocessing import features_to_png
+from services.transportkit.auth import authenticated_channel
+from tests.support.credentials import credentials, service_env
 from tests.support.kafka_reader import read_topic
 from tests.support.projects import example_spec, publish_spec
 from tests.support.waiting import wait_until
@@ -32,6 +35,11 @@ class IngestProcess:
     home: Path
     database_url: str
     bootstrap: str
+    # /v1/labels and the gRPC stream admit label producers: the tests call as one
+    headers = property(lambda self: credentials().bearer("labeler"))
+
+    def channel(self) -> grpc.Channel:
+        return authenticated_channel(grpc.insecure_channel(self.grpc), credentials().token("labeler"))
 
 
 def digit_png(seed: int) -> bytes:
@@ -64,6 +72,7 @@ def start_ingest(tmp_path: Path) -> Iterator[Callable[..., IngestProcess]]:
             "FLYWHEEL_OBJECT_STORE_URL": f"file://{tmp_path / 'objects'}",
             "FLYWHEEL_INGEST_HTTP_PORT": str(http_port),
             "FLYWHEEL_INGEST_GRPC_PORT": str(grpc_port),
+            **service_env("ingest"),
             "FLYWHEEL_INGEST_WEBHOOK_TOKEN": TOKEN,
             "FLYWHEEL_INGEST_CONSUMER_GROUP": f"ingest-{tmp_path.name[-20:]}-{len(started)}",
             "FLYWHEEL_LOG_LEVEL": "WARNING",

@@ -38,6 +38,7 @@ def test_bad_inputs_are_refused_with_field_and_reason(kafka: Broker, tmp_path: P
     good = {"example_id": f"{p}ok", "label": "1", "annotator": "a", "image": b64(digit_png(1))}
 
     def refused(body: object, status: int, field: str, reason: str, path: str = "/v1/labels", **kw: object) -> None:
+        kw.setdefault("headers", svc.headers)
         r = httpx.post(f"{svc.http}{path}", timeout=10, **({"json": body} if body is not None else {}), **kw)  # type: ignore[arg-type]
         assert r.status_code == status, r.text
         assert r.json()["field"] == field and reason in r.json()["reason"], r.text
@@ -102,7 +103,7 @@ def test_bad_inputs_are_refused_with_field_and_reason(kafka: Broker, tmp_path: P
     refused({"annotation": ann}, 400, "action", "required", path="/webhooks/label-studio", headers=auth)
     assert httpx.post(hook, json={}, timeout=10).status_code == 401
 
-    with grpc.insecure_channel(svc.grpc) as channel:
+    with svc.channel() as channel:
         stub = pb_grpc.IngestStub(channel)
         raws = [
             ev.RawLabel(example_id=f"{p}g0", label="1", annotator="a", data=digit_png(1)),
@@ -119,7 +120,9 @@ def test_bad_inputs_are_refused_with_field_and_reason(kafka: Broker, tmp_path: P
 
     assert _rows(url, p) == {}, "a refused request wrote nothing"
     assert httpx.get(f"{svc.http}/readyz", timeout=5).status_code == 200
-    assert httpx.post(f"{svc.http}/v1/labels", json={"labels": [good]}, timeout=10).status_code == 200
+    assert (
+        httpx.post(f"{svc.http}/v1/labels", json={"labels": [good]}, headers=svc.headers, timeout=10).status_code == 200
+    )
 
 
 def test_events_committed_but_not_published_are_sent_at_restart(kafka: Broker, tmp_path: Path, start_ingest) -> None:

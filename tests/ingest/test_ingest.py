@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-import grpc
 import httpx
 import pytest
 from sqlalchemy import select
@@ -56,12 +55,12 @@ def test_native_batch_update_delete_and_grpc_stream(kafka: Broker, database_url:
             {"example_id": f"{p}2", "label": "0", "annotator": "bob", "image": b64(digit_png(2))},
         ]
     }
-    first = httpx.post(f"{svc.http}/v1/labels", json=batch, timeout=30)
+    first = httpx.post(f"{svc.http}/v1/labels", json=batch, headers=svc.headers, timeout=30)
     assert first.status_code == 200, first.text
     ids = first.json()["event_ids"]
     assert first.json()["accepted"] == 3 and len(set(ids)) == 3
     # A replayed batch is harmless: same event ids, no new rows.
-    again = httpx.post(f"{svc.http}/v1/labels", json=batch, timeout=30)
+    again = httpx.post(f"{svc.http}/v1/labels", json=batch, headers=svc.headers, timeout=30)
     assert again.json()["event_ids"] == ids
 
     update = {
@@ -73,11 +72,11 @@ def test_native_batch_update_delete_and_grpc_stream(kafka: Broker, database_url:
         "action": "updated",
     }
     delete = {"example_id": f"{p}0", "annotation_id": f"{p}a0", "action": "deleted"}
-    r = httpx.post(f"{svc.http}/v1/labels", json={"labels": [update, delete]}, timeout=30)
+    r = httpx.post(f"{svc.http}/v1/labels", json={"labels": [update, delete]}, headers=svc.headers, timeout=30)
     assert r.status_code == 200, r.text
     upd_id, del_id = r.json()["event_ids"]
 
-    with grpc.insecure_channel(svc.grpc) as channel:
+    with svc.channel() as channel:
         stub = pb_grpc.IngestStub(channel)
         raws = [
             ev.RawLabel(

@@ -17,6 +17,7 @@ from services.devstack.ports import free_port
 from services.lake.aggregates import Aggregates
 from services.lake.manifest import Manifest
 from services.lake.store import LakeStore
+from tests.support.credentials import service_env
 from tests.support.projects import example_spec, publish_spec
 from tests.support.waiting import wait_until
 
@@ -55,6 +56,7 @@ def start_lake(bootstrap: str, root: Path, group: str, home: Path, **extra: str)
         "FLYWHEEL_LAKE_HTTP_PORT": str(http_port),
         "FLYWHEEL_LAKE_GRPC_PORT": str(grpc_port),
         "FLYWHEEL_LAKE_GROUP": group,
+        **service_env("lake"),
         "FLYWHEEL_LOG_LEVEL": os.environ.get("FLYWHEEL_TEST_LAKE_LOG_LEVEL", "WARNING"),
         **{f"FLYWHEEL_LAKE_{k.upper()}": v for k, v in extra.items()},
     }

@@ -4,6 +4,7 @@ clear errors for bad requests, and the `flywheel snapshot` CLI (over gRPC and on
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -17,14 +18,17 @@ from services.devstack.brokers import Broker
 from services.events import EventProducer
 from services.genproto.flywheel.v1 import lake_pb2 as pb
 from services.genproto.flywheel.v1 import lake_pb2_grpc as pb_grpc
+from services.transportkit.auth import authenticated_channel
 from tests.lake.conftest import metric, start_lake, wait_rows
 from tests.lake.events import LABELS, PREDICTIONS, label_event, prediction
+from tests.support.credentials import operator, operator_token
 from tests.support.waiting import wait_until
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLYWHEEL_SERVICE_TOKEN": operator_token()}  # the lake admits the operator
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", "snapshot", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "services.cli", "snapshot", *args], capture_output=True, text=True, timeout=120, env=env
     )
 
 
@@ -45,7 +49,7 @@ def test_aggregates_snapshots_and_cli_over_grpc_and_http(tansu: Broker, tmp_path
     lake = start_lake(tansu.bootstrap, root, f"svc-{run}", tmp_path / "home", gauges_interval_s="0.3")
     try:
         wait_rows(root, run, 500, lake)
-        stub = pb_grpc.LakeStub(grpc.insecure_channel(lake.grpc))
+        stub = pb_grpc.LakeStub(authenticated_channel(grpc.insecure_channel(lake.grpc), operator_token()))
         assert stub.LabelDistribution(pb.LabelDistributionRequest()).counts == {str(d): 30 for d in range(10)}
         acc = {m.model_version: m for m in stub.LiveAccuracy(pb.LiveAccuracyRequest()).models}
         assert (acc["1"].labelled, acc["1"].correct, acc["2"].accuracy) == (100, 50, 1.0)
@@ -78,7 +82,7 @@ def test_aggregates_snapshots_and_cli_over_grpc_and_http(tansu: Broker, tmp_path
                 call(request)
             assert err.value.code() == code, err.value.details()
 
-        http = httpx.Client(base_url=lake.http, timeout=30)
+        http = httpx.Client(base_url=lake.http, timeout=30, headers=operator())
         assert http.get("/v1/labels/distribution").json() == {str(d): 30 for d in range(10)}
         r = http.post("/v1/snapshots", json={"split": {"train": 2, "validation": 0, "test": 0}})
         assert r.status_code == 400 and "split.train" in r.json()["detail"]
@@ -121,7 +125,7 @@ def test_synthetic_labels_and_predictions_stay_out_of_the_lake(tansu: Broker, tm
         wait_until(
             lambda: metric(lake, "flywheel_lake_rows_ignored_total") == 50, 60, proc=lake.proc, message="ignored"
         )
-        stub = pb_grpc.LakeStub(grpc.insecure_channel(lake.grpc))
+        stub = pb_grpc.LakeStub(authenticated_channel(grpc.insecure_channel(lake.grpc), operator_token()))
         topics = {t.topic: t.rows for t in stub.LakeStats(pb.LakeStatsRequest()).topics}
         assert topics == {LABELS.name: 20, PREDICTIONS.name: 10}
         split = pb.SplitSpec(train=0.6, validation=0.2, test=0.2, salt="x")

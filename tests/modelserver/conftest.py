@@ -16,12 +16,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+import tritonclient.http as thttp
+from tritonclient._plugin import InferenceServerClientPlugin
 
 from services.devstack.ports import free_port
+from services.transportkit.auth import authenticated_channel
 from tests.modelserver.artifacts import write_onnx_model, write_torchscript_model
+from tests.support.credentials import operator, operator_token, service_env
 from tests.support.waiting import wait_until
+
+
+class OperatorAuth(InferenceServerClientPlugin):
+    """tritonclient's hook for headers: every call of a client carries the operator's service credential."""
+
+    def __call__(self, request) -> None:  # type: ignore[no-untyped-def]
+        request.headers.update(operator())
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +46,24 @@ class Server:
     grpc: str
     repo: Path
     log: Path
+
+    headers = property(lambda self: operator())  # internal routes admit the operator
+
+    def grpc_client(self):  # type: ignore[no-untyped-def] # tritonclient.grpc: see triton_grpc.py
+        from tests.modelserver.triton_grpc import tgrpc
+
+        client = tgrpc.InferenceServerClient(self.grpc)
+        client.register_plugin(OperatorAuth())
+        return client
+
+    def http_client(self) -> thttp.InferenceServerClient:
+        client = thttp.InferenceServerClient(self.http)
+        client.register_plugin(OperatorAuth())
+        return client
+
+    def channel(self) -> grpc.Channel:
+        """A raw gRPC channel with the operator's credential on every call."""
+        return authenticated_channel(grpc.insecure_channel(self.grpc), operator_token())
 
     def metrics(self) -> str:
         return httpx.get(f"http://{self.http}/metrics", timeout=5).text
@@ -64,6 +95,7 @@ def running_server(repo: Path, log_dir: Path, **settings: object) -> Iterator[Se
         "FLYWHEEL_MODELSERVER_HTTP_PORT": str(http_port),
         "FLYWHEEL_MODELSERVER_GRPC_PORT": str(grpc_port),
         "FLYWHEEL_MODELSERVER_HOST": "127.0.0.1",
+        **service_env("modelserver"),
         **{f"FLYWHEEL_MODELSERVER_{k.upper()}": str(v) for k, v in settings.items() if k != "kafka_bootstrap"},
     }
     if "kafka_bootstrap" in settings:

@@ -62,6 +62,8 @@ def test_perf_analyzer_measures_throughput_over_grpc(perf_analyzer: Path, tmp_pa
                 "grpc",
                 "-u",
                 server.grpc,
+                "-H",  # sent as gRPC metadata too: the model server admits the operator's credential
+                f"authorization:{server.headers['authorization']}",
                 "-b",
                 "1",
                 "--concurrency-range",

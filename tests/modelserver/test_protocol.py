@@ -35,17 +35,17 @@ def http_input(x: np.ndarray, binary: bool = True, name: str = "features") -> th
 
 @pytest.fixture(scope="module")
 def gclient(server: Server) -> tgrpc.InferenceServerClient:
-    return tgrpc.InferenceServerClient(server.grpc)
+    return server.grpc_client()
 
 
 @pytest.fixture(scope="module")
 def hclient(server: Server) -> thttp.InferenceServerClient:
-    return thttp.InferenceServerClient(server.http)
+    return server.http_client()
 
 
 def test_grpc_metadata_config_and_raw_infer(gclient: tgrpc.InferenceServerClient, server: Server) -> None:
     assert gclient.is_server_live() and gclient.is_server_ready()
-    with grpc.insecure_channel(server.grpc) as channel:
+    with server.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert "model_repository" in gclient.get_server_metadata().extensions
@@ -82,7 +82,7 @@ def test_grpc_typed_contents(server: Server) -> None:
     request = service_pb2.ModelInferRequest(model_name="digits", model_version="1")
     tensor = request.inputs.add(name="features", datatype="FP32", shape=[2, 64])
     tensor.contents.fp32_contents.extend(x.ravel().tolist())
-    with grpc.insecure_channel(server.grpc) as channel:
+    with server.channel() as channel:
         response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
     assert not response.raw_output_contents
     out = np.array(response.outputs[0].contents.fp32_contents, np.float32).reshape(list(response.outputs[0].shape))
@@ -115,7 +115,9 @@ def test_http_json_and_binary(hclient: thttp.InferenceServerClient, server: Serv
         np.testing.assert_allclose(result.as_numpy("probabilities"), expected_probabilities(1, x), rtol=1e-4, atol=1e-6)
     # Plain JSON, as a client without tritonclient would send it.
     body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "data": x[0].tolist()}]}
-    r = httpx.post(f"http://{server.http}/v2/models/digits/versions/2/infer", json=body, timeout=10)
+    r = httpx.post(
+        f"http://{server.http}/v2/models/digits/versions/2/infer", json=body, headers=server.headers, timeout=10
+    )
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["model_version"] == "2" and doc["outputs"][0]["shape"] == [1, 10]
@@ -169,7 +171,7 @@ def _grpc_error(call) -> InferenceServerException:
 
 
 def _raw_request(server: Server, request: service_pb2.ModelInferRequest) -> grpc.RpcError:
-    with grpc.insecure_channel(server.grpc) as channel:
+    with server.channel() as channel:
         with pytest.raises(grpc.RpcError) as err:
             service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
     return err.value
@@ -222,12 +224,17 @@ def test_http_bad_input_statuses(server: Server) -> None:
         (f"{url}/digits/infer", {"inputs": "nope"}, 400),
     ]
     for target, body, status in cases:
-        r = httpx.post(target, json=body, timeout=10)
+        r = httpx.post(target, json=body, headers=server.headers, timeout=10)
         assert r.status_code == status, (target, body.get("inputs"), r.text)
         assert r.json()["error"]
-    r = httpx.post(f"{url}/digits/infer", json={"inputs": [{**good, "data": [0.0] * 10}]}, timeout=10)
+    r = httpx.post(
+        f"{url}/digits/infer", json={"inputs": [{**good, "data": [0.0] * 10}]}, headers=server.headers, timeout=10
+    )
     assert "'features'" in r.json()["error"] and "expected 64" in r.json()["error"]
-    assert httpx.post(f"{url}/digits/infer", json={"inputs": [good]}, timeout=10).status_code == 200
+    assert (
+        httpx.post(f"{url}/digits/infer", json={"inputs": [good]}, headers=server.headers, timeout=10).status_code
+        == 200
+    )
 
 
 def test_expired_deadline_is_answered_before_compute(
@@ -243,11 +250,20 @@ def test_expired_deadline_is_answered_before_compute(
     # The deadline as a header (how the gateway passes on its remaining budget): 0.001 ms has passed too.
     good = {"name": "features", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}
     url = f"http://{server.http}/v2/models/newest/versions/3/infer"
-    r = httpx.post(url, json={"inputs": [good]}, headers={"x-flywheel-timeout-ms": "0.001"}, timeout=10)
+    r = httpx.post(
+        url, json={"inputs": [good]}, headers={**server.headers, "x-flywheel-timeout-ms": "0.001"}, timeout=10
+    )
     assert r.status_code == 504, r.text
     for bad in ("soon", "-5", "0"):
-        r = httpx.post(url, json={"inputs": [good]}, headers={"x-flywheel-timeout-ms": bad}, timeout=10)
+        r = httpx.post(
+            url, json={"inputs": [good]}, headers={**server.headers, "x-flywheel-timeout-ms": bad}, timeout=10
+        )
         assert r.status_code == 400 and "X-Flywheel-Timeout-Ms" in r.json()["error"]
-    assert httpx.post(url, json={"inputs": [good]}, headers={"x-flywheel-timeout-ms": "30000"}).status_code == 200
+    assert (
+        httpx.post(
+            url, json={"inputs": [good]}, headers={**server.headers, "x-flywheel-timeout-ms": "30000"}
+        ).status_code
+        == 200
+    )
     assert server.metric("flywheel_modelserver_expired_total", model="newest", version="3") == before + 3
     assert gclient.infer("newest", [grpc_input(features(1))], client_timeout=30).as_numpy("probabilities") is not None

@@ -44,7 +44,7 @@ def test_full_queue_is_refused_with_a_retry_hint(tmp_path: Path) -> None:
         body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}
 
         def http_call(_: int) -> httpx.Response:
-            with httpx.Client(timeout=60) as client:
+            with httpx.Client(timeout=60, headers=server.headers) as client:
                 barrier.wait()
                 return client.post(f"http://{server.http}/v2/models/slow/infer", json=body)
 
@@ -58,7 +58,7 @@ def test_full_queue_is_refused_with_a_retry_hint(tmp_path: Path) -> None:
         barrier.reset()
 
         def grpc_call(_: int) -> str:
-            client = tgrpc.InferenceServerClient(server.grpc)
+            client = server.grpc_client()
             barrier.wait()
             try:
                 _infer(client, "slow", _features(1, 1))
@@ -74,10 +74,7 @@ def test_full_queue_is_refused_with_a_retry_hint(tmp_path: Path) -> None:
             set(statuses) <= {"OK", "StatusCode.RESOURCE_EXHAUSTED"} and statuses["StatusCode.RESOURCE_EXHAUSTED"] >= 1
         )
         assert server.metric("flywheel_modelserver_shed_total", model="slow", version="1") >= 2
-        assert (
-            _infer(tgrpc.InferenceServerClient(server.grpc), "slow", _features(2, 1)).as_numpy("probabilities")
-            is not None
-        )
+        assert _infer(server.grpc_client(), "slow", _features(2, 1)).as_numpy("probabilities") is not None
 
 
 class Load:
@@ -97,7 +94,7 @@ class Load:
         return self.total >= self._max_total or (self.total >= self._min_total and self.versions[self._new] >= 50)
 
     def _run(self, seed: int) -> None:
-        client = tgrpc.InferenceServerClient(self._server.grpc)
+        client = self._server.grpc_client()
         try:
             while True:
                 with self._lock:
@@ -140,10 +137,7 @@ def _swap_under_load(server: Server, repo: Path, trigger) -> None:
         trigger()
     assert not load.failures, load.failures[:5]
     assert load.versions["1"] >= 50 and load.versions["2"] >= 50, load.versions
-    index = {
-        (m.name, m.version): m.state
-        for m in tgrpc.InferenceServerClient(server.grpc).get_model_repository_index().models
-    }
+    index = {(m.name, m.version): m.state for m in server.grpc_client().get_model_repository_index().models}
     assert index == {("digits", "2"): "READY"}  # latest 1: version 1 retired after the swap
 
 
@@ -151,7 +145,7 @@ def test_hot_swap_under_load_via_repository_api(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     write_onnx_model(repo, "digits", [1], num_versions=1)
     with running_server(repo, tmp_path, default_slo_ms=LONG_SLO_MS) as server:
-        admin = tgrpc.InferenceServerClient(server.grpc)
+        admin = server.grpc_client()
         _swap_under_load(server, repo, lambda: admin.load_model("digits"))
 
 
@@ -174,7 +168,7 @@ def test_hot_swap_under_load_via_model_published_event(tmp_path: Path, kafka: Br
             )
             producer.send(MODELS.name, event)
             producer.flush()
-            client = tgrpc.InferenceServerClient(server.grpc)
+            client = server.grpc_client()
             wait_until(lambda: client.is_model_ready("digits", "2"), timeout_s=120, proc=server.proc, message="v2")
 
         _swap_under_load(server, repo, publish)
@@ -191,7 +185,7 @@ def test_hot_swap_under_load_via_model_published_event(tmp_path: Path, kafka: Br
 
         letters = read_topic(kafka.bootstrap, DEADLETTER.name, want=10_000, timeout_s=90, stop_when=letter_for_v3)
         assert letter_for_v3(letters)
-        result = _infer(tgrpc.InferenceServerClient(server.grpc), "digits", _features(3))
+        result = _infer(server.grpc_client(), "digits", _features(3))
         assert result.get_response().model_version == "2"
 
 
@@ -201,10 +195,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> Non
     with running_server(repo, tmp_path, default_slo_ms=LONG_SLO_MS, batching="off") as server:
         clients = 6
         with ThreadPoolExecutor(clients) as pool:
-            futures = [
-                pool.submit(_infer, tgrpc.InferenceServerClient(server.grpc), "slow", _features(i, 1))
-                for i in range(clients)
-            ]
+            futures = [pool.submit(_infer, server.grpc_client(), "slow", _features(i, 1)) for i in range(clients)]
             wait_until(
                 lambda: server.metric("flywheel_modelserver_queue_depth", model="slow", version="1") >= 2,
                 timeout_s=60,

@@ -23,6 +23,7 @@ from services.devstack.ports import free_port
 from services.events import EventProducer, new_meta
 from services.events.topics import MODELS, PREDICTIONS
 from services.genproto.flywheel.v1 import events_pb2 as ev
+from tests.support.credentials import service_env
 from tests.support.waiting import wait_until
 
 SNAPSHOT = "snap-digits-ref"
@@ -150,6 +151,7 @@ def start_monitor(tmp_path: Path, lake: Path) -> Iterator[Callable[..., MonitorP
             "FLYWHEEL_MONITOR_GROUP": f"monitor-{uuid.uuid4().hex[:8]}",
             "FLYWHEEL_MONITOR_TIME_STEP_S": "3600",  # tests drive the count windows
             "FLYWHEEL_LOG_LEVEL": "WARNING",
+            **service_env("monitor"),
         }
         env.update({f"FLYWHEEL_MONITOR_{k.upper()}": str(v) for k, v in settings.items()})
         log = tmp_path / f"monitor-{port}.log"

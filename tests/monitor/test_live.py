@@ -25,6 +25,7 @@ from services.events import EventProducer, new_meta
 from services.events.topics import DRIFT, PREDICTIONS, TRAIN_REQUESTS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from tests.monitor.conftest import SNAPSHOT, MonitorProcess, publish_model, read_all, send_predictions
+from tests.support.credentials import operator
 from tests.support.required import require_binary
 from tests.support.waiting import wait_until
 
@@ -240,7 +241,7 @@ def test_a_larger_drift_breaks_through_the_cooldown_and_every_decision_is_visibl
     )
     assert len(both) == 2 and both[1].drifted_share >= 2 * both[0].drifted_share
     assert monitor.metric("flywheel_monitor_train_requests_total", model=model, outcome="escalated") == 1
-    status = httpx.get(f"http://{monitor.address}/v1/retraining", timeout=5).json()
+    status = httpx.get(f"http://{monitor.address}/v1/retraining", headers=operator(), timeout=5).json()
     mine = next(s for s in status if s["model"] == model)
     assert mine["version"] == "1" and mine["sent"] == 2 and mine["suppressed"].get("cooldown", 0) >= 1
     assert "cooldown" in mine["last_suppressed_reason"]

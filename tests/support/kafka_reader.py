@@ -8,10 +8,12 @@ import uuid
 from confluent_kafka import Consumer
 
 
-def read_topic(bootstrap: str, topic: str, want: int, timeout_s: float = 30.0, stop_when=None) -> list:
-    """Return up to `want` messages from the start of `topic` (raw confluent Message objects)."""
+def read_topic(bootstrap: str, topic: str, want: int, timeout_s: float = 30.0, stop_when=None, config=None) -> list:
+    """Return up to `want` messages from the start of `topic` (raw confluent Message objects); `config`: more
+    client settings (SASL)."""
     consumer = Consumer(
         {
+            **(config or {}),
             "bootstrap.servers": bootstrap,
             "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",

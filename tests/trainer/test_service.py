@@ -25,6 +25,8 @@ from services.events.topics import MODELS, TRAIN_REQUESTS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.genproto.flywheel.v1 import lake_pb2, lake_pb2_grpc, trainer_pb2_grpc
 from services.genproto.flywheel.v1 import trainer_pb2 as pb
+from services.transportkit.auth import authenticated_channel
+from tests.support.credentials import credentials, operator, operator_token, service_env
 from tests.support.kafka_reader import read_topic
 from tests.support.projects import example_spec_file
 from tests.support.waiting import wait_until
@@ -35,9 +37,11 @@ FAST = {"max_epochs": "15", "width": "64", "augment_shift": "0", "lr": "0.001"}
 class StandInLake(lake_pb2_grpc.LakeServicer):
     def __init__(self) -> None:
         self.created: list[str] = []
+        self.callers: list[str] = []  # the credential each call came with
 
     def CreateSnapshot(self, request, context):  # type: ignore[no-untyped-def]
         self.created.append(request.description)
+        self.callers.append(dict(context.invocation_metadata()).get("authorization", ""))
         return lake_pb2.Snapshot(snapshot_id="snap-digits")
 
 
@@ -75,6 +79,7 @@ def trainer(tmp_path_factory, broker, lake, lake_root: Path) -> Iterator[dict]:
         "FLYWHEEL_TRAINER_MAX_CONCURRENT_JOBS": "2",
         "FLYWHEEL_TRAINER_CONSUMER_GROUP": f"trainer-{http}",
         "FLYWHEEL_TRAINER_PROJECT_FILES": str(specs),
+        **service_env("trainer"),
     }
     proc = subprocess.Popen([sys.executable, "-m", "services.trainer"], env=env)
     try:
@@ -84,7 +89,7 @@ def trainer(tmp_path_factory, broker, lake, lake_root: Path) -> Iterator[dict]:
             proc=proc,
             message="trainer ready",
         )
-        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        channel = authenticated_channel(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"), operator_token())
         yield {
             "stub": trainer_pb2_grpc.TrainerStub(channel),
             "http": http,
@@ -131,6 +136,7 @@ def test_submit_watch_and_publish(trainer, broker) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "FLYWHEEL_SERVICE_TOKEN": operator_token()},  # the trainer admits the operator
     )
     assert cli.returncode == 0 and "succeeded" in cli.stdout and "model digits v1" in cli.stdout, cli.stdout
     listed = stub.ListModels(pb.ListModelsRequest(model="digits")).versions
@@ -161,9 +167,13 @@ def test_bad_requests_get_clear_errors(trainer) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stub.SubmitJob(pb.SubmitJobRequest(model="digits", snapshot_id="snap-digits", model_family="tabular_mlp"))
     assert "takes tabular input; project 'digits' is image" in err.value.details()
-    r = httpx.get(f"http://127.0.0.1:{trainer['http']}/v1/jobs/missing")
+    r = httpx.get(f"http://127.0.0.1:{trainer['http']}/v1/jobs/missing", headers=operator())
     assert r.status_code == 404 and r.json()["detail"] == "no job 'missing'"
-    r = httpx.post(f"http://127.0.0.1:{trainer['http']}/v1/jobs", json={"snapshot_id": "snap-digits", "budget_s": -1})
+    r = httpx.post(
+        f"http://127.0.0.1:{trainer['http']}/v1/jobs",
+        json={"snapshot_id": "snap-digits", "budget_s": -1},
+        headers=operator(),
+    )
     assert r.status_code == 422
 
 
@@ -179,7 +189,7 @@ def test_cancel_a_running_job(trainer) -> None:
         proc=trainer["proc"],
         message="job training",
     )
-    r = httpx.post(f"http://127.0.0.1:{trainer['http']}/v1/jobs/{job.job_id}/cancel")
+    r = httpx.post(f"http://127.0.0.1:{trainer['http']}/v1/jobs/{job.job_id}/cancel", headers=operator())
     assert r.status_code == 200
     final = _wait_done(stub, job.job_id, trainer["proc"], timeout_s=60)
     assert final.state == pb.JOB_STATE_CANCELLED and final.reason == "cancelled while running"
@@ -207,6 +217,7 @@ def test_a_train_request_on_the_broker_becomes_a_job(trainer, broker, lake) -> N
     job = _wait_done(stub, job_id, trainer["proc"])
     assert job.state == pb.JOB_STATE_SUCCEEDED, job.reason
     assert job.snapshot_id == "snap-digits" and "drift on digits" in lake[0].created
+    assert lake[0].callers[-1] == credentials().bearer("trainer")["authorization"]  # it calls as itself
     # One epoch of a 32-wide MLP does not beat logistic regression: the gate refuses and says why.
     with pytest.raises(grpc.RpcError) as err:
         stub.PromoteModel(pb.PromoteModelRequest(model="weak", version=job.model_version, stage="production"))

@@ -30,14 +30,13 @@ DEFAULT_HOME = ".flywheel/demo"
 DEMO_MARKER = ".flywheel-demo"  # a folder the demo made, so it may wipe it again
 
 
-def demo_env(quick: bool, api_key: str, webhook_token: str) -> dict[str, str]:
-    """Settings the demo gives the services: credentials, and windows short enough to see drift in a minute."""
+def demo_env(quick: bool) -> dict[str, str]:
+    """Settings the demo gives the services: windows short enough to see drift in a minute (the runner makes
+    and hands out the credentials, as for `flywheel up`)."""
     return {
-        "FLYWHEEL_GATEWAY_BOOTSTRAP_KEYS": api_key,
         "FLYWHEEL_GATEWAY_CANARY_WEIGHT": "0.3",
         "FLYWHEEL_GATEWAY_DEFAULT_RATE_PER_S": "5000",
         "FLYWHEEL_GATEWAY_DEFAULT_BURST": "5000",
-        "FLYWHEEL_INGEST_WEBHOOK_TOKEN": webhook_token,
         "FLYWHEEL_LAKE_FLUSH_INTERVAL_S": "0.5",
         "FLYWHEEL_LAKE_GAUGES_INTERVAL_S": "2",
         "FLYWHEEL_MONITOR_WINDOW_SIZE": "200",
@@ -54,7 +53,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from services.cli.demo.config import DemoConfig
     from services.cli.demo.endpoints import DemoError, Endpoints
     from services.cli.demo.report import print_summary, write_report
-    from services.cli.demo.story import Story, new_credentials
+    from services.cli.demo.story import Story
+    from services.devstack.credentials import StackCredentials
 
     try:
         load_settings(CommonSettings)
@@ -80,7 +80,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     home.mkdir(parents=True)
     (home / DEMO_MARKER).write_text("a `flywheel demo` home: wiped by the next demo run\n")
     cfg = DemoConfig.make(args.quick, home, args.seed)
-    key, token = new_credentials()
     started = time.monotonic()
     # SIGTERM behaves like Ctrl-C: unwind through `finally` and stop the stack.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -92,7 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         components = supervisor.up(
             home,
             free_ports=True,
-            extra_env=demo_env(args.quick, key, token),
+            extra_env=demo_env(args.quick),
             progress=lambda m: console.print(f"  [dim]·[/dim] {m}"),
         )
         console.print(
@@ -100,7 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         from loadtests.run import run_locust  # the composition root wires the load generator in
 
-        story = Story(cfg, Endpoints.from_components(components), key, token, console, run_locust)
+        story = Story(cfg, Endpoints.from_components(components, StackCredentials.load(home)), console, run_locust)
         for step in (story.ingest, story.train_first, story.serve, story.load, story.drift, story.canary):
             step()
         code = 0

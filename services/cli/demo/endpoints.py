@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from services.devstack.credentials import StackCredentials
 from services.devstack.supervisor import Component
 
 
@@ -23,9 +24,14 @@ class Endpoints:
     kafka: str
     prometheus: str | None
     logs: dict[str, str]
+    credentials: StackCredentials
+
+    def client(self, timeout_s: float = 30) -> httpx.Client:
+        """An HTTP client that calls internal services as the operator (a gateway call passes its API key)."""
+        return httpx.Client(timeout=timeout_s, headers=self.credentials.bearer("operator"))
 
     @classmethod
-    def from_components(cls, components: list[Component]) -> Endpoints:
+    def from_components(cls, components: list[Component], credentials: StackCredentials) -> Endpoints:
         http, grpc, logs = {}, {}, {}
         kafka, prometheus = "", None
         for c in components:
@@ -37,7 +43,7 @@ class Endpoints:
             else:
                 for role, addr in c.roles().items():
                     (http if role == "http" else grpc)[c.name] = f"http://{addr}" if role == "http" else addr
-        return cls(http, grpc, kafka, prometheus, logs)
+        return cls(http, grpc, kafka, prometheus, logs, credentials)
 
 
 def check(resp: httpx.Response, what: str) -> Any:
@@ -62,7 +68,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s:
     raise DemoError(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
 
 
-def scrape(base_url: str, name: str, **labels: str) -> float:
+def scrape(base_url: str, name: str, **labels: str) -> float:  # /metrics is open: Prometheus scrapes it
     """Sum of a metric's samples on a service's /metrics whose labels include `labels`."""
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -7,7 +7,6 @@ message that names the step and the log to read.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from math import nan
 from typing import Any
 
 import grpc
-import httpx
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -59,21 +57,19 @@ class Story:
         self,
         cfg: DemoConfig,
         ep: Endpoints,
-        api_key: str,
-        webhook_token: str,
         console: Console,
         run_load: LoadRunner,
     ) -> None:
         self.cfg = cfg
         self._run_load = run_load
         self.ep = ep
-        self.key = api_key
-        self.webhook_token = webhook_token
+        self.key = ep.credentials.gateway_key  # the stack's bootstrap API key (predict, admin)
+        self.webhook_token = ep.credentials.webhook_token
         self.console = console
         self.results = Results()
         self.results["seed"] = cfg.seed
         self.digits = Digits.load(cfg.n_labels, cfg.seed)
-        self.http = httpx.Client(timeout=30)
+        self.http = ep.client(30)  # internal services as the operator; gateway calls pass self.auth
         self._channel = grpc.insecure_channel(ep.grpc["gateway"])
         self.stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
@@ -477,9 +473,3 @@ class Story:
     def _canary_seen(self, version: str) -> bool:
         routes = check(self.http.get(f"{self.ep.http['gateway']}/admin/routes/{MODEL}", headers=self.auth), "routes")
         return str(routes.get("canary") or "") == version
-
-
-def new_credentials() -> tuple[str, str]:
-    """A gateway key (registered by the gateway at start) and a webhook token, fresh per run."""
-    key = f"fwk_demo{secrets.token_hex(4)}_{secrets.token_urlsafe(24).replace('_', '-')}"
-    return key, secrets.token_urlsafe(24)

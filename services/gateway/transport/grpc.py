@@ -121,19 +121,25 @@ def _parse(request_type: type[Message], raw: bytes) -> Any:
 
 
 def _rpc(
-    name: str, request_type: type[Message], scope: str | None, handler: Handler, guard: Guard
+    name: str,
+    request_type: type[Message],
+    scope: str | None,
+    handler: Handler,
+    guard: Guard,
+    known: Callable[[str], bool],
 ) -> Callable[[bytes, Context], Awaitable[Message]]:
-    """Parse, admit, call, inside the gRPC boundary; ModelInfer is also counted and timed."""
+    """Admit, parse, call, inside the gRPC boundary; ModelInfer is also counted and timed."""
 
     @guarded_aio(ERRORS, name)
     async def call(raw: bytes, context: Context) -> Message:
-        request = _parse(request_type, raw)
         metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         if name != "ModelInfer":
             key_id = await guard.admit_headers(metadata, scope) if scope else ""
-            return await handler(request, metadata, key_id, context)
-        with observe("grpc_infer", request.model_name, "grpc") as observation:
+            return await handler(_parse(request_type, raw), metadata, key_id, context)
+        with observe("grpc_infer", "", "grpc", known) as observation:
             key_id = await guard.admit_headers(metadata, "predict")
+            request = _parse(request_type, raw)
+            observation.model = request.model_name
             answer = await handler(request, metadata, key_id, context)
             observation.version = answer.model_version  # type: ignore[attr-defined]
             return answer
@@ -147,7 +153,7 @@ def build_grpc_server(
     rpcs = GatewayServicer(gateway, max_request_bytes).rpcs()
     method_handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _rpc(name, request_type, scope, handler, guard),
+            _rpc(name, request_type, scope, handler, guard, gateway.knows),
             request_deserializer=None,
             response_serializer=lambda m: m.SerializeToString(),
         )

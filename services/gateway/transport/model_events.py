@@ -84,10 +84,14 @@ def start_model_events(
     canary_weight: float,
     producer: EventProducer,
     stop: threading.Event,
+    security: dict[str, str] | None = None,
 ) -> tuple[ConsumeLoop, threading.Thread]:
     group = group or f"gateway-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    config = ConsumerConfig(
+        bootstrap=bootstrap, group=group, topics=[MODELS.name], auto_offset_reset="latest", extra=dict(security or {})
+    )
     consume = ConsumeLoop(
-        ConsumerConfig(bootstrap=bootstrap, group=group, topics=[MODELS.name], auto_offset_reset="latest"),
+        config,
         ModelEventHandler(routes, canary_weight),
         producer,
         stop,

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.gateway.dataplane import MODEL_NAME
 from services.gateway.metrics import IN_FLIGHT, LATENCY, REQUESTS
 from services.gateway.transport.status import ERRORS
 
 
 @dataclass
 class Observation:
+    model: str = ""  # may be set once known (gRPC: after the request is parsed)
     version: str = ""
     status: str = "OK"
-
-
-UNTRUSTED_STATUS = frozenset({"401", "403", "404", "UNAUTHENTICATED", "PERMISSION_DENIED", "NOT_FOUND"})
 
 
 @functools.cache
@@ -37,9 +34,12 @@ def _gauge(endpoint: str) -> Gauge:
 
 
 @contextmanager
-def observe(endpoint: str, model: str, transport: Literal["http", "grpc"]) -> Iterator[Observation]:
-    """Count and time one request; a domain error is labelled with its status in `transport`'s terms."""
-    observation = Observation(status="200" if transport == "http" else "OK")
+def observe(
+    endpoint: str, model: str, transport: Literal["http", "grpc"], known: Callable[[str], bool]
+) -> Iterator[Observation]:
+    """Count and time one request; a domain error is labelled with its status in `transport`'s terms.
+    `known(model)`: whether the name may be a label (`Gateway.knows`); any other name is labelled "-"."""
+    observation = Observation(model=model, status="200" if transport == "http" else "OK")
     gauge = _gauge(endpoint)
     gauge.inc()
     started = time.perf_counter()
@@ -54,9 +54,8 @@ def observe(endpoint: str, model: str, transport: Literal["http", "grpc"]) -> It
         raise
     finally:
         gauge.dec()
-        # A refused, unknown or malformed name is not a model: keep callers from minting label sets at will.
-        known = observation.status not in UNTRUSTED_STATUS and MODEL_NAME.fullmatch(model)
-        label = model if known else "-"
+        # Only a model the model server answered for names a label: a caller cannot mint label sets at will.
+        label = observation.model if known(observation.model) else "-"
         requests, latency = _children((endpoint, label, observation.version, observation.status))
         requests.inc()
         latency.observe(time.perf_counter() - started)

@@ -166,7 +166,7 @@ def build_app(gateway: Gateway, guard: Guard, readiness: Readiness, max_request_
         },
     )
     async def predict(name: str, request: Request) -> dict[str, Any]:
-        with observe("v1_predict", name, "http") as observation:
+        with observe("v1_predict", name, "http", gateway.knows) as observation:
             key_id = await admit(request, "predict")
             timeout_s = rest_codec.timeout_from_header(request.headers.get(rest_codec.TIMEOUT_HEADER))
             body = await body_json(request)

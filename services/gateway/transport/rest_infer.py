@@ -13,6 +13,8 @@ request when its body has no `id`).
 
 from __future__ import annotations
 
+import asyncio
+
 from services.gateway.auth import Guard
 from services.gateway.dataplane import Gateway
 from services.gateway.transport.observe import observe
@@ -29,12 +31,14 @@ def infer_route(app: ASGIApp, gateway: Gateway, guard: Guard, max_request_bytes:
 
     async def handle(call: InferCall) -> tuple[dict[str, str], bytes]:
         headers = call.headers
-        body = await read_body(call.receive, headers.get("content-length"), max_request_bytes)
-        with observe("v2_infer", call.model, "http") as observation:
-            key_id = await guard.admit_headers(headers, "predict")
-            request, binary = rest_codec.decode_request(
-                call.model, call.version, body, headers, max_request_bytes, max_body
-            )
+        with observe("v2_infer", call.model, "http", gateway.knows) as observation:
+            key_id = await guard.admit_headers(headers, "predict")  # before a byte of the body is read
+            body = await read_body(call.receive, headers.get("content-length"), max_request_bytes)
+            args = (call.model, call.version, body, headers, max_request_bytes, max_body)
+            if rest_codec.compressed(headers):  # inflating is CPU work: off the event loop
+                request, binary = await asyncio.to_thread(rest_codec.decode_request, *args)
+            else:
+                request, binary = rest_codec.decode_request(*args)
             answer = await gateway.infer(request, origin_of(headers, key_id))
             observation.version = answer.response.version
         payload, reply_headers = rest_codec.encode_response(answer.response, binary)

@@ -32,6 +32,7 @@ def build_consume_loop(
     producer: EventProducer,
     stop: threading.Event,
     max_batch: int = 1000,
+    security: dict[str, str] | None = None,
 ) -> ConsumeLoop:
     # The loop validates each event while decoding (so a bad one is dead-lettered with its
     # reason); the handler reuses that result instead of decoding the image twice. Entries are
@@ -77,5 +78,6 @@ def build_consume_loop(
         topics=[LABELS_RAW.name],
         max_batch=max_batch,
         validators={LABELS_RAW.name: check},
+        extra=dict(security or {}),
     )
     return ConsumeLoop(config, handle, producer, stop)

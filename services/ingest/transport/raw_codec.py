@@ -34,7 +34,10 @@ def from_raw(raw: ev.RawLabel, source: str, where: str = "") -> LabelInput:
             raise InvalidInput(f"{prefix}row_json", f"is not valid JSON: {exc}") from None
     updated: datetime | None = None
     if raw.HasField("meta") and raw.meta.HasField("time") and raw.action != ev.LABEL_ACTION_DELETED:
-        updated = raw.meta.time.ToDatetime()
+        try:
+            updated = raw.meta.time.ToDatetime()
+        except (ValueError, OverflowError) as exc:
+            raise InvalidInput(f"{prefix}meta.time", f"is not a valid time: {exc}") from None
     identity = raw.meta.event_id if raw.HasField("meta") else ""
     return LabelInput(
         example_id=raw.example_id,

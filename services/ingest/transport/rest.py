@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import uuid
 from datetime import datetime
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.ingest.errors import InvalidInput, PayloadTooLarge, Unauthorized
@@ -36,10 +36,14 @@ from services.ingest.labels import CREATED, DELETED, LabelInput, project_of
 from services.ingest.metrics import stage
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.transport.status import ERRORS
-from services.telemetry import Readiness, health_router, request_id_var
-from services.transportkit.rest import BodyTooLarge, install_error_handlers, read_request_body
+from services.telemetry import Readiness, health_router, request_id_var, valid_request_id
+from services.transportkit.auth import CallerCheck, TrustedCallers
+from services.transportkit.rest import BodyTooLarge, NotJson, install_error_handlers, parse_json, read_request_body
 
 log = logging.getLogger(__name__)
+# Open without a service credential (it checks Label Studio's token itself); /v1/labels admits only
+# trusted callers (label producers, operators: FLYWHEEL_TRUSTED_CALLERS).
+PUBLIC_PATHS = ("/webhooks/label-studio",)
 
 
 class NativeLabel(BaseModel):
@@ -118,9 +122,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def _json(body: bytes) -> object:
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput("body", f"not valid JSON: {exc}") from None
+        return parse_json(body)
+    except NotJson as exc:
+        raise InvalidInput("body", str(exc)) from None
 
 
 def check_token(header: str | None, token: str) -> None:
@@ -131,6 +135,21 @@ def check_token(header: str | None, token: str) -> None:
     scheme, _, given = header.partition(" ")
     if scheme.lower() not in ("token", "bearer") or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthorized("wrong webhook token")
+
+
+def build_asgi(
+    pipeline: IngestPipeline,
+    readiness: Readiness,
+    webhook_token: str,
+    max_body_bytes: int,
+    max_batch: int,
+    callers: TrustedCallers,
+    fetch_queue: FetchQueue | None = None,
+    fetch_worker: FetchWorker | None = None,
+) -> CallerCheck:
+    """Ingest's HTTP application behind the caller check (the webhook and health excepted)."""
+    app = build_app(pipeline, readiness, webhook_token, max_body_bytes, max_batch, fetch_queue, fetch_worker)
+    return CallerCheck(app, callers, ERRORS, PUBLIC_PATHS)
 
 
 def build_app(
@@ -148,7 +167,12 @@ def build_app(
 
     @app.middleware("http")
     async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        given = request.headers.get("x-request-id")
+        rid = valid_request_id(given) or uuid.uuid4().hex
+        if given and rid != given:  # it goes back in a header and into every log line: refuse, never echo
+            reason = "must be 1-128 letters, digits or any of _ . : / @ + = ~ -"
+            body = {"error": "InvalidInput", "field": "x-request-id", "reason": reason}
+            return JSONResponse(body, status_code=400)
         token = request_id_var.set(rid)
         try:
             response = await call_next(request)

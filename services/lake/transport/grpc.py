@@ -14,9 +14,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.genproto.flywheel.v1 import lake_pb2 as pb
 from services.genproto.flywheel.v1 import lake_pb2_grpc as pb_grpc
 from services.lake.dataplane import LakeDataPlane
+from services.lake.errors import InvalidRequest
 from services.lake.snapshots import SplitSpec
 from services.lake.transport.status import ERRORS
-from services.transportkit.grpc import guarded
+from services.transportkit.auth import GrpcCallerCheck
+from services.transportkit.bootstrap import Security
+from services.transportkit.grpc import StrictParsing, guarded
 
 log = logging.getLogger(__name__)
 LIST_CAP = 1000
@@ -45,6 +48,13 @@ def snapshot_pb(manifest: dict[str, Any], uri: str) -> pb.Snapshot:
     )
 
 
+def _as_of(request: pb.CreateSnapshotRequest) -> dt.datetime:
+    try:
+        return request.as_of.ToDatetime(dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"as_of is not a valid time: {exc}") from None
+
+
 class LakeServicer(pb_grpc.LakeServicer):
     def __init__(self, dataplane: LakeDataPlane) -> None:
         self._dataplane = dataplane
@@ -57,7 +67,7 @@ class LakeServicer(pb_grpc.LakeServicer):
         s = request.split
         spec = SplitSpec(s.train, s.validation, s.test, s.salt) if request.HasField("split") else SplitSpec()
         spec = SplitSpec(spec.train, spec.validation, spec.test, spec.salt or "flywheel")
-        as_of = request.as_of.ToDatetime(dt.UTC) if request.HasField("as_of") else None
+        as_of = _as_of(request) if request.HasField("as_of") else None
         labels, sources = list(request.labels), list(request.sources)
         return self._snapshot(
             self._dataplane.create_snapshot(labels, sources, as_of, spec, request.description, request.project)
@@ -131,10 +141,16 @@ class LakeServicer(pb_grpc.LakeServicer):
         )
 
 
-def serve_grpc(dataplane: LakeDataPlane, host: str, port: int, workers: int = 4) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"))
+def serve_grpc(
+    dataplane: LakeDataPlane, host: str, port: int, security: Security, workers: int = 4
+) -> tuple[grpc.Server, int]:
+    """The gRPC server, started; every RPC needs a trusted caller's credential (the trainer, operators)."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        interceptors=[GrpcCallerCheck(security.callers), StrictParsing()],
+    )
     pb_grpc.add_LakeServicer_to_server(LakeServicer(dataplane), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = security.tls.add_port(server, f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"cannot bind gRPC on {host}:{port}")
     server.start()

@@ -13,7 +13,8 @@ from services.lake.dataplane import LakeDataPlane
 from services.lake.snapshots import SplitSpec
 from services.lake.transport.status import ERRORS
 from services.telemetry import Readiness, health_router
-from services.transportkit.rest import install_error_handlers
+from services.transportkit.auth import CallerCheck, TrustedCallers
+from services.transportkit.rest import BoundedBody, install_error_handlers
 
 
 class SplitBody(BaseModel):
@@ -30,6 +31,14 @@ class CreateSnapshotBody(BaseModel):
     split: SplitBody = Field(default_factory=SplitBody)
     description: str = ""
     project: str = ""  # empty: the lake's default project
+
+
+MAX_BODY = 1 << 20  # a snapshot request: a few names, a time, a split
+
+
+def build_asgi(dataplane: LakeDataPlane, readiness: Readiness, callers: TrustedCallers) -> CallerCheck:
+    """The lake's HTTP application: bodies bounded, and every route but health for trusted callers only."""
+    return CallerCheck(BoundedBody(build_app(dataplane, readiness), MAX_BODY, ERRORS), callers, ERRORS)
 
 
 def build_app(dataplane: LakeDataPlane, readiness: Readiness) -> FastAPI:

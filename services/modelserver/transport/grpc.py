@@ -15,8 +15,9 @@ from services.modelserver.metrics import Duration
 from services.modelserver.served import ServedVersion
 from services.modelserver.transport.status import ERRORS
 from services.oip import grpc_codec
-from services.telemetry import request_id_var
-from services.transportkit.grpc import guarded_aio
+from services.telemetry import request_id_var, valid_request_id
+from services.transportkit.auth import AioGrpcCallerCheck, TrustedCallers
+from services.transportkit.grpc import AioStrictParsing, guarded_aio
 
 log = logging.getLogger(__name__)
 guarded = guarded_aio(ERRORS)
@@ -67,7 +68,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @guarded
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        request_id_var.set(request.id)
+        request_id_var.set(valid_request_id(request.id))
         decoded = grpc_codec.decode_request(request, context.time_remaining(), self._max_bytes)
         response = await self._dataplane.infer(decoded)
         return grpc_codec.encode_response(response, raw=grpc_codec.wants_raw(request))
@@ -127,18 +128,20 @@ def stats_message(served: ServedVersion) -> pb.ModelStatistics:
 
 
 def build_grpc_server(
-    dataplane: DataPlane, max_request_bytes: int
+    dataplane: DataPlane, max_request_bytes: int, callers: TrustedCallers
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server: every RPC but health needs a trusted caller's credential."""
     # Accept messages well over the per-tensor limit so an oversize tensor is answered
     # INVALID_ARGUMENT naming the input, rather than a transport-level refusal.
     limit = 4 * max_request_bytes + (1 << 20)
     server = grpc.aio.server(
+        interceptors=[AioGrpcCallerCheck(callers), AioStrictParsing()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             # A port this server binds is its own: no second process silently sharing it.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, max_request_bytes), server)
     health_servicer = health.aio.HealthServicer()

@@ -62,12 +62,18 @@ class ModelEventHandler:
 
 
 def start_model_events(
-    bootstrap: str, group: str, models: ServedModels, loop: asyncio.AbstractEventLoop, stop: threading.Event
+    bootstrap: str,
+    group: str,
+    models: ServedModels,
+    loop: asyncio.AbstractEventLoop,
+    stop: threading.Event,
+    security: dict[str, str] | None = None,
 ) -> tuple[ConsumeLoop, threading.Thread]:
+    security = dict(security or {})
     consume = ConsumeLoop(
-        ConsumerConfig(bootstrap=bootstrap, group=group or default_group(), topics=[MODELS.name]),
+        ConsumerConfig(bootstrap=bootstrap, group=group or default_group(), topics=[MODELS.name], extra=security),
         ModelEventHandler(models, loop),
-        EventProducer(bootstrap, client_id="modelserver"),
+        EventProducer(bootstrap, client_id="modelserver", **security),
         stop,
     )
     thread = threading.Thread(target=consume.run, name="model-events", daemon=True)

@@ -9,6 +9,7 @@ expects, binary tensors, gzip/deflate bodies, Triton's `timeout` parameter and t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -22,30 +23,38 @@ from services.modelserver.served import ServedVersion
 from services.modelserver.transport.status import ERRORS
 from services.oip import rest_codec
 from services.oip.asgi import InferCall, InferRoute
-from services.telemetry import Readiness, health_router, request_id_var
-from services.transportkit.rest import install_error_handlers, read_body, read_json
+from services.telemetry import Readiness, health_router, request_id_var, valid_request_id
+from services.transportkit.auth import CallerCheck, TrustedCallers
+from services.transportkit.rest import BoundedBody, install_error_handlers, read_body, read_json
 
 log = logging.getLogger(__name__)
 
 MAX_ADMIN_BODY = 1 << 16  # repository index and load bodies: a flag or a few parameter names
+# Open without a service credential, besides health, readiness and metrics: KServe's health probes.
+PUBLIC_PATHS = ("/v2/health/live", "/v2/health/ready")
 _INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64}
 
 
-def build_asgi(dataplane: DataPlane, readiness: Readiness, max_request_bytes: int) -> InferRoute:
-    """The model server's HTTP application: the v2 inference route ahead of the FastAPI app."""
+def build_asgi(
+    dataplane: DataPlane, readiness: Readiness, max_request_bytes: int, callers: TrustedCallers
+) -> CallerCheck:
+    """The model server's HTTP application: the caller check, then the v2 inference route ahead of the FastAPI app."""
     # A tensor may be max_request_bytes; a body holds several (and JSON numbers take more room than bytes).
     max_body = 4 * max_request_bytes
 
     async def infer(call: InferCall) -> tuple[dict[str, str], bytes]:
         body = await read_body(call.receive, call.headers.get("content-length"), max_body)
-        request, binary = rest_codec.decode_request(
-            call.model, call.version, body, call.headers, max_request_bytes, max_body
-        )
-        request_id_var.set(request.id or call.headers.get("x-request-id", ""))
+        args = (call.model, call.version, body, call.headers, max_request_bytes, max_body)
+        if rest_codec.compressed(call.headers):  # inflating up to max_body is CPU work: off the event loop
+            request, binary = await asyncio.to_thread(rest_codec.decode_request, *args)
+        else:
+            request, binary = rest_codec.decode_request(*args)
+        request_id_var.set(valid_request_id(request.id or call.headers.get("x-request-id")))
         answer, headers = rest_codec.encode_response(await dataplane.infer(request), binary)
         return headers, answer
 
-    return InferRoute(build_app(dataplane, readiness), infer, ERRORS)
+    app = BoundedBody(build_app(dataplane, readiness), MAX_ADMIN_BODY, ERRORS)
+    return CallerCheck(InferRoute(app, infer, ERRORS), callers, ERRORS, PUBLIC_PATHS)
 
 
 def build_app(dataplane: DataPlane, readiness: Readiness) -> FastAPI:

@@ -115,11 +115,14 @@ def train_event(
     )
 
 
-def read_to_end(bootstrap: str, topic_name: str, client: str, timeout_s: float = 30.0) -> list[bytes]:
+def read_to_end(
+    bootstrap: str, topic_name: str, client: str, timeout_s: float = 30.0, security: dict[str, str] | None = None
+) -> list[bytes]:
     """Every value of a (small) topic from its start to its current end, without a group commit."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": client, "enable.auto.commit": False})
+    settings = {"bootstrap.servers": bootstrap, "group.id": client, "enable.auto.commit": False, **(security or {})}
+    consumer = Consumer(settings)
     values: list[bytes] = []
     try:
         topic = consumer.list_topics(topic_name, timeout=timeout_s).topics.get(topic_name)
@@ -145,18 +148,18 @@ def read_to_end(bootstrap: str, topic_name: str, client: str, timeout_s: float =
         consumer.close()
 
 
-def restore_state(monitor: Monitor, bootstrap: str, group: str) -> None:
+def restore_state(monitor: Monitor, bootstrap: str, group: str, security: dict[str, str] | None = None) -> None:
     """What a restarted monitor must not forget: which snapshot each published version was trained
     on (flywheel.models; the loop's committed offsets are past those events) and when it sent
     TrainRequests (flywheel.train.requests; the cooldown and budget outlive a restart)."""
-    for raw in read_to_end(bootstrap, MODELS.name, f"{group}-restore"):
+    for raw in read_to_end(bootstrap, MODELS.name, f"{group}-restore", security=security):
         published = ev.ModelPublished()
         try:
             published.ParseFromString(raw)
         except DecodeError:
             continue  # the loop dead-letters it
         monitor.model_published(published.model, published.version, published.snapshot_id)
-    for raw in read_to_end(bootstrap, TRAIN_REQUESTS.name, f"{group}-restore"):
+    for raw in read_to_end(bootstrap, TRAIN_REQUESTS.name, f"{group}-restore", security=security):
         req = ev.TrainRequest()
         try:
             req.ParseFromString(raw)

@@ -37,6 +37,31 @@ def job_name(job_id: str) -> str:
     return "flywheel-train-" + re.sub(r"[^a-z0-9-]", "-", job_id.lower())[:40]
 
 
+def secret_env(spec: str) -> dict[str, tuple[str, str]]:
+    """`NAME=secret:key,…` (FLYWHEEL_TRAINER_K8S_SECRET_ENV) → {NAME: (secret, key)}; ValueError when malformed."""
+    refs: dict[str, tuple[str, str]] = {}
+    for entry in (e.strip() for e in spec.split(",") if e.strip()):
+        name, _, ref = entry.partition("=")
+        secret, _, key = ref.partition(":")
+        if not (name and secret and key):
+            raise ValueError(f"{entry!r} is not NAME=secret:key")
+        refs[name] = (secret, key)
+    return refs
+
+
+def _env(env: dict[str, str], from_secrets: dict[str, tuple[str, str]]) -> list[client.V1EnvVar]:
+    """Literal values, except those a Secret holds: those are references, so no secret lands in the Job spec."""
+    plain = [client.V1EnvVar(name=k, value=v) for k, v in sorted(env.items()) if k not in from_secrets]
+    refs = [
+        client.V1EnvVar(
+            name=name,
+            value_from=client.V1EnvVarSource(secret_key_ref=client.V1SecretKeySelector(name=secret, key=key)),
+        )
+        for name, (secret, key) in sorted(from_secrets.items())
+    ]
+    return plain + refs
+
+
 def build_job(job: Job, settings: TrainerSettings, env: dict[str, str]) -> client.V1Job:
     """The V1Job for a training job (pure: no API call)."""
     gpus = job.spec.gpus
@@ -58,7 +83,7 @@ def build_job(job: Job, settings: TrainerSettings, env: dict[str, str]) -> clien
         image=settings.k8s_image,
         image_pull_policy="IfNotPresent",
         command=command,
-        env=[client.V1EnvVar(name=k, value=v) for k, v in sorted(env.items())],
+        env=_env(env, secret_env(settings.k8s_secret_env)),
         resources=client.V1ResourceRequirements(requests=dict(limits), limits=limits),
         volume_mounts=[
             client.V1VolumeMount(name="data", mount_path="/data"),
@@ -78,6 +103,7 @@ def build_job(job: Job, settings: TrainerSettings, env: dict[str, str]) -> clien
         restart_policy="Never",
         containers=[container],
         service_account_name=settings.k8s_service_account or None,
+        automount_service_account_token=False,  # a training pod has no business with the Kubernetes API
         tolerations=tolerations,
         volumes=[
             client.V1Volume(

@@ -15,7 +15,9 @@ from services.trainer.jobs import JobService
 from services.trainer.registry import Registry
 from services.trainer.transport.codec import job_pb, progress_pb, version_pb
 from services.trainer.transport.status import ERRORS
-from services.transportkit.grpc import guarded
+from services.transportkit.auth import GrpcCallerCheck
+from services.transportkit.bootstrap import Security
+from services.transportkit.grpc import StrictParsing, guarded
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,14 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         return version_pb(self._registry.promote(request.model, request.version, request.stage, request.force))
 
 
-def serve_grpc(servicer: TrainerServicer, host: str, port: int) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"))
+def serve_grpc(servicer: TrainerServicer, host: str, port: int, security: Security) -> tuple[grpc.Server, int]:
+    """The gRPC server, started; every RPC needs a trusted caller's credential."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
+        interceptors=[GrpcCallerCheck(security.callers), StrictParsing()],
+    )
     trainer_pb2_grpc.add_TrainerServicer_to_server(servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = security.tls.add_port(server, f"{host}:{port}")
     if not bound:
         raise RuntimeError(f"could not bind gRPC on {host}:{port}")
     server.start()

@@ -17,7 +17,8 @@ from services.trainer.registry import Registry
 from services.trainer.transport.codec import job_json, version_json
 from services.trainer.transport.projects_rest import projects_router
 from services.trainer.transport.status import ERRORS
-from services.transportkit.rest import install_error_handlers
+from services.transportkit.auth import CallerCheck, TrustedCallers
+from services.transportkit.rest import BoundedBody, install_error_handlers
 
 
 class SearchBody(BaseModel):
@@ -43,6 +44,24 @@ class SubmitBody(BaseModel):
 class PromoteBody(BaseModel):
     stage: str
     force: bool = False
+
+
+# A job is names and a few hyperparameters; a project spec may carry the user's training code
+# (services.projects.spec.MAX_CODE_BYTES, 1 MiB) plus its YAML/JSON around it.
+MAX_BODY = 2 << 20
+
+
+def build_asgi(
+    jobs: JobService,
+    registry: Registry,
+    readiness: Readiness,
+    stop: threading.Event,
+    callers: TrustedCallers,
+    projects: ProjectRegistry | None = None,
+) -> CallerCheck:
+    """The trainer's HTTP application: bodies bounded, every route but health for trusted callers only."""
+    app = BoundedBody(build_app(jobs, registry, readiness, stop, projects), MAX_BODY, ERRORS)
+    return CallerCheck(app, callers, ERRORS)
 
 
 def build_app(
