@@ -100,16 +100,27 @@ class TrustedCallers:
 
 
 class CallerCheck:
-    """ASGI: every request to a path outside `public` must come from a trusted caller (else 401 by `errors`)."""
+    """ASGI: every request to a path outside `public` must come from a trusted caller (else 401 by `errors`).
+
+    `public` holds exact paths; an entry ending in "/*" admits one more path segment below it
+    (ingest's per-project webhook `/webhooks/label-studio/{project}`), never deeper.
+    """
 
     def __init__(self, app: ASGIApp, callers: TrustedCallers, errors: ErrorTable, public: Collection[str] = ()) -> None:
         self.app = app
         self.callers = callers
         self.errors = errors
-        self.public = PUBLIC_PATHS | frozenset(public)
+        self.public = PUBLIC_PATHS | frozenset(p for p in public if not p.endswith("/*"))
+        self.public_parents = frozenset(p[:-2] for p in public if p.endswith("/*"))
+
+    def _is_public(self, path: str) -> bool:
+        if path in self.public:
+            return True
+        parent, _, leaf = path.rpartition("/")
+        return bool(leaf) and parent in self.public_parents
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.public:
+        if scope["type"] not in ("http", "websocket") or self._is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)

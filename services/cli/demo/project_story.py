@@ -73,7 +73,7 @@ class ProjectStory:
         self.results["project"] = self.name
         self.results["kind"] = self.spec.kind
         self.labelled, self.traffic = data.split(cfg.n_labels, cfg.seed)
-        self.http = httpx.Client(timeout=60)
+        self.http = ep.client(timeout_s=60)  # as the operator; gateway and webhook calls pass their own
 
     # -- helpers ------------------------------------------------------------------------------------
     @property

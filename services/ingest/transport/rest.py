@@ -43,7 +43,8 @@ from services.transportkit.rest import BodyTooLarge, NotJson, install_error_hand
 log = logging.getLogger(__name__)
 # Open without a service credential (it checks Label Studio's token itself); /v1/labels admits only
 # trusted callers (label producers, operators: FLYWHEEL_TRUSTED_CALLERS).
-PUBLIC_PATHS = ("/webhooks/label-studio",)
+# The webhooks carry Label Studio's own token (checked by the route), not a service credential.
+PUBLIC_PATHS = ("/webhooks/label-studio", "/webhooks/label-studio/*")
 
 
 class NativeLabel(BaseModel):
