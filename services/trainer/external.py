@@ -26,6 +26,7 @@ import os
 import tempfile
 import threading
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,16 +114,18 @@ def _torchscript_to_onnx(data: bytes, shape: tuple[int, ...], x: np.ndarray) -> 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            torch.onnx.export(
-                module,
-                (torch.from_numpy(x),),
-                str(path),
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter warns that a ScriptModule has no Python signature
+                torch.onnx.export(
+                    module,
+                    (torch.from_numpy(x),),
+                    str(path),
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
         except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds; the message carries it
             raise ModelRejected(
                 f"model: the TorchScript model cannot be exported to ONNX to be served: {exc}"
