@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,6 +84,24 @@ def _deploy_the_same_model_from_elsewhere(stack: Stack, story: ProjectStory, res
     before = httpx.get(f"{trainer}/v1/models", params={"model": "shapes"}).json()
     bad = httpx.post(url, content=b"\x00not a model", timeout=120)
     assert bad.status_code == 400 and "neither an ONNX model nor a TorchScript archive" in bad.text
+    # ... and by the command a user types, which names the project and the reason.
+    garbage = stack.home / "not-a-model.onnx"
+    garbage.write_bytes(b"\x00not a model")
+    cli = [sys.executable, "-m", "services.cli", "models", "deploy", str(garbage), "--project", "shapes"]
+    wide = {**os.environ, "COLUMNS": "400"}  # rich wraps at 80 columns without a terminal
+    done = subprocess.run(
+        [*cli, "--trainer-url", trainer], capture_output=True, text=True, timeout=120, check=False, env=wide
+    )
+    assert done.returncode == 1 and "neither an ONNX model nor a TorchScript archive" in done.stdout, done
+    listed = subprocess.run(
+        [sys.executable, "-m", "services.cli", "projects", "list", "--trainer-url", trainer],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=wide,
+    )
+    assert listed.returncode == 0 and "shapes" in listed.stdout and "image" in listed.stdout, listed
     if digits_pt is not None:
         wrong = httpx.post(url, content=digits_pt.read_bytes(), timeout=120)
         assert wrong.status_code == 400 and "model:" in wrong.text
