@@ -1,9 +1,12 @@
 """Write this example's data folder: colour images of shapes, drawn here (nothing downloaded).
 
-    python examples/shapes/make_data.py [OUT_DIR] [N]      (default: examples/shapes/data, 1600 images)
+    python examples/shapes/make_data.py [OUT_DIR] [N]      (default: examples/shapes/data, 2000 images)
 
-Each image is 64-128 pixels a side (not square), a noisy two-colour gradient background and one
-filled shape — circle, square, triangle or star — of a random colour, size, position and rotation.
+Each image is 64-128 pixels a side (not square), a noisy colour gradient background and one filled
+shape — circle, square, triangle or star — of a random colour, size, position and rotation. Half
+are light shapes on dark backgrounds, half dark on light: with random colours for both, a shape
+often vanished into its background, and a small CNN trained on ~1000 images only learned the
+colours (validation accuracy at chance); with this contrast it reaches ~0.8 on 700.
 Most are JPEG, some PNG and some WebP. `data/labels.csv` lists `example_id,label,image`.
 Seeded: the same N gives the same files.
 """
@@ -40,12 +43,14 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
 
 def draw(kind: str, rng: np.random.Generator) -> Image.Image:
     w, h = int(rng.integers(64, 129)), int(rng.integers(64, 129))
-    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    dark = rng.random() < 0.5
+    top = rng.integers(0, 100, 3) if dark else rng.integers(155, 256, 3)
+    bottom = np.clip(top + rng.integers(-50, 51, 3), 0, 255)
     t = np.linspace(0.0, 1.0, h)[:, None, None]
-    background = (1 - t) * top + t * bottom + rng.normal(0, 12, (h, w, 3))
+    background = (1 - t) * top + t * bottom + rng.normal(0, 10, (h, w, 3))
     img = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
-    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-    r = float(rng.uniform(0.22, 0.4) * min(w, h))
+    colour = tuple(int(c) for c in (rng.integers(155, 256, 3) if dark else rng.integers(0, 100, 3)))
+    r = float(rng.uniform(0.28, 0.42) * min(w, h))
     cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
     pen = ImageDraw.Draw(img)
     if kind == "circle":
@@ -55,7 +60,7 @@ def draw(kind: str, rng: np.random.Generator) -> Image.Image:
     return img
 
 
-def main(out: Path, n: int = 1600) -> Path:
+def main(out: Path, n: int = 2000) -> Path:
     rng = np.random.default_rng(20261130)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -77,4 +82,4 @@ def main(out: Path, n: int = 1600) -> Path:
 
 if __name__ == "__main__":
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "data"
-    print(main(out, int(sys.argv[2]) if len(sys.argv) > 2 else 1600))
+    print(main(out, int(sys.argv[2]) if len(sys.argv) > 2 else 2000))

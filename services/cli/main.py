@@ -28,6 +28,7 @@ EXTRA_COMMANDS: list[str] = [
     "services.lake.cli",
     "services.trainer.cli",
     "services.cli.demo",
+    "services.cli.projects",
 ]
 
 console = Console(stderr=False)

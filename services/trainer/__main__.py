@@ -16,9 +16,11 @@ from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_t
 from services.events.producer import ProduceFailed
 from services.events.topics import MODELS, PROJECTS, TRAIN_REQUESTS
 from services.projects.catalog import Project, publish_project
-from services.storage import Database, migrate
+from services.storage import Database, ObjectStore, migrate
 from services.telemetry import Readiness, StopSignal, configure_logging, serve_http_in_thread
 from services.trainer.errors import InvalidRequest, ProjectConflict, PublishFailed
+from services.trainer.external import ExternalDeployer
+from services.trainer.job_run import git_commit
 from services.trainer.jobs import JobService, JobStore, Runner
 from services.trainer.lake_client import LakeClient
 from services.trainer.projects import ProjectRegistry
@@ -161,8 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         loop_thread = threading.Thread(target=loop.run, name="train-requests", daemon=True)
         loop_thread.start()
 
+    deployer = ExternalDeployer(
+        project_registry,
+        registry,
+        settings.model_repository,
+        resolver,
+        ObjectStore(common.resolved_object_store_url()).get,
+        CombinedMetric.parse(settings.combined_metric),
+        git_commit(),
+    )
     http = serve_http_in_thread(
-        build_asgi(jobs, registry, readiness, stop.event, security.callers, project_registry),
+        build_asgi(jobs, registry, readiness, stop.event, security.callers, project_registry, deployer),
         settings.host,
         settings.http_port,
         ssl=security.tls.uvicorn_options(),

@@ -127,13 +127,17 @@ class BoundedBody:
     limit of its own. The body is read here, bounded, then handed on as one message.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, errors: ErrorTable) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, errors: ErrorTable, streamed: Callable[[str], bool] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
         self.errors = errors
+        # Routes that read their body as a stream and bound it themselves (a model upload).
+        self.streamed = streamed or (lambda _path: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.streamed(scope["path"]):
             await self.app(scope, receive, send)
             return
         length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)

@@ -7,6 +7,14 @@ Everything random (which digits are labelled, the splits, training, traffic) fol
 Exit status: 0 when the story holds (nothing lost, the model beats its baselines, no clean window
 flagged as drifted, the real shift found), 1 when a step fails (the message names the step and the
 log), 2 on bad settings.
+
+`flywheel demo --project PATH` (repeatable) tells the same story for any project folder
+(`project.yaml` and `data/labels.csv`, or a `make_data.py` that writes it): the spec registered,
+labels in through the API and Label Studio webhooks (image files fetched by reference from a Label
+Studio-compatible file server the demo starts), bad inputs refused, a snapshot, a model that must
+beat its baselines, served, native inputs through the gateway's `:predict`, clean traffic with no
+false alarm, then shifted traffic whose drift the monitor must find. Several `--project`s run side
+by side on one stack. See project_story.py.
 """
 
 from __future__ import annotations
@@ -79,6 +87,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(home)  # the demo's own home: every run starts from nothing
     home.mkdir(parents=True)
     (home / DEMO_MARKER).write_text("a `flywheel demo` home: wiped by the next demo run\n")
+    if getattr(args, "project", None):
+        from services.cli.demo.project_run import run_projects
+
+        return run_projects(args, home, console)
     cfg = DemoConfig.make(args.quick, home, args.seed)
     started = time.monotonic()
     # SIGTERM behaves like Ctrl-C: unwind through `finally` and stop the stack.
@@ -167,4 +179,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("--seed", type=int, default=0, help="draws the labels, splits, training and traffic (default 0)")
     p.add_argument("--keep-running", action="store_true", help="leave the stack running after a successful demo")
+    p.add_argument(
+        "--project",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a project folder (project.yaml + data/labels.csv or make_data.py) to run the story on instead of "
+        "digits; repeat it to run several projects side by side on one stack (e.g. examples/strokes)",
+    )
     p.set_defaults(func=cmd_demo)

@@ -6,11 +6,14 @@ import json
 import threading
 from collections.abc import Iterator
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from services.telemetry import Readiness, health_router
+from services.trainer.errors import InvalidRequest
+from services.trainer.external import MAX_MODEL_BYTES, ExternalDeployer
 from services.trainer.jobs import JobService
 from services.trainer.projects import ProjectRegistry
 from services.trainer.registry import Registry
@@ -58,10 +61,19 @@ def build_asgi(
     stop: threading.Event,
     callers: TrustedCallers,
     projects: ProjectRegistry | None = None,
+    deployer: ExternalDeployer | None = None,
 ) -> CallerCheck:
-    """The trainer's HTTP application: bodies bounded, every route but health for trusted callers only."""
-    app = BoundedBody(build_app(jobs, registry, readiness, stop, projects), MAX_BODY, ERRORS)
+    """The trainer's HTTP application: bodies bounded (a model upload by MAX_MODEL_BYTES, as it streams),
+    every route but health for trusted callers only."""
+    app = BoundedBody(
+        build_app(jobs, registry, readiness, stop, projects, deployer), MAX_BODY, ERRORS, streamed=_is_model_upload
+    )
     return CallerCheck(app, callers, ERRORS)
+
+
+def _is_model_upload(path: str) -> bool:
+    parts = path.split("/")  # "", "v1", "models", "{model}", "versions"
+    return len(parts) == 5 and parts[1:3] == ["v1", "models"] and parts[4] == "versions"
 
 
 def build_app(
@@ -70,6 +82,7 @@ def build_app(
     readiness: Readiness,
     stop: threading.Event,
     projects: ProjectRegistry | None = None,
+    deployer: ExternalDeployer | None = None,
 ) -> FastAPI:
     app = FastAPI(title="flywheel trainer", version="1")
     app.include_router(health_router(readiness))
@@ -124,5 +137,22 @@ def build_app(
     @app.post("/v1/models/{model}/versions/{version}/promote")
     def promote(model: str, version: str, body: PromoteBody) -> dict:
         return version_json(registry.promote(model, version, body.stage, body.force))
+
+    if deployer is not None:
+
+        @app.post(
+            "/v1/models/{model}/versions",
+            status_code=201,
+            summary="Deploy a model trained elsewhere: the body is its ONNX file or TorchScript archive",
+        )
+        async def deploy(model: str, request: Request, snapshot_id: str = "", promote: str = "") -> dict:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_MODEL_BYTES:
+                    raise InvalidRequest(f"model: larger than {MAX_MODEL_BYTES} bytes")
+                chunks.append(chunk)
+            done = await run_in_threadpool(deployer.deploy, model, b"".join(chunks), snapshot_id, promote)
+            return {**version_json(done.record), "gate": done.gate, "measured_on": done.measured_on}
 
     return app
