@@ -41,6 +41,16 @@ def trainer_url(args: argparse.Namespace) -> str:
     )
 
 
+def _auth(content_type: str | None = None) -> dict[str, str]:
+    """The trainer admits trusted callers only: calls go as FLYWHEEL_SERVICE_TOKEN (`flywheel` sets it to
+    the operator's token of the stack under --home when it is not set)."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    token = os.environ.get("FLYWHEEL_SERVICE_TOKEN", "")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 def _answer(resp: httpx.Response, what: str) -> dict:
     try:
         body = resp.json()
@@ -75,7 +85,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     resp = httpx.post(
         f"{trainer_url(args)}/v1/projects",
         content=spec_json(spec),
-        headers={"Content-Type": "application/json"},
+        headers=_auth("application/json"),
         timeout=60,
     )
     body = _answer(resp, f"project {spec.name}")
@@ -85,7 +95,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    body = _answer(httpx.get(f"{trainer_url(args)}/v1/projects", timeout=30), "list projects")
+    body = _answer(httpx.get(f"{trainer_url(args)}/v1/projects", headers=_auth(), timeout=30), "list projects")
     table = Table("project", "version", "kind", "labels", "family")
     for p in body:
         labels = ", ".join(p["labels"][:6]) + (" …" if len(p["labels"]) > 6 else "")
@@ -95,7 +105,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    body = _answer(httpx.get(f"{trainer_url(args)}/v1/projects/{args.name}", timeout=30), f"project {args.name}")
+    body = _answer(
+        httpx.get(f"{trainer_url(args)}/v1/projects/{args.name}", headers=_auth(), timeout=30), f"project {args.name}"
+    )
     console.print_json(json.dumps(body))
     return 0
 
@@ -125,7 +137,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         f"{trainer_url(args)}/v1/models/{args.project}/versions",
         content=data,
         params=params,
-        headers={"Content-Type": "application/octet-stream"},
+        headers=_auth("application/octet-stream"),
         timeout=MODEL_TIMEOUT_S,
     )
     body = _answer(resp, f"deploying {args.path}")

@@ -11,8 +11,8 @@ import pytest
 
 from services.cli.demo import demo_env
 from services.cli.demo.endpoints import Endpoints
-from services.cli.demo.story import new_credentials
 from services.devstack import supervisor
+from services.devstack.credentials import StackCredentials
 from services.devstack.label_studio import LabelStudioFiles, LabelStudioServer
 
 
@@ -28,11 +28,10 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("stack")
-    key, token = new_credentials()
     files = LabelStudioFiles(home / "label-studio")
     with LabelStudioServer(files) as ls:
         env = {
-            **demo_env(True, key, token),
+            **demo_env(True),
             "FLYWHEEL_INGEST_LABEL_STUDIO_URL": ls.url,
             "FLYWHEEL_INGEST_LABEL_STUDIO_TOKEN": files.api_token,
             "FLYWHEEL_INGEST_FETCH_BACKOFF_S": "0.2",
@@ -40,6 +39,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         components = supervisor.up(home, free_ports=True, extra_env=env, progress=lambda _m: None)
         try:
-            yield Stack(Endpoints.from_components(components), key, token, files, home)
+            creds = StackCredentials.load(home)  # made by the runner, as for `flywheel up`
+            yield Stack(
+                Endpoints.from_components(components, creds), creds.gateway_key, creds.webhook_token, files, home
+            )
         finally:
             supervisor.down(home, progress=lambda _m: None)

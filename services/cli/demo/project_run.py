@@ -29,7 +29,7 @@ def project_config(quick: bool, seed: int) -> ProjectConfig:
 
 def run_projects(args: argparse.Namespace, home: Path, console: Console) -> int:
     from services.cli.demo import demo_env
-    from services.cli.demo.story import new_credentials
+    from services.devstack.credentials import StackCredentials
 
     started = time.monotonic()
     datas: list[ProjectData] = []
@@ -46,7 +46,6 @@ def run_projects(args: argparse.Namespace, home: Path, console: Console) -> int:
         console.print(f"[red]flywheel demo --project:[/red] two project folders name the same project: {names}")
         return 2
     cfg = project_config(args.quick, args.seed)
-    key, token = new_credentials()
     console.rule(f"[bold]Flywheel demo{' (quick)' if args.quick else ''}[/bold]: {', '.join(names)} — home {home}")
     sizes = ", ".join(f"{d.spec.name}: {len(d.examples)} examples" for d in datas)
     console.print(f"  [dim]·[/dim] seed {cfg.seed}; {sizes}")
@@ -56,7 +55,7 @@ def run_projects(args: argparse.Namespace, home: Path, console: Console) -> int:
     ls = LabelStudioServer(files).start()
     try:
         env = {
-            **demo_env(args.quick, key, token),
+            **demo_env(args.quick),
             "FLYWHEEL_INGEST_LABEL_STUDIO_URL": ls.url,
             "FLYWHEEL_INGEST_LABEL_STUDIO_TOKEN": files.api_token,
         }
@@ -64,7 +63,9 @@ def run_projects(args: argparse.Namespace, home: Path, console: Console) -> int:
         components = supervisor.up(
             home, free_ports=True, extra_env=env, progress=lambda m: console.print(f"  [dim]·[/dim] {m}")
         )
-        ep = Endpoints.from_components(components)
+        creds = StackCredentials.load(home)  # the runner made them: the gateway's key, the webhook token
+        key, token = creds.gateway_key, creds.webhook_token
+        ep = Endpoints.from_components(components, creds)
         ready_s = time.monotonic() - started
         console.print(f"  [dim]·[/dim] stack ready in {ready_s:.1f} s ({len(components)} components)")
         for data in datas:
