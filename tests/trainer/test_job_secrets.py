@@ -18,6 +18,7 @@ from services.trainer.jobs import JobStore
 from services.trainer.runners.kubernetes import job_manifest, secret_env
 from services.trainer.settings import TrainerSettings
 from services.trainer.tables import MIGRATIONS
+from tests.support.projects import job_project
 
 SECRET_URL = "postgresql+psycopg://flywheel:s3cret-password@db/flywheel"
 
@@ -35,10 +36,11 @@ def _spec() -> JobSpec:
     return JobSpec(
         job_id="job-1",
         model="digits",
-        model_family="digits_mlp",
+        model_family="mlp",
         snapshot_id="snap",
         snapshot_uri="file:///data/lake/snapshots/snap",
         runner="kubernetes",
+        **job_project(),
     )
 
 

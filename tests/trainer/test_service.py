@@ -14,9 +14,11 @@ import sys
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
+import httpx as _httpx
 import pytest
 
 from services.devstack.ports import free_port
@@ -242,6 +244,7 @@ def test_projects_are_versioned_in_sql_and_published(trainer, broker) -> None:
     """POST /v1/projects: 201 for a new version, 200 for the same spec, 409 for a changed input, 400 listing
     every problem; each version is published on flywheel.projects for the services that follow it."""
     base = f"http://127.0.0.1:{trainer['http']}/v1/projects"
+    httpx = _HttpxAsOperator()
     spec = {
         "name": "fraud",
         "task": {"labels": ["ok", "fraud"]},
@@ -285,3 +288,13 @@ def test_projects_are_versioned_in_sql_and_published(trainer, broker) -> None:
     )
     fraud = [ev.ProjectPublished.FromString(m.value()) for m in events if m.key() == b"fraud"]
     assert sorted({(e.name, e.version) for e in fraud}) == [("fraud", 1), ("fraud", 2)]
+
+
+class _HttpxAsOperator:
+    """httpx's get/post, calling as the operator (the trainer admits trusted callers only)."""
+
+    def get(self, url: str, **kw: Any) -> Any:
+        return _httpx.get(url, headers={**operator(), **kw.pop("headers", {})}, **kw)
+
+    def post(self, url: str, **kw: Any) -> Any:
+        return _httpx.post(url, headers={**operator(), **kw.pop("headers", {})}, **kw)
