@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from services.projects import spec_sha256
+from services.projects.catalog import Project
+from tests.support.projects import example_spec
 from services.cli.demo import verdict
 from services.cli.demo.data import DEMO_SHIFT, Digits, label_studio_payload, raw_label
 from services.cli.demo.endpoints import Endpoints
@@ -21,7 +24,9 @@ from services.preprocessing.shifts import apply_shift
 
 def test_label_studio_payload_is_what_ingest_parses() -> None:
     d = Digits.load(n_labels=20, seed=0)
-    batch = parse_webhook(label_studio_payload(d.label_x[:5], d.label_y[:5], 1000, "ls-test"))
+    digits = example_spec("digits")
+    project = Project(digits, 1, spec_sha256(digits))
+    batch = parse_webhook(label_studio_payload(d.label_x[:5], d.label_y[:5], 1000, "ls-test"), project)
     assert [i.label for i in batch.inputs] == [str(y) for y in d.label_y[:5]]
     assert [i.example_id for i in batch.inputs] == [f"ls-test-{1000 + i}" for i in range(5)]
     # The PNG in the task decodes back to the same features (grey levels survive the round trip).

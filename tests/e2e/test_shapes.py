@@ -75,20 +75,22 @@ def _check_the_turn(stack: Stack, story: ProjectStory, results: dict) -> None:
 
 def _deploy_the_same_model_from_elsewhere(stack: Stack, story: ProjectStory, results: dict) -> None:
     trainer = stack.ep.http["trainer"]
+    op = stack.ep.credentials.bearer("operator")  # the trainer admits trusted callers only
     v1 = results["v1"]
     exported = (stack.home / "models" / "shapes_torchscript" / v1 / "model.pt").read_bytes()
     url = f"{trainer}/v1/models/shapes/versions"
 
     # A model for another input is refused naming the difference; nothing is registered.
     digits_pt = next((stack.home / "models").glob("digits_torchscript/*/model.pt"), None)
-    before = httpx.get(f"{trainer}/v1/models", params={"model": "shapes"}).json()
-    bad = httpx.post(url, content=b"\x00not a model", timeout=120)
+    before = httpx.get(f"{trainer}/v1/models", params={"model": "shapes"}, headers=op).json()
+    bad = httpx.post(url, content=b"\x00not a model", headers=op, timeout=120)
     assert bad.status_code == 400 and "neither an ONNX model nor a TorchScript archive" in bad.text
     # ... and by the command a user types, which names the project and the reason.
     garbage = stack.home / "not-a-model.onnx"
     garbage.write_bytes(b"\x00not a model")
     cli = [sys.executable, "-m", "services.cli", "models", "deploy", str(garbage), "--project", "shapes"]
-    wide = {**os.environ, "COLUMNS": "400"}  # rich wraps at 80 columns without a terminal
+    # rich wraps at 80 columns without a terminal; the CLI calls as the operator
+    wide = {**os.environ, "COLUMNS": "400", "FLYWHEEL_SERVICE_TOKEN": stack.ep.credentials.token("operator")}
     done = subprocess.run(
         [*cli, "--trainer-url", trainer], capture_output=True, text=True, timeout=120, check=False, env=wide
     )
@@ -103,23 +105,27 @@ def _deploy_the_same_model_from_elsewhere(stack: Stack, story: ProjectStory, res
     )
     assert listed.returncode == 0 and "shapes" in listed.stdout and "image" in listed.stdout, listed
     if digits_pt is not None:
-        wrong = httpx.post(url, content=digits_pt.read_bytes(), timeout=120)
+        wrong = httpx.post(url, content=digits_pt.read_bytes(), headers=op, timeout=120)
         assert wrong.status_code == 400 and "model:" in wrong.text
-    assert httpx.get(f"{trainer}/v1/models", params={"model": "shapes"}).json() == before
+    assert httpx.get(f"{trainer}/v1/models", params={"model": "shapes"}, headers=op).json() == before
 
     # The trained network as TorchScript from elsewhere: measured on a fresh snapshot; as good as v1,
     # so the gate refuses production (it must beat v1) until forced.
-    r = httpx.post(url, content=exported, timeout=600)
+    r = httpx.post(url, content=exported, headers=op, timeout=600)
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["lineage"] == "external" and body["model_family"] == "external_torchscript"
     assert body["measured_on"] and body["metrics"]["test_accuracy"] > 0.6
     assert any(f"production v{v1}" in reason for reason in body["gate"]), body["gate"]
     version = str(body["version"])
-    refused = httpx.post(f"{trainer}/v1/models/shapes/versions/{version}/promote", json={"stage": "production"})
+    refused = httpx.post(
+        f"{trainer}/v1/models/shapes/versions/{version}/promote", json={"stage": "production"}, headers=op
+    )
     assert refused.status_code == 409
     forced = httpx.post(
-        f"{trainer}/v1/models/shapes/versions/{version}/promote", json={"stage": "production", "force": True}
+        f"{trainer}/v1/models/shapes/versions/{version}/promote",
+        json={"stage": "production", "force": True},
+        headers=op,
     )
     assert forced.status_code == 200, forced.text
 

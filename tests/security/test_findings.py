@@ -200,7 +200,9 @@ def test_f06_image_bombs_are_refused_before_a_pixel_is_decoded(stack: Stack) -> 
     ]
     for data in bombs:
         r = _predict(stack, {"instances": [{"b64": b64(data)}]})
-        assert r.status_code == 400 and "pixels" in r.json()["error"], r.text
+        # PNG and JPEG are refused from their headers' size; GIF and BMP are not accepted formats at all.
+        refusal = r.json()["error"]
+        assert r.status_code == 400 and ("pixels" in refusal or "not an accepted image format" in refusal), r.text
     # The review's worst case: 36 bombs just under Pillow's own limit in one request.
     r = _predict(stack, {"instances": [{"b64": b64(images.png_bomb(13000, 13000))}] * 30})
     assert r.status_code == 400, r.text
@@ -304,8 +306,10 @@ def test_f10_internal_doors_need_a_trusted_callers_credential(stack: Stack) -> N
             assert r.status_code == 401, (url, headers, r.text)
             assert r.headers["www-authenticate"] == "Bearer"
     assert _all_versions_loaded(stack)
-    r = httpx.post(f"{stack.url('trainer')}/v1/jobs", json={"snapshot_id": "none"}, headers=stack.operator, timeout=30)
-    assert r.status_code == 404, r.text  # admitted: the trainer itself says no such snapshot
+    job = {"model": MODEL, "snapshot_id": "none"}
+    r = httpx.post(f"{stack.url('trainer')}/v1/jobs", json=job, headers=stack.operator, timeout=30)
+    assert r.status_code in (400, 404), r.text  # admitted: the trainer itself answers (no such project/snapshot)
+    assert r.json().get("error") != "NotAdmitted", r.text
     for service, rpc in (("lake", "/flywheel.v1.Lake/ListSnapshots"), ("trainer", "/flywheel.v1.Trainer/ListModels")):
         with stack.channel(service, None) as channel, pytest.raises(grpc.RpcError) as err:
             channel.unary_unary(rpc)(b"", timeout=10)
@@ -427,7 +431,11 @@ def test_f14_malformed_requests_are_4xx_everywhere(stack: Stack) -> None:
 def test_f16_anonymous_callers_are_rate_limited(stack: Stack) -> None:
     open_gw = stack.start_gateway(require_api_key="false", default_rate_per_s="5", default_burst="5")
     url = f"{open_gw}/v1/models/{MODEL}:predict"
-    codes = [httpx.post(url, json={"instances": [ZEROS]}, timeout=10).status_code for _ in range(30)]
+    # All at once: one after another, a slow answer (a loaded machine) lets the bucket refill between them.
+    with ThreadPoolExecutor(30) as pool:
+        codes = list(
+            pool.map(lambda _: httpx.post(url, json={"instances": [ZEROS]}, timeout=30).status_code, range(30))
+        )
     assert codes.count(200) >= 1 and codes.count(429) >= 10, codes
 
 

@@ -29,6 +29,7 @@ from services.genproto.flywheel.v1 import events_pb2 as ev
 from tests.ingest.conftest import digit_png
 from tests.support.credentials import service_env
 from tests.support.kafka_reader import read_topic
+from tests.support.projects import example_spec, publish_spec
 from tests.support.required import unavailable
 from tests.support.waiting import wait_until
 
@@ -88,7 +89,9 @@ def test_f11_outsiders_write_raw_labels_only_and_services_speak_sasl(tmp_path: P
         plain.produce(LABELS_RAW.name, b"x")
         assert plain.flush(5) == 1  # never delivered
 
-        # Ingest, given the services' principal through FLYWHEEL_KAFKA_*, consumes it and publishes the label.
+        # Ingest, given the services' principal through FLYWHEEL_KAFKA_*, consumes it and publishes the label
+        # (of the digits project, which the trainer's registry would have published).
+        publish_spec(broker.bootstrap, example_spec("digits"), **_sasl("flywheel", users["flywheel"]))
         http = free_port()
         env = {
             **os.environ,

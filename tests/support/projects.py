@@ -33,13 +33,14 @@ def job_project(spec: ProjectSpec | None = None, version: int = 1) -> dict[str, 
     return {"project": spec.name, "project_version": version, "project_spec": spec_json(spec)}
 
 
-def publish_spec(bootstrap: str, spec: ProjectSpec, version: int = 1) -> None:
-    """Publish a project version on flywheel.projects, as the trainer's registry does."""
+def publish_spec(bootstrap: str, spec: ProjectSpec, version: int = 1, **kafka: str) -> None:
+    """Publish a project version on flywheel.projects, as the trainer's registry does (`kafka`: SASL/SSL
+    client settings, for a broker that asks for them)."""
     from services.events import EventProducer
     from services.projects import spec_sha256
     from services.projects.catalog import Project, publish_project
 
-    producer = EventProducer(bootstrap, client_id="test-projects")
+    producer = EventProducer(bootstrap, client_id="test-projects", **kafka)
     try:
         publish_project(producer, Project(spec, version, spec_sha256(spec)), source="test")
     finally:
