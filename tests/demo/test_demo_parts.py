@@ -9,9 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from services.projects import spec_sha256
-from services.projects.catalog import Project
-from tests.support.projects import example_spec
 from services.cli.demo import verdict
 from services.cli.demo.data import DEMO_SHIFT, Digits, label_studio_payload, raw_label
 from services.cli.demo.endpoints import Endpoints
@@ -20,6 +17,9 @@ from services.devstack.supervisor import Component
 from services.ingest.label_studio import parse_webhook
 from services.preprocessing import png_to_features
 from services.preprocessing.shifts import apply_shift
+from services.projects import spec_sha256
+from services.projects.catalog import Project
+from tests.support.projects import example_spec
 
 
 def test_label_studio_payload_is_what_ingest_parses() -> None:
