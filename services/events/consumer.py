@@ -39,6 +39,9 @@ class Record:
     key: bytes | None
     timestamp_ms: int
     event: Message
+    # The cluster id of the broker it came from (ConsumerConfig.tag_log): offsets only mean
+    # something within one log, and a broker on memory storage starts a new log when restarted.
+    log: str = ""
 
 
 BatchHandler = Callable[[list[Record]], None]
@@ -58,6 +61,9 @@ class ConsumerConfig:
     retry_backoff_s: float = 0.5
     validators: dict[str, Validator] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
+    # Tag each record with the broker's cluster id (one metadata request per batch): for
+    # consumers that remember offsets themselves, like the lake's manifest.
+    tag_log: bool = False
 
 
 class ConsumeLoop:
@@ -117,6 +123,7 @@ class ConsumeLoop:
         group = self.config.group
         records: list[Record] = []
         dead = 0
+        log_id = (self._consumer.list_topics(timeout=10).cluster_id or "") if self.config.tag_log else ""
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -133,7 +140,7 @@ class ConsumeLoop:
                 dead += 1
                 continue
             ts = msg.timestamp()[1]
-            records.append(Record(topic, msg.partition(), msg.offset(), msg.key(), ts, event))
+            records.append(Record(topic, msg.partition(), msg.offset(), msg.key(), ts, event, log_id))
         if dead:
             self._dlq.flush()  # durable before the offsets move past them
         records = self._handle_with_retry(records)

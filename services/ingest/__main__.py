@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     ensure_topics(common.kafka_bootstrap)
     producer = EventProducer(common.kafka_bootstrap, client_id="ingest")
     admin = AdminClient({"bootstrap.servers": common.kafka_bootstrap})
-    pipeline = IngestPipeline(db, objects, producer, settings.allowed_labels(), settings.label_schema_version)
+    pipeline = IngestPipeline(
+        db, objects, producer, settings.allowed_labels(), settings.label_schema_version, settings.outbox_keep_s
+    )
+    if settings.outbox_keep_s:
+        pipeline.refresh_broker()  # acknowledged by another broker (a restarted memory one): re-sent now
     pipeline.republish_outbox()  # whatever a crash left between commit and acknowledgement
 
     readiness = Readiness()

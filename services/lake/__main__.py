@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         topics=[t.name for t in topics],
         max_batch=settings.flush_rows,
         poll_timeout_s=settings.flush_interval_s,
+        tag_log=True,  # the manifest's offsets are positions in one broker log
     )
     deadletter = EventProducer(common.kafka_bootstrap, client_id=settings.group)
     current: list[ConsumeLoop] = []
