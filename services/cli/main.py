@@ -301,11 +301,12 @@ back-off that doubles from 0.5 s to 30 s (reset after 30 s of stable running); 5
 `flywheel restart SERVICE`. On a partly running stack, `up` starts only what is missing.
 
 The broker: Tansu (the default) keeps everything in memory, so a Tansu restart is a new, empty
-broker: topics, events not yet consumed and consumer offsets are gone. The supervisor re-creates
-the topics and restarts the services so their consumers start at the beginning of the new log;
-events that Tansu had acknowledged but no consumer had processed yet are lost with it (labels
-stay in ingest's database). `--kafka apache` keeps its log on disk under HOME/kafka/apache, and a
-restart (or `down` and `up`) keeps every topic, event and offset.
+broker: its topics, events and consumer offsets are gone. The supervisor starts it with a new
+cluster id, re-creates the topics and restarts the services, whose consumers start at the
+beginning of the new log; ingest re-sends the labels the old broker had acknowledged (kept
+FLYWHEEL_INGEST_OUTBOX_KEEP_S, 15 min), and the lake stores each once. Prediction logs, drift
+events and model announcements not yet consumed are lost with it. `--kafka apache` keeps its log
+on disk under HOME/kafka/apache: a restart (or `down` and `up`) keeps every topic, event and offset.
 """
 
 HOME_HELP = "state folder (default: $FLYWHEEL_HOME or .flywheel; the demo's: .flywheel/demo)"
