@@ -13,8 +13,9 @@ Restart policy, like systemd's `Restart=on-failure` with `StartLimitBurst`:
 * `CRASH_LOOP_EXITS` exits within `CRASH_LOOP_WINDOW_S` mark the child `crash-looping` with the
   last lines of its log, and it is left alone until `flywheel restart NAME` or `flywheel up`.
 A broker that loses its state when it exits (Tansu on memory storage) takes the services with it:
-once it is back the daemon re-creates the topics and restarts every service, so consumers start
-from the new, empty log instead of positions that no longer exist there.
+they are stopped at once (so no client of the old broker joins the new one's consumer groups as a
+member that then vanishes) and started again once the broker is back and the topics re-created,
+so their consumers start from the new, empty log instead of positions that no longer exist.
 
 Commands reach it as JSON files in `<home>/run/control/` (read within `TICK_S`), so the CLI needs
 no socket and a command sent while it is busy waits for it.
@@ -172,6 +173,7 @@ class Child:
     next_start: float = 0.0
     next_probe: float = 0.0
     ever_ready: bool = False
+    wait_for_broker: bool = False  # stopped with a broker that lost its state: start once it is back
 
     def backoff_s(self) -> float:
         return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(0, self.failures - 1))
@@ -201,7 +203,6 @@ class Supervisor:
         self.stop = threading.Event()
         self.parent_pid = parent_pid  # `up --foreground`: the stack lives as long as that command
         self._dirty = True
-        self._broker_epoch = 0  # how many times the broker became ready; services restart on a new one
         for spec in specs:
             self._add(spec)
 
@@ -225,6 +226,8 @@ class Supervisor:
         now = time.monotonic()
         if child.state in ("starting", "running") and self._exited(child):
             self._on_exit(child, now)
+            if child.spec.kind == "broker" and child.spec.loses_state:
+                self._stop_services_with_broker()
         if child.state == "restarting" and now >= child.next_start and self._can_start(child):
             self._start(child)
         elif child.state == "starting" and now >= child.next_probe:
@@ -260,8 +263,11 @@ class Supervisor:
         log.warning("%s %s; restarting in %.1f s", child.spec.name, child.last_exit, child.backoff_s())
 
     def _can_start(self, child: Child) -> bool:
-        """Services first start once the broker is ready; a restart does not wait for it."""
-        if child.spec.kind == "broker" or child.ever_ready or child.restarts:
+        """Services first start once the broker is ready; a restart does not wait for it, unless
+        the service was stopped because the broker lost its state."""
+        if child.spec.kind == "broker":
+            return True
+        if (child.ever_ready or child.restarts) and not child.wait_for_broker:
             return True
         return all(c.state == "running" for c in self.children if c.spec.kind == "broker")
 
@@ -284,7 +290,7 @@ class Supervisor:
                 start_new_session=True,  # its own process group: stopping it stops what it started
             )
         child.pid = child.proc.pid
-        child.state = "starting"
+        child.state, child.wait_for_broker = "starting", False
         child.started_at, child.started_mono = time.time(), time.monotonic()
         child.next_probe = 0.0
         self._dirty = True
@@ -293,22 +299,27 @@ class Supervisor:
     def _on_broker_ready(self, broker: Child) -> None:
         from services.events import ensure_topics
 
-        self._broker_epoch += 1
         address = broker.spec.address
         try:
             ensure_topics(address)  # a broker that lost its state lost its topics too
         except Exception:  # services create what they need themselves: log and go on
             log.exception("could not create the topics on %s", address)
-        if self._broker_epoch > 1 and broker.spec.loses_state:
-            log.warning("the broker came back empty (memory storage): restarting every service")
-            services = [c for c in self.children if c.spec.kind == "service" and c.state in ("starting", "running")]
-            _terminate_all([c.pid for c in services], grace_s=10.0)
-            for c in services:
-                if c.proc is not None:
-                    c.proc.wait()
-                c.proc = None
-                c.state, c.next_start = "restarting", 0.0
-                c.last_exit = "restarted with the broker (its memory storage lost topics and offsets)"
+
+    def _stop_services_with_broker(self) -> None:
+        services = [c for c in self.children if c.spec.kind == "service"]
+        running = [c for c in services if c.state in ("starting", "running")]
+        log.warning("the broker lost its state (memory storage): stopping %d services until it is back", len(running))
+        _terminate_all([c.pid for c in running], grace_s=10.0)
+        for c in running:
+            if c.proc is not None:
+                c.proc.wait()
+            c.proc = None
+            c.state, c.next_start = "restarting", 0.0
+            c.last_exit = "restarted with the broker (its memory storage lost topics and offsets)"
+        for c in services:
+            if c.state == "restarting":
+                c.wait_for_broker = True
+        self._dirty = True
 
     # -- commands ---------------------------------------------------------------------------
     def _add(self, spec: ChildSpec) -> Child:

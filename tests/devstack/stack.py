@@ -103,7 +103,8 @@ class Traffic:
     run: str
     seed: int = 0
     accepted: list[str] = field(default_factory=list)
-    refused: int = 0
+    # Refused (an error or no answer): ingest may still have stored them, so they may reach the lake.
+    refused: list[str] = field(default_factory=list)
     predictions_ok: int = 0
     prediction_failures: list[float] = field(default_factory=list)  # monotonic times
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -149,7 +150,7 @@ class Traffic:
                 if ok:
                     self.accepted.extend(ids)
                 else:
-                    self.refused += len(ids)
+                    self.refused.extend(ids)
 
     def _predictions(self) -> None:
         rng = np.random.default_rng(self.seed + 1)
