@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +108,7 @@ class Traffic:
     refused: list[str] = field(default_factory=list)
     predictions_ok: int = 0
     prediction_failures: list[float] = field(default_factory=list)  # monotonic times
+    failure_reasons: Counter[str] = field(default_factory=Counter)  # status code or exception type
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -162,10 +164,11 @@ class Traffic:
                 try:
                     url = f"{self.stack.http('gateway')}/v1/models/{MODEL}:predict"
                     r = client.post(url, json=body, headers=headers)
-                    ok = r.status_code == 200
-                except (httpx.HTTPError, KeyError):
-                    ok = False
-                if ok:
+                    reason = "" if r.status_code == 200 else f"HTTP {r.status_code}"
+                except (httpx.HTTPError, KeyError) as exc:
+                    reason = type(exc).__name__
+                if not reason:
                     self.predictions_ok += 1
                 else:
                     self.prediction_failures.append(time.monotonic())
+                    self.failure_reasons[reason] += 1

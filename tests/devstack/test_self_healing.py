@@ -58,7 +58,8 @@ def _kill_under_traffic(stack: Stack, names: list[str], run: str) -> None:
         f"labels accepted {len(accepted)}, refused while ingest was down {len(traffic.refused)}, "
         f"in the lake {len(in_lake)} ({len(in_lake - accepted)} of them refused but stored), "
         f"lost {lost}, duplicated {duplicated}; predictions ok {traffic.predictions_ok}, "
-        f"failed {len(traffic.prediction_failures)} (per kill {per_kill}, outside restart windows {len(outside)})"
+        f"failed {len(traffic.prediction_failures)} (per kill {per_kill}, outside restart windows {len(outside)}; "
+        f"why: {dict(traffic.failure_reasons)})"
     )
     assert lost == 0 and not unknown
     assert duplicated == 0
