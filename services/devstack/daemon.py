@@ -357,6 +357,8 @@ class Supervisor:
                 if child.proc is not None:
                     child.proc.wait()
                 child.proc = None
+                if child.spec.kind == "broker" and child.spec.loses_state:
+                    self._stop_services_with_broker()
             child.exits.clear()
             child.failures, child.last_log = 0, []
             child.state, child.next_start = "restarting", 0.0
