@@ -54,7 +54,15 @@ def test_up_status_down(tmp_path: Path) -> None:
         prom_after = next(c for c in read_state(home) if c.name == "prometheus")
         assert prom_after.pid != prom.pid and prom_after.restarts == 1 and "on request" in prom_after.last_exit
 
-        logs = _flywheel(home, "logs", "supervisor", "-n", "5")
+        # `kafka` names the broker; a Tansu restart is a new broker, with a new cluster id
+        broker = components[0]
+        restarted = _flywheel(home, "restart", "kafka")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        broker_after = read_state(home)[0]
+        assert broker_after.pid != broker.pid and broker_after.cluster_id != broker.cluster_id
+        components[0] = broker_after
+
+        logs = _flywheel(home, "logs", "supervisor", "-n", "50")
         assert logs.returncode == 0 and "prometheus" in logs.stdout
         assert _flywheel(home, "logs", "nosuch").returncode == 2
 
