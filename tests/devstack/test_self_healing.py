@@ -33,7 +33,7 @@ def _kill_under_traffic(stack: Stack, names: list[str], run: str) -> None:
     try:
         wait_until(lambda: len(traffic.accepted) >= 100 and traffic.predictions_ok >= 50, 60, message="traffic")
         for name in names:
-            time.sleep(2.0)  # traffic between kills, so every kill hits a flowing stack
+            time.sleep(WINDOW_SLACK_S + 1.0)  # traffic between kills; windows never overlap
             killed_at = time.monotonic()
             pid = stack.kill(name)
             back = stack.wait_back(name, pid, BACK_WITHIN_S)
