@@ -117,6 +117,11 @@ bench-modelserver-rest: setup
 test-gateway: setup
 	$(PY) -m pytest -q tests/gateway $(PYTEST_ARGS)
 
+# The self-healing local stack: SIGKILL each component under traffic (prints the numbers), ~6 min.
+.PHONY: test-devstack
+test-devstack: setup
+	$(PY) -m pytest -q -s tests/devstack $(PYTEST_ARGS)
+
 bench-lake: setup
 	$(PY) -m bench.lake
 

@@ -7,12 +7,14 @@ Commands from services plug in through EXTRA_COMMANDS: a module with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -38,14 +40,42 @@ def _home(args: argparse.Namespace) -> Path:
     return Path(args.home or os.environ.get("FLYWHEEL_HOME", ".flywheel"))
 
 
-def status_table(components: list[supervisor.Component]) -> Table:
+def _uptime(c: supervisor.Component) -> str:
+    if c.state not in ("starting", "running") or not c.started_at:
+        return "-"
+    seconds = int(time.time() - c.started_at)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def component_state(c: supervisor.Component, supervised: bool) -> str:
+    """The daemon's state, checked against the process and its readiness probe right now."""
+    if not supervisor.pid_alive(c.pid):
+        return c.state if supervised and c.state in ("restarting", "crash-looping") else "stopped"
+    if c.state == "running" and supervisor.probe(c) != "ready":
+        return "running (not ready)"
+    return c.state if supervised else "running (unsupervised)"
+
+
+STATE_COLOURS = {"running": "green", "stopped": "red", "crash-looping": "red"}
+
+
+def status_table(components: list[supervisor.Component], supervised: bool = True) -> Table:
     table = Table(title="Flywheel stack", show_lines=False)
-    for col in ("component", "address", "state", "pid", "log"):
+    for col in ("component", "address", "state", "restarts", "uptime", "last exit", "pid", "log"):
         table.add_column(col)
     for c in components:
-        state = supervisor.probe(c)
-        colour = "green" if state == "ready" else "red" if state == "stopped" else "yellow"
-        table.add_row(c.name, c.address, f"[{colour}]{state}[/{colour}]", str(c.pid), c.log)
+        state = component_state(c, supervised)
+        colour = STATE_COLOURS.get(state, "yellow")
+        table.add_row(
+            c.name,
+            c.address,
+            f"[{colour}]{state}[/{colour}]",
+            str(c.restarts),
+            _uptime(c),
+            c.last_exit or "-",
+            str(c.pid),
+            c.log,
+        )
     return table
 
 
@@ -68,6 +98,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             only=only,
             free_ports=args.free_ports,
             progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"),
+            # --foreground: the daemon stops the stack when this command ends, however it ends.
+            foreground_pid=os.getpid() if args.foreground else 0,
         )
     except (supervisor.StackError, RuntimeError) as exc:
         console.print(f"[red]flywheel up failed:[/red] {exc}")
@@ -89,24 +121,92 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"credentials (service tokens, the gateway's admin API key, the webhook token): {home}/run/credentials.json"
     )
     if not args.foreground:
-        console.print(f"running in the background; stop with [bold]flywheel down[/bold] (state in {home}/run)")
+        console.print(
+            f"running in the background under a supervisor that restarts what crashes; "
+            f"stop with [bold]flywheel down[/bold] (state in {home}/run)"
+        )
         return 0
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    console.print("attached: Ctrl-C stops everything")
+    console.print("attached, supervised: Ctrl-C stops everything")
     stop.wait()
     supervisor.down(home, progress=lambda msg: console.print(f"[dim]·[/dim] {msg}"))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    components = supervisor.read_state(_home(args))
+    home = _home(args)
+    components = supervisor.read_state(home)
     if not components:
         console.print("nothing running (no state file); start with [bold]flywheel up[/bold]")
         return 3
-    console.print(status_table(components))
-    return 0 if all(supervisor.probe(c) == "ready" for c in components) else 1
+    supervised = bool(supervisor.supervisor_pid(home))
+    console.print(status_table(components, supervised))
+    if not supervised:
+        console.print("[red]the supervisor is not running[/red]: nothing restarts; `flywheel up` takes over again")
+    for c in components:
+        if c.state == "crash-looping" and c.last_log:
+            console.print(f"[red]{c.name} is crash-looping[/red] ({c.last_exit}); the end of {c.log}:")
+            console.print("\n".join(c.last_log), markup=False, highlight=False)
+            console.print(f"fix the cause, then [bold]flywheel restart {c.name}[/bold]")
+    return 0 if supervised and all(component_state(c, True) == "running" for c in components) else 1
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    home = _home(args)
+    name = _component_name(home, args.service)
+    try:
+        comp = supervisor.restart(home, name)
+    except supervisor.StackError as exc:
+        console.print(f"[red]flywheel restart:[/red] {exc}")
+        return 1
+    console.print(f"{comp.name} restarted (pid {comp.pid}) and ready")
+    return 0
+
+
+def _component_name(home: Path, wanted: str) -> str:
+    """`kafka` and `broker` name the broker, whose component name says its kind (`kafka (tansu)`)."""
+    for c in supervisor.read_state(home):
+        if c.name == wanted or (wanted in ("kafka", "broker") and c.kind == "broker"):
+            return c.name
+    return wanted
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    home = _home(args)
+    name = _component_name(home, args.service)
+    comp = next((c for c in supervisor.read_state(home) if c.name == name), None)
+    path = Path(comp.log) if comp is not None else home / "logs" / f"{name}.log"
+    if name == "supervisor":
+        path = home / "logs" / "supervisor.log"
+    if not path.exists():
+        known = ", ".join(["supervisor", *(c.name for c in supervisor.read_state(home))])
+        console.print(f"[red]flywheel logs:[/red] no log for {name!r} at {path}; components: {known}")
+        return 2
+    for line in supervisor.log_tail(str(path), args.lines):
+        print(line)
+    if not args.follow:
+        return 0
+    return _follow(path)
+
+
+def _follow(path: Path) -> int:
+    """`tail -f`: print what is appended until Ctrl-C, reopening when the file is replaced."""
+    with contextlib.suppress(KeyboardInterrupt):
+        fh = path.open("rb")
+        fh.seek(0, os.SEEK_END)
+        while True:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+                continue
+            if path.exists() and path.stat().st_ino != os.fstat(fh.fileno()).st_ino:
+                fh.close()
+                fh = path.open("rb")
+            time.sleep(0.2)
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -138,8 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", help=HOME_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="start the broker, Prometheus and every service, wait until ready")
-    p.add_argument("--kafka", choices=["tansu", "apache"], default="tansu", help="embedded broker to start")
+    p = sub.add_parser(
+        "up",
+        help="start the broker, Prometheus and every service under a supervisor, wait until ready",
+        description=UP_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--kafka",
+        choices=["tansu", "apache"],
+        default="tansu",
+        help="embedded broker to start: tansu (memory: a restart loses topics, events and offsets) or "
+        "apache (its log under HOME/kafka/apache, kept across restarts and `down`)",
+    )
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="use an existing Kafka cluster instead")
     p.add_argument("--kafka-port", type=int, default=9092)
     p.add_argument("--prometheus-port", type=int, default=9090)
@@ -154,10 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("status", help="show what `up` started and whether each part is ready")
+    p = sub.add_parser("status", help="per component: state, restarts, uptime, last exit reason")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("down", help="stop everything `up` started")
+    p = sub.add_parser("restart", help="restart one component (same ports and settings), wait until ready")
+    p.add_argument("service", metavar="SERVICE", help="a service, `prometheus`, or `kafka` for the broker")
+    p.set_defaults(func=cmd_restart)
+
+    p = sub.add_parser("logs", help="print the end of a component's log (`supervisor` for the supervisor's own)")
+    p.add_argument("service", metavar="SERVICE", help="a service, `prometheus`, `kafka` or `supervisor`")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended, until Ctrl-C")
+    p.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines (default 50)")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("down", help="stop the supervisor and everything `up` started")
     p.set_defaults(func=cmd_down)
 
     p = sub.add_parser(
@@ -175,6 +296,24 @@ def build_parser() -> argparse.ArgumentParser:
     _accept_home_everywhere(sub)
     return parser
 
+
+UP_DESCRIPTION = """\
+Start the broker, Prometheus (when installed) and every service, under a supervisor daemon
+that outlives this command (pid in HOME/run/supervisor.pid, stopped by `flywheel down`).
+
+A component that exits unexpectedly is restarted with the same ports and settings, after a
+back-off that doubles from 0.5 s to 30 s (reset after 30 s of stable running); 5 exits within
+60 s mark it crash-looping, left alone with its last log lines in `flywheel status`, until
+`flywheel restart SERVICE`. On a partly running stack, `up` starts only what is missing.
+
+The broker: Tansu (the default) keeps everything in memory, so a Tansu restart is a new, empty
+broker: its topics, events and consumer offsets are gone. The supervisor starts it with a new
+cluster id, re-creates the topics and restarts the services, whose consumers start at the
+beginning of the new log; ingest re-sends the labels the old broker had acknowledged (kept
+FLYWHEEL_INGEST_OUTBOX_KEEP_S, 15 min), and the lake stores each once. Prediction logs, drift
+events and model announcements not yet consumed are lost with it. `--kafka apache` keeps its log
+on disk under HOME/kafka/apache: a restart (or `down` and `up`) keeps every topic, event and offset.
+"""
 
 HOME_HELP = "state folder (default: $FLYWHEEL_HOME or .flywheel; the demo's: .flywheel/demo)"
 

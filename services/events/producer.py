@@ -83,6 +83,10 @@ class EventProducer:
         if errors:
             raise ProduceFailed("; ".join(errors[:5]))
 
+    def cluster_id(self, timeout_s: float = 5.0) -> str:
+        """The broker cluster's id: a broker on memory storage gets a new one at each start."""
+        return self._producer.list_topics(timeout=timeout_s).cluster_id or ""
+
     def pending(self) -> int:
         return len(self._producer)
 

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     catalog = Catalog()
     follower = CatalogFollower(common.kafka_bootstrap, catalog, stop.event, security=kafka)
     follower.load()  # every project published so far, before a label is taken
-    pipeline = IngestPipeline(db, objects, producer, catalog, settings.default_project)
+    pipeline = IngestPipeline(db, objects, producer, catalog, settings.default_project, settings.outbox_keep_s)
+    if settings.outbox_keep_s:
+        pipeline.refresh_broker()  # acknowledged by another broker (a restarted memory one): re-sent now
     pipeline.republish_outbox()  # whatever a crash left between commit and acknowledgement
     fetch_queue = FetchQueue(db)
     fetcher = Fetcher(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -60,6 +60,7 @@ class IngestPipeline:
         producer: EventProducer,
         catalog: Catalog,
         default_project: str = "",
+        outbox_keep_s: float = 0.0,
     ) -> None:
         self.db = db
         self.objects = objects
@@ -68,7 +69,15 @@ class IngestPipeline:
         self.default_project = default_project
         self._codecs: dict = {}  # one InputCodec per project version
         self._publish_lock = threading.Lock()
-        self._acked: list[str] = []  # published event ids whose outbox rows are still to delete
+        # Acknowledged events stay in the outbox this long, marked with the broker that took them:
+        # a broker on memory storage restarted (a new cluster id) has lost them, and they go again.
+        self.outbox_keep_s = outbox_keep_s
+        self._broker = ""  # the cluster id of the broker we publish to, refreshed by the relay
+        # Look for events acknowledged by another broker: once at start, and when the id changes
+        # (not on every relay pass: the kept events can be many, and that query reads them all).
+        self._resend_lost = True
+        # (event id, cluster id that acknowledged it) whose outbox rows are still to mark or delete
+        self._acked: list[tuple[str, str]] = []
         # Event ids from their SQL commit until their outbox rows are deleted: the main path owns
         # them (publishing, or acknowledged and due for deletion), so the relay leaves them alone.
         self._pending: set[str] = set()
@@ -119,8 +128,8 @@ class IngestPipeline:
                 with self.db.session() as session:
                     events, skipped = self._write_rows(session, items, stored, skip_unknown_deletes)
                     self._write_outbox(session, events)
-                    _delete_outbox(session, acked)  # earlier batches' acknowledged events, in the same commit
-                self._release(acked)
+                    self._settle_outbox(session, acked)  # earlier batches' acknowledged events, same commit
+                self._release([event_id for event_id, _ in acked])
                 return events, skipped
             except (IntegrityError, OperationalError) as exc:
                 self._give_back_acked(acked)
@@ -304,16 +313,17 @@ class IngestPipeline:
                 raise Unavailable(
                     f"broker did not acknowledge the labels (kept in the outbox for retry): {exc}"
                 ) from exc
-        self._give_back_acked([e.meta.event_id for e in events])
+        broker = self._broker
+        self._give_back_acked([(e.meta.event_id, broker) for e in events])
         if len(self._acked) > MAX_ACKED:
             self.flush_acked()
 
-    def _take_acked(self) -> list[str]:
+    def _take_acked(self) -> list[tuple[str, str]]:
         with self._acked_lock:
             taken, self._acked = self._acked, []
         return taken
 
-    def _give_back_acked(self, ids: list[str]) -> None:
+    def _give_back_acked(self, ids: list[tuple[str, str]]) -> None:
         with self._acked_lock:
             self._acked.extend(ids)
 
@@ -330,30 +340,74 @@ class IngestPipeline:
             return self._pending.intersection(ids)
 
     def flush_acked(self) -> None:
-        """Delete the outbox rows of every acknowledged event now."""
+        """Settle the outbox rows of every acknowledged event now (kept, marked, or deleted)."""
         acked = self._take_acked()
         if not acked:
             return
         try:
             with self.db.session() as session:
-                _delete_outbox(session, acked)
+                self._settle_outbox(session, acked)
         except OperationalError:
             self._give_back_acked(acked)
             raise
-        self._release(acked)
+        self._release([event_id for event_id, _ in acked])
+
+    def _settle_outbox(self, session: Session, acked: list[tuple[str, str]]) -> None:
+        if not self.outbox_keep_s:
+            _delete_outbox(session, [event_id for event_id, _ in acked])
+            return
+        now_ms = int(time.time() * 1000)
+        by_broker: dict[str, list[str]] = {}
+        for event_id, broker in acked:
+            by_broker.setdefault(broker, []).append(event_id)
+        for broker, ids in by_broker.items():
+            for start in range(0, len(ids), CHUNK):
+                session.execute(
+                    update(outbox)
+                    .where(outbox.c.event_id.in_(ids[start : start + CHUNK]))
+                    .values(published_ms=now_ms, published_to=broker)
+                )
+
+    def refresh_broker(self) -> bool:
+        """Ask the broker for its cluster id; True when it changed (its log is not the one we sent to)."""
+        try:
+            current = self.producer.cluster_id()
+        except Exception as exc:  # noqa: BLE001 - unreachable now: keep the last known id
+            log.debug("broker cluster id unavailable", extra={"error": str(exc)})
+            return False
+        changed = bool(self._broker) and current != self._broker
+        if changed:
+            self._resend_lost = True
+            log.warning(
+                "the broker is a new one (cluster id changed): re-sending the acknowledged events kept in the outbox",
+                extra={"before": self._broker, "now": current},
+            )
+        self._broker = current
+        return changed
+
+    def prune_outbox(self) -> int:
+        """Delete acknowledged events older than `outbox_keep_s`; returns how many."""
+        cutoff = int((time.time() - self.outbox_keep_s) * 1000)
+        with self.db.session() as session:
+            result = session.execute(delete(outbox).where(outbox.c.published_ms < cutoff))
+        return int(result.rowcount or 0)
 
     def republish_outbox(self, older_than_s: float = 0.0, limit: int = 2000) -> int:
         """Publish events a crash or a broker outage left in the outbox; returns how many."""
         with self._publish_lock:
             self.flush_acked()
             cutoff = int((time.time() - older_than_s) * 1000)
+            unacknowledged = outbox.c.published_ms.is_(None) & (outbox.c.created_ms <= cutoff)
+            # Acknowledged by another broker than the one we now talk to: that one's log is gone.
+            lost = outbox.c.published_ms.is_not(None) & (outbox.c.published_to != self._broker)
+            resend_lost = self._resend_lost and bool(self._broker)
+            wanted = (unacknowledged | lost) if resend_lost else unacknowledged
             with self.db.session() as session:
                 rows = session.execute(
-                    select(outbox.c.event_id, outbox.c.payload)
-                    .where(outbox.c.created_ms <= cutoff)
-                    .order_by(outbox.c.created_ms)
-                    .limit(limit)
+                    select(outbox.c.event_id, outbox.c.payload).where(wanted).order_by(outbox.c.created_ms).limit(limit)
                 ).all()
+            if resend_lost and len(rows) < limit:
+                self._resend_lost = False
             # Events a submit is still publishing (or has just had acknowledged) are its to finish:
             # re-sending them here would only duplicate them on the topic.
             held = self._held([event_id for event_id, _ in rows])
@@ -371,11 +425,16 @@ class IngestPipeline:
             return len(events)
 
     def run_outbox_relay(self, stop: threading.Event, every_s: float) -> None:
-        """Until stopped: re-send what stayed in the outbox longer than `every_s`."""
+        """Until stopped: re-send what stayed in the outbox longer than `every_s`, and what a new
+        broker lacks; forget acknowledged events older than `outbox_keep_s`."""
         while not stop.wait(every_s):
             try:
+                if self.outbox_keep_s:
+                    self.refresh_broker()
                 while self.republish_outbox(older_than_s=every_s) >= 2000:
                     pass
+                if self.outbox_keep_s:
+                    self.prune_outbox()
             except (Unavailable, OperationalError) as exc:
                 log.warning("outbox relay could not publish; will retry", extra={"error": str(exc)})
 

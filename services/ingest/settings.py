@@ -52,6 +52,12 @@ class IngestSettings(BaseSettings):
         2000, gt=0, le=50000, description="most flywheel.labels.raw events stored, published and committed as one batch"
     )
     outbox_retry_s: float = Field(2.0, gt=0, description="how often unpublished outbox events are re-sent")
+    outbox_keep_s: float = Field(
+        900.0,
+        ge=0,
+        description="how long acknowledged events stay in the outbox: re-sent when the broker comes back "
+        "without them (a restarted broker on memory storage, told by its new cluster id)",
+    )
 
     @field_validator("label_studio_url")
     @classmethod

@@ -2,7 +2,9 @@
 
 `ingest_labels` holds one metadata row per annotation (or per example when a producer has no
 annotation ids); `ingest_outbox` holds each LabelEvent from the SQL commit until the broker
-acknowledged it, so a crash between the two re-publishes instead of losing the event.
+acknowledged it, so a crash between the two re-publishes instead of losing the event; then, for
+`outbox_keep_s`, with the time and the broker (cluster id) of the acknowledgement, so events a
+broker on memory storage lost in a restart are sent again to the new one.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ outbox = Table(
     Column("key", LargeBinary, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("created_ms", BigInteger, nullable=False, index=True),
+    Column("published_ms", BigInteger, nullable=True, index=True),
+    Column("published_to", String(255), nullable=True),
 )
 
 # Label Studio tasks whose input is a reference (`/data/upload/…`, `s3://…`, an allowed URL): the

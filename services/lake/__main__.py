@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         max_batch=settings.flush_rows,
         poll_timeout_s=settings.flush_interval_s,
         extra=common.kafka_security(),
+        tag_log=True,  # the manifest's offsets are positions in one broker log
     )
     deadletter = EventProducer(common.kafka_bootstrap, client_id=settings.group, **common.kafka_security())
     current: list[ConsumeLoop] = []

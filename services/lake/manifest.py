@@ -13,6 +13,11 @@ footer, the offset ranges it covers and (when compacted) the files it replaced, 
 compaction that a crash interrupted. A record is *covered* when a file holds every record of its
 topic, date and partition in an offset range that includes it: a replayed record that is
 covered is skipped, so a replay writes nothing twice.
+
+Offsets are positions in one broker's log: each entry names that log (`log`, the broker's
+cluster id). A broker on memory storage (Tansu) restarted is a new, empty log whose offsets start
+at 0 again; its records are not covered by the old log's files, so they are written, not skipped.
+Entries without a log (written before logs were recorded) cover records of every log.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ DATA = "events"
 MANIFEST = "_manifest"
 RANGES_KEY = b"flywheel.ranges"
 SOURCES_KEY = b"flywheel.sources"
+LOG_KEY = b"flywheel.log"
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class Entry:
     sha256: str
     ranges: list[tuple[int, int, int]]  # (partition, first offset, last offset)
     sources: list[str] = field(default_factory=list)  # files this one replaced (compaction)
+    log: str = ""  # the broker log (cluster id) the offsets are positions in
 
     @property
     def name(self) -> str:
@@ -76,9 +83,10 @@ def manifest_path(topic: str, date: str, name: str) -> str:
     return f"{MANIFEST}/{topic}/date={date}/{name}.json"
 
 
-def batch_name(partition: int, first: int, last: int) -> str:
-    """Deterministic: the same partition and offset range always gives the same name."""
-    return f"p{partition}-{first:020d}-{last:020d}"
+def batch_name(partition: int, first: int, last: int, log: str = "") -> str:
+    """Deterministic: the same log, partition and offset range always give the same name."""
+    name = f"p{partition}-{first:020d}-{last:020d}"
+    return f"{name}-{hashlib.sha256(log.encode()).hexdigest()[:8]}" if log else name
 
 
 def compacted_name(sources: list[str]) -> str:
@@ -93,6 +101,7 @@ def entry_from_parquet(store: LakeStore, path: str) -> Entry:
     kv = meta.metadata or {}
     ranges = [tuple(r) for r in json.loads(kv.get(RANGES_KEY, b"[]"))]
     sources = list(json.loads(kv.get(SOURCES_KEY, b"[]")))
+    log_id = kv.get(LOG_KEY, b"").decode()
     parts = path.split("/")
     return Entry(
         path=path,
@@ -103,6 +112,7 @@ def entry_from_parquet(store: LakeStore, path: str) -> Entry:
         sha256=hashlib.sha256(data).hexdigest(),
         ranges=ranges,  # type: ignore[arg-type]
         sources=sources,
+        log=log_id,
     )
 
 
@@ -112,7 +122,7 @@ class Manifest:
     def __init__(self, store: LakeStore, entries: dict[str, Entry] | None = None) -> None:
         self.store = store
         self.entries: dict[str, Entry] = {}
-        self._coverage: dict[tuple[str, str, int], list[tuple[int, int]]] = {}
+        self._coverage: dict[tuple[str, str, str, int], list[tuple[int, int]]] = {}
         for e in (entries or {}).values():
             self._remember(e)
 
@@ -128,12 +138,15 @@ class Manifest:
     def files(self, topic: str | None = None) -> list[Entry]:
         return sorted((e for e in self.entries.values() if topic is None or e.topic == topic), key=lambda e: e.path)
 
-    def covered(self, topic: str, date: str, partition: int, offset: int) -> bool:
-        spans = self._coverage.get((topic, date, partition))
-        if not spans:
-            return False
-        i = bisect.bisect_right(spans, (offset, float("inf"))) - 1
-        return i >= 0 and spans[i][0] <= offset <= spans[i][1]
+    def covered(self, topic: str, date: str, partition: int, offset: int, log: str = "") -> bool:
+        for key in {(log, topic, date, partition), ("", topic, date, partition)}:
+            spans = self._coverage.get(key)
+            if not spans:
+                continue
+            i = bisect.bisect_right(spans, (offset, float("inf"))) - 1
+            if i >= 0 and spans[i][0] <= offset <= spans[i][1]:
+                return True
+        return False
 
     # -- writing ----------------------------------------------------------------------------
     def add(self, entry: Entry) -> None:
@@ -150,7 +163,7 @@ class Manifest:
     def _remember(self, entry: Entry) -> None:
         self.entries[entry.path] = entry
         for partition, first, last in entry.ranges:
-            key = (entry.topic, entry.date, partition)
+            key = (entry.log, entry.topic, entry.date, partition)
             spans = self._coverage.setdefault(key, [])
             bisect.insort(spans, (first, last))
             self._coverage[key] = _merge(spans)

@@ -7,12 +7,16 @@ how a slow broker acknowledgement looks to the pipeline.
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
 import uuid
 from pathlib import Path
 
-from services.devstack.brokers import Broker
-from services.events import EventProducer
+from services.devstack.brokers import Broker, tansu_command
+from services.devstack.ports import free_port, port_open
+from services.events import EventProducer, ensure_topics
+from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.ingest.labels import LabelInput
 from services.ingest.pipeline import IngestPipeline
 from services.ingest.tables import MIGRATIONS
@@ -21,6 +25,7 @@ from services.storage import Database, ObjectStore, migrate
 from tests.ingest.conftest import digit_png
 from tests.support.kafka_reader import read_topic
 from tests.support.projects import example_spec
+from tests.support.waiting import wait_until
 
 
 class SlowAckProducer(EventProducer):
@@ -69,3 +74,67 @@ def test_relay_leaves_events_in_flight_alone(kafka: Broker, tmp_path: Path) -> N
     assert len(seen) == 20
     producer.close()
     db.close()
+
+
+def _tansu(port: int, cluster_id: str, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        tansu_command(port, cluster_id), stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    wait_until(lambda: port_open("127.0.0.1", port), 20, proc=proc, message="tansu")
+    ensure_topics(f"127.0.0.1:{port}")
+    return proc
+
+
+def test_acknowledged_events_go_again_to_a_broker_that_lost_them(tmp_path: Path) -> None:
+    """Tansu on memory storage, SIGKILLed and started again on the same port: a new, empty broker
+    (a new cluster id). The events the old one acknowledged are kept in the outbox, and the ingest
+    started against the new broker (`flywheel up` restarts the services with it) re-sends them."""
+    port = free_port()
+    brokers = [_tansu(port, "cluster-old", tmp_path / "tansu.log")]
+    url = f"sqlite:///{tmp_path / 'ingest.db'}"
+    migrate(url, [MIGRATIONS])
+    db = Database(url)
+    objects = ObjectStore(f"file://{tmp_path / 'objects'}")
+    producers = [EventProducer(f"127.0.0.1:{port}", client_id="test-old-broker")]
+    try:
+        catalog = Catalog([Project(example_spec("digits"), 1, "sha")])
+        pipeline = IngestPipeline(db, objects, producers[0], catalog, "digits", outbox_keep_s=600)
+        assert pipeline.refresh_broker() is False  # the first id seen: nothing to compare with
+        prefix = f"lost{uuid.uuid4().hex[:8]}"
+        inputs = [
+            LabelInput(example_id=f"{prefix}:{i}", label="4", annotator="t", source="api", image=digit_png(i))
+            for i in range(12)
+        ]
+        ids = set(pipeline.submit(inputs).event_ids)
+        pipeline.flush_acked()
+        assert pipeline.republish_outbox(older_than_s=0) == 0  # acknowledged by this broker: kept, not re-sent
+        assert pipeline.prune_outbox() == 0
+
+        brokers[0].kill()
+        brokers[0].wait(10)
+        brokers.append(_tansu(port, "cluster-new", tmp_path / "tansu.log"))
+        assert read_topic(f"127.0.0.1:{port}", "flywheel.labels", 12, timeout_s=5) == []
+        producers.append(EventProducer(f"127.0.0.1:{port}", client_id="test-new-broker"))
+        restarted = IngestPipeline(db, objects, producers[1], catalog, "digits", outbox_keep_s=600)
+        restarted.refresh_broker()
+        assert restarted.republish_outbox(older_than_s=0) == 12
+        assert restarted.refresh_broker() is False
+        assert restarted.republish_outbox(older_than_s=0) == 0  # now acknowledged by the new one
+
+        def ours(msgs: list) -> list:
+            return [m for m in msgs if (m.key() or b"").decode().startswith(f"{prefix}:")]
+
+        got = ours(read_topic(f"127.0.0.1:{port}", "flywheel.labels", 10**9, stop_when=lambda m: len(ours(m)) >= 12))
+        events = [ev.LabelEvent.FromString(m.value()) for m in got]
+        assert {e.meta.event_id for e in events} == ids and len(events) == 12
+        restarted.outbox_keep_s = 0.001  # past the keep window: forgotten
+        time.sleep(0.01)
+        assert restarted.prune_outbox() == 12
+    finally:
+        for producer in producers:
+            producer.close(5)
+        db.close()
+        for proc in brokers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
