@@ -38,7 +38,7 @@ from onnx import helper
 
 from services.preprocessing import InputCodec
 from services.projects.catalog import Project
-from services.trainer.data import load_snapshot
+from services.trainer.data import SnapshotData, load_snapshot
 from services.trainer.data.inputs import ObjectReader, prepare
 from services.trainer.errors import InvalidRequest, LakeUnavailable, SnapshotNotFound
 from services.trainer.export import model_config, next_version
@@ -223,6 +223,10 @@ def measure(
 ) -> Measured:
     """The model's numbers on a snapshot's splits, with the baselines a training job runs (same names)."""
     data = prepare(load_snapshot(snapshot_uri, labels=project.spec.labels), project.spec, read_object)
+    return measure_on(served, data, combined)
+
+
+def measure_on(served: bytes, data: SnapshotData, combined: CombinedMetric) -> Measured:
     graph = onnx.load_from_string(served)
     metrics: dict[str, float] = {}
     for split_name in ("train", "validation", "test"):
@@ -257,8 +261,15 @@ def install(
     repository: Path,
     measured: Measured | None,
     git_commit: str = "",
+    *,
+    lineage: str = "external",
+    family: str = "",
+    job_id: str = "",
+    hyperparameters: dict[str, str] | None = None,
 ) -> VersionRecord:
-    """Write the version into the repository (atomically), register it as a candidate with lineage "external"."""
+    """Write the version into the repository (atomically), register it as a candidate (lineage "external"
+    unless a training job of the project's own code installs it)."""
+    family = family or f"external_{checked.source_format}"
     name = project.name
     version = next_version(repository, name, registry.max_version(name) + 1)
     metrics = dict(measured.metrics) if measured else {}
@@ -268,8 +279,8 @@ def install(
         project.version,
         measured.snapshot_id if measured else "",
         {k: v for k, v in metrics.items() if k.startswith("test_")},
-        lineage="external",
-        family=f"external_{checked.source_format}",
+        lineage=lineage,
+        family=family,
     )
     shape = tuple(int(d) for d in InputCodec(project.spec.input).shape)
     model_dir = repository / name
@@ -295,18 +306,18 @@ def install(
             model=name,
             version=int(version),
             stage="candidate",
-            model_family=f"external_{checked.source_format}",
+            model_family=family,
             snapshot_id=measured.snapshot_id if measured else "",
             git_commit=git_commit,
-            job_id="",
-            hyperparameters={},
+            job_id=job_id,
+            hyperparameters=hyperparameters or {},
             metrics=metrics,
             artifacts={
                 "onnx": str(target / "model.onnx"),
                 "original": str(target / original),
                 "onnx_config": str(config),
             },
-            lineage="external",
+            lineage=lineage,
             project_version=project.version,
         )
     )

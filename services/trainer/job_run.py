@@ -77,8 +77,10 @@ class JobSpec:
 
     def validate(self) -> JobSpec:
         fam = family(self.model_family)
-        check_family(fam, self.spec())
-        parse_hyperparameters(self.hyperparameters, family_defaults(fam))
+        project = self.spec()
+        check_family(fam, project)
+        if project.model.code is None or project.model.code.entry != "train":  # its own loop reads its own
+            parse_hyperparameters(self.hyperparameters, family_defaults(fam))
         if not self.model or not all(c.isalnum() or c in "-_" for c in self.model):
             raise InvalidRequest(f"model name {self.model!r}: use letters, digits, '-' and '_'")
         if self.search_trials < 0 or self.search_rounds < 1 or self.budget_s < 0:
@@ -170,7 +172,8 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     combined = CombinedMetric.parse(spec.combined_metric) if spec.combined_metric else ctx.combined
     fam = family(spec.model_family)
     project = spec.spec()
-    user_builder = user_entry(project, "build_model") if fam.name == "custom" else None
+    own_loop = project.model.code is not None and project.model.code.entry == "train"
+    user_builder = user_entry(project, "build_model") if fam.name == "custom" and not own_loop else None
     start = time.monotonic()
     deadline = start + spec.budget_s if spec.budget_s > 0 else float("inf")
     report_progress = ctx.progress
@@ -181,6 +184,10 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     report_progress("data", 0.01, f"loading snapshot {spec.snapshot_id}", {})
     data = prepare(load_snapshot(spec.snapshot_uri, labels=project.labels), project, ctx.read_object)
     check()
+    if own_loop:
+        from services.trainer.user_training import run_user_training  # built on this module's types
+
+        return run_user_training(spec, ctx, project, data)
 
     report_progress("baselines", 0.03, "majority class and logistic regression", {})
     baselines = run_baselines(data, combined)
