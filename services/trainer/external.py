@@ -42,7 +42,7 @@ from services.trainer.data import SnapshotData, load_snapshot
 from services.trainer.data.inputs import ObjectReader, prepare
 from services.trainer.errors import InvalidRequest, LakeUnavailable, SnapshotNotFound
 from services.trainer.export import model_config, next_version
-from services.trainer.job_run import model_card
+from services.trainer.job_run import model_card, production_on_split
 from services.trainer.projects import ProjectRegistry
 from services.trainer.registry import Registry, VersionRecord
 from services.trainer.snapshots import SnapshotResolver
@@ -219,14 +219,22 @@ class Measured:
 
 
 def measure(
-    served: bytes, project: Project, snapshot_uri: str, read_object: ObjectReader | None, combined: CombinedMetric
+    served: bytes,
+    project: Project,
+    snapshot_uri: str,
+    read_object: ObjectReader | None,
+    combined: CombinedMetric,
+    registry: Registry | None = None,
 ) -> Measured:
-    """The model's numbers on a snapshot's splits, with the baselines a training job runs (same names)."""
+    """The model's numbers on a snapshot's splits, with the baselines a training job runs (same names)
+    and, given the registry, the production version's number on the same test split."""
     data = prepare(load_snapshot(snapshot_uri, labels=project.spec.labels), project.spec, read_object)
-    return measure_on(served, data, combined)
+    return measure_on(served, data, combined, registry, project.name)
 
 
-def measure_on(served: bytes, data: SnapshotData, combined: CombinedMetric) -> Measured:
+def measure_on(
+    served: bytes, data: SnapshotData, combined: CombinedMetric, registry: Registry | None = None, model: str = ""
+) -> Measured:
     graph = onnx.load_from_string(served)
     metrics: dict[str, float] = {}
     for split_name in ("train", "validation", "test"):
@@ -246,6 +254,8 @@ def measure_on(served: bytes, data: SnapshotData, combined: CombinedMetric) -> M
             metrics[f"baseline_{b.name}_test_accuracy"] = b.metrics["test"]["accuracy"]
     best = max(baselines, key=lambda b: b.combined.get("test", b.combined.get("validation", -1)))
     metrics["baseline_best_test_combined"] = best.combined.get("test", float("nan"))
+    if registry is not None:  # the gate compares with production on this split, as for a trained job
+        metrics.update(production_on_split(registry, model, data, combined))
     return Measured(data.snapshot_id, metrics)
 
 
@@ -366,7 +376,11 @@ class ExternalDeployer:
                 why = f"not measured: no snapshot of {model}'s labels could be cut ({exc})"
         sample = sample_inputs(uri, project, self._read_object) if uri else None
         checked = check_model(data, project, sample)
-        measured = measure(checked.onnx_bytes, project, uri, self._read_object, self._combined) if uri else None
+        measured = (
+            measure(checked.onnx_bytes, project, uri, self._read_object, self._combined, self._registry)
+            if uri
+            else None
+        )
         with self._lock:
             rec = install(checked, project, self._registry, self._repository, measured, self._git_commit)
         if promote:

@@ -153,7 +153,7 @@ def git_commit(cwd: Path | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def _production_on_split(registry: Registry, model: str, data: SnapshotData, combined: CombinedMetric) -> dict:
+def production_on_split(registry: Registry, model: str, data: SnapshotData, combined: CombinedMetric) -> dict:
     """Run the current production artifact on this job's test split (the fair comparison for the gate)."""
     prod = registry.production(model)
     if prod is None or not len(data.test):
@@ -245,7 +245,7 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
         if len(split):
             evals[split_name] = classification_metrics(split.y, predict(result.model, split.x), data.n_classes)
     scores = {s: combined.score(m) for s, m in evals.items()}
-    production = _production_on_split(ctx.registry, spec.model, data, combined)
+    production = production_on_split(ctx.registry, spec.model, data, combined)
 
     report_progress("export", 0.88, "ONNX, int8 ONNX, TorchScript, .mar", {})
     version = next_version(ctx.repository, spec.model, ctx.registry.max_version(spec.model) + 1)

@@ -75,7 +75,7 @@ def run_user_training(spec: JobSpec, ctx: JobContext, project: ProjectSpec, data
     sample = data.test.x if len(data.test) else data.train.x
     checked = check_model(model_bytes, proj, sample)
     ctx.progress("baselines", 0.9, "measuring it with the baselines", {})
-    measured = measure_on(checked.onnx_bytes, data, ctx.combined)
+    measured = measure_on(checked.onnx_bytes, data, ctx.combined, ctx.registry, spec.model)
     for key, value in user_numbers.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             measured.metrics[f"user_{key}"] = float(value)

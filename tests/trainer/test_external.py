@@ -120,11 +120,18 @@ def test_an_onnx_model_keeps_its_probabilities_and_must_beat_production(
         expected = probs_model(torch.from_numpy(data.test.x)).numpy()
     np.testing.assert_allclose(_served(checked.onnx_bytes, data.test.x), expected, atol=1e-5)
     v2 = install(
-        checked, DIGITS, registry, tmp_path / "models", measure(checked.onnx_bytes, DIGITS, digits_uri, None, combined)
+        checked,
+        DIGITS,
+        registry,
+        tmp_path / "models",
+        measure(checked.onnx_bytes, DIGITS, digits_uri, None, combined, registry),
     )
     assert v2.version == v1.version + 1
     reasons = registry.gate(v2)
+    assert v2.metrics["production_version"] == v1.version  # production measured on the same test split
+    assert v2.metrics["production_test_combined"] == pytest.approx(v2.metrics["test_combined"])
     assert len(reasons) == 1 and f"does not beat production v{v1.version}" in reasons[0], reasons
+    assert "on this version's test split" in reasons[0]
 
 
 def test_an_unmeasured_model_is_registered_but_the_gate_refuses_it(registry: Registry, tmp_path: Path) -> None:
