@@ -23,6 +23,7 @@ class Stack:
     webhook_token: str
     label_studio: LabelStudioFiles
     home: Path
+    label_studio_url: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         }
         components = supervisor.up(home, free_ports=True, extra_env=env, progress=lambda _m: None)
         try:
-            yield Stack(Endpoints.from_components(components), key, token, files, home)
+            yield Stack(Endpoints.from_components(components), key, token, files, home, ls.url)
         finally:
             supervisor.down(home, progress=lambda _m: None)
