@@ -16,7 +16,7 @@ from services.trainer.models import family
 from services.trainer.models.families import family_defaults
 from services.trainer.training.hyperparameters import parse_hyperparameters
 from services.trainer.training.loop import train
-from tests.support.projects import prepared
+from tests.support.projects import example_spec, job_project, prepared
 
 
 def test_digits_model_beats_both_baselines(trained) -> None:
@@ -141,7 +141,10 @@ def test_a_searched_ensemble_searches_single_networks_then_trains_the_members(di
         export=ExportOptions(exporter="torchscript", int8=False, torchscript=False, mar=False),
     )
     hp = {"max_epochs": "2", "width": "16", "ensemble": "2", "augment_shift": "0"}
-    spec = JobSpec("job-ens", "digits-ens", "digits_cnn", "snap-digits", digits_uri, hp, search_trials=3)
+    project = example_spec("digits").model_copy(update={"name": "digits-ens"})
+    spec = JobSpec(
+        "job-ens", "digits-ens", "small_cnn", "snap-digits", digits_uri, hp, search_trials=3, **job_project(project)
+    )
     out = run_job(spec, ctx)
     trials = out.report["search"]["trials"]
     assert len(trials) == 3 and all(t["hp"]["ensemble"] == 1 for t in trials)  # in 2 rounds (the default)
