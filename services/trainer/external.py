@@ -40,7 +40,7 @@ from services.preprocessing import InputCodec
 from services.projects.catalog import Project
 from services.trainer.data import SnapshotData, load_snapshot
 from services.trainer.data.inputs import ObjectReader, prepare
-from services.trainer.errors import InvalidRequest, LakeUnavailable, SnapshotNotFound
+from services.trainer.errors import InvalidRequest, LakeUnavailable, PromotionRefused, SnapshotNotFound
 from services.trainer.export import model_config, next_version
 from services.trainer.job_run import model_card, production_on_split
 from services.trainer.projects import ProjectRegistry
@@ -384,5 +384,8 @@ class ExternalDeployer:
         with self._lock:
             rec = install(checked, project, self._registry, self._repository, measured, self._git_commit)
         if promote:
-            rec = self._registry.promote(model, rec.version, promote)
+            try:
+                rec = self._registry.promote(model, rec.version, promote)
+            except PromotionRefused as exc:
+                raise PromotionRefused(f"{model} v{rec.version} is registered as a candidate; {exc}") from None
         return Deployed(rec, self._registry.gate(rec), measured.snapshot_id if measured else why)
