@@ -39,15 +39,15 @@ protos-check:
 	$(PY) protos/genproto.py --check
 
 lint:
-	$(VENV)/bin/ruff check services tests bench loadtests protos
-	$(VENV)/bin/ruff format --check services tests bench loadtests protos
+	$(VENV)/bin/ruff check services tests bench loadtests protos examples
+	$(VENV)/bin/ruff format --check services tests bench loadtests protos examples
 
 # Two pytest processes: tritonclient.grpc (used by the model server's and the trainer's tests) and
 # services.genproto.inference register the same `inference.*` protobuf names and cannot share one.
 TRITON_TESTS := tests/modelserver tests/trainer
 test: setup
 	$(PY) protos/genproto.py --check
-	$(VENV)/bin/ruff check services tests bench loadtests protos
+	$(VENV)/bin/ruff check services tests bench loadtests protos examples
 	$(PY) -m pytest -q $(foreach t,$(TRITON_TESTS),--ignore=$(t)) $(PYTEST_ARGS)
 	$(PY) -m pytest -q $(TRITON_TESTS) $(PYTEST_ARGS)
 

@@ -1,7 +1,8 @@
-"""`flywheel projects create|list|show` and `flywheel models deploy`: a running trainer's project and model APIs.
+"""`flywheel projects create|list|show|import-label-studio` and `flywheel models deploy`.
 
-The trainer is found at `--trainer-url`, else `$FLYWHEEL_TRAINER_URL`, else the stack that
-`flywheel up` started under the home (`--home`, `$FLYWHEEL_HOME`, `.flywheel`).
+They talk to a running trainer (and ingest, for imports), found at `--trainer-url` / `--ingest-url`,
+else `$FLYWHEEL_TRAINER_URL` / `$FLYWHEEL_INGEST_URL`, else the stack that `flywheel up` started
+under the home (`--home`, `$FLYWHEEL_HOME`, `.flywheel`).
 """
 
 from __future__ import annotations
@@ -26,18 +27,18 @@ class CommandError(RuntimeError):
     pass
 
 
-def trainer_url(args: argparse.Namespace) -> str:
-    if getattr(args, "trainer_url", None):
-        return str(args.trainer_url).rstrip("/")
-    if os.environ.get("FLYWHEEL_TRAINER_URL"):
-        return os.environ["FLYWHEEL_TRAINER_URL"].rstrip("/")
+def service_url(args: argparse.Namespace, service: str) -> str:
+    """`--<service>-url`, else `$FLYWHEEL_<SERVICE>_URL`, else the running stack's address of the service."""
+    given = getattr(args, f"{service}_url", None) or os.environ.get(f"FLYWHEEL_{service.upper()}_URL")
+    if given:
+        return str(given).rstrip("/")
     home = Path(getattr(args, "home", None) or os.environ.get("FLYWHEEL_HOME", ".flywheel"))
     for c in supervisor.read_state(home):
-        if c.name == "trainer" and "http" in c.roles():
+        if c.name == service and "http" in c.roles():
             return f"http://{c.roles()['http']}"
     raise CommandError(
-        f"no trainer found: no stack running under {home} (start one with `flywheel up`), "
-        "and neither --trainer-url nor FLYWHEEL_TRAINER_URL is set"
+        f"no {service} found: no stack running under {home} (start one with `flywheel up`), "
+        f"and neither --{service}-url nor FLYWHEEL_{service.upper()}_URL is set"
     )
 
 
@@ -49,6 +50,10 @@ def _auth(content_type: str | None = None) -> dict[str, str]:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
+
+
+def trainer_url(args: argparse.Namespace) -> str:
+    return service_url(args, "trainer")
 
 
 def _answer(resp: httpx.Response, what: str) -> dict:
@@ -109,6 +114,50 @@ def cmd_show(args: argparse.Namespace) -> int:
         httpx.get(f"{trainer_url(args)}/v1/projects/{args.name}", headers=_auth(), timeout=30), f"project {args.name}"
     )
     console.print_json(json.dumps(body))
+    return 0
+
+
+# -- a Label Studio project's export ---------------------------------------------------------------
+IMPORT_CHUNK = 500  # tasks per request (ingest takes at most FLYWHEEL_INGEST_MAX_BATCH annotations at once)
+
+
+def read_export(args: argparse.Namespace) -> list[dict]:
+    """The export's tasks: a JSON file (Label Studio's "JSON" export), or fetched from Label Studio's API."""
+    if args.file:
+        try:
+            doc = json.loads(Path(args.file).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"{args.file}: not a readable JSON export ({exc})") from None
+    else:
+        if not args.label_studio_url or not args.label_studio_project:
+            raise CommandError("give --file EXPORT.json, or --label-studio-url and --label-studio-project")
+        token = args.label_studio_token or os.environ.get("FLYWHEEL_INGEST_LABEL_STUDIO_TOKEN", "")
+        url = f"{args.label_studio_url.rstrip('/')}/api/projects/{args.label_studio_project}/export"
+        resp = httpx.get(url, params={"exportType": "JSON"}, headers={"Authorization": f"Token {token}"}, timeout=300)
+        if resp.status_code >= 400:
+            raise CommandError(f"Label Studio answered HTTP {resp.status_code} for {url}: {resp.text[:300]}")
+        doc = resp.json()
+    tasks = doc.get("tasks") if isinstance(doc, dict) else doc
+    if not isinstance(tasks, list):
+        raise CommandError("the export is not a list of tasks (Label Studio's JSON export)")
+    return tasks
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    tasks = read_export(args)
+    url = f"{service_url(args, 'ingest')}/v1/projects/{args.project}/label-studio/import"
+    totals = {"accepted": 0, "queued": 0, "ignored": 0}
+    for start in range(0, len(tasks), IMPORT_CHUNK):
+        chunk = tasks[start : start + IMPORT_CHUNK]
+        resp = httpx.post(url, json=chunk, headers=_auth(), timeout=300)
+        body = _answer(resp, f"importing tasks {start}-{start + len(chunk) - 1}")
+        totals["accepted"] += int(body.get("accepted", 0))
+        totals["queued"] += int(body.get("queued", 0))
+        totals["ignored"] += len(body.get("ignored", []))
+    console.print(
+        f"{len(tasks)} tasks imported into {args.project}: {totals['accepted']} labels accepted, "
+        f"{totals['queued']} queued for their files to be fetched, {totals['ignored']} ignored"
+    )
     return 0
 
 
@@ -189,6 +238,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sh.add_argument("name")
     trainer_flag(sh)
     sh.set_defaults(func=lambda a: _run(cmd_show, a))
+    im = sub.add_parser(
+        "import-label-studio",
+        help="import a whole Label Studio project's annotations (its JSON export) into a project",
+    )
+    im.add_argument("project", help="the Flywheel project the labels belong to")
+    im.add_argument("--file", help="Label Studio's JSON export, saved to a file")
+    im.add_argument("--label-studio-url", help="or fetch the export from this Label Studio")
+    im.add_argument("--label-studio-project", type=int, help="... this Label Studio project id")
+    im.add_argument("--label-studio-token", help="its API token (default $FLYWHEEL_INGEST_LABEL_STUDIO_TOKEN)")
+    im.add_argument(
+        "--ingest-url", help="ingest's HTTP address (default: $FLYWHEEL_INGEST_URL, else the running stack's)"
+    )
+    im.set_defaults(func=lambda a: _run(cmd_import, a))
 
     m = subparsers.add_parser("models", help="serve models trained elsewhere")
     msub = m.add_subparsers(dest="models_command", required=True)

@@ -38,11 +38,11 @@ from onnx import helper
 
 from services.preprocessing import InputCodec
 from services.projects.catalog import Project
-from services.trainer.data import load_snapshot
+from services.trainer.data import SnapshotData, load_snapshot
 from services.trainer.data.inputs import ObjectReader, prepare
-from services.trainer.errors import InvalidRequest, LakeUnavailable, SnapshotNotFound
+from services.trainer.errors import InvalidRequest, LakeUnavailable, PromotionRefused, SnapshotNotFound
 from services.trainer.export import model_config, next_version
-from services.trainer.job_run import model_card
+from services.trainer.job_run import model_card, production_on_split
 from services.trainer.projects import ProjectRegistry
 from services.trainer.registry import Registry, VersionRecord
 from services.trainer.snapshots import SnapshotResolver
@@ -219,10 +219,22 @@ class Measured:
 
 
 def measure(
-    served: bytes, project: Project, snapshot_uri: str, read_object: ObjectReader | None, combined: CombinedMetric
+    served: bytes,
+    project: Project,
+    snapshot_uri: str,
+    read_object: ObjectReader | None,
+    combined: CombinedMetric,
+    registry: Registry | None = None,
 ) -> Measured:
-    """The model's numbers on a snapshot's splits, with the baselines a training job runs (same names)."""
+    """The model's numbers on a snapshot's splits, with the baselines a training job runs (same names)
+    and, given the registry, the production version's number on the same test split."""
     data = prepare(load_snapshot(snapshot_uri, labels=project.spec.labels), project.spec, read_object)
+    return measure_on(served, data, combined, registry, project.name)
+
+
+def measure_on(
+    served: bytes, data: SnapshotData, combined: CombinedMetric, registry: Registry | None = None, model: str = ""
+) -> Measured:
     graph = onnx.load_from_string(served)
     metrics: dict[str, float] = {}
     for split_name in ("train", "validation", "test"):
@@ -242,6 +254,8 @@ def measure(
             metrics[f"baseline_{b.name}_test_accuracy"] = b.metrics["test"]["accuracy"]
     best = max(baselines, key=lambda b: b.combined.get("test", b.combined.get("validation", -1)))
     metrics["baseline_best_test_combined"] = best.combined.get("test", float("nan"))
+    if registry is not None:  # the gate compares with production on this split, as for a trained job
+        metrics.update(production_on_split(registry, model, data, combined))
     return Measured(data.snapshot_id, metrics)
 
 
@@ -257,8 +271,15 @@ def install(
     repository: Path,
     measured: Measured | None,
     git_commit: str = "",
+    *,
+    lineage: str = "external",
+    family: str = "",
+    job_id: str = "",
+    hyperparameters: dict[str, str] | None = None,
 ) -> VersionRecord:
-    """Write the version into the repository (atomically), register it as a candidate with lineage "external"."""
+    """Write the version into the repository (atomically), register it as a candidate (lineage "external"
+    unless a training job of the project's own code installs it)."""
+    family = family or f"external_{checked.source_format}"
     name = project.name
     version = next_version(repository, name, registry.max_version(name) + 1)
     metrics = dict(measured.metrics) if measured else {}
@@ -268,8 +289,8 @@ def install(
         project.version,
         measured.snapshot_id if measured else "",
         {k: v for k, v in metrics.items() if k.startswith("test_")},
-        lineage="external",
-        family=f"external_{checked.source_format}",
+        lineage=lineage,
+        family=family,
     )
     shape = tuple(int(d) for d in InputCodec(project.spec.input).shape)
     model_dir = repository / name
@@ -295,18 +316,18 @@ def install(
             model=name,
             version=int(version),
             stage="candidate",
-            model_family=f"external_{checked.source_format}",
+            model_family=family,
             snapshot_id=measured.snapshot_id if measured else "",
             git_commit=git_commit,
-            job_id="",
-            hyperparameters={},
+            job_id=job_id,
+            hyperparameters=hyperparameters or {},
             metrics=metrics,
             artifacts={
                 "onnx": str(target / "model.onnx"),
                 "original": str(target / original),
                 "onnx_config": str(config),
             },
-            lineage="external",
+            lineage=lineage,
             project_version=project.version,
         )
     )
@@ -355,9 +376,16 @@ class ExternalDeployer:
                 why = f"not measured: no snapshot of {model}'s labels could be cut ({exc})"
         sample = sample_inputs(uri, project, self._read_object) if uri else None
         checked = check_model(data, project, sample)
-        measured = measure(checked.onnx_bytes, project, uri, self._read_object, self._combined) if uri else None
+        measured = (
+            measure(checked.onnx_bytes, project, uri, self._read_object, self._combined, self._registry)
+            if uri
+            else None
+        )
         with self._lock:
             rec = install(checked, project, self._registry, self._repository, measured, self._git_commit)
         if promote:
-            rec = self._registry.promote(model, rec.version, promote)
+            try:
+                rec = self._registry.promote(model, rec.version, promote)
+            except PromotionRefused as exc:
+                raise PromotionRefused(f"{model} v{rec.version} is registered as a candidate; {exc}") from None
         return Deployed(rec, self._registry.gate(rec), measured.snapshot_id if measured else why)

@@ -77,8 +77,10 @@ class JobSpec:
 
     def validate(self) -> JobSpec:
         fam = family(self.model_family)
-        check_family(fam, self.spec())
-        parse_hyperparameters(self.hyperparameters, family_defaults(fam))
+        project = self.spec()
+        check_family(fam, project)
+        if project.model.code is None or project.model.code.entry != "train":  # its own loop reads its own
+            parse_hyperparameters(self.hyperparameters, family_defaults(fam))
         if not self.model or not all(c.isalnum() or c in "-_" for c in self.model):
             raise InvalidRequest(f"model name {self.model!r}: use letters, digits, '-' and '_'")
         if self.search_trials < 0 or self.search_rounds < 1 or self.budget_s < 0:
@@ -151,7 +153,7 @@ def git_commit(cwd: Path | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def _production_on_split(registry: Registry, model: str, data: SnapshotData, combined: CombinedMetric) -> dict:
+def production_on_split(registry: Registry, model: str, data: SnapshotData, combined: CombinedMetric) -> dict:
     """Run the current production artifact on this job's test split (the fair comparison for the gate)."""
     prod = registry.production(model)
     if prod is None or not len(data.test):
@@ -170,7 +172,8 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     combined = CombinedMetric.parse(spec.combined_metric) if spec.combined_metric else ctx.combined
     fam = family(spec.model_family)
     project = spec.spec()
-    user_builder = user_entry(project, "build_model") if fam.name == "custom" else None
+    own_loop = project.model.code is not None and project.model.code.entry == "train"
+    user_builder = user_entry(project, "build_model") if fam.name == "custom" and not own_loop else None
     start = time.monotonic()
     deadline = start + spec.budget_s if spec.budget_s > 0 else float("inf")
     report_progress = ctx.progress
@@ -181,6 +184,10 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
     report_progress("data", 0.01, f"loading snapshot {spec.snapshot_id}", {})
     data = prepare(load_snapshot(spec.snapshot_uri, labels=project.labels), project, ctx.read_object)
     check()
+    if own_loop:
+        from services.trainer.user_training import run_user_training  # built on this module's types
+
+        return run_user_training(spec, ctx, project, data)
 
     report_progress("baselines", 0.03, "majority class and logistic regression", {})
     baselines = run_baselines(data, combined)
@@ -238,7 +245,7 @@ def run_job(spec: JobSpec, ctx: JobContext) -> JobOutcome:
         if len(split):
             evals[split_name] = classification_metrics(split.y, predict(result.model, split.x), data.n_classes)
     scores = {s: combined.score(m) for s, m in evals.items()}
-    production = _production_on_split(ctx.registry, spec.model, data, combined)
+    production = production_on_split(ctx.registry, spec.model, data, combined)
 
     report_progress("export", 0.88, "ONNX, int8 ONNX, TorchScript, .mar", {})
     version = next_version(ctx.repository, spec.model, ctx.registry.max_version(spec.model) + 1)

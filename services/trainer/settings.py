@@ -29,8 +29,8 @@ class TrainerSettings(BaseSettings):
     consume: bool = Field(True, description="consume flywheel.train.requests")
     project_files: str = Field(
         "",
-        description="project specs to register at start (comma-separated files or folders of *.yaml; "
-        "the Helm chart mounts its `projects` values here)",
+        description="project specs to register at start (comma-separated files or folders of *.yaml, "
+        "e.g. a mounted ConfigMap); more at any time with `flywheel projects create`",
     )
     consumer_group: str = Field("trainer", description="Kafka consumer group")
     # Kubernetes runner

@@ -23,6 +23,7 @@ class Stack:
     webhook_token: str
     label_studio: LabelStudioFiles
     home: Path
+    label_studio_url: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         try:
             creds = StackCredentials.load(home)  # made by the runner, as for `flywheel up`
             yield Stack(
-                Endpoints.from_components(components, creds), creds.gateway_key, creds.webhook_token, files, home
+                Endpoints.from_components(components, creds),
+                creds.gateway_key,
+                creds.webhook_token,
+                files,
+                home,
+                ls.url,
             )
         finally:
             supervisor.down(home, progress=lambda _m: None)

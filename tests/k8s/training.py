@@ -5,6 +5,7 @@ flywheel.models, and the gateway serves it. Services are reached with `kubectl p
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -14,9 +15,12 @@ import httpx
 import numpy as np
 from sklearn.datasets import load_digits
 
+from services.projects import load_spec_file, spec_json
 from tests.k8s.conftest import KUBECTL, kubectl, wait_until
+from tests.support.projects import example_spec_file
 
 MODEL = "digits-k8s"
+DIGITS_SPEC = example_spec_file("digits")
 LABELS = 600
 
 
@@ -71,12 +75,23 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
         port_forward(namespace, f"{full}-trainer", 8300) as trainer,
         port_forward(namespace, f"{full}-gateway", 8080) as gateway,
     ):
+        # The chart registers no project: this one is the digits example under the test's model name,
+        # created through the trainer's API and learnt by ingest and the lake from flywheel.projects.
+        spec = json.loads(spec_json(load_spec_file(DIGITS_SPEC)))
+        created = httpx.post(trainer + "/v1/projects", json={**spec, "name": MODEL}, timeout=60)
+        assert created.status_code in (200, 201), created.text
+        wait_until(
+            "ingest to learn the project",
+            lambda: any(p["name"] == MODEL for p in httpx.get(ingest + "/v1/projects", timeout=10).json()),
+            timeout_s=120,
+        )
         before = metric(lake, "flywheel_lake_rows_written_total", topic="flywheel.labels")
         batch = {
+            "project": MODEL,
             "labels": [
                 {"example_id": f"k8s-{i}", "label": str(int(y[i])), "annotator": "tests/k8s", "features": x[i].tolist()}
                 for i in range(LABELS)
-            ]
+            ],
         }
         r = httpx.post(ingest + "/v1/labels", json=batch, timeout=60)
         assert r.status_code == 200, r.text
@@ -86,13 +101,27 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
             timeout_s=120,
         )
         split = {"train": 0.7, "validation": 0.15, "test": 0.15}
-        snap = httpx.post(lake + "/v1/snapshots", json={"split": split, "description": "tests/k8s"}, timeout=120)
-        assert snap.status_code == 200, snap.text
+        snap = wait_until(
+            "a snapshot of the project (the lake learns it from flywheel.projects)",
+            lambda: (
+                (
+                    r := httpx.post(
+                        lake + "/v1/snapshots",
+                        json={"split": split, "description": "tests/k8s", "project": MODEL},
+                        timeout=120,
+                    )
+                ).status_code
+                == 200
+                and r
+            ),
+            timeout_s=120,
+        )
         snapshot = snap.json()["snapshot_id"]
         body = {
             "model": MODEL,
+            "project": MODEL,
             "snapshot_id": snapshot,
-            "model_family": "digits_mlp",
+            "model_family": "mlp",
             "hyperparameters": {"max_epochs": "30"},
         }
         job = httpx.post(trainer + "/v1/jobs", json=body, timeout=60).json()

@@ -120,13 +120,11 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
     settings["train_hyperparameters"] = "lr=0.001,width=64"
     monitor = start_monitor(kafka.bootstrap, **settings)
     publish_model(kafka.bootstrap, model)
-    # Bad input is dead-lettered and the monitor keeps going.
+    # Bad input is dead-lettered and the monitor keeps going: bytes that are no event at once; a log
+    # with 10 features once the monitor knows that v1 takes 64 (its reference, loaded by the first
+    # tested window; before that it cannot tell, so that one is sent after the traffic below).
     bad = EventProducer(kafka.bootstrap)
     bad.send_raw(PREDICTIONS.name, b"not a protobuf", key=model.encode())
-    bad.send(
-        PREDICTIONS.name,
-        ev.PredictionLog(meta=new_meta("test"), model=model, model_version="1", input_features=[0.5] * 10),
-    )
     bad.flush()
     send_predictions(kafka.bootstrap, traffic, model, 800, seed=3, shift=noise(0.2))
 
@@ -144,6 +142,11 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
         interval_s=0.5,
         message="predictions observed",
     )
+    bad.send(
+        PREDICTIONS.name,
+        ev.PredictionLog(meta=new_meta("test"), model=model, model_version="1", input_features=[0.5] * 10),
+    )
+    bad.flush()
 
     def published_alerts() -> list[ev.DriftAlert]:
         raws = read_all(kafka.bootstrap, DRIFT.name, lambda v: ours(ev.DriftAlert, v))
@@ -167,7 +170,12 @@ def test_lasting_drift_publishes_alerts_and_one_train_request_per_cooldown(
     assert req.snapshot_id == "" and req.caused_by == first.meta.event_id and req.budget_s == 120
     assert dict(req.hyperparameters) == {"lr": "0.001", "width": "64"}
     assert monitor.metric("flywheel_monitor_train_requests_total", model=model, outcome="cooldown") >= 2
-    assert monitor.metric("flywheel_events_dead_lettered_total", topic=PREDICTIONS.name) >= 2
+    wait_until(
+        lambda: monitor.metric("flywheel_events_dead_lettered_total", topic=PREDICTIONS.name) >= 2,
+        30,
+        proc=monitor.proc,
+        message="both bad prediction logs dead-lettered",
+    )
 
     # A restarted monitor keeps the cooldown: it reads back the TrainRequests it already sent.
     monitor.proc.send_signal(signal.SIGTERM)

@@ -20,8 +20,11 @@ from services.preprocessing import InputCodec
 from services.projects import spec_sha256
 from services.projects.catalog import Project
 from services.storage import Database, migrate
-from services.trainer.external import ModelRejected, check_model, install, measure
+from services.trainer.errors import ProjectNotFound, PromotionRefused
+from services.trainer.external import ExternalDeployer, ModelRejected, check_model, install, measure
+from services.trainer.projects import ProjectRegistry
 from services.trainer.registry import Registry
+from services.trainer.snapshots import SnapshotResolver
 from services.trainer.tables import MIGRATIONS
 from services.trainer.training.metrics import CombinedMetric
 from tests.support.projects import example_spec, prepared
@@ -120,11 +123,18 @@ def test_an_onnx_model_keeps_its_probabilities_and_must_beat_production(
         expected = probs_model(torch.from_numpy(data.test.x)).numpy()
     np.testing.assert_allclose(_served(checked.onnx_bytes, data.test.x), expected, atol=1e-5)
     v2 = install(
-        checked, DIGITS, registry, tmp_path / "models", measure(checked.onnx_bytes, DIGITS, digits_uri, None, combined)
+        checked,
+        DIGITS,
+        registry,
+        tmp_path / "models",
+        measure(checked.onnx_bytes, DIGITS, digits_uri, None, combined, registry),
     )
     assert v2.version == v1.version + 1
     reasons = registry.gate(v2)
+    assert v2.metrics["production_version"] == v1.version  # production measured on the same test split
+    assert v2.metrics["production_test_combined"] == pytest.approx(v2.metrics["test_combined"])
     assert len(reasons) == 1 and f"does not beat production v{v1.version}" in reasons[0], reasons
+    assert "on this version's test split" in reasons[0]
 
 
 def test_an_unmeasured_model_is_registered_but_the_gate_refuses_it(registry: Registry, tmp_path: Path) -> None:
@@ -153,3 +163,36 @@ def test_a_model_that_does_not_fit_the_project_is_refused_naming_the_difference(
     with pytest.raises(ModelRejected) as exc:
         check_model(make(), DIGITS)
     assert message in str(exc.value) and str(exc.value).startswith("model: ")
+
+
+def test_the_deployer_measures_on_the_given_snapshot_and_a_refused_promotion_names_the_candidate(
+    trained, lake_root: Path, registry: Registry, tmp_path: Path
+) -> None:
+    """`POST /v1/models/{model}/versions`'s core, with the project registry and snapshot resolver it runs with."""
+    db_url = f"sqlite:///{tmp_path / 'projects.db'}"
+    migrate(db_url, [MIGRATIONS])
+    projects = ProjectRegistry(Database(db_url))
+    projects.create(DIGITS.spec)
+    deployer = ExternalDeployer(
+        projects,
+        registry,
+        tmp_path / "models",
+        SnapshotResolver(lake_root.as_uri(), None),
+        None,
+        CombinedMetric.parse(COMBINED),
+    )
+    model = _torchscript(trained.outcome.model)
+    first = deployer.deploy("digits", model, snapshot_id="snap-digits", promote="production")
+    assert first.record.stage == "production" and first.measured_on == "snap-digits" and first.gate == []
+    with pytest.raises(PromotionRefused) as exc:
+        deployer.deploy("digits", model, snapshot_id="snap-digits", promote="production")
+    assert f"digits v{first.record.version + 1} is registered as a candidate" in str(exc.value)
+    assert f"does not beat production v{first.record.version}" in str(exc.value)
+    assert registry.get("digits", first.record.version + 1).stage == "candidate"
+    with pytest.raises(ProjectNotFound):
+        deployer.deploy("no-such-project", model)
+    # No lake to cut a snapshot from: registered unmeasured, and the answer says why.
+    unmeasured = deployer.deploy("digits", model)
+    assert unmeasured.measured_on.startswith("not measured") and unmeasured.record.metrics.keys() <= {
+        "external_torchscript_onnx_max_abs_diff"
+    }

@@ -141,15 +141,9 @@ def test_a_searched_ensemble_searches_single_networks_then_trains_the_members(di
         export=ExportOptions(exporter="torchscript", int8=False, torchscript=False, mar=False),
     )
     hp = {"max_epochs": "2", "width": "16", "ensemble": "2", "augment_shift": "0"}
+    project = example_spec("digits").model_copy(update={"name": "digits-ens"})
     spec = JobSpec(
-        "job-ens",
-        "digits-ens",
-        "small_cnn",
-        "snap-digits",
-        digits_uri,
-        hp,
-        search_trials=3,
-        **job_project(example_spec("digits").model_copy(update={"name": "digits-ens"})),
+        "job-ens", "digits-ens", "small_cnn", "snap-digits", digits_uri, hp, search_trials=3, **job_project(project)
     )
     out = run_job(spec, ctx)
     trials = out.report["search"]["trials"]
