@@ -1,13 +1,13 @@
 """Ingest branch: acknowledged events stay in the outbox for a while, with the broker that took them.
 
-Revision ID: ingest_0002
+Revision ID: ingest_0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "ingest_0002"
-down_revision = "ingest_0001"
+revision = "ingest_0003"
+down_revision = "ingest_0002"
 branch_labels = None
 depends_on = None
 
