@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 
 from services.config import CommonSettings, load_settings
+from services.devstack.credentials import StackCredentials
 from services.devstack.supervisor import Component, probe, read_state
 from services.gateway.keys import KeyStore
 from services.lake.aggregates import Aggregates
@@ -129,7 +130,9 @@ class Traffic:
     def _labels(self) -> None:
         rng = np.random.default_rng(self.seed)
         n = 0
-        with httpx.Client(timeout=10) as client:
+        # ingest admits trusted callers only: the labeler's token, from the home's credentials
+        labeler = StackCredentials.load(self.stack.home).bearer("labeler")
+        with httpx.Client(timeout=10, headers=labeler) as client:
             while not self._stop.wait(LABEL_EVERY_S):
                 ids = [f"{self.run}-{n + i}" for i in range(LABEL_BATCH)]
                 n += LABEL_BATCH
