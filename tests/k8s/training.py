@@ -5,6 +5,7 @@ flywheel.models, and the gateway serves it. Services are reached with `kubectl p
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from tests.k8s.conftest import KUBECTL, kubectl, wait_until
 
 MODEL = "digits-k8s"
 LABELS = 600
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def free_port() -> int:
@@ -59,8 +61,11 @@ def metric(url: str, family: str, **labels: str) -> float:
     )
 
 
-def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
-    """Returns what was checked, for the test's output."""
+def train_and_serve(namespace: str, release: str, api_key: str, labeler: str, operator: str) -> dict:
+    """Returns what was checked, for the test's output. labeler, operator: the service tokens from the
+    release's Secret (labels go to ingest as the labeler; the lake and trainer admit the operator)."""
+    as_labeler = {"Authorization": f"Bearer {labeler}"}
+    as_operator = {"Authorization": f"Bearer {operator}"}
     full = f"{release}-flywheel"
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
@@ -78,7 +83,9 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
                 for i in range(LABELS)
             ]
         }
-        r = httpx.post(ingest + "/v1/labels", json=batch, timeout=60)
+        refused = httpx.post(ingest + "/v1/labels", json=batch, timeout=60)
+        assert refused.status_code == 401, refused.text  # finding 3: no label without the labeler's token
+        r = httpx.post(ingest + "/v1/labels", json=batch, headers=as_labeler, timeout=60)
         assert r.status_code == 200, r.text
         wait_until(
             "the labels in the lake",
@@ -86,7 +93,12 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
             timeout_s=120,
         )
         split = {"train": 0.7, "validation": 0.15, "test": 0.15}
-        snap = httpx.post(lake + "/v1/snapshots", json={"split": split, "description": "tests/k8s"}, timeout=120)
+        snap = httpx.post(
+            lake + "/v1/snapshots",
+            json={"split": split, "description": "tests/k8s"},
+            headers=as_operator,
+            timeout=120,
+        )
         assert snap.status_code == 200, snap.text
         snapshot = snap.json()["snapshot_id"]
         body = {
@@ -95,12 +107,12 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
             "model_family": "digits_mlp",
             "hyperparameters": {"max_epochs": "30"},
         }
-        job = httpx.post(trainer + "/v1/jobs", json=body, timeout=60).json()
+        job = httpx.post(trainer + "/v1/jobs", json=body, headers=as_operator, timeout=60).json()
         assert job.get("runner") == "kubernetes", job
         url = f"{trainer}/v1/jobs/{job['job_id']}"
         done = wait_until(
             "the training job finished",
-            lambda: (j := httpx.get(url, timeout=10).json())["state"] in ("succeeded", "failed", "cancelled") and j,
+            lambda: (j := httpx.get(url, headers=as_operator, timeout=10).json())["state"] in FINISHED and j,
             timeout_s=900,
             interval_s=3,
         )
@@ -109,6 +121,15 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
         selector = "app.kubernetes.io/component=training-job"
         k8s_job = kubectl("-n", namespace, "get", "jobs", "-l", selector, "-o", "name")
         assert k8s_job.stdout.strip(), "the trainer ran no Kubernetes Job"
+        # The Job's spec carries no secret and its pod no Kubernetes credential (finding 15).
+        spec = json.loads(kubectl("-n", namespace, "get", "jobs", "-l", selector, "-o", "json").stdout)["items"][0]
+        pod = spec["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["FLYWHEEL_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{full}-secrets",
+            "key": "database-url",
+        }, env["FLYWHEEL_DATABASE_URL"]
+        assert pod["serviceAccountName"] == f"{full}-training-job" and pod["automountServiceAccountToken"] is False
 
         held_out = slice(1500, 1700)
         data = x[held_out].ravel().tolist()
