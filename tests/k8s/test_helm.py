@@ -45,7 +45,7 @@ def secret_values() -> dict[str, str]:
 
 @pytest.mark.timeout(2400)
 def test_install_test_upgrade_uninstall(cluster: str) -> None:
-    with step("namespace, Kafka and PostgreSQL"):
+    with step("namespace and Kafka (PostgreSQL comes with the chart)"):
         create_namespace(NAMESPACE)
         start_deps(NAMESPACE)
     try:

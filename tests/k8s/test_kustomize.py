@@ -67,7 +67,7 @@ def pod_phase(name: str) -> str:
 
 @pytest.mark.timeout(2400)
 def test_dev_overlay_passes_the_smoke_test(cluster: str) -> None:
-    with step("namespace, Kafka and PostgreSQL"):
+    with step("namespace and Kafka (PostgreSQL comes with the chart)"):
         create_namespace(NAMESPACE)
         start_deps(NAMESPACE)
     overlay = dev_overlay_here(Path(tempfile.mkdtemp(prefix="flywheel-dev-overlay-")))

@@ -99,7 +99,7 @@ def train_and_serve(namespace: str, release: str, api_key: str, labeler: str, op
             headers=as_operator,
             timeout=120,
         )
-        assert snap.status_code == 200, snap.text
+        assert snap.status_code == 201, snap.text  # Created
         snapshot = snap.json()["snapshot_id"]
         body = {
             "model": MODEL,
