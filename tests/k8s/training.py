@@ -135,6 +135,8 @@ def train_and_serve(namespace: str, release: str, api_key: str, labeler: str, op
         data = x[held_out].ravel().tolist()
         infer = {"inputs": [{"name": "features", "shape": [200, 64], "datatype": "FP32", "data": data}]}
 
+        last: list[str] = []
+
         def served() -> dict | None:
             r = httpx.post(
                 f"{gateway}/v2/models/{MODEL}/versions/{version}/infer",
@@ -142,9 +144,17 @@ def train_and_serve(namespace: str, release: str, api_key: str, labeler: str, op
                 headers={"Authorization": f"Bearer {api_key}"},
                 timeout=30,
             )
+            last[:] = [f"{r.status_code} {r.text[:500]}"]
             return r.json() if r.status_code == 200 else None
 
-        answer = wait_until(f"the gateway serving {MODEL} v{version}", served, timeout_s=120)
+        try:
+            answer = wait_until(f"the gateway serving {MODEL} v{version}", served, timeout_s=120)
+        except AssertionError as exc:
+            logs = [
+                kubectl("-n", namespace, "logs", f"deployment/{full}-{name}", "--tail=25", check=False).stdout
+                for name in ("trainer", "modelserver", "gateway")
+            ]
+            raise AssertionError(f"{exc}; the gateway's last answer: {last}\n" + "\n".join(logs)) from None
         predicted = np.array(answer["outputs"][0]["data"]).reshape(200, -1).argmax(axis=1)
         accuracy = float((predicted == y[held_out]).mean())
         assert accuracy > 0.5, accuracy  # chance is 0.1: a model trained on these labels, not a stub
