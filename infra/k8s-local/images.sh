@@ -258,7 +258,9 @@ kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`
 
 postgres_image() {  # Debian's PostgreSQL
   local ref key
-  ref=$(deps_image postgresql)
+  # The chart bundles PostgreSQL; on this cluster it runs the image the local values name.
+  ref=$(sed -n 's#^ *image: *\(flywheel.local/postgresql:[^ ]*\)$#\1#p' "$REPO/charts/flywheel/ci/local-cluster-values.yaml")
+  [ -n "$ref" ] || die "charts/flywheel/ci/local-cluster-values.yaml names no flywheel.local/postgresql image"
   key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE")" infra/k8s-local/images/postgresql)
   if ! built "$ref" "$key"; then
     step "$ref (Debian's postgresql-15)"

@@ -1,5 +1,9 @@
 """Regenerate k8s/base from the Helm chart's defaults (run after changing the chart; tests/deploy checks it).
 
+The chart's Secret is left out: Helm generates it at install, and a kustomize base that carried one
+would publish it. k8s/base builds it instead with a secretGenerator from secrets.env, which
+infra/tools/k8s_secrets.py makes (random, per checkout, never committed).
+
 .venv/bin/python infra/tools/render_k8s_base.py
 """
 
@@ -13,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "k8s" / "base"
 HEADER = "# Generated from charts/flywheel by infra/tools/render_k8s_base.py; do not edit by hand.\n"
-WEBHOOK_TOKEN = "change-me-before-any-real-use"
+SECRET = "flywheel-flywheel-secrets"
 
 
 def is_helm_test(doc: dict) -> bool:
@@ -29,9 +33,6 @@ def render() -> dict[str, str]:
             str(ROOT / "charts/flywheel"),
             "--namespace",
             "flywheel",
-            # Helm generates the token at install; a kustomize base needs a fixed one, replaced like the API key.
-            "--set",
-            f"secrets.webhookToken={WEBHOOK_TOKEN}",
         ],
         check=True,
         capture_output=True,
@@ -40,6 +41,9 @@ def render() -> dict[str, str]:
     files: dict[str, str] = {}
     for doc in yaml.safe_load_all(out):
         if not doc or is_helm_test(doc):  # `helm test` has no kustomize equivalent (tests/k8s runs it there)
+            continue
+        if doc["kind"] == "Secret":  # random at each render: made by infra/tools/k8s_secrets.py instead
+            assert doc["metadata"]["name"] == SECRET, doc["metadata"]["name"]
             continue
         md = doc["metadata"]
         for labels in (
@@ -58,6 +62,17 @@ def render() -> dict[str, str]:
         "namespace": "flywheel",
         "labels": [{"pairs": {"app.kubernetes.io/managed-by": "kustomize"}}],
         "resources": sorted(files),
+        # Run infra/tools/k8s_secrets.py first: without secrets.env nothing builds.
+        "secretGenerator": [
+            {
+                "name": SECRET,
+                "envs": ["secrets.env"],
+                "options": {
+                    "disableNameSuffixHash": True,
+                    "labels": {"app.kubernetes.io/part-of": "flywheel", "app.kubernetes.io/instance": "flywheel"},
+                },
+            }
+        ],
     }
     files["kustomization.yaml"] = HEADER + yaml.safe_dump(kustomization, sort_keys=False)
     return files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,14 @@ def render_chart(helm: Path, values_file: str) -> list[dict]:
     return load_docs(out.stdout)
 
 
+def make_k8s_secrets() -> Path:
+    """k8s/base/secrets.env (infra/tools/k8s_secrets.py, the step the base documents), made once."""
+    subprocess.run([sys.executable, str(ROOT / "infra" / "tools" / "k8s_secrets.py")], check=True, timeout=60)
+    return ROOT / "k8s" / "base" / "secrets.env"
+
+
 def render_kustomize(kubectl: Path, overlay: str) -> list[dict]:
+    make_k8s_secrets()
     out = subprocess.run(
         [str(kubectl), "kustomize", str(ROOT / "k8s" / overlay)],
         check=True,

@@ -117,7 +117,11 @@ def test_trainer_role_is_least_privilege(helm: Path) -> None:
     role = next(d for d in docs if d["kind"] == "Role")
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
-    assert {"jobs"} == {r for rule in role["rules"] if "batch" in rule["apiGroups"] for r in rule["resources"]}
+    assert {"jobs", "jobs/status"} == {
+        r for rule in role["rules"] if "batch" in rule["apiGroups"] for r in rule["resources"]
+    }
+    status = next(rule for rule in role["rules"] if rule["resources"] == ["jobs/status"])
+    assert status["verbs"] == ["get"]  # services/trainer/runners/kubernetes.py reconcile(): read_namespaced_job_status
 
 
 def test_values_schema_rejects_unknown_engine(helm: Path) -> None:

@@ -18,7 +18,9 @@ SERVICES = ["gateway", "ingest", "lake", "modelserver", "monitor", "trainer"]
 
 
 def deployments(docs: list[dict]) -> dict[str, dict]:
-    return {d["metadata"]["labels"]["app.kubernetes.io/name"]: d for d in docs if d["kind"] == "Deployment"}
+    """Flywheel's services (not the bundled PostgreSQL)."""
+    found = {d["metadata"]["labels"]["app.kubernetes.io/name"]: d for d in docs if d["kind"] == "Deployment"}
+    return {name: d for name, d in found.items() if name in SERVICES}
 
 
 def env_of(docs: list[dict], name: str) -> dict[str, str]:
@@ -44,9 +46,9 @@ def test_every_service_listens_on_all_addresses(helm: Path) -> None:
 
 def test_one_shared_volume_for_services_and_training_jobs(helm: Path) -> None:
     docs = render_chart(helm, "default-values.yaml")
-    claims = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
-    assert claims == ["rel-flywheel-data"]
-    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    claims = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert claims == ["rel-flywheel-data", "rel-flywheel-postgresql"]  # the bundled database's is its own
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"].endswith("-data"))
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     for name, d in deployments(docs).items():
         pod = d["spec"]["template"]["spec"]
@@ -168,7 +170,7 @@ def test_topics_exist_before_services_subscribe(helm: Path) -> None:
     """Consumers of a missing topic never get partitions (and stay unready): each pod first creates them."""
     for name, d in deployments(render_chart(helm, "default-values.yaml")).items():
         pod = d["spec"]["template"]["spec"]
-        (init,) = pod["initContainers"]
+        init = next(c for c in pod["initContainers"] if c["name"] == "kafka-topics")
         assert init["image"] == pod["containers"][0]["image"], name
         assert init["command"][:2] == ["python", "-c"] and "ensure_topics" in init["command"][2]
         assert init["resources"]["limits"] and init["securityContext"]["allowPrivilegeEscalation"] is False
@@ -180,5 +182,7 @@ def test_topics_exist_before_services_subscribe(helm: Path) -> None:
         timeout=120,
     )
     assert all(
-        "initContainers" not in d["spec"]["template"]["spec"] for d in deployments(load_docs(off.stdout)).values()
+        c["name"] != "kafka-topics"
+        for d in deployments(load_docs(off.stdout)).values()
+        for c in d["spec"]["template"]["spec"].get("initContainers", [])
     )

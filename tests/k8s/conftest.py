@@ -88,9 +88,9 @@ def create_namespace(name: str) -> None:
 
 
 def start_deps(namespace: str) -> None:
-    """Kafka and PostgreSQL in the namespace, at the chart's default addresses."""
+    """Kafka in the namespace, at the chart's default address (PostgreSQL comes with the chart)."""
     kubectl("apply", "-n", namespace, "-k", DEPS)
-    for name in ("kafka", "postgres"):
+    for name in ("kafka",):
         out = kubectl(
             "-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=300s", timeout=320, check=False
         )

@@ -1,11 +1,13 @@
 """The chart on a real cluster: `helm install --wait`, `helm test` (every service healthy and scraped,
-a model the test writes served through the gateway), a training Job the trainer runs as a Kubernetes
-Job on the chart's volume and the model it makes served, an upgrade that keeps the generated webhook
-token, and `helm uninstall` leaving only the volume the chart keeps on purpose."""
+locked to callers without the Secret's tokens, a model the test writes served through the gateway), a
+training Job the trainer runs as a Kubernetes Job on the chart's volume and the model it makes served,
+an upgrade that keeps every generated credential, and `helm uninstall` leaving only the volume the
+chart keeps on purpose. Every credential is read from the Secret the chart generated: none is known."""
 
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -35,13 +37,15 @@ def secret_value(key: str) -> str:
     return base64.b64decode(out.stdout).decode()
 
 
-def webhook_token() -> str:
-    return secret_value("webhook-token")
+def secret_values() -> dict[str, str]:
+    secret = f"{RELEASE}-flywheel-secrets"
+    out = kubectl("-n", NAMESPACE, "get", "secret", secret, "-o", "json")
+    return {k: base64.b64decode(v).decode() for k, v in json.loads(out.stdout)["data"].items()}
 
 
 @pytest.mark.timeout(2400)
 def test_install_test_upgrade_uninstall(cluster: str) -> None:
-    with step("namespace, Kafka and PostgreSQL"):
+    with step("namespace and Kafka (PostgreSQL comes with the chart)"):
         create_namespace(NAMESPACE)
         start_deps(NAMESPACE)
     try:
@@ -66,7 +70,13 @@ def test_install_test_upgrade_uninstall(cluster: str) -> None:
             assert out.returncode == 0, out.stdout + out.stderr + describe_failures(NAMESPACE)
             assert "all checks passed" in out.stdout
         with step("a training Job: labels in, a Kubernetes Job writes /data/models, served through the gateway"):
-            done = train_and_serve(NAMESPACE, RELEASE, secret_value("api-keys").split(",")[0])
+            done = train_and_serve(
+                NAMESPACE,
+                RELEASE,
+                secret_value("api-keys").split(",")[0],
+                labeler=secret_value("token-labeler"),
+                operator=secret_value("token-operator"),
+            )
             print(f"    trained {done}")
         with step("the model server restarts ready beside the trainer's TorchScript export"):
             kubectl("-n", NAMESPACE, "rollout", "restart", f"deployment/{RELEASE}-flywheel-modelserver")
@@ -77,11 +87,11 @@ def test_install_test_upgrade_uninstall(cluster: str) -> None:
             assert out.returncode == 0, out.stdout + out.stderr + describe_failures(NAMESPACE)
             # Training Jobs are the trainer's, not Helm's (they go after their TTL): removed here.
             kubectl("-n", NAMESPACE, "delete", "jobs", "-l", "app.kubernetes.io/component=training-job", "--wait=true")
-        with step("helm upgrade keeps the generated webhook token"):
-            token = webhook_token()
-            assert len(token) >= 32
+        with step("helm upgrade keeps every generated credential"):
+            before = secret_values()
+            assert len(before["webhook-token"]) >= 32 and len(before["token-operator"]) >= 32
             helm("upgrade", RELEASE, CHART, "-n", NAMESPACE, "-f", LOCAL_VALUES, "--wait", "--timeout", "10m")
-            assert webhook_token() == token
+            assert secret_values() == before
         with step("helm uninstall leaves nothing but the kept volume"):
             helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "5m")
             selector = f"app.kubernetes.io/instance={RELEASE}"

@@ -22,6 +22,7 @@ from tests.support.projects import example_spec_file
 MODEL = "digits-k8s"
 DIGITS_SPEC = example_spec_file("digits")
 LABELS = 600
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def free_port() -> int:
@@ -63,8 +64,11 @@ def metric(url: str, family: str, **labels: str) -> float:
     )
 
 
-def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
-    """Returns what was checked, for the test's output."""
+def train_and_serve(namespace: str, release: str, api_key: str, labeler: str, operator: str) -> dict:
+    """Returns what was checked, for the test's output. labeler, operator: the service tokens from the
+    release's Secret (labels go to ingest as the labeler; the lake and trainer admit the operator)."""
+    as_labeler = {"Authorization": f"Bearer {labeler}"}
+    as_operator = {"Authorization": f"Bearer {operator}"}
     full = f"{release}-flywheel"
     digits = load_digits()
     x = (digits.data / 16.0).astype(np.float32)
@@ -78,11 +82,13 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
         # The chart registers no project: this one is the digits example under the test's model name,
         # created through the trainer's API and learnt by ingest and the lake from flywheel.projects.
         spec = json.loads(spec_json(load_spec_file(DIGITS_SPEC)))
-        created = httpx.post(trainer + "/v1/projects", json={**spec, "name": MODEL}, timeout=60)
+        created = httpx.post(trainer + "/v1/projects", json={**spec, "name": MODEL}, headers=as_operator, timeout=60)
         assert created.status_code in (200, 201), created.text
         wait_until(
             "ingest to learn the project",
-            lambda: any(p["name"] == MODEL for p in httpx.get(ingest + "/v1/projects", timeout=10).json()),
+            lambda: any(
+                p["name"] == MODEL for p in httpx.get(ingest + "/v1/projects", headers=as_operator, timeout=10).json()
+            ),
             timeout_s=120,
         )
         before = metric(lake, "flywheel_lake_rows_written_total", topic="flywheel.labels")
@@ -93,7 +99,9 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
                 for i in range(LABELS)
             ],
         }
-        r = httpx.post(ingest + "/v1/labels", json=batch, timeout=60)
+        refused = httpx.post(ingest + "/v1/labels", json=batch, timeout=60)
+        assert refused.status_code == 401, refused.text  # finding 3: no label without the labeler's token
+        r = httpx.post(ingest + "/v1/labels", json=batch, headers=as_labeler, timeout=60)
         assert r.status_code == 200, r.text
         wait_until(
             "the labels in the lake",
@@ -108,10 +116,11 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
                     r := httpx.post(
                         lake + "/v1/snapshots",
                         json={"split": split, "description": "tests/k8s", "project": MODEL},
+                        headers=as_operator,
                         timeout=120,
                     )
                 ).status_code
-                == 200
+                == 201  # Created
                 and r
             ),
             timeout_s=120,
@@ -124,12 +133,12 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
             "model_family": "mlp",
             "hyperparameters": {"max_epochs": "30"},
         }
-        job = httpx.post(trainer + "/v1/jobs", json=body, timeout=60).json()
+        job = httpx.post(trainer + "/v1/jobs", json=body, headers=as_operator, timeout=60).json()
         assert job.get("runner") == "kubernetes", job
         url = f"{trainer}/v1/jobs/{job['job_id']}"
         done = wait_until(
             "the training job finished",
-            lambda: (j := httpx.get(url, timeout=10).json())["state"] in ("succeeded", "failed", "cancelled") and j,
+            lambda: (j := httpx.get(url, headers=as_operator, timeout=10).json())["state"] in FINISHED and j,
             timeout_s=900,
             interval_s=3,
         )
@@ -138,22 +147,57 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
         selector = "app.kubernetes.io/component=training-job"
         k8s_job = kubectl("-n", namespace, "get", "jobs", "-l", selector, "-o", "name")
         assert k8s_job.stdout.strip(), "the trainer ran no Kubernetes Job"
+        # The Job's spec carries no secret and its pod no Kubernetes credential (finding 15).
+        spec = json.loads(kubectl("-n", namespace, "get", "jobs", "-l", selector, "-o", "json").stdout)["items"][0]
+        pod = spec["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["FLYWHEEL_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{full}-secrets",
+            "key": "database-url",
+        }, env["FLYWHEEL_DATABASE_URL"]
+        assert pod["serviceAccountName"] == f"{full}-training-job" and pod["automountServiceAccountToken"] is False
 
         held_out = slice(1500, 1700)
-        data = x[held_out].ravel().tolist()
-        infer = {"inputs": [{"name": "features", "shape": [200, 64], "datatype": "FP32", "data": data}]}
+        rows = x[held_out]
+        batch_size = 50  # the model's max_batch_size is 64: the model server refuses more in one request
 
-        def served() -> dict | None:
-            r = httpx.post(
-                f"{gateway}/v2/models/{MODEL}/versions/{version}/infer",
-                json=infer,
-                headers={"Authorization": f"Bearer {api_key}"},
-                timeout=30,
-            )
-            return r.json() if r.status_code == 200 else None
+        last: list[str] = []
 
-        answer = wait_until(f"the gateway serving {MODEL} v{version}", served, timeout_s=120)
-        predicted = np.array(answer["outputs"][0]["data"]).reshape(200, -1).argmax(axis=1)
+        def served() -> list[float] | None:
+            outputs: list[float] = []
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                infer = {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "shape": list(chunk.shape),
+                            "datatype": "FP32",
+                            "data": chunk.ravel().tolist(),
+                        }
+                    ]
+                }
+                r = httpx.post(
+                    f"{gateway}/v2/models/{MODEL}/versions/{version}/infer",
+                    json=infer,
+                    headers={"Authorization": f"Bearer {api_key}"},
+                    timeout=30,
+                )
+                last[:] = [f"{r.status_code} {r.text[:500]}"]
+                if r.status_code != 200:
+                    return None
+                outputs += r.json()["outputs"][0]["data"]
+            return outputs
+
+        try:
+            answer = wait_until(f"the gateway serving {MODEL} v{version}", served, timeout_s=120)
+        except AssertionError as exc:
+            logs = [
+                kubectl("-n", namespace, "logs", f"deployment/{full}-{name}", "--tail=25", check=False).stdout
+                for name in ("trainer", "modelserver", "gateway")
+            ]
+            raise AssertionError(f"{exc}; the gateway's last answer: {last}\n" + "\n".join(logs)) from None
+        predicted = np.array(answer).reshape(len(rows), -1).argmax(axis=1)
         accuracy = float((predicted == y[held_out]).mean())
         assert accuracy > 0.5, accuracy  # chance is 0.1: a model trained on these labels, not a stub
         return {"job": job["job_id"], "k8s_job": k8s_job.stdout.strip(), "version": version, "accuracy": accuracy}

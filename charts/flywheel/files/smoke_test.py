@@ -2,7 +2,9 @@
 a running release, each check printed with its time.
 
 1. Every service answers /healthz and /readyz, and /metrics is Prometheus text with its metrics.
-2. Ingest's Label Studio webhook refuses a request without the token and accepts the Secret's token.
+2. Ingest's Label Studio webhook refuses a request without the token and accepts the Secret's token;
+   every internal service refuses a request without a credential (401) and admits the operator's
+   service token from the Secret.
 3. A model of the test's own: a small ONNX classifier written into the model repository on the
    shared volume (a new version, renamed into place), announced on flywheel.models as production.
    The model servers load it, the gateway routes to it, and predictions through the gateway
@@ -13,7 +15,8 @@ a running release, each check printed with its time.
 
 Runs in the trainer's image (Python, onnx, the Kafka client and the services' event code) with:
 SMOKE_SERVICES (name=http://host:port,...), SMOKE_KAFKA, SMOKE_MODEL_REPOSITORY, SMOKE_LAKE,
-SMOKE_API_KEYS (the first is used), SMOKE_WEBHOOK_TOKEN, and for a Triton model server
+SMOKE_API_KEYS (the first is used), SMOKE_WEBHOOK_TOKEN, SMOKE_OPERATOR_TOKEN, SMOKE_CA_FILE when the
+services speak TLS, the FLYWHEEL_KAFKA_* client settings, and for a Triton model server
 SMOKE_MODELSERVER_ENGINE=triton and SMOKE_MODELSERVER_METRICS. Exits 1 at the first failed check.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import sys
 import time
 import urllib.error
@@ -33,6 +37,8 @@ FEATURES = 64
 CLASSES = 10
 TIMEOUT_S = float(os.environ.get("SMOKE_TIMEOUT_S", "180"))
 STARTED = time.monotonic()
+# The release's CA when the services speak TLS (tls.enabled).
+TLS = ssl.create_default_context(cafile=os.environ["SMOKE_CA_FILE"]) if os.environ.get("SMOKE_CA_FILE") else None
 
 
 class CheckFailed(Exception):
@@ -49,7 +55,7 @@ def http(method: str, url: str, body: object = None, headers: dict[str, str] | N
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=TLS) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -112,6 +118,21 @@ def check_webhook_token(ingest: str, token: str) -> None:
     log(f"ingest: webhook refuses no token (401), takes the Secret's token (an empty payload answers {status})")
 
 
+def check_operator_token(urls: dict[str, str], token: str) -> None:
+    """Internal services: no credential is 401 on any path; the operator's token gets past the check."""
+    for name, base in sorted(urls.items()):
+        if name == "gateway" or (name == "modelserver" and ENGINE != "flywheel"):
+            continue  # the gateway's doors take API keys; Triton has no caller check
+        url = base + "/flywheel-smoke-no-such-route"
+        status, text = http("GET", url)
+        if status != 401:
+            raise CheckFailed(f"{name} without a credential: expected 401, got {status} {text[:200]}")
+        status, text = http("GET", url, headers={"Authorization": f"Bearer {token}"})
+        if status in (401, 403) or status >= 500:
+            raise CheckFailed(f"{name} with the operator's token from the Secret: {status} {text[:200]}")
+        log(f"{name}: no credential is 401, the operator's token is admitted ({status} for an unknown path)")
+
+
 def write_model(repository: Path) -> int:
     """A new version of MODEL: class c gets the sum of features c, c+10, c+20, ... (then softmax)."""
     import numpy as np
@@ -153,12 +174,13 @@ def write_model(repository: Path) -> int:
 
 
 def announce(bootstrap: str, version: int, stage: str, repository: Path) -> None:
+    from services.config import CommonSettings
     from services.events import EventProducer
     from services.events.codec import new_meta
     from services.events.topics import MODELS
     from services.genproto.flywheel.v1 import events_pb2 as ev
 
-    producer = EventProducer(bootstrap, client_id="flywheel-smoke-test")
+    producer = EventProducer(bootstrap, client_id="flywheel-smoke-test", **CommonSettings().kafka_security())
     event = ev.ModelPublished(
         meta=new_meta("smoke-test"),
         model=MODEL,
@@ -250,6 +272,7 @@ def main() -> int:
         until("every service healthy with metrics", lambda: check_health_and_metrics(urls) or True, timeout_s=120)
         if "ingest" in urls:
             check_webhook_token(urls["ingest"], os.environ["SMOKE_WEBHOOK_TOKEN"])
+        check_operator_token(urls, os.environ["SMOKE_OPERATOR_TOKEN"])
         lake_rows = (
             metric_total(urls["lake"], "flywheel_lake_rows_written_total", topic="flywheel.predictions")
             if "lake" in urls

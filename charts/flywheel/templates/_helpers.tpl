@@ -35,7 +35,76 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- if eq .Values.modelRepository.type "s3" -}}
 {{- fail "modelRepository.type=s3 is not available yet: the services read the model repository from a file system. Use modelRepository.type=pvc (the shared volume, persistence.*)." -}}
 {{- end -}}
+{{- if and .Values.tls.enabled (eq .Values.services.modelserver.engine "triton") -}}
+{{- fail "tls.enabled with services.modelserver.engine=triton is not supported: the chart does not configure Triton's TLS, and the gateway would call it over HTTPS. Use engine flywheel, or tls.enabled=false." -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
+{{- fail "tls.enabled needs tls.secretName: a Secret with tls.crt, tls.key and ca.crt (a cert-manager Certificate's)." -}}
+{{- end -}}
+{{- if and (not .Values.postgresql.enabled) .Values.secrets.create (not .Values.secrets.databaseUrl) -}}
+{{- fail "postgresql.enabled=false needs secrets.databaseUrl (postgresql+psycopg://user:password@host:5432/db) or secrets.existingSecret." -}}
+{{- end -}}
 {{- if eq .Values.services.modelserver.engine "torchserve" -}}
 {{- fail "services.modelserver.engine=torchserve is not supported: TorchServe reads .mar archives, not the Triton-layout model repository, and does not speak KServe v2, which the gateway sends. Use engine flywheel or triton." -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Who calls whom: the same matrix as the local runner (services/devstack/stack.py, ServiceSpec.callers and
+.identity; tests/deploy checks they agree). callers: the identities a service admits (their token digests
+are its FLYWHEEL_TRUSTED_CALLERS); identity: whose token the service presents when it calls another.
+*/}}
+{{- define "flywheel.identities" -}}
+operator gateway trainer labeler
+{{- end -}}
+
+{{- define "flywheel.callers" -}}
+{{- $matrix := dict "modelserver" "gateway operator" "ingest" "labeler operator" "lake" "trainer operator" "trainer" "operator" "gateway" "" "monitor" "operator" -}}
+{{- index $matrix . -}}
+{{- end -}}
+
+{{- define "flywheel.identity" -}}
+{{- $identities := dict "gateway" "gateway" "trainer" "trainer" -}}
+{{- index $identities . | default "" -}}
+{{- end -}}
+
+{{/* The pod's Kafka client settings (SECURITY.md, Kafka): env entries, the password from its Secret. */}}
+{{- define "flywheel.kafkaEnv" -}}
+{{- $k := .Values.kafka.security -}}
+{{- if ne $k.protocol "PLAINTEXT" }}
+- name: FLYWHEEL_KAFKA_SECURITY_PROTOCOL
+  value: {{ $k.protocol | quote }}
+{{- end }}
+{{- if hasPrefix "SASL_" $k.protocol }}
+- name: FLYWHEEL_KAFKA_SASL_MECHANISM
+  value: {{ required "kafka.security.sasl.mechanism is required with a SASL protocol" $k.sasl.mechanism | quote }}
+- name: FLYWHEEL_KAFKA_SASL_USERNAME
+  value: {{ required "kafka.security.sasl.username is required with a SASL protocol" $k.sasl.username | quote }}
+- name: FLYWHEEL_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "kafka.security.sasl.passwordSecret.name (a Secret holding the password) is required with a SASL protocol" $k.sasl.passwordSecret.name }}
+      key: {{ $k.sasl.passwordSecret.key }}
+{{- end }}
+{{- if and (hasSuffix "SSL" $k.protocol) $k.ssl.secretName }}
+{{- if $k.ssl.caKey }}
+- name: FLYWHEEL_KAFKA_SSL_CA_FILE
+  value: /etc/flywheel/kafka-tls/{{ $k.ssl.caKey }}
+{{- end }}
+{{- if and $k.ssl.certKey $k.ssl.keyKey }}
+- name: FLYWHEEL_KAFKA_SSL_CERT_FILE
+  value: /etc/flywheel/kafka-tls/{{ $k.ssl.certKey }}
+- name: FLYWHEEL_KAFKA_SSL_KEY_FILE
+  value: /etc/flywheel/kafka-tls/{{ $k.ssl.keyKey }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "flywheel.kafkaTlsMounted" -}}
+{{- if and (hasSuffix "SSL" .Values.kafka.security.protocol) .Values.kafka.security.ssl.secretName -}}true{{- end -}}
+{{- end -}}
+
+{{/* The database address: given, or the bundled PostgreSQL's Service. */}}
+{{- define "flywheel.postgresqlHost" -}}
+{{ include "flywheel.fullname" . }}-postgresql
 {{- end -}}
