@@ -25,6 +25,7 @@ from services.devstack.credentials import StackCredentials
 from services.devstack.supervisor import Component, probe, read_state
 from services.gateway.keys import KeyStore
 from services.lake.aggregates import Aggregates
+from services.lake.errors import LakeUnavailable
 from services.lake.manifest import Manifest
 from services.lake.store import LakeStore
 from services.storage import Database
@@ -75,14 +76,26 @@ class Stack:
         raise AssertionError(f"{name} not back within {timeout_s:.0f}s: {states}")
 
     def lake_labels(self, prefix: str) -> tuple[int, set[str]]:
-        """(rows in the lake's files, distinct example ids) of labels whose example id starts with prefix."""
+        """(rows in the lake's files, distinct example ids) of labels whose example id starts with prefix.
+
+        Read from outside the running lake: a compaction may replace files between reading the
+        manifest and opening them, so a read that finds a file gone is tried again (fresh manifest)."""
         store = LakeStore(f"file://{(self.home / 'lake').resolve()}")
         agg = Aggregates(store, lambda: Manifest.load(store), threading.RLock())
-        with agg.connect() as (con, _):
-            like = {"p": f"{prefix}%"}
-            rows = con.execute("SELECT count(*) FROM labels_all WHERE example_id LIKE $p", like).fetchall()[0][0]
-            ids = {r[0] for r in con.execute("SELECT example_id FROM labels WHERE example_id LIKE $p", like).fetchall()}
-        return int(rows), ids
+        like = {"p": f"{prefix}%"}
+        for attempt in range(10):
+            try:
+                with agg.connect() as (con, _):
+                    rows = con.execute("SELECT count(*) FROM labels_all WHERE example_id LIKE $p", like).fetchall()[0][
+                        0
+                    ]
+                    found = con.execute("SELECT example_id FROM labels WHERE example_id LIKE $p", like).fetchall()
+                return int(rows), {r[0] for r in found}
+            except LakeUnavailable:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
 
 
 def start_stack(home: Path, *up_args: str) -> Stack:

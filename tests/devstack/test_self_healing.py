@@ -93,7 +93,7 @@ def test_apache_broker_killed_keeps_its_log(tmp_path: Path) -> None:
     if not kafka_jars_present():
         unavailable("Apache Kafka jars missing: run `make kafka-jars`")
     home = tmp_path / "home"
-    stack = start_stack(home, "--kafka", "apache", "--only", "ingest,lake,gateway,modelserver")
+    stack = start_stack(home, "--kafka", "apache", "--only", "ingest,lake,gateway,modelserver,trainer")
     try:
         data = home / "kafka" / "apache" / "data"
         assert (data / "meta.properties").exists()

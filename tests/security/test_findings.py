@@ -125,7 +125,7 @@ def test_f04_label_streams_are_bounded_and_idle_ones_cannot_hold_the_workers(sta
                 return False
 
             wait_until(refused_now, 15, message="a fifth stream refused while four wait")
-            # Silent longer than FLYWHEEL_INGEST_STREAM_IDLE_S (2 s): each is cancelled, nothing stored.
+            # Silent longer than FLYWHEEL_INGEST_STREAM_IDLE_S (8 s): each is cancelled, nothing stored.
             for call in calls:
                 with pytest.raises(grpc.RpcError) as err:
                     call.result(timeout=30)
