@@ -32,6 +32,7 @@ def readme_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
     commands = []
     for block in blocks:
+        block = block.replace("\\\n", " ")  # a command continued on the next line is one command
         for line in block.splitlines():
             line = line.split(" # ", 1)[0].strip()
             if line and not line.startswith("#"):
@@ -44,6 +45,8 @@ def test_every_readme_command_exists() -> None:
     assert "make demo" in commands and "make test" in commands and "make up" in commands
     checked = 0
     for line in commands:
+        if not line.startswith(("make ", ".venv/bin/flywheel ")) and line != "make":
+            continue  # curl and the like (a JSON body may span lines): not ours to parse
         words = shlex.split(line)
         if words[0] == "make":
             target = [w for w in words[1:] if "=" not in w]
