@@ -87,7 +87,7 @@ def train_and_serve(namespace: str, release: str, api_key: str) -> dict:
         )
         split = {"train": 0.7, "validation": 0.15, "test": 0.15}
         snap = httpx.post(lake + "/v1/snapshots", json={"split": split, "description": "tests/k8s"}, timeout=120)
-        assert snap.status_code == 200, snap.text
+        assert snap.status_code == 201, snap.text
         snapshot = snap.json()["snapshot_id"]
         body = {
             "model": MODEL,
