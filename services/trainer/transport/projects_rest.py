@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -93,7 +93,8 @@ def projects_router(registry: ProjectRegistry) -> APIRouter:
         return {**project_json(versions[-1]), "versions": listed}
 
     @router.get("/{name}/versions/{version}", summary="One version of a project")
-    def version(name: str, version: int) -> dict[str, Any]:
+    # A version is a SQL integer: a caller's 30-digit number is refused here, not overflowed there.
+    def version(name: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> dict[str, Any]:
         return project_json(registry.get(name, version))
 
     return router
