@@ -14,11 +14,9 @@ import sys
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
-import httpx as _httpx
 import pytest
 
 from services.devstack.ports import free_port
@@ -244,16 +242,16 @@ def test_projects_are_versioned_in_sql_and_published(trainer, broker) -> None:
     """POST /v1/projects: 201 for a new version, 200 for the same spec, 409 for a changed input, 400 listing
     every problem; each version is published on flywheel.projects for the services that follow it."""
     base = f"http://127.0.0.1:{trainer['http']}/v1/projects"
-    httpx = _HttpxAsOperator()
+    http = httpx.Client(headers=operator(), timeout=30)  # the trainer admits trusted callers only
     spec = {
         "name": "fraud",
         "task": {"labels": ["ok", "fraud"]},
         "input": {"kind": "tabular", "columns": [{"name": "amount", "type": "float", "min": 0}]},
     }
-    r = httpx.post(base, json=spec)
+    r = http.post(base, json=spec)
     assert r.status_code == 201 and (r.json()["version"], r.json()["created"]) == (1, True), r.text
     assert r.json()["family"] == "tabular_mlp" and r.json()["kind"] == "tabular"
-    again = httpx.post(base, json=spec)
+    again = http.post(base, json=spec)
     assert again.status_code == 200 and again.json()["version"] == 1 and not again.json()["created"]
     tuned = {**spec, "model": {"hyperparameters": {"lr": 0.001}}, "slo": {"p99_ms": 50}}
     yaml_body = (
@@ -261,24 +259,24 @@ def test_projects_are_versioned_in_sql_and_published(trainer, broker) -> None:
         "input: {kind: tabular, columns: [{name: amount, type: float, min: 0}]}\n"
         "model: {hyperparameters: {lr: 0.001}}\nslo: {p99_ms: 50}\n"
     )
-    r = httpx.post(base, content=yaml_body, headers={"content-type": "application/yaml"})
+    r = http.post(base, content=yaml_body, headers={"content-type": "application/yaml"})
     assert r.status_code == 201 and r.json()["version"] == 2
     assert r.json()["spec"]["model"]["hyperparameters"] == {"lr": "0.001"}
-    assert httpx.post(base, json=tuned).json()["version"] == 2  # the same spec sent as JSON
+    assert http.post(base, json=tuned).json()["version"] == 2  # the same spec sent as JSON
     changed = {**spec, "input": {"kind": "tabular", "columns": [{"name": "amount", "type": "int"}]}}
-    r = httpx.post(base, json=changed)
+    r = http.post(base, json=changed)
     assert r.status_code == 409 and "has a different input" in r.json()["detail"]
     bad = {"name": "Bad", "task": {"labels": ["a"]}, "input": {"kind": "tabular", "columns": []}, "extra": 1}
-    r = httpx.post(base, json=bad)
+    r = http.post(base, json=bad)
     assert r.status_code == 400
     assert [p.split(":")[0] for p in r.json()["problems"]] == ["name", "task.labels", "input.columns", "extra"]
-    listed = httpx.get(base).json()
+    listed = http.get(base).json()
     assert {p["name"]: p["version"] for p in listed}.items() >= {"digits": 1, "fraud": 2, "weak": 1}.items()
-    detail = httpx.get(f"{base}/fraud").json()
+    detail = http.get(f"{base}/fraud").json()
     assert detail["version"] == 2 and [v["version"] for v in detail["versions"]] == [1, 2]
-    assert httpx.get(f"{base}/fraud/versions/1").json()["spec"]["slo"]["p99_ms"] == 100
-    assert httpx.get(f"{base}/nope").status_code == 404
-    too_big = httpx.get(f"{base}/fraud/versions/{10**30}")  # found by make fuzz: once a 500 from SQL
+    assert http.get(f"{base}/fraud/versions/1").json()["spec"]["slo"]["p99_ms"] == 100
+    assert http.get(f"{base}/nope").status_code == 404
+    too_big = http.get(f"{base}/fraud/versions/{10**30}")  # found by make fuzz: once a 500 from SQL
     assert too_big.status_code in (400, 422) and "version" in too_big.text, too_big.text
 
     events = read_topic(
@@ -290,13 +288,3 @@ def test_projects_are_versioned_in_sql_and_published(trainer, broker) -> None:
     )
     fraud = [ev.ProjectPublished.FromString(m.value()) for m in events if m.key() == b"fraud"]
     assert sorted({(e.name, e.version) for e in fraud}) == [("fraud", 1), ("fraud", 2)]
-
-
-class _HttpxAsOperator:
-    """httpx's get/post, calling as the operator (the trainer admits trusted callers only)."""
-
-    def get(self, url: str, **kw: Any) -> Any:
-        return _httpx.get(url, headers={**operator(), **kw.pop("headers", {})}, **kw)
-
-    def post(self, url: str, **kw: Any) -> Any:
-        return _httpx.post(url, headers={**operator(), **kw.pop("headers", {})}, **kw)
