@@ -31,6 +31,10 @@ export TMPDIR="$CACHE/buildah/tmp" CONTAINERS_CONF="$CACHE/buildah/containers.co
 mkdir -p "$CACHE/buildah/cni" "$TMPDIR" "$CACHE/tmp"
 printf '[network]\nnetwork_config_dir = "%s"\n' "$CACHE/buildah/cni" >"$CONTAINERS_CONF"
 IMPORTED="$STATE/images-imported"   # <image> → the input hash imported into containerd
+# FLYWHEEL_IMAGES_SLIM=1 (.ci/run sets it): disk matters more than rebuild time. pip keeps no cache
+# inside builds, and once containerd holds an image, buildah's copy of it and its layer cache go; a
+# later run finds the image in containerd by the input hash recorded at import and builds nothing.
+SLIM=${FLYWHEEL_IMAGES_SLIM:-0}
 
 # One build at a time on this machine; leftovers of an interrupted build are removed first.
 exec 8>/run/flywheel-buildah.lock
@@ -52,27 +56,66 @@ input_label() {  # the input hash an image in buildah's storage was built from (
   "${BUILDAH[@]}" inspect --type image --format '{{index .OCIv1.Config.Labels "flywheel.input"}}' "$1" 2>/dev/null || true
 }
 
-built() { [ "$(input_label "$1")" = "$2" ]; }  # built REF KEY
+imported_mark() { echo "$IMPORTED/$(echo "$1" | tr '/:' '__')"; }
+
+in_containerd() { containerd_up && "${CTR[@]}" images ls -q | grep -x "$1" >/dev/null; }
+
+# built REF KEY: buildah holds REF built from KEY, or (slim) containerd holds REF imported from KEY
+built() {
+  [ "$(input_label "$1")" = "$2" ] && return 0
+  [ "$SLIM" = 1 ] && [ "$(cat "$(imported_mark "$1")" 2>/dev/null)" = "$2" ] && in_containerd "$1"
+}
 
 image_id() { "${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$1"; }
 
 containerd_up() { [ -S "$CONTAINERD_SOCK" ] && "${CTR[@]}" version >/dev/null 2>&1; }
 
+drop_layer_blobs() {  # drop_layer_blobs REF: delete the layer tarballs of an imported, unpacked image
+  # containerd keeps each imported layer twice: the tarball in its content store and the unpacked
+  # snapshot that containers run from. Only the snapshot is ever used again (nothing pushes these
+  # images anywhere; containerd 1.7 calls this --discard-unpacked-layers), and the tarballs are GBs.
+  local digest layers
+  digest=$("${CTR[@]}" images ls | awk -v ref="$1" '$1 == ref {print $3}')
+  [ -n "$digest" ] || return 0
+  layers=$("${CTR[@]}" content get "$digest" | python3 -c '
+import json, sys
+manifest = json.load(sys.stdin)
+print(" ".join(layer["digest"] for layer in manifest.get("layers", [])))')
+  [ -n "$layers" ] || return 0
+  # shellcheck disable=SC2086  # digests: no spaces
+  "${CTR[@]}" content rm $layers >/dev/null 2>&1 || true
+}
+
+slim_drop() {  # slim_drop REF: (slim) buildah's copy of an image containerd now holds goes
+  [ "$SLIM" = 1 ] || return 0
+  "${BUILDAH[@]}" rmi --force "$1" >/dev/null 2>&1 || true
+}
+
+slim_prune() {  # (slim) every image no tag uses (the layer cache) and the build caches go
+  [ "$SLIM" = 1 ] || return 0
+  "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+  "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
+  rm -rf "$TMPDIR"/buildah-cache* "$TMPDIR"/storage* 2>/dev/null || true
+}
+
 load() {  # load REF KEY: stream the image into containerd, unless this build is there already
   local ref=$1 key=$2 mark t0=$SECONDS
-  mark="$IMPORTED/$(echo "$ref" | tr '/:' '__')"
+  mark=$(imported_mark "$ref")
   if ! containerd_up; then
     echo "    built $ref; the cluster is not up, so nothing was imported (make k8s-up, then make images)"
     return 0
   fi
-  if [ "$(cat "$mark" 2>/dev/null)" = "$key" ] && "${CTR[@]}" images ls -q | grep -x "$ref" >/dev/null; then
+  if [ "$(cat "$mark" 2>/dev/null)" = "$key" ] && in_containerd "$ref"; then
+    slim_drop "$ref"
     return 0
   fi
   mkdir -p "$IMPORTED"
   # A docker-archive on a pipe: no copy of the image on disk besides buildah's and containerd's.
   "${BUILDAH[@]}" push -q "$ref" "docker-archive:/dev/stdout:$ref" | "${CTR[@]}" images import - >/dev/null
-  "${CTR[@]}" images ls -q | grep -x "$ref" >/dev/null || die "$ref: not in containerd after the import"
+  in_containerd "$ref" || die "$ref: not in containerd after the import"
+  drop_layer_blobs "$ref"
   echo "$key" >"$mark"
+  slim_drop "$ref"
   echo "    imported $ref into containerd in $((SECONDS - t0)) s"
 }
 
@@ -129,6 +172,8 @@ build_pip_conf() {
     echo "cert = /etc/flywheel-build/ca.crt"
     if [ -n "${PIP_INDEX_URL:-}" ]; then echo "index-url = $PIP_INDEX_URL"; fi
     echo "timeout = ${PIP_DEFAULT_TIMEOUT:-60}"
+    # Without a cache the trainer's build does not keep a second copy of torch's ~3.5 GB of wheels.
+    if [ "$SLIM" = 1 ]; then echo "no-cache-dir = true"; fi
   } >"$BUILD_PIP/pip.conf"
 }
 
@@ -209,23 +254,22 @@ build_service() {  # build_service SVC: docker/Dockerfile --target SVC, unless b
 cmd_flywheel() {
   debian_base
   python_base
-  local svc trainer_pid t0=$SECONDS
-  # The model server first: the stages every image shares are then in the layer cache. The trainer
-  # (GBs of torch to download and commit) builds meanwhile beside the others.
-  build_service modelserver
-  load "$(service_ref modelserver)" "$(service_key modelserver)"
-  build_service trainer &
-  trainer_pid=$!
+  local svc t0=$SECONDS
+  # The trainer first and alone: committing its torch layer needs three times its ~4.5 GB for a
+  # while (the build's upper folder, the diff, the new layer), best paid before the other images
+  # fill the disk. Slim, its copy in buildah and its layer cache go before the next build.
+  build_service trainer
+  load "$(service_ref trainer)" "$(service_key trainer)"
+  slim_prune
   for svc in "${SERVICES[@]}"; do
-    case "$svc" in modelserver | trainer) continue ;; esac
+    [ "$svc" = trainer ] && continue
     build_service "$svc"
     load "$(service_ref "$svc")" "$(service_key "$svc")"
   done
   kafka_image
   postgres_image
-  wait "$trainer_pid" || die "building the trainer's image failed"
-  load "$(service_ref trainer)" "$(service_key trainer)"
   "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+  slim_prune
   gc_storage
   echo "    images ready in $((SECONDS - t0)) s"
 }
