@@ -103,9 +103,16 @@ tools:
 	bash infra/tools/fetch.sh
 setup: tools
 
-# Flywheel (adaptive / no batching) vs Triton vs TorchServe vs raw onnxruntime; BENCH_ARGS=--quick for a short run.
+# Flywheel vs Triton (queue delays swept) vs TorchServe, driven by NVIDIA's perf_analyzer on its own core
+# (server on CPU 0, perf_analyzer on CPU 1): bench/results/modelserver_perf.{json,md}. BENCH_ARGS=--quick: ≤ 90 s.
 bench-modelserver: setup
 	$(PY) -m bench.modelserver $(BENCH_ARGS)
+
+# The earlier Python load generator (sharing the cores), for what perf_analyzer cannot do: the in-process
+# onnxruntime ceiling and a Python client's view: bench/results/modelserver.json.
+.PHONY: bench-modelserver-loadgen
+bench-modelserver-loadgen: setup
+	$(PY) -m bench.modelserver.loadgen_bench $(BENCH_ARGS)
 
 # Model server REST vs gRPC latency, one client (~10 s): bench/results/modelserver_rest.json.
 .PHONY: bench-modelserver-rest

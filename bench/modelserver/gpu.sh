@@ -5,7 +5,7 @@
 #
 # Installs the wheels carried in .whl/ into /tmp/site (nothing is fetched), puts tritonserver in
 # place (from the nvidia-pytriton wheel, or from .whl/tritonserver.tar.xz that
-# bench/modelserver/gpu_wheels.sh packs), then runs `python -m bench.modelserver --device cuda`:
+# bench/modelserver/gpu_wheels.sh packs), then runs `python -m bench.modelserver.loadgen_bench --device cuda`:
 # Flywheel and Triton on CUDA (onnxruntime's CUDA provider where onnxruntime-gpu is in .whl/,
 # else TorchScript on CUDA for both), TorchServe where Java exists, and the in-process ceiling.
 # Prints the table; writes bench/results/modelserver-gpu.json (and a copy under $OUT if set).
@@ -46,7 +46,7 @@ print("torch", torch.__version__, "cuda", torch.cuda.is_available())
 PY
 
 out=bench/results/modelserver-gpu.json
-"$PY" -m bench.modelserver --device cuda --out "$out" --workdir /tmp/bench-modelserver "$@"
+"$PY" -m bench.modelserver.loadgen_bench --device cuda --out "$out" --workdir /tmp/bench-modelserver "$@"
 rc=$?
 if [ -n "${OUT:-}" ]; then
   cp "$out" "$OUT/" 2>/dev/null

@@ -99,13 +99,13 @@ parameters {{ key: "slo_ms" value: {{ string_value: "20" }} }}
 """
 
 
-def triton_config(spec: ModelSpec, device: str) -> str:
+def triton_config(spec: ModelSpec, device: str, max_queue_delay_us: int = 5000) -> str:
     return f"""name: "{spec.name}"
 backend: "python"
 max_batch_size: {MAX_BATCH}
 input [{{ name: "input" data_type: TYPE_FP32 dims: {_dims(spec.shape)} }}]
 output [{{ name: "output" data_type: TYPE_FP32 dims: [10] }}]
-dynamic_batching {{ max_queue_delay_microseconds: 5000 }}
+dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}
 instance_group [{{ kind: KIND_CPU count: 1 }}]
 parameters {{ key: "device" value: {{ string_value: "{device}" }} }}
 """
@@ -154,6 +154,17 @@ def write_repositories(root: Path, device: str, runtime: str = "onnx") -> None:
             ],
             check=True,
         )
+
+
+def write_triton_variant(root: Path, device: str, max_queue_delay_us: int) -> Path:
+    """A copy of root/triton whose configs wait up to `max_queue_delay_us` to fill a batch; its path."""
+    variant = root / f"triton-q{max_queue_delay_us}us"
+    if variant.exists():
+        shutil.rmtree(variant)
+    shutil.copytree(root / "triton", variant, symlinks=True)
+    for spec in MODELS.values():
+        (variant / spec.name / "config.pbtxt").write_text(triton_config(spec, device, max_queue_delay_us))
+    return variant
 
 
 def sample(spec: ModelSpec, n: int, seed: int = 0) -> np.ndarray:

@@ -38,6 +38,9 @@ class Endpoint:
     protocol: str  # loadgen protocol: grpc | v2-http | torchserve
     target: str  # host:port
     token: str = ""  # the service credential the system admits (Flywheel's model server), "" for the others
+    pid: int = 0  # the server process (its group leader): the perf bench pins and meters its tree
+    http: str = ""  # host:port of its HTTP API (v2 REST; TorchServe's inference API)
+    grpc: str = ""  # host:port of its gRPC API, "" if none
 
 
 def _wait(proc: subprocess.Popen, ready, what: str, log: Path, timeout_s: float = 180) -> None:
@@ -93,7 +96,7 @@ def start_flywheel(repo: Path, workdir: Path, batching: str, protocol: str = "gr
     with _process(cmd, env, log) as proc:
         _wait(proc, lambda: _ok(f"http://127.0.0.1:{http}/readyz"), f"flywheel ({batching})", log)
         target = f"127.0.0.1:{http if protocol == 'v2-http' else grpc}"
-        yield Endpoint(protocol, target, creds.token("operator"))
+        yield Endpoint(protocol, target, creds.token("operator"), proc.pid, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}")
 
 
 def triton_paths() -> tuple[Path, Path]:
@@ -137,7 +140,8 @@ def start_triton(repo: Path, workdir: Path, protocol: str = "grpc") -> Iterator[
     log = workdir / "triton.log"
     with _process(cmd, env, log) as proc:
         _wait(proc, lambda: _ok(f"http://127.0.0.1:{http}/v2/health/ready"), "tritonserver", log)
-        yield Endpoint(protocol, f"127.0.0.1:{http if protocol == 'v2-http' else grpc}")
+        target = f"127.0.0.1:{http if protocol == 'v2-http' else grpc}"
+        yield Endpoint(protocol, target, "", proc.pid, f"127.0.0.1:{http}", f"127.0.0.1:{grpc}")
 
 
 LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
@@ -155,7 +159,9 @@ LOG4J = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 @contextmanager
-def start_torchserve(store: Path, workdir: Path, models: dict[str, tuple[int, ...]], device: str) -> Iterator[Endpoint]:
+def start_torchserve(
+    store: Path, workdir: Path, models: dict[str, tuple[int, ...]], device: str, max_batch_delay_ms: int = 5
+) -> Iterator[Endpoint]:
     exe = Path(sys.executable).with_name("torchserve")
     if not exe.exists():
         raise SystemUnavailable("torchserve is not installed (make setup installs torchserve==0.12.0)")
@@ -171,7 +177,7 @@ def start_torchserve(store: Path, workdir: Path, models: dict[str, tuple[int, ..
                 "minWorkers": 1,
                 "maxWorkers": 1,
                 "batchSize": 16,
-                "maxBatchDelay": 5,
+                "maxBatchDelay": max_batch_delay_ms,
                 "responseTimeout": 120,
             }
         }
@@ -214,4 +220,5 @@ def start_torchserve(store: Path, workdir: Path, models: dict[str, tuple[int, ..
 
     with _process(cmd, env, log, cwd=workdir) as proc:
         _wait(proc, ready, "torchserve", log)
-        yield Endpoint("torchserve", f"127.0.0.1:{inference}")
+        target = f"127.0.0.1:{inference}"
+        yield Endpoint("torchserve", target, "", proc.pid, target)
