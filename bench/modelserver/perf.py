@@ -67,6 +67,7 @@ PROTOCOLS = ["grpc", "http", "http-json"]
 RATES = [250, 500, 1000, 2000, 4000]
 TRITON_DELAYS_US = [0, 100, 1000, 5000]
 TORCHSERVE_DELAYS_MS = [0, 1, 5]
+TORCHSERVE_THREADS = 32
 GOODPUT_MIN_ACHIEVED = 0.9  # an offered rate counts only if the client really sent (and got back) ≥ 90 % of it
 
 # perf_analyzer flags per protocol. HTTP's default tensor format is binary; JSON is the other one it allows.
@@ -106,7 +107,8 @@ class Point:
     throughput: float | None = None  # inferences/s perf_analyzer measured
     p50_ms: float | None = None
     p99_ms: float | None = None
-    errors: int = 0  # failed requests; a failed perf_analyzer run counts 1 and says why in `failed`
+    errors: int = 0  # worker threads that saw a failed request (a lower bound); a failed run counts ≥ 1
+    error_sample: str = ""  # the first error perf_analyzer printed
     failed: str = ""
     delayed_pct: float | None = None  # open loop: requests perf_analyzer sent late (client behind)
     cpu_s_per_1k: float | None = None  # server tree utime+stime per 1,000 requests
@@ -141,12 +143,16 @@ def parse_csv(text: str) -> dict[str, Any]:
 
 
 def parse_stdout(text: str) -> dict[str, Any]:
-    """Errors and client lag from perf_analyzer's report: request count vs successful ones, late sends."""
-    out: dict[str, Any] = {"errors": 0, "delayed_pct": None}
-    total = re.search(r"^\s*Request count:\s*(\d+)", text, re.M)
-    good = re.search(r"Successful request count:\s*(\d+)", text)
-    if total and good:
-        out["errors"] = max(0, int(total.group(1)) - int(good.group(1)))
+    """Errors and client lag from perf_analyzer's report.
+
+    perf_analyzer keeps no count of failed requests: each worker thread that saw one prints
+    "Thread [i] had error: …" (once) when the run ends, so `errors` is a lower bound, and any
+    error disqualifies the point from goodput. `delayed_pct`: open-loop sends that left late.
+    """
+    out: dict[str, Any] = {"errors": 0, "error_sample": "", "delayed_pct": None}
+    errors = re.findall(r"Thread \[\d+\] had error: *(.*)", text)
+    if errors:
+        out["errors"], out["error_sample"] = len(errors), errors[0].strip()[:200]
     late = re.search(r"([\d.]+)% of the requests were delayed", text)
     if late:
         out["delayed_pct"] = float(late.group(1))
@@ -383,7 +389,7 @@ class Run:
     client_cpus: str
     window_ms: int
     trials: int
-    max_threads: int
+    max_threads: int | None
     workdir: Path
     log: Path
     torchserve_inputs: dict[str, Path] = field(default_factory=dict)  # model → perf_analyzer --input-data JSON
@@ -397,12 +403,16 @@ def measure(run: Run, endpoint: Endpoint, pinner: Pinner, model: str, protocol: 
     cmd = ["taskset", "-c", run.client_cpus, str(PERF_ANALYZER), "-m", model, "-u", target, *PROTOCOL_ARGS[kind]]
     cmd += ["--measurement-mode", "time_windows", "-p", str(run.window_ms), "--max-trials", str(run.trials)]
     # Three windows, always "stable": the point's time stays bounded, the report merges the windows.
-    cmd += ["--stability-percentage", "1000", "--max-threads", str(run.max_threads), "-f", str(report)]
-    cmd += load.args()
+    cmd += ["--stability-percentage", "1000", "-f", str(report), *load.args()]
     if kind == "torchserve":
-        cmd += ["--input-data", str(run.torchserve_inputs[model])]
+        # perf_analyzer's TorchServe client has no async calls: enough synchronous threads stand in for them.
+        threads = run.max_threads or TORCHSERVE_THREADS
+        cmd += ["--input-data", str(run.torchserve_inputs[model]), "--max-threads", str(threads)]
     else:
-        cmd += ["-b", "1", "--input-data", "random"]
+        # Async: requests leave on the Poisson schedule whatever the answers do (perf_analyzer's default is sync).
+        cmd += ["--async", "-b", "1", "--input-data", "random"]
+        if run.max_threads:
+            cmd += ["--max-threads", str(run.max_threads)]
     if endpoint.token:  # -H goes out as gRPC metadata too: Flywheel admits the operator's credential
         cmd += ["-H", f"authorization:Bearer {endpoint.token}"]
     before, t0 = pinner.cpu_seconds(), time.monotonic()
@@ -523,7 +533,9 @@ SUMMARY_COLUMNS = ("system", "model", "protocol", "max thr/s", "goodput/s", "err
 
 
 def point_cells(p: Point) -> list[str]:
-    errors = f"fail: {p.failed[:40]}" if p.failed else str(p.errors)
+    errors = f"fail ({p.failed[:48]})" if p.failed else str(p.errors)
+    if p.errors and not p.failed:
+        errors += f" ({p.error_sample[:40]})"
     load = Load(p.load, p.value).label()
     if p.delayed_pct:
         load += f" ({p.delayed_pct:g}% late)"
@@ -622,7 +634,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--passes", type=int, help="whole-matrix passes, systems reversed each time (default 2)")
     parser.add_argument("--window-ms", type=int, help="perf_analyzer measurement window (default 2500, quick 1000)")
     parser.add_argument("--trials", type=int, default=3, help="windows per point (merged into one result)")
-    parser.add_argument("--max-threads", type=int, default=16, help="perf_analyzer worker threads")
+    parser.add_argument(
+        "--max-threads",
+        type=int,
+        help=f"perf_analyzer worker threads (default: its own; TorchServe {TORCHSERVE_THREADS})",
+    )
     parser.add_argument("--slo-ms", type=float, default=20.0)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON; the Markdown goes beside it (.md)")
