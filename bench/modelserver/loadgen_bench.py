@@ -11,6 +11,10 @@ a row alone, and drift over the run hits every system alike. Each row reports th
 p50/p99 (failures count as infinite latency) and goodput at the SLO: the throughput of a rate
 whose p99 meets it, else 0. Prints a table and writes bench/results/modelserver.json. On a
 shared, noisy machine compare ratios within one run only.
+
+`python -m bench.modelserver` (bench/modelserver/perf.py) is the main bench now: NVIDIA's
+perf_analyzer on its own core. This one stays for what perf_analyzer cannot do: the in-process
+ceiling, a Python client's view, and GPU machines without perf_analyzer (bench/modelserver/gpu.sh).
 """
 
 from __future__ import annotations

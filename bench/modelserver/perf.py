@@ -25,6 +25,7 @@ and TorchServe over maxBatchDelay {0, 1, 5} ms; per point the best setting is ke
 `--passes 2` runs the matrix twice, systems in reversed order the second time, and keeps the
 better pass per point (interference on a shared box only ever slows a run down).
 
+The full matrix (8 server configurations, 2 passes) takes about an hour; `--quick` under 90 s.
 Writes bench/results/modelserver_perf.json and .md. What perf_analyzer cannot do (the in-process
 onnxruntime ceiling, a Python client's view) stays in `python -m bench.modelserver.loadgen_bench`.
 """
@@ -507,6 +508,7 @@ def machine_facts(args: argparse.Namespace, load_at_start: tuple[float, float, f
     except (OSError, StopIteration):
         pass
     version = subprocess.run([str(PERF_ANALYZER), "--version"], env=pa_env(), capture_output=True, text=True)
+    said = [ln.strip() for ln in (version.stdout + version.stderr).splitlines() if "Version" in ln]
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu,
@@ -517,7 +519,9 @@ def machine_facts(args: argparse.Namespace, load_at_start: tuple[float, float, f
             "how": "server started from a thread on its CPUs (tree inherits), watcher re-pins strays every 0.1 s; "
             "perf_analyzer under taskset",
         },
-        "perf_analyzer": version.stdout.strip().splitlines()[-1] if version.stdout.strip() else "",
+        "perf_analyzer": said[-1] if said else "perf_analyzer (version unknown)",
+        "note": "Pinning keeps perf_analyzer off the server's cores, not the machine's other processes: "
+        "on a shared machine, compare systems within one run",
         "device": args.device,
     }
 
@@ -533,7 +537,7 @@ SUMMARY_COLUMNS = ("system", "model", "protocol", "max thr/s", "goodput/s", "err
 
 
 def point_cells(p: Point) -> list[str]:
-    errors = f"fail ({p.failed[:48]})" if p.failed else str(p.errors)
+    errors = f"fail ({p.failed[:64]})" if p.failed else str(p.errors)
     if p.errors and not p.failed:
         errors += f" ({p.error_sample[:40]})"
     load = Load(p.load, p.value).label()
@@ -566,7 +570,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 Machine: {m["nproc"]} CPUs ({m["cpu_model"]}), load average at start {" / ".join(map(str, m["load_average_at_start"]))};
 server on CPUs {pin["server_cpus"]}, perf_analyzer on CPUs {pin["client_cpus"]} ({pin["how"]});
-{m["perf_analyzer"]}. Each point: {result["trials"]} windows of {result["window_ms"]} ms, {result["passes"]} pass(es),
+{m["perf_analyzer"]}. {m["note"]}.
+Each point: {result["trials"]} windows of {result["window_ms"]} ms; passes: {result["passes"]}; kept:
 {result["kept"]}. Goodput: the highest offered rate whose p99 ≤ {result["slo_ms"]:g} ms, with no errors and
 ≥ {GOODPUT_MIN_ACHIEVED:.0%} of it achieved. cpu s/1k: the server tree's CPU seconds per 1,000 requests.
 Stray threads re-pinned: {result["strays"]}. Skipped: {result["skipped"] or "none"}.
