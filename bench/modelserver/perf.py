@@ -264,37 +264,44 @@ def _stat(pid: int) -> str | None:
         return None
 
 
+class ProcessTable:
+    """Who descends from whom, read from /proc/<pid>/stat once per process (a full re-read costs ~10 ms)."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[int, int, int]] = {}  # pid → (ppid, pgrp, session)
+
+    def tree(self, root: int) -> list[int]:
+        """root, its descendants and every process in its process group or session (systems.py gives each
+        server its own session, so workers re-parented out of the tree still count)."""
+        live = {int(name) for name in os.listdir("/proc") if name.isdigit()}
+        for pid in self._known.keys() - live:
+            del self._known[pid]
+        for pid in live - self._known.keys():
+            line = _stat(pid)
+            if line is not None:
+                fields = line[line.rindex(")") + 2 :].split()
+                self._known[pid] = (int(fields[1]), int(fields[2]), int(fields[3]))
+        found = {root} | {pid for pid, (_, pgrp, sid) in self._known.items() if root in (pgrp, sid)}
+        frontier = list(found)
+        while frontier:
+            current = frontier.pop()
+            for pid, (ppid, _, _) in self._known.items():
+                if ppid == current and pid not in found:
+                    found.add(pid)
+                    frontier.append(pid)
+        return sorted(p for p in found if p in self._known)
+
+
 def tree(root: int) -> list[int]:
-    """root and every process descended from it or in its process group/session (TorchServe's workers)."""
-    parent: dict[int, int] = {}
-    group: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        line = _stat(int(entry.name))
-        if line is None:
-            continue
-        fields = line[line.rindex(")") + 2 :].split()
-        pid = int(entry.name)
-        parent[pid] = int(fields[1])
-        if int(fields[2]) == root or int(fields[3]) == root:  # pgrp, session: systems.py starts a new session
-            group.add(pid)
-    found = {root} | group
-    frontier = [root]
-    while frontier:
-        current = frontier.pop()
-        for pid, ppid in parent.items():
-            if ppid == current and pid not in found:
-                found.add(pid)
-                frontier.append(pid)
-    return sorted(p for p in found if p in parent)
+    return ProcessTable().tree(root)
 
 
 class Pinner:
     """Keeps every thread of a process tree on `cpus`; counts the threads it had to move (strays)."""
 
-    def __init__(self, root: int, cpus: set[int], interval_s: float = 0.1) -> None:
+    def __init__(self, root: int, cpus: set[int], interval_s: float = 0.25) -> None:
         self.root, self.cpus, self.interval_s = root, cpus, interval_s
+        self.processes = ProcessTable()
         self.strays = 0
         self.stray_names: dict[str, int] = {}
         self.tasks_seen: set[tuple[int, int]] = set()
@@ -302,7 +309,7 @@ class Pinner:
         self._thread = threading.Thread(target=self._run, name="pinner", daemon=True)
 
     def sweep(self) -> None:
-        for pid in tree(self.root):
+        for pid in self.processes.tree(self.root):
             try:
                 tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
             except OSError:
@@ -320,7 +327,7 @@ class Pinner:
 
     def cpu_seconds(self) -> float:
         ticks = os.sysconf("SC_CLK_TCK")
-        return sum(proc_cpu_seconds(line, ticks) for pid in tree(self.root) if (line := _stat(pid)))
+        return sum(proc_cpu_seconds(line, ticks) for pid in self.processes.tree(self.root) if (line := _stat(pid)))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -516,7 +523,7 @@ def machine_facts(args: argparse.Namespace, load_at_start: tuple[float, float, f
         "pinning": {
             "server_cpus": args.server_cpus,
             "client_cpus": args.client_cpus,
-            "how": "server started from a thread on its CPUs (tree inherits), watcher re-pins strays every 0.1 s; "
+            "how": "server started from a thread on its CPUs (tree inherits), watcher re-pins strays every 0.25 s; "
             "perf_analyzer under taskset",
         },
         "perf_analyzer": said[-1] if said else "perf_analyzer (version unknown)",
