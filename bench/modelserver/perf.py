@@ -702,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         for pass_no in range(1, args.passes + 1):
             for target in plan if pass_no % 2 else plan[::-1]:
                 name = f"{target.system} ({target.setting})" if target.setting else target.system
-                if name in skipped:
+                if target.system in skipped:  # one setting failed to start: the others would too
                     continue
                 t0 = time.monotonic()
                 try:
@@ -731,8 +731,8 @@ def main(argv: list[str] | None = None) -> int:
                             "tasks_seen": len(pinner.tasks_seen),
                         }
                 except SystemUnavailable as exc:
-                    skipped[name] = (str(exc).strip().splitlines() or [repr(exc)])[0][:300]
-                    print(f"{name} skipped: {skipped[name]}", flush=True)
+                    skipped[target.system] = f"{name}: " + (str(exc).strip().splitlines() or [repr(exc)])[0][:300]
+                    print(f"{target.system} skipped: {skipped[target.system]}", flush=True)
         kept = keep_best(points, args.passes)
         stamped = stamp()
         result = {
