@@ -2,8 +2,8 @@
 
 One `Batcher` per loaded model version. Requests carry an absolute deadline: a *hard* one when the
 client gave one (its gRPC deadline, its `timeout` parameter, `X-Flywheel-Timeout-Ms`), else a *soft*
-one, the model's SLO. A hard deadline that passes while queued answers `DeadlineExceeded` before
-any compute. A soft deadline only orders the queue and sizes batches: a request without a client
+one, the model's SLO. A hard deadline that passes while queued answers `DeadlineExceeded` then,
+before any compute (a timer on the earliest one: a stalled backend does not hold the answer back). A soft deadline only orders the queue and sizes batches: a request without a client
 deadline is never dropped for being late. The pieces, each testable on its own:
 
 * `EdfQueue`: one heap per shape bucket (requests batch only with equal non-batch shapes),
@@ -258,6 +258,13 @@ class EdfQueue:
             rows += nxt.rows
         return batch
 
+    def next_hard_deadline(self) -> float | None:
+        """The earliest client deadline still queued (None: none is)."""
+        hard = self._hard
+        while hard and not hard[0][2].queued:
+            heapq.heappop(hard)
+        return hard[0][0] if hard else None
+
     def expire(self, now: float) -> list[Pending]:
         """Remove and return every request whose hard deadline has passed; soft ones stay, however late."""
         out: list[Pending] = []
@@ -445,6 +452,8 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_handle: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # the earliest queued client deadline
+        self._expiry_at = 0.0
         self._drained: asyncio.Future | None = None
         self._closing = False
         self.stats = _Stats()
@@ -532,12 +541,10 @@ class Batcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._expire(time.monotonic())  # also while every instance is busy: a 504 should not wait for one
         while self._free and len(self._queue):
             now = time.monotonic()
-            for p in self._queue.expire(now):
-                self._note_expired()
-                if p.future is not None and not p.future.done():
-                    p.future.set_exception(DeadlineExceeded("deadline passed while queued; not computed"))
+            self._expire(now)
             if not len(self._queue):
                 break
             gap = None if self._closing else self._arrivals.expected_gap(now)
@@ -551,7 +558,35 @@ class Batcher:
             batch = self._queue.pop_batch(d.key, d.max_rows)
             if batch:
                 self._dispatch(self._free.pop(), batch)
+        self._arm_expiry()
         self._check_drained()
+
+    def _expire(self, now: float) -> None:
+        for p in self._queue.expire(now):
+            self._note_expired()
+            if p.future is not None and not p.future.done():
+                p.future.set_exception(DeadlineExceeded("deadline passed while queued; not computed"))
+
+    def _arm_expiry(self) -> None:
+        """Pump again when the earliest queued client deadline passes, so that request is answered then,
+        not when an instance next frees up (a stalled backend would hold its 504 back)."""
+        at = self._queue.next_hard_deadline()
+        if at is None:
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
+            return
+        if self._expiry is not None:
+            if self._expiry_at <= at:
+                return  # armed already, for this deadline or an earlier one (that pump re-arms)
+            self._expiry.cancel()
+        assert self._loop is not None
+        self._expiry_at = at
+        self._expiry = self._loop.call_later(max(at - time.monotonic(), 0.0), self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._expiry = None
+        self._kick()
 
     def _dispatch(self, instance: int, batch: list[Pending]) -> None:
         self._inflight += 1
