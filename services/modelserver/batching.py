@@ -3,7 +3,8 @@
 One `Batcher` per loaded model version. Requests carry an absolute deadline: a *hard* one when the
 client gave one (its gRPC deadline, its `timeout` parameter, `X-Flywheel-Timeout-Ms`), else a *soft*
 one, the model's SLO. A hard deadline that passes while queued answers `DeadlineExceeded` then,
-before any compute (a timer on the earliest one: a stalled backend does not hold the answer back). A soft deadline only orders the queue and sizes batches: a request without a client
+before any compute (a timer on the earliest one: a stalled backend does not hold the answer
+back). A soft deadline only orders the queue and sizes batches: a request without a client
 deadline is never dropped for being late. The pieces, each testable on its own:
 
 * `EdfQueue`: one heap per shape bucket (requests batch only with equal non-batch shapes),
