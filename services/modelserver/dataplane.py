@@ -132,12 +132,13 @@ class DataPlane:
             # the queue and sizes batches, and the request is answered however late.
             hard = request.timeout_s is not None
             deadline = start + (request.timeout_s if request.timeout_s is not None else served.slo_s)
-            key = bucket_key(request.inputs, served.batched)
             try:
+                key = bucket_key(request.inputs, served.batched)
                 outputs = await served.batcher.submit(request.inputs, rows, key, deadline, hard=hard)
             except ShuttingDown:
                 # Lost a race with a hot swap: the version retired between lookup and submit.
                 served = self.models.get(request.model, request.version)
+                key = bucket_key(request.inputs, served.batched)
                 outputs = await served.batcher.submit(request.inputs, rows, key, deadline, hard=hard)
         except ModelServerError as exc:
             served.metrics.failed(time.monotonic() - start, type(exc).__name__)
