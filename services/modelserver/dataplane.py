@@ -128,18 +128,18 @@ class DataPlane:
         served = self.models.get(request.model, request.version)
         try:
             rows = self._validate(served, request)
-            timeout = request.timeout_s if request.timeout_s is not None else served.slo_s
-            deadline = start + timeout
+            # A client's deadline is hard (past it, not computed); without one the SLO is soft: it orders
+            # the queue and sizes batches, and the request is answered however late.
+            hard = request.timeout_s is not None
+            deadline = start + (request.timeout_s if request.timeout_s is not None else served.slo_s)
             try:
-                outputs = await served.batcher.submit(
-                    request.inputs, rows, bucket_key(request.inputs, served.batched), deadline
-                )
+                key = bucket_key(request.inputs, served.batched)
+                outputs = await served.batcher.submit(request.inputs, rows, key, deadline, hard=hard)
             except ShuttingDown:
                 # Lost a race with a hot swap: the version retired between lookup and submit.
                 served = self.models.get(request.model, request.version)
-                outputs = await served.batcher.submit(
-                    request.inputs, rows, bucket_key(request.inputs, served.batched), deadline
-                )
+                key = bucket_key(request.inputs, served.batched)
+                outputs = await served.batcher.submit(request.inputs, rows, key, deadline, hard=hard)
         except ModelServerError as exc:
             served.metrics.failed(time.monotonic() - start, type(exc).__name__)
             raise

@@ -27,7 +27,12 @@ BATCH_SIZE = Histogram(
 )
 QUEUE_DEPTH = Gauge("flywheel_modelserver_queue_depth", "Requests waiting", _LABELS)
 SHED = Counter("flywheel_modelserver_shed_total", "Requests refused because the queue was full", _LABELS)
-EXPIRED = Counter("flywheel_modelserver_expired_total", "Requests whose deadline passed before compute", _LABELS)
+EXPIRED = Counter("flywheel_modelserver_expired_total", "Requests whose client deadline passed before compute", _LABELS)
+LATE = Counter(
+    "flywheel_modelserver_slo_late_total",
+    "Requests without a client deadline answered after the model's SLO (answered all the same)",
+    _LABELS,
+)
 COST_A = Gauge("flywheel_modelserver_cost_model_a_seconds", "Fitted per-row batch cost a (latency = a*n + b)", _LABELS)
 COST_B = Gauge("flywheel_modelserver_cost_model_b_seconds", "Fitted per-batch overhead b (latency = a*n + b)", _LABELS)
 BATCH_LIMIT = Gauge("flywheel_modelserver_batch_limit", "AIMD batch-size limit", _LABELS)
@@ -69,6 +74,7 @@ class VersionMetrics:
         self._requests = REQUESTS.labels(*labels)
         self._shed = SHED.labels(*labels)
         self._expired = EXPIRED.labels(*labels)
+        self._late = LATE.labels(*labels)
         self._queue_seconds = QUEUE_SECONDS.labels(*labels)
         self._compute_seconds = COMPUTE_SECONDS.labels(*labels)
         self._request_seconds = REQUEST_SECONDS.labels(*labels)
@@ -98,8 +104,12 @@ class VersionMetrics:
     def expired(self) -> None:
         self._expired.inc()
 
-    def batch(self, rows: int, compute_s: float, queue_s: Sequence[float], a: float, b: float, limit: float) -> None:
+    def batch(
+        self, rows: int, compute_s: float, queue_s: Sequence[float], late: int, a: float, b: float, limit: float
+    ) -> None:
         self._batch_size.observe(rows)
+        if late:
+            self._late.inc(late)
         self._compute_seconds.observe(compute_s)
         observe = self._queue_seconds.observe
         for q in queue_s:

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ServingOptions:
     adaptive: bool = True
-    queue_bound: int = 256
+    queue_bound: int = 1024
     intra_op_threads: int = 1
     instances: int = 0  # 0: from config.pbtxt
     default_slo_s: float = 0.05
@@ -234,6 +234,8 @@ class ServedModels:
             cost.observe(rows, seconds)
         metrics = VersionMetrics(source.name, str(version))
         executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix=f"{source.name}-v{version}")
+        slo = config.parameters["slo_ms"].string_value if "slo_ms" in config.parameters else ""
+        slo_s = float(slo) / 1000 if slo else self.options.default_slo_s
         batcher = Batcher(
             BatcherConfig(
                 max_batch_rows=config.max_batch_size,
@@ -242,6 +244,8 @@ class ServedModels:
                 # As in Triton, a model batches requests together only when its config asks for it.
                 adaptive=self.options.adaptive and config.HasField("dynamic_batching"),
                 inline_below_s=self.options.inline_below_s,
+                slo_s=slo_s,
+                name=f"model {source.name!r} v{version}",
             ),
             run=lambda i, batch: backends[i].infer_batch(batch),
             executor=executor,
@@ -252,8 +256,6 @@ class ServedModels:
             lambda: batcher.depth, lambda: batcher.cost.a, lambda: batcher.cost.b, lambda: batcher.aimd.limit
         )
         batcher.start()
-        slo = config.parameters["slo_ms"].string_value if "slo_ms" in config.parameters else ""
-        slo_s = float(slo) / 1000 if slo else self.options.default_slo_s
         log.info(
             "version ready",
             extra={

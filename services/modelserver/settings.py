@@ -22,9 +22,14 @@ class ModelServerSettings(BaseSettings):
     )
     batching: Literal["adaptive", "off"] = Field("adaptive", description="adaptive SLO-aware batching, or off")
     default_slo_ms: float = Field(
-        100.0, gt=0, description="deadline of a request that brings none (a model's `slo_ms` parameter overrides)"
+        100.0,
+        gt=0,
+        description="latency target of a request that brings no deadline: orders the queue and sizes batches, "
+        "never fails the request (a model's `slo_ms` parameter overrides)",
     )
-    queue_bound: int = Field(256, ge=1, description="queued requests per model version before 429/RESOURCE_EXHAUSTED")
+    queue_bound: int = Field(
+        1024, ge=1, description="queued requests per model version before 429/RESOURCE_EXHAUSTED with a retry hint"
+    )
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body / tensor in bytes")
     intra_op_threads: int = Field(1, ge=0, description="runtime intra-op threads per instance; 0 = runtime default")
     instances: int = Field(0, ge=0, description="instances per model version; 0 = config.pbtxt instance_group count")

@@ -19,7 +19,6 @@ body (how the gateway passes on what is left of its budget). With Triton's `time
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,8 @@ from services.oip.messages import InferRequest, InferResponse, Parameter
 HEADER_LENGTH = "Inference-Header-Content-Length"
 HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
 TIMEOUT_HEADER = "x-flywheel-timeout-ms"
+# A client deadline longer than this is a mistake (ms for µs, seconds for ms), not a budget: refused.
+MAX_TIMEOUT_MS = 3_600_000.0
 JSON = "application/json"
 BINARY = "application/octet-stream"
 
@@ -51,15 +52,19 @@ class BinaryOutputs:
 
 
 def timeout_from_header(raw: str | None) -> float | None:
-    """X-Flywheel-Timeout-Ms → seconds (None when absent); a ProtocolError unless a positive number."""
+    """X-Flywheel-Timeout-Ms → seconds (None when absent); a ProtocolError unless a number of milliseconds in
+    (0, MAX_TIMEOUT_MS]."""
     if raw is None:
         return None
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0 or math.isinf(value):
-        raise ProtocolError(f"header X-Flywheel-Timeout-Ms must be a positive number of milliseconds, got {raw[:40]!r}")
+    if not 0 < value <= MAX_TIMEOUT_MS:  # NaN and inf fail this too
+        raise ProtocolError(
+            f"header X-Flywheel-Timeout-Ms must be a positive number of milliseconds, at most {MAX_TIMEOUT_MS:.0f} "
+            f"(one hour), got {raw[:40]!r}; leave it out to have no deadline"
+        )
     return value / 1000
 
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import uvicorn
@@ -31,6 +32,7 @@ from services.gateway.errors import (
 )
 from services.gateway.http1 import UnsafeHeader, request_head
 from services.gateway.modelserver_client import ModelServerClient
+from services.gateway.transport.status import ERRORS
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.oip import grpc_codec, rest_codec
 from services.oip.errors import ProtocolError
@@ -144,6 +146,38 @@ def test_client_retries_only_safe_failures_within_budget() -> None:
         with pytest.raises(DeadlineExceeded):
             await _infer(client, budget_s=0.3)
         assert app.calls == 1 and 0 < float(app.seen[0]["x-flywheel-timeout-ms"]) <= 300
+
+    asyncio.run(_scripted(scenario))
+
+
+def test_overload_reaches_the_caller_with_the_servers_hint_and_never_opens_the_circuit() -> None:
+    """A 429 means the model server is up and refused before computing: it passes on as 429 /
+    RESOURCE_EXHAUSTED with the server's retry hint, and no number of them opens the breaker."""
+
+    async def scenario(app: Scripted, scripted: ModelServerClient) -> None:
+        # Its own client: a breaker that opens after 2 failures, and no retries.
+        client = ModelServerClient(scripted.addr, Breakers(2, 60), retries=0, backoff_s=0.001)
+        try:
+            app.calls, app.script = 0, [429] * 5
+            for _ in range(5):
+                with pytest.raises(BackendOverloaded) as err:
+                    await _infer(client)
+                assert err.value.retry_after_s == pytest.approx(0.002)  # the server's Retry-After-Ms: 2
+            status, headers, body = ERRORS.http(err.value)
+            assert status == 429 and headers["Retry-After"] == "1" and headers["Retry-After-Ms"] == "2"
+            assert "scripted 429" in json.loads(body)["error"]
+            assert ERRORS.status(err.value).grpc == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert ERRORS.grpc_trailers(err.value) == (("retry-after-ms", "2"),)
+            assert (await _infer(client)).version == "1" and app.calls == 6  # the circuit stayed closed
+            # The same breaker does open on failures that are the backend's (so the test above can fail).
+            app.script = [503, 503]
+            for _ in range(2):
+                with pytest.raises(BackendUnavailable):
+                    await _infer(client)
+            with pytest.raises(CircuitOpen):
+                await _infer(client)
+        finally:
+            await client.close()
 
     asyncio.run(_scripted(scenario))
 

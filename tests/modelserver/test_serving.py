@@ -7,6 +7,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 from tritonclient.utils import InferenceServerException
@@ -18,7 +19,7 @@ from services.events.topics import DEADLETTER, MODELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from tests.modelserver.artifacts import add_onnx_version, expected_probabilities, write_onnx_model
 from tests.modelserver.conftest import Server, running_server
-from tests.modelserver.triton_grpc import tgrpc
+from tests.modelserver.triton_grpc import service_pb2, service_pb2_grpc, tgrpc
 from tests.support.kafka_reader import read_topic
 from tests.support.waiting import wait_until
 
@@ -53,27 +54,36 @@ def test_full_queue_is_refused_with_a_retry_hint(tmp_path: Path) -> None:
         codes = Counter(r.status_code for r in responses)
         assert set(codes) <= {200, 429} and codes[429] >= 1 and codes[200] >= 1, codes
         refused = next(r for r in responses if r.status_code == 429)
-        assert int(refused.headers["Retry-After"]) >= 1 and "queue full" in refused.json()["error"]
+        # RFC 9110 Retry-After (whole seconds, at least 1) and the precise hint in milliseconds.
+        assert int(refused.headers["Retry-After"]) >= 1 and int(refused.headers["Retry-After-Ms"]) >= 1
+        error = refused.json()["error"]
+        assert "model 'slow' v1: queue full (1 requests waiting" in error and "retry after" in error, error
 
         barrier.reset()
+        x = np.full((1, 64), 0.5, np.float32)
 
-        def grpc_call(_: int) -> str:
-            client = server.grpc_client()
-            barrier.wait()
-            try:
-                _infer(client, "slow", _features(1, 1))
-                return "OK"
-            except InferenceServerException as exc:
-                return str(exc.status())
-            finally:
-                client.close()
+        def grpc_call(_: int) -> tuple[str, str | None]:
+            request = service_pb2.ModelInferRequest(model_name="slow")
+            request.inputs.add(name="features", datatype="FP32", shape=[1, 64])
+            request.raw_input_contents.append(x.tobytes())
+            with server.channel() as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                barrier.wait()
+                try:
+                    stub.ModelInfer(request)  # no deadline
+                    return "OK", None
+                except grpc.RpcError as exc:
+                    trailers = dict(exc.trailing_metadata() or ())
+                    return exc.code().name, trailers.get("retry-after-ms")
 
         with ThreadPoolExecutor(clients) as pool:
-            statuses = Counter(pool.map(grpc_call, range(clients)))
-        assert (
-            set(statuses) <= {"OK", "StatusCode.RESOURCE_EXHAUSTED"} and statuses["StatusCode.RESOURCE_EXHAUSTED"] >= 1
-        )
+            answers = list(pool.map(grpc_call, range(clients)))
+        statuses = Counter(code for code, _ in answers)
+        assert set(statuses) <= {"OK", "RESOURCE_EXHAUSTED"} and statuses["RESOURCE_EXHAUSTED"] >= 1, statuses
+        assert all(hint is not None and int(hint) >= 1 for code, hint in answers if code == "RESOURCE_EXHAUSTED")
         assert server.metric("flywheel_modelserver_shed_total", model="slow", version="1") >= 2
+        # Refusing is not failing: the server stays ready and serves the next request.
+        assert httpx.get(f"http://{server.http}/readyz", timeout=5).status_code == 200
         assert _infer(server.grpc_client(), "slow", _features(2, 1)).as_numpy("probabilities") is not None
 
 
@@ -193,9 +203,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> Non
     repo = tmp_path / "models"
     write_onnx_model(repo, "slow", [1], slow=True)
     with running_server(repo, tmp_path, default_slo_ms=LONG_SLO_MS, batching="off") as server:
-        clients = 6
+        clients = 12  # a queue that lasts ~12 executions: long enough for a scrape to see it on a busy machine
+        grpc_clients = [server.grpc_client() for _ in range(clients)]
         with ThreadPoolExecutor(clients) as pool:
-            futures = [pool.submit(_infer, server.grpc_client(), "slow", _features(i, 1)) for i in range(clients)]
+            futures = [pool.submit(_infer, c, "slow", _features(i, 1)) for i, c in enumerate(grpc_clients)]
             wait_until(
                 lambda: server.metric("flywheel_modelserver_queue_depth", model="slow", version="1") >= 2,
                 timeout_s=60,
