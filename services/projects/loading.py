@@ -103,7 +103,10 @@ def load_spec_file(path: Path) -> ProjectSpec:
 
 def spec_json(spec: ProjectSpec) -> str:
     """The canonical JSON of a spec: equal specs give equal bytes (and so one version)."""
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    doc = spec.model_dump(mode="json")
+    if doc.get("kubernetes") is None:
+        del doc["kubernetes"]  # a spec without the block keeps the bytes (and so the version) it had before it existed
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def spec_sha256(spec: ProjectSpec) -> str:

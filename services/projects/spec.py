@@ -300,6 +300,114 @@ class LabelStudio(Strict):
     data_key: str | None = Field(None, min_length=1, max_length=128)
 
 
+# -- where the Kubernetes runner runs it ------------------------------------------------------------
+# A quantity as the API server reads it (resource.Quantity): a number, then a binary, decimal or exponent suffix.
+QUANTITY_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+IMAGE_RE = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$"
+MAX_ARGV = 64
+MAX_ARG_CHARS = 4096
+MAX_ENV = 64
+MAX_JOB_SECONDS = 7 * 24 * 3600
+
+
+def parse_quantity(value: str) -> float:
+    """A Kubernetes quantity ('500m', '4Gi', '2') as a number; ValueError when the API server would refuse it."""
+    if len(value) > 64 or not QUANTITY_RE.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi)")
+    # The client's own parser, imported here: most services read specs and never need the kubernetes package.
+    from kubernetes.utils.quantity import parse_quantity as k8s_parse_quantity
+
+    number = float(k8s_parse_quantity(value))
+    if number <= 0:
+        raise ValueError(f"{value!r} must be above zero")
+    return number
+
+
+class ResourceList(Strict):
+    """CPU and memory, as Kubernetes quantities (YAML numbers are read as the quantity they spell)."""
+
+    cpu: str | None = None
+    memory: str | None = None
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"{value} is a YAML boolean, not a quantity")
+        value = str(value) if isinstance(value, int | float) else value
+        if isinstance(value, str):
+            parse_quantity(value)
+        return value
+
+
+class Resources(Strict):
+    requests: ResourceList = Field(default_factory=ResourceList)
+    limits: ResourceList = Field(default_factory=ResourceList)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        for name in ("cpu", "memory"):
+            req, lim = getattr(self.requests, name), getattr(self.limits, name)
+            if req is not None and lim is not None and parse_quantity(req) > parse_quantity(lim):
+                raise ValueError(f"requests.{name} {req} is above limits.{name} {lim}")
+        return self
+
+
+class KubernetesSpec(Strict):
+    """How the Kubernetes runner runs this project's training Jobs (the local runner ignores it).
+
+    `image` defaults to the trainer's image (the trainer allows only the prefixes it is configured
+    with); `command`/`args` replace the image's entrypoint, else the pod runs Flywheel's worker.
+    `gpus` become `nvidia.com/gpu` (request = limit); `env` adds variables (FLYWHEEL_* are the
+    platform's). The two Job fields keep their Kubernetes names. A training request may carry the
+    same block: the fields it gives replace the project's.
+    """
+
+    image: str | None = Field(None, pattern=IMAGE_RE, description="the training image (default: the trainer's)")
+    command: list[Annotated[str, Field(min_length=1, max_length=MAX_ARG_CHARS)]] | None = Field(
+        None, min_length=1, max_length=MAX_ARGV
+    )
+    args: list[Annotated[str, Field(max_length=MAX_ARG_CHARS)]] | None = Field(None, max_length=MAX_ARGV)
+    resources: Resources | None = None
+    gpus: int | None = Field(None, ge=0, le=64, description="nvidia.com/gpu; the trainer may allow fewer")
+    env: dict[str, str] = Field(default_factory=dict, max_length=MAX_ENV)
+    ttlSecondsAfterFinished: int | None = Field(None, ge=0, le=MAX_JOB_SECONDS)
+    activeDeadlineSeconds: int | None = Field(None, ge=1, le=MAX_JOB_SECONDS)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for k, v in value.items():
+            if isinstance(v, bool):
+                raise ValueError(f"{k}: {v} is a YAML boolean: quote it (e.g. 'true')")
+            out[k] = str(v) if isinstance(v, int | float) else v
+        return out
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, v in value.items():
+            if not ENV_NAME_RE.fullmatch(name):
+                raise ValueError(
+                    f"{name[:80]!r} is not a variable name (1-128 letters, digits and '_', not starting with a digit)"
+                )
+            if name.upper().startswith("FLYWHEEL_"):
+                raise ValueError(f"{name}: FLYWHEEL_* variables are set by the platform")
+            if len(v) > MAX_ARG_CHARS:
+                raise ValueError(f"{name}: the value is over {MAX_ARG_CHARS} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _args_need_command(self) -> KubernetesSpec:
+        if self.args is not None and self.command is None:
+            raise ValueError("args need a command (Flywheel's worker takes no extra arguments)")
+        return self
+
+
 class ProjectSpec(Strict):
     name: str = Field(description="lower-case letters, digits, '-' and '_'; names the served model")
     description: str = Field("", max_length=2000)
@@ -309,6 +417,7 @@ class ProjectSpec(Strict):
     slo: SLO = Field(default_factory=SLO)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     label_studio: LabelStudio = Field(default_factory=LabelStudio)
+    kubernetes: KubernetesSpec | None = None
 
     @field_validator("name")
     @classmethod

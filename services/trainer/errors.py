@@ -11,6 +11,11 @@ class InvalidRequest(TrainerError):
     """A request is malformed or names something unknown (model family, hyperparameter, stage)."""
 
 
+class JobSpecInvalid(InvalidRequest):
+    """A training request's field is well formed but cannot run here (an image this trainer does not allow,
+    more GPUs than it grants, requests above the limits); the message names the field."""
+
+
 class JobNotFound(TrainerError):
     """No job has this id."""
 

@@ -54,6 +54,7 @@ class JobSpec:
     project: str = ""  # the project's name (empty: the model's)
     project_version: int = 0
     project_spec: str = ""  # the spec's canonical JSON, frozen when the job was submitted
+    kubernetes: dict = field(default_factory=dict)  # the Kubernetes block: the project's, a request's over it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

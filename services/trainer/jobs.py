@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from services.projects import spec_json
+from services.projects.loading import problems_of
+from services.projects.spec import KubernetesSpec
 from services.storage import Database
-from services.trainer.errors import InvalidRequest, JobConflict, JobNotFound
+from services.trainer.errors import InvalidRequest, JobConflict, JobNotFound, JobSpecInvalid
 from services.trainer.job_run import JobSpec
 from services.trainer.projects import ProjectRegistry
 from services.trainer.tables import jobs
@@ -155,6 +158,18 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+def kubernetes_block(project: KubernetesSpec | None, request: KubernetesSpec | None) -> KubernetesSpec | None:
+    """The project's block with the fields a request gives replacing its own (a whole `resources`, say),
+    checked again as one block: a request's requests may not pass the project's limits."""
+    if request is None:
+        return project
+    base = project.model_dump(mode="json", exclude_none=True) if project else {}
+    try:
+        return KubernetesSpec.model_validate({**base, **request.model_dump(mode="json", exclude_none=True)})
+    except ValidationError as exc:
+        raise JobSpecInvalid("; ".join(f"kubernetes.{p}" for p in problems_of(exc))) from None
+
+
 class JobService:
     """The dataplane the transports call: no HTTP, gRPC or Kafka types here."""
 
@@ -188,10 +203,12 @@ class JobService:
         combined_metric: str = "",
         job_id: str = "",
         project: str = "",
+        kubernetes: KubernetesSpec | None = None,
     ) -> Job:
         """A job for a registered project (named by `project`, else by `model`: a project's model is
         named after it). What the request leaves out — family, hyperparameters, search, budget —
-        comes from the project's spec; what it gives overrides the spec."""
+        comes from the project's spec; what it gives overrides the spec (`kubernetes` field by field).
+        A runner with a `check(spec)` refuses what it cannot run before any job exists."""
         runner = runner or self.default_runner
         if runner not in self.runners:
             raise InvalidRequest(f"runner {runner!r} is not available; available: {sorted(self.runners)}")
@@ -204,6 +221,10 @@ class JobService:
         ps = found.spec
         if gpus < 0:
             raise InvalidRequest("gpus must be >= 0")
+        if kubernetes is not None and runner != "kubernetes":
+            raise JobSpecInvalid(f"kubernetes: applies to the kubernetes runner, not {runner!r}")
+        block = kubernetes_block(ps.kubernetes, kubernetes)
+        gpus = gpus or (block.gpus if block and block.gpus else 0)
         spec = JobSpec(
             job_id=job_id or uuid.uuid4().hex[:16],
             model=name,
@@ -220,7 +241,11 @@ class JobService:
             project=name,
             project_version=found.version,
             project_spec=spec_json(ps),
+            kubernetes=block.model_dump(mode="json", exclude_none=True) if block else {},
         ).validate()
+        check = getattr(self.runners[runner], "check", None)
+        if check is not None:
+            check(spec)
         if not snapshot_id:
             fresh = getattr(self._snapshot_uri, "fresh", None)
             if fresh is None:

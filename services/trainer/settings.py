@@ -48,6 +48,19 @@ class TrainerSettings(BaseSettings):
     k8s_backoff_limit: int = Field(1, ge=0, description="backoffLimit of training Jobs")
     k8s_cpu: str = Field("2", description="CPU request/limit of a training pod")
     k8s_memory: str = Field("4Gi", description="memory request/limit of a training pod")
+    k8s_allowed_images: str = Field(
+        "",
+        description="image prefixes a project's `kubernetes.image` may use, comma-separated "
+        "(e.g. ghcr.io/acme/); empty: only k8s_image",
+    )
+    k8s_max_gpus: int = Field(8, ge=0, le=64, description="most nvidia.com/gpu one training Job may ask for")
+    k8s_gpu_node_selector: str = Field(
+        "", description="nodeSelector of GPU Jobs, key=value,… (e.g. nvidia.com/gpu.present=true)"
+    )
+    k8s_gpu_tolerations: str = Field(
+        "nvidia.com/gpu:NoSchedule",
+        description="tolerations of GPU Jobs, key[=value]:Effect,… (no value: operator Exists)",
+    )
     k8s_pvc: str = Field("flywheel-data", description="PVC mounted at FLYWHEEL_HOME in training pods")
     k8s_in_cluster: bool = Field(False, description="use the in-cluster service account config")
     k8s_api_url: str = Field("", description="API server URL (tests); empty: kubeconfig or in-cluster")

@@ -63,7 +63,7 @@ def test_job_manifests_are_valid_kubernetes(store, gpus: int) -> None:
     else:
         assert container["command"][:3] == ["python", "-m", "services.trainer.worker"]
     assert container["resources"]["limits"].get("nvidia.com/gpu") == (str(gpus) if gpus else None)
-    assert {e["name"]: e["value"] for e in container["env"]} == ENV
+    assert {e["name"]: e["value"] for e in container["env"]} == {**ENV, "FLYWHEEL_JOB_ID": job.job_id}
 
 
 def _spec(gpus: int = 0, job_id: str = "job-1"):
@@ -124,7 +124,7 @@ def test_submit_creates_and_cancel_deletes_the_job(store, httpserver: HTTPServer
 
     httpserver.expect_request(f"{path}/{job_name('abc')}", method="DELETE").respond_with_handler(delete)
     assert jobs.cancel("abc").state == CANCELLED
-    assert deleted[0]["propagationPolicy"] == "Foreground"
+    assert deleted[0]["propagationPolicy"] == "Background"
 
 
 def test_a_refused_job_is_failed_with_the_reason(store, httpserver: HTTPServer) -> None:

@@ -4,7 +4,13 @@ The pod runs the same worker as the local runner (`python -m services.trainer.wo
 more than one GPU, `torchrun --nproc-per-node N -m services.trainer.worker` (PyTorch DDP). It
 requests `nvidia.com/gpu`, mounts the shared data volume at FLYWHEEL_HOME, and reports into the
 same SQL database. The Job has a TTL after it finishes, a backoff limit and Flywheel's labels;
-cancelling deletes it with foreground propagation (its pods get SIGTERM and record 'cancelled').
+cancelling deletes it with background propagation (the API call returns at once; its pods still
+get SIGTERM and record 'cancelled').
+
+A project's `kubernetes:` block (services/projects/spec.py, a request's over it) may set the image
+(within FLYWHEEL_TRAINER_K8S_ALLOWED_IMAGES), command/args, requests/limits, GPUs (up to
+FLYWHEEL_TRAINER_K8S_MAX_GPUS; GPU Jobs get the configured nodeSelector and tolerations), env and
+the Job's TTL and deadline. `check` refuses what this trainer will not run before any job exists.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import re
 
 from kubernetes import client
 
-from services.trainer.errors import RunnerFailed
+from services.projects.spec import KubernetesSpec, parse_quantity
+from services.trainer.errors import JobSpecInvalid, RunnerFailed
+from services.trainer.job_run import JobSpec
 from services.trainer.jobs import FAILED, Job, JobStore
 from services.trainer.settings import TrainerSettings
 
@@ -49,6 +57,79 @@ def secret_env(spec: str) -> dict[str, tuple[str, str]]:
     return refs
 
 
+def node_selector(spec: str) -> dict[str, str]:
+    """`key=value,…` (FLYWHEEL_TRAINER_K8S_GPU_NODE_SELECTOR) → {key: value}; ValueError when malformed."""
+    out: dict[str, str] = {}
+    for entry in (e.strip() for e in spec.split(",") if e.strip()):
+        key, sep, value = entry.partition("=")
+        if not (key and sep):
+            raise ValueError(f"{entry!r} is not key=value")
+        out[key] = value
+    return out
+
+
+def tolerations(spec: str) -> list[client.V1Toleration]:
+    """`key[=value]:Effect,…` (FLYWHEEL_TRAINER_K8S_GPU_TOLERATIONS); no value: operator Exists."""
+    out = []
+    for entry in (e.strip() for e in spec.split(",") if e.strip()):
+        taint, _, effect = entry.rpartition(":")
+        key, sep, value = taint.partition("=")
+        if not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ValueError(f"{entry!r} is not key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
+        op = "Equal" if sep else "Exists"
+        out.append(client.V1Toleration(key=key, operator=op, value=value if sep else None, effect=effect))
+    return out
+
+
+def job_block(spec: JobSpec) -> KubernetesSpec:
+    return KubernetesSpec.model_validate(spec.kubernetes) if spec.kubernetes else KubernetesSpec()
+
+
+def image_allowed(image: str, settings: TrainerSettings) -> bool:
+    prefixes = [p.strip() for p in settings.k8s_allowed_images.split(",") if p.strip()]
+    return image == settings.k8s_image or any(image.startswith(p) for p in prefixes)
+
+
+def resource_lists(spec: JobSpec, settings: TrainerSettings) -> tuple[dict[str, str], dict[str, str]]:
+    """(requests, limits): the block's, else the trainer's k8s_cpu/k8s_memory as both (Guaranteed QoS);
+    a GPU job's `nvidia.com/gpu` in both (the device plugin requires them equal). JobSpecInvalid when a
+    request is above the limit it ends up with."""
+    res = job_block(spec).resources
+    limits = {"cpu": settings.k8s_cpu, "memory": settings.k8s_memory}
+    requests: dict[str, str] = {}
+    for name in ("cpu", "memory"):
+        lim = getattr(res.limits, name) if res else None
+        req = getattr(res.requests, name) if res else None
+        limits[name] = lim or limits[name]
+        requests[name] = req or limits[name]
+        if parse_quantity(requests[name]) > parse_quantity(limits[name]):
+            where = f"limits.{name}" if lim else f"the trainer's limit (FLYWHEEL_TRAINER_K8S_{name.upper()})"
+            raise JobSpecInvalid(
+                f"kubernetes.resources.requests.{name}: {requests[name]} is above {where} {limits[name]}; "
+                f"give resources.limits.{name}"
+            )
+    if spec.gpus > 0:
+        limits["nvidia.com/gpu"] = requests["nvidia.com/gpu"] = str(spec.gpus)
+    return requests, limits
+
+
+def check(spec: JobSpec, settings: TrainerSettings) -> None:
+    """What this trainer will not run, refused with the field and the reason (JobSpecInvalid)."""
+    block = job_block(spec)
+    if block.image is not None and not image_allowed(block.image, settings):
+        allowed = settings.k8s_allowed_images or settings.k8s_image
+        raise JobSpecInvalid(
+            f"kubernetes.image: {block.image!r} is not allowed here; allowed: {allowed} "
+            "(FLYWHEEL_TRAINER_K8S_ALLOWED_IMAGES)"
+        )
+    if spec.gpus > settings.k8s_max_gpus:
+        raise JobSpecInvalid(
+            f"kubernetes.gpus: {spec.gpus} is above this trainer's limit of {settings.k8s_max_gpus} "
+            "(FLYWHEEL_TRAINER_K8S_MAX_GPUS)"
+        )
+    resource_lists(spec, settings)
+
+
 def _env(env: dict[str, str], from_secrets: dict[str, tuple[str, str]]) -> list[client.V1EnvVar]:
     """Literal values, except those a Secret holds: those are references, so no secret lands in the Job spec."""
     plain = [client.V1EnvVar(name=k, value=v) for k, v in sorted(env.items()) if k not in from_secrets]
@@ -65,13 +146,16 @@ def _env(env: dict[str, str], from_secrets: dict[str, tuple[str, str]]) -> list[
 def build_job(job: Job, settings: TrainerSettings, env: dict[str, str]) -> client.V1Job:
     """The V1Job for a training job (pure: no API call)."""
     gpus = job.spec.gpus
-    if gpus > 1:
+    block = job_block(job.spec)
+    if block.command is not None:
+        command = list(block.command)
+    elif gpus > 1:
         command = ["torchrun", f"--nproc-per-node={gpus}", "-m", "services.trainer.worker", "--job-id", job.job_id]
     else:
         command = ["python", "-m", "services.trainer.worker", "--job-id", job.job_id]
-    limits = {"cpu": settings.k8s_cpu, "memory": settings.k8s_memory}
-    if gpus > 0:
-        limits["nvidia.com/gpu"] = str(gpus)
+    requests, limits = resource_lists(job.spec, settings)
+    # The block cannot name FLYWHEEL_* (the spec refuses them), so the platform's own always win.
+    pod_env = {**block.env, **env, "FLYWHEEL_JOB_ID": job.job_id}
     labels = {
         **LABELS,
         "app.kubernetes.io/component": "training-job",
@@ -80,11 +164,12 @@ def build_job(job: Job, settings: TrainerSettings, env: dict[str, str]) -> clien
     }
     container = client.V1Container(
         name="trainer",
-        image=settings.k8s_image,
+        image=block.image or settings.k8s_image,
         image_pull_policy="IfNotPresent",
         command=command,
-        env=_env(env, secret_env(settings.k8s_secret_env)),
-        resources=client.V1ResourceRequirements(requests=dict(limits), limits=limits),
+        args=list(block.args) if block.args is not None else None,
+        env=_env(pod_env, secret_env(settings.k8s_secret_env)),
+        resources=client.V1ResourceRequirements(requests=requests, limits=limits),
         volume_mounts=[
             client.V1VolumeMount(name="data", mount_path="/data"),
             client.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
@@ -96,15 +181,13 @@ def build_job(job: Job, settings: TrainerSettings, env: dict[str, str]) -> clien
             capabilities=client.V1Capabilities(drop=["ALL"]),
         ),
     )
-    tolerations = (
-        [client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")] if gpus > 0 else None
-    )
     pod = client.V1PodSpec(
         restart_policy="Never",
         containers=[container],
         service_account_name=settings.k8s_service_account or None,
         automount_service_account_token=False,  # a training pod has no business with the Kubernetes API
-        tolerations=tolerations,
+        tolerations=(tolerations(settings.k8s_gpu_tolerations) or None) if gpus > 0 else None,
+        node_selector=(node_selector(settings.k8s_gpu_node_selector) or None) if gpus > 0 else None,
         volumes=[
             client.V1Volume(
                 name="data",
@@ -120,8 +203,11 @@ def build_job(job: Job, settings: TrainerSettings, env: dict[str, str]) -> clien
         metadata=client.V1ObjectMeta(name=job_name(job.job_id), namespace=settings.k8s_namespace, labels=labels),
         spec=client.V1JobSpec(
             backoff_limit=settings.k8s_backoff_limit,
-            ttl_seconds_after_finished=settings.k8s_ttl_s,
-            active_deadline_seconds=int(job.spec.budget_s * 3 + 1800) if job.spec.budget_s else None,
+            ttl_seconds_after_finished=(
+                settings.k8s_ttl_s if block.ttlSecondsAfterFinished is None else block.ttlSecondsAfterFinished
+            ),
+            active_deadline_seconds=block.activeDeadlineSeconds
+            or (int(job.spec.budget_s * 3 + 1800) if job.spec.budget_s else None),
             template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod),
         ),
     )
@@ -140,6 +226,8 @@ class KubernetesRunner:
         self._settings = settings
         self._env = env
         self._batch = client.BatchV1Api(api)
+        node_selector(settings.k8s_gpu_node_selector)  # a malformed setting stops the trainer at start-up
+        tolerations(settings.k8s_gpu_tolerations)
 
     @classmethod
     def from_settings(cls, store: JobStore, settings: TrainerSettings, env: dict[str, str]) -> KubernetesRunner:
@@ -153,6 +241,9 @@ class KubernetesRunner:
         else:
             kconfig.load_kube_config()
         return cls(store, settings, env, client.ApiClient())
+
+    def check(self, spec: JobSpec) -> None:
+        check(spec, self._settings)
 
     def start(self, job: Job) -> None:
         body = build_job(job, self._settings, self._env)
@@ -172,7 +263,7 @@ class KubernetesRunner:
             self._batch.delete_namespaced_job(
                 job_name(job.job_id),
                 self._settings.k8s_namespace,
-                body=client.V1DeleteOptions(propagation_policy="Foreground", grace_period_seconds=30),
+                body=client.V1DeleteOptions(propagation_policy="Background", grace_period_seconds=30),
             )
         except client.ApiException as exc:
             if exc.status != 404:

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from services.projects.spec import KubernetesSpec
 from services.telemetry import Readiness, health_router
 from services.trainer.errors import InvalidRequest
 from services.trainer.external import MAX_MODEL_BYTES, ExternalDeployer
@@ -42,6 +43,9 @@ class SubmitBody(BaseModel):
     runner: str = ""
     gpus: int = Field(0, ge=0)
     combined_metric: str = ""
+    kubernetes: KubernetesSpec | None = Field(
+        None, description="the Kubernetes runner's block; the fields given replace the project's"
+    )
 
 
 class PromoteBody(BaseModel):
@@ -105,6 +109,7 @@ def build_app(
                 gpus=body.gpus,
                 combined_metric=body.combined_metric,
                 project=body.project,
+                kubernetes=body.kubernetes,
             )
         )
 
