@@ -154,8 +154,8 @@ def build_job(job: Job, settings: TrainerSettings, env: dict[str, str]) -> clien
     else:
         command = ["python", "-m", "services.trainer.worker", "--job-id", job.job_id]
     requests, limits = resource_lists(job.spec, settings)
-    # The block cannot name FLYWHEEL_* (the spec refuses them), so the platform's own always win.
-    pod_env = {**block.env, **env, "FLYWHEEL_JOB_ID": job.job_id}
+    # The user's variables win, but the block cannot name FLYWHEEL_* (the spec refuses them): those are the platform's.
+    pod_env = {**env, **block.env, "FLYWHEEL_JOB_ID": job.job_id}
     labels = {
         **LABELS,
         "app.kubernetes.io/component": "training-job",
