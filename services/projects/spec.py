@@ -16,6 +16,7 @@ read the same objects, and services/preprocessing turns `input` into tensors the
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -302,7 +303,14 @@ class LabelStudio(Strict):
 
 # -- where the Kubernetes runner runs it ------------------------------------------------------------
 # A quantity as the API server reads it (resource.Quantity): a number, then a binary, decimal or exponent suffix.
-QUANTITY_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+QUANTITY_RE = re.compile(
+    r"^(?P<number>[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
+QUANTITY_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9), ("T", 12))},
+    **{"P": Decimal(10) ** 15, "E": Decimal(10) ** 18},
+}
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 IMAGE_RE = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$"
 MAX_ARGV = 64
@@ -311,14 +319,18 @@ MAX_ENV = 64
 MAX_JOB_SECONDS = 7 * 24 * 3600
 
 
-def parse_quantity(value: str) -> float:
-    """A Kubernetes quantity ('500m', '4Gi', '2') as a number; ValueError when the API server would refuse it."""
-    if len(value) > 64 or not QUANTITY_RE.fullmatch(value):
+def parse_quantity(value: str) -> Decimal:
+    """A Kubernetes quantity ('500m', '4Gi', '2') as a number, as kubernetes.utils.parse_quantity reads it
+    (not imported: only the trainer's image has the kubernetes package, and every service reads specs);
+    ValueError when the API server would refuse it, or it is not above zero."""
+    found = QUANTITY_RE.fullmatch(value) if len(value) <= 64 else None
+    if found is None:
         raise ValueError(f"{value[:80]!r} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi)")
-    # The client's own parser, imported here: most services read specs and never need the kubernetes package.
-    from kubernetes.utils.quantity import parse_quantity as k8s_parse_quantity
-
-    number = float(k8s_parse_quantity(value))
+    suffix = found["suffix"] or ""
+    if suffix not in QUANTITY_SUFFIXES and suffix:  # an exponent, 1e3
+        number = Decimal(found["number"] + suffix)
+    else:
+        number = Decimal(found["number"]) * QUANTITY_SUFFIXES.get(suffix, Decimal(1))
     if number <= 0:
         raise ValueError(f"{value!r} must be above zero")
     return number

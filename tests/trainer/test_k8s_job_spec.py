@@ -8,17 +8,20 @@ the one test that creates a Job plays the API server with pytest-httpserver (as 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 
 import kubernetes_validate
 import pytest
 from fastapi.testclient import TestClient
+from kubernetes.utils.quantity import parse_quantity as k8s_parse_quantity
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from services.projects import SpecInvalid, spec_json
 from services.projects.loading import parse_spec_json, validate_document
-from services.projects.spec import KubernetesSpec
+from services.projects.spec import KubernetesSpec, parse_quantity
 from services.storage import Database, migrate
 from services.telemetry import Readiness
 from services.trainer.errors import JobSpecInvalid
@@ -82,6 +85,66 @@ def test_a_bad_block_is_refused_naming_the_field(block: dict, problem: str) -> N
     with pytest.raises(SpecInvalid) as caught:
         validate_document(_doc(block))
     assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2",
+        "500m",
+        "0.5",
+        ".5",
+        "1.5Gi",
+        "4Gi",
+        "128Mi",
+        "1Ki",
+        "3k",
+        "2M",
+        "1G",
+        "1T",
+        "1P",
+        "1E",
+        "1Ei",
+        "250n",
+        "100u",
+        "1e3",
+        "2E6",
+        "1e-3",
+        "+1",
+        "7Ti",
+        "1Pi",
+    ],
+)
+def test_quantities_read_as_the_kubernetes_client_reads_them(value: str) -> None:
+    # services/projects cannot import the client (only the trainer's image has it); the two must agree.
+    assert parse_quantity(value) == k8s_parse_quantity(value)
+
+
+@pytest.mark.parametrize("value", ["4Gb", "1.2.3", "Gi", "1gi", "e3", "", "1" * 65])
+def test_what_the_client_refuses_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a Kubernetes quantity"):
+        parse_quantity(value)
+    if value and len(value) <= 64:
+        with pytest.raises(ValueError):
+            k8s_parse_quantity(value)
+
+
+@pytest.mark.parametrize("value", ["1 Gi", "1K"])
+def test_what_the_api_server_refuses_is_refused_though_the_client_reads_it(value: str) -> None:
+    # resource.Quantity has no space and no upper-case K: the client's parser is looser than the server.
+    k8s_parse_quantity(value)
+    with pytest.raises(ValueError, match="is not a Kubernetes quantity"):
+        parse_quantity(value)
+
+
+def test_reading_a_block_needs_no_kubernetes_package() -> None:
+    # The gateway, lake, monitor and ingest images read project specs and have no kubernetes package.
+    code = (
+        "import sys; from services.projects.spec import KubernetesSpec; "
+        "KubernetesSpec.model_validate({'resources': {'requests': {'cpu': '1'}, 'limits': {'cpu': '2Gi'}}}); "
+        "assert 'kubernetes' not in sys.modules, 'kubernetes imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_a_good_block_reads_yaml_numbers_as_strings_and_round_trips() -> None:
