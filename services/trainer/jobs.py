@@ -160,7 +160,7 @@ class Runner(Protocol):
 
 def kubernetes_block(project: KubernetesSpec | None, request: KubernetesSpec | None) -> KubernetesSpec | None:
     """The project's block with the fields a request gives replacing its own (a whole `resources`, say),
-    checked again as one block: a request's requests may not pass the project's limits."""
+    checked again as one block (its cross-field rules hold for the result, not only for each part)."""
     if request is None:
         return project
     base = project.model_dump(mode="json", exclude_none=True) if project else {}
