@@ -92,7 +92,7 @@ def static_resolver(addrs: Iterable[str]) -> Resolver:
 class Endpoint(Generic[P]):
     """One address: its pool, requests in flight, ejection deadline, and its metric children."""
 
-    __slots__ = ("addr", "pool", "outstanding", "ejected_until", "_requests", "_gauge", "label")
+    __slots__ = ("_gauge", "_requests", "addr", "ejected_until", "label", "outstanding", "pool")
 
     def __init__(self, addr: str, pool: P, label: str) -> None:
         self.addr = addr
