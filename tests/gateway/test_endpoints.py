@@ -169,7 +169,13 @@ def test_per_address_metrics_count_requests_and_outstanding() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "canonical"),
-    [("10.0.0.1:80", "10.0.0.1:80"), ("[::1]:80", "[::1]:80"), ("host:80", None), ("10.0.0.1", None), ("1.2.3.4:0", None)],
+    [
+        ("10.0.0.1:80", "10.0.0.1:80"),
+        ("[::1]:80", "[::1]:80"),
+        ("host:80", None),
+        ("10.0.0.1", None),
+        ("1.2.3.4:0", None),
+    ],
 )
 def test_only_ip_port_is_an_address(raw: str, canonical: str | None) -> None:
     assert ip_port(raw) == canonical
