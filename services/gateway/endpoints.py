@@ -92,7 +92,7 @@ def static_resolver(addrs: Iterable[str]) -> Resolver:
 class Endpoint(Generic[P]):
     """One address: its pool, requests in flight, ejection deadline, and its metric children."""
 
-    __slots__ = ("_gauge", "_requests", "addr", "ejected_until", "label", "outstanding", "pool")
+    __slots__ = ("_requests", "addr", "ejected_until", "label", "outstanding", "pool")
 
     def __init__(self, addr: str, pool: P, label: str) -> None:
         self.addr = addr
@@ -100,18 +100,17 @@ class Endpoint(Generic[P]):
         self.label = label
         self.outstanding = 0
         self.ejected_until = 0.0
-        # Children looked up once: `.labels()` per request would cost more than the pick itself.
+        # Looked up once: `.labels()` per request would cost more than the pick itself. The gauge is
+        # read at scrape time, so an attempt pays for one counter increment, not three metric updates.
         self._requests = UPSTREAM_REQUESTS.labels(label)
-        self._gauge = UPSTREAM_OUTSTANDING.labels(label)
+        UPSTREAM_OUTSTANDING.labels(label).set_function(lambda: self.outstanding)
 
     def begin(self) -> None:
         self.outstanding += 1
         self._requests.inc()
-        self._gauge.inc()
 
     def end(self) -> None:
         self.outstanding -= 1
-        self._gauge.dec()
 
 
 class Endpoints(Generic[P]):

@@ -12,9 +12,9 @@ import asyncio
 from collections import Counter
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.gateway.endpoints import MAX_ENDPOINTS, Endpoints, dns_resolver, ip_port
-from services.gateway.metrics import UPSTREAM_OUTSTANDING, UPSTREAM_REQUESTS
 
 A, B, C = "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"
 
@@ -155,14 +155,20 @@ def test_an_ip_literal_is_one_fixed_endpoint_and_a_name_starts_as_itself() -> No
 
 def test_per_address_metrics_count_requests_and_outstanding() -> None:
     async def scenario() -> None:
-        eps, _ = await _endpoints([A, B], Clock())
+        eps, dns = await _endpoints([A, B], Clock())
         e = eps.pick()
-        before = UPSTREAM_REQUESTS.labels(e.addr)._value.get()
+        assert e.addr == A
+        requests = "flywheel_gateway_upstream_requests_total"
+        before = REGISTRY.get_sample_value(requests, {"addr": e.addr}) or 0.0
         e.begin()
-        assert UPSTREAM_OUTSTANDING.labels(e.addr)._value.get() == 1
+        assert REGISTRY.get_sample_value("flywheel_gateway_upstream_outstanding", {"addr": e.addr}) == 1
         e.end()
-        assert UPSTREAM_REQUESTS.labels(e.addr)._value.get() == before + 1
-        assert UPSTREAM_OUTSTANDING.labels(e.addr)._value.get() == 0
+        assert REGISTRY.get_sample_value(requests, {"addr": e.addr}) == before + 1
+        assert REGISTRY.get_sample_value("flywheel_gateway_upstream_outstanding", {"addr": e.addr}) == 0
+        # An address that leaves takes its series with it (labels stay bounded by what the lookup returns).
+        dns.answer = [B]
+        await eps.refresh()
+        assert REGISTRY.get_sample_value(requests, {"addr": A}) is None
 
     asyncio.run(scenario())
 
