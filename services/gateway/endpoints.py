@@ -69,13 +69,12 @@ def ip_port(addr: str) -> str | None:
 
 
 async def dns_resolver(host: str, port: int) -> list[str]:
-    """Every TCP address of `host` (the event loop's getaddrinfo: a thread, or libuv's pool)."""
+    """Every TCP address of `host` (the event loop's getaddrinfo: a thread, or libuv's pool). IPv4 only
+    when there is any: a dual-stack name must not send a share of traffic to a family the model
+    server may not listen on (it binds one host); IPv6 when that is all there is."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    out = []
-    for family, _, _, _, sockaddr in infos:
-        ip = sockaddr[0]
-        out.append(f"[{ip}]:{sockaddr[1]}" if family == socket.AF_INET6 else f"{ip}:{sockaddr[1]}")
-    return out
+    v4 = [f"{sa[0]}:{sa[1]}" for family, _, _, _, sa in infos if family == socket.AF_INET]
+    return v4 or [f"[{sa[0]}]:{sa[1]}" for family, _, _, _, sa in infos if family == socket.AF_INET6]
 
 
 def static_resolver(addrs: Iterable[str]) -> Resolver:

@@ -185,3 +185,9 @@ def test_per_address_metrics_count_requests_and_outstanding() -> None:
 )
 def test_only_ip_port_is_an_address(raw: str, canonical: str | None) -> None:
     assert ip_port(raw) == canonical
+
+
+def test_the_dns_resolver_answers_every_ipv4_address_of_a_name() -> None:
+    """A real lookup (localhost, from the hosts file): IP:port strings, IPv4 preferred."""
+    found = asyncio.run(dns_resolver("localhost", 8000))
+    assert "127.0.0.1:8000" in found and all(ip_port(a) == a and not a.startswith("[") for a in found)
