@@ -201,24 +201,27 @@ class Endpoints(Generic[P]):
             async with asyncio.timeout(RESOLVE_TIMEOUT_S):
                 found = await self._resolve(self._host, self._port)
         except (OSError, TimeoutError) as exc:
-            log.warning("model server lookup failed; keeping its addresses", extra={"target": self.target})
-            log.debug("lookup error: %s", exc)
+            log.warning(
+                "model server lookup failed; keeping its addresses",
+                extra={"target": self.target, "error": str(exc) or type(exc).__name__},
+            )
             return
         self.adopt(found)
 
     def adopt(self, found: Iterable[str]) -> None:
         """Make the set of endpoints `found` (checked IP:port, deduplicated, sorted, at most MAX_ENDPOINTS)."""
-        wanted: list[str] = []
+        valid: set[str] = set()
         for raw in found:
             addr = ip_port(raw)
             if addr is None:
                 log.warning("lookup answered a non IP:port address; ignored", extra={"addr": raw[:100]})
-            elif addr not in wanted:
-                wanted.append(addr)
-        if not wanted:
+            else:
+                valid.add(addr)
+        if not valid:
             log.warning("model server lookup found no address; keeping its addresses", extra={"target": self.target})
             return
-        wanted = sorted(wanted)[:MAX_ENDPOINTS]
+        # Sorted, so every gateway keeps the same MAX_ENDPOINTS when a name has more.
+        wanted = sorted(valid)[:MAX_ENDPOINTS]
         current = {e.addr: e for e in self._endpoints}
         if list(current) == wanted:
             return
