@@ -83,13 +83,17 @@ loadtest: setup
 clean:
 	rm -rf .flywheel .pytest_cache .ruff_cache
 
-.PHONY: bench-gateway bench-gateway-hop
+.PHONY: bench-gateway bench-gateway-hop bench-gateway-pick
 bench-gateway: setup
 	$(PY) -m bench.gateway
 
 # Which protocol the gateway speaks to the model server: one round trip per candidate client.
 bench-gateway-hop: setup
 	$(PY) -m bench.gateway.hop
+
+# What picking a model-server replica adds to each attempt (1, 3 and 64 addresses).
+bench-gateway-pick: setup
+	$(PY) -m bench.gateway.pick
 
 # The model server's tests on their own (tritonclient.grpc cannot share a process with services.genproto.inference).
 .PHONY: test-modelserver

@@ -22,6 +22,7 @@ from services.fetching import BoundedHttp, FetchLimits
 from services.gateway.auth import Guard
 from services.gateway.breaker import Breakers
 from services.gateway.dataplane import Gateway, Limits
+from services.gateway.endpoints import Resolver, dns_resolver, static_resolver
 from services.gateway.instances import UrlReader
 from services.gateway.keys import KeyStore
 from services.gateway.model_cards import ModelCards
@@ -73,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _resolver(settings: GatewaySettings) -> Resolver:
+    """DNS, or the test-only fixed list (FLYWHEEL_GATEWAY_MODELSERVER_TEST_ADDRS)."""
+    fixed = [a.strip() for a in settings.modelserver_test_addrs.split(",") if a.strip()]
+    if fixed:
+        log.warning("model server addresses fixed by MODELSERVER_TEST_ADDRS (tests only)", extra={"addrs": fixed})
+        return static_resolver(fixed)
+    return dns_resolver
+
+
 async def _watch_backend(client: ModelServerClient, state: dict[str, str], stop: asyncio.Event) -> None:
     """Readiness of the model server (reachable, and admitting the gateway), polled so /readyz stays quick."""
     while not stop.is_set():
@@ -121,6 +131,9 @@ async def serve(
         settings.retry_backoff_ms / 1000,
         token=security.token,
         tls=security.tls.client_context(),
+        resolve=_resolver(settings),
+        refresh_s=settings.modelserver_resolve_s,
+        eject_s=settings.modelserver_eject_s,
     )
     watch = CanaryWatch(
         Thresholds(

@@ -125,12 +125,25 @@ class _Connection(asyncio.Protocol):
 class Http1Pool:
     """Keep-alive connections to one host:port; `send` takes one, or opens one, for each request."""
 
-    def __init__(self, addr: str, max_response_bytes: int = 64 << 20, tls: ssl.SSLContext | None = None) -> None:
-        """`tls`: talk TLS, verifying the server with this context (None: plaintext)."""
+    def __init__(
+        self,
+        addr: str,
+        max_response_bytes: int = 64 << 20,
+        tls: ssl.SSLContext | None = None,
+        connect_addr: str | None = None,
+    ) -> None:
+        """`tls`: talk TLS, verifying the server with this context (None: plaintext); `connect_addr`:
+        the IP:port to connect to when it is not `addr` (one replica behind a name: `Host` and the TLS
+        server name stay `addr`'s host)."""
         if not _VALUE.fullmatch(addr):
             raise UnsafeHeader(f"address {addr!r} is not a visible ASCII host:port")
         host, _, port = addr.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
+        self._server_name = self._host
+        if connect_addr is not None:
+            chost, _, cport = connect_addr.rpartition(":")
+            self._host, self._port = chost.strip("[]"), int(cport)
+        self._closed = False
         self._host_header = addr
         self._max_response = max_response_bytes
         self._tls = tls
@@ -149,7 +162,7 @@ class Http1Pool:
                 self._host,
                 self._port,
                 ssl=self._tls,
-                server_hostname=self._host if self._tls is not None else None,
+                server_hostname=self._server_name if self._tls is not None else None,
             )
         except OSError as exc:
             raise NotReached(str(exc) or type(exc).__name__) from None
@@ -165,11 +178,14 @@ class Http1Pool:
             except BaseException:
                 conn.close()  # an answer may still come on it: never reuse
                 raise
-        if conn.open:
+        if conn.open and not self._closed:
             self._idle.append((time.monotonic(), conn))
+        else:
+            conn.close()  # a closed pool (an address that left) keeps nothing
         return answer
 
     async def close(self) -> None:
+        self._closed = True
         for _, conn in self._idle:
             conn.close()
         self._idle.clear()

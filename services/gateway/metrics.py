@@ -25,3 +25,13 @@ SHADOW = Counter("flywheel_gateway_shadow_total", "Shadow requests by outcome", 
 ROLLBACKS = Counter("flywheel_gateway_canary_rollbacks_total", "Automatic canary rollbacks", ["model", "reason"])
 RETRIES = Counter("flywheel_gateway_retries_total", "Retries of safe backend failures", ["backend"])
 CIRCUIT_OPEN = Gauge("flywheel_gateway_circuit_open", "1 while a backend's circuit is open", ["backend"])
+# Per model-server address (labels: only addresses the lookup returned, IP:port, at most 64 per name).
+UPSTREAM_REQUESTS = Counter(
+    "flywheel_gateway_upstream_requests_total", "Attempts sent to each model-server address", ["addr"]
+)
+UPSTREAM_OUTSTANDING = Gauge(
+    "flywheel_gateway_upstream_outstanding", "Attempts in flight to each model-server address", ["addr"]
+)
+UPSTREAM_EJECTIONS = Counter(
+    "flywheel_gateway_upstream_ejections_total", "Times a model-server address was taken out of rotation", ["addr"]
+)

@@ -5,6 +5,10 @@ configuration, statistics and repository calls as the model server's JSON, read 
 protocol's messages (`inference.*Response`) so both of the gateway's transports can answer them.
 Why REST rather than gRPC for this hop: `make bench-gateway-hop`.
 
+Replicas: the configured name is resolved to every address it has, each with its own pool, and
+each attempt goes to the one with the fewest requests in flight (endpoints.py); an address not
+reached or answering 503 is ejected for a while, and the retry goes to another.
+
 The policy, for every call: what is left of the request's deadline travels as
 `X-Flywheel-Timeout-Ms`; a server not reached, a 503 (not ready) and a 429 (queue full: the
 request was not run) are retried inside that budget only, after a back-off (at least the
@@ -28,6 +32,7 @@ from google.protobuf.message import Message
 
 from services.gateway.breaker import Breakers
 from services.gateway.deadline import Deadline
+from services.gateway.endpoints import Endpoint, Endpoints, Resolver, dns_resolver
 from services.gateway.errors import (
     BackendFailed,
     BackendOverloaded,
@@ -107,18 +112,26 @@ class ModelServerClient:
         max_response_bytes: int = 64 << 20,
         token: str = "",
         tls: ssl.SSLContext | None = None,
+        resolve: Resolver | None = dns_resolver,
+        refresh_s: float = 5.0,
+        eject_s: float = 10.0,
     ) -> None:
         """`token`: the gateway's service credential, sent with every call (the model server admits no
-        caller without one); `tls`: verify the model server over TLS with this context."""
+        caller without one); `tls`: verify the model server over TLS with this context; `resolve`,
+        `refresh_s`, `eject_s`: how `addr`'s replicas are found and balanced (endpoints.py)."""
         self.addr = addr
-        self._pool = Http1Pool(addr, max_response_bytes, tls)
+
+        def pool(connect: str) -> Http1Pool:  # one keep-alive pool per address; Host and TLS name stay `addr`
+            return Http1Pool(addr, max_response_bytes, tls, None if connect == addr else connect)
+
+        self.endpoints: Endpoints[Http1Pool] = Endpoints(addr, pool, resolve, refresh_s, eject_s)
         self._credential = {"authorization": f"Bearer {token}"} if token else {}
         self._breakers = breakers
         self._retries = retries
         self._backoff_s = backoff_s
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self.endpoints.close()
 
     async def call(
         self,
@@ -133,18 +146,22 @@ class ModelServerClient:
         """One request under the policy above; returns once the status is one of `answers`."""
         breaker = self._breakers.get(backend)
         attempt = 0
+        last: Endpoint[Http1Pool] | None = None
         while True:
             left = deadline.check()
             breaker.before()
             # Never "0.000": a budget under 1 µs still travels as the smallest positive value the server accepts.
             sent = {**headers, **self._credential, rest_codec.TIMEOUT_HEADER: f"{max(left * 1000, 0.001):.3f}"}
+            endpoint = last = self.endpoints.pick(avoid=last)  # a retry goes to another replica when there is one
+            endpoint.begin()
             try:
-                status, rheaders, rbody = await self._pool.send(method, target, body, sent, left)
+                status, rheaders, rbody = await endpoint.pool.send(method, target, body, sent, left)
             except UnsafeHeader as exc:
                 raise InvalidInput(str(exc)) from None
             except NotReached as exc:
+                self.endpoints.eject(endpoint)
                 breaker.failure()
-                error: GatewayError = BackendUnavailable(f"model server {self.addr} unavailable: {exc}")
+                error: GatewayError = BackendUnavailable(f"model server {endpoint.addr} unavailable: {exc}")
             except TimeoutError:
                 if deadline.judged:  # a caller's own tiny budget running out says nothing about the backend
                     breaker.failure()
@@ -153,6 +170,8 @@ class ModelServerClient:
                 if status in answers:
                     breaker.success()
                     return status, rheaders, rbody
+                if status == 503:
+                    self.endpoints.eject(endpoint)
                 if status == 503 or (status == 504 and deadline.judged):
                     breaker.failure()
                 else:
@@ -160,6 +179,8 @@ class ModelServerClient:
                 error = error_of(status, rbody, rheaders, self.addr, deadline.judged)
                 if status not in RETRYABLE:
                     raise error
+            finally:
+                endpoint.end()
             if attempt >= self._retries:
                 raise error
             wait = max(self._backoff_s * (2**attempt), getattr(error, "retry_after_s", None) or 0.0)
@@ -183,15 +204,23 @@ class ModelServerClient:
 
     # -- health, metadata, repository ---------------------------------------------------------
     async def probe(self, timeout_s: float) -> str:
-        """One request, no retry, no breaker, to a route that needs the gateway's credential: "" when the
-        model server answers it, else why not (unreachable, or the credential refused)."""
-        try:
-            status, _, _ = await self._pool.send("GET", "/v2", b"", self._credential, timeout_s)
-        except (NotReached, TimeoutError) as exc:
-            return f"model server not reachable at {self.addr}: {exc or type(exc).__name__}"
-        if status in (401, 403):
-            return f"model server at {self.addr} refuses the gateway's credential: {REFUSED_HINT}"
-        return "" if status == 200 else f"model server at {self.addr} answers HTTP {status}"
+        """A request, no retry, no breaker, to a route that needs the gateway's credential, to each
+        replica in turn until one answers: "" when one does, else why the last did not (unreachable,
+        or the credential refused)."""
+        problem = ""
+        for endpoint in list(self.endpoints.iter_for_probe()):
+            try:
+                status, _, _ = await endpoint.pool.send("GET", "/v2", b"", self._credential, timeout_s)
+            except (NotReached, TimeoutError) as exc:
+                problem = f"model server not reachable at {endpoint.addr}: {exc or type(exc).__name__}"
+                continue
+            if status == 200:
+                return ""
+            if status in (401, 403):
+                problem = f"model server at {endpoint.addr} refuses the gateway's credential: {REFUSED_HINT}"
+            else:
+                problem = f"model server at {endpoint.addr} answers HTTP {status}"
+        return problem
 
     # Each kind of call has a breaker of its own, named after its RPC (never after a caller's string).
     async def _status(self, rpc: str, target: str, deadline: Deadline, no: int) -> bool:

@@ -20,6 +20,17 @@ class GatewaySettings(BaseSettings):
     modelserver_http_addr: str = Field(
         "127.0.0.1:8000", description="the model server's HTTP host:port (every call to it is v2 REST)"
     )
+    modelserver_resolve_s: float = Field(
+        5.0, gt=0, description="how often the model server's name is looked up again (every replica's address)"
+    )
+    modelserver_eject_s: float = Field(
+        10.0, gt=0, description="how long a replica not reached or answering 503 gets no traffic"
+    )
+    modelserver_test_addrs: str = Field(
+        "",
+        description="TEST ONLY: comma-separated IP:port the model server's name resolves to instead of DNS "
+        "(several A records for one name cannot be made on 127.0.0.1); empty in every deployment",
+    )
     model_repository: Path = Field(
         Path(".flywheel/models"), description="model repository, read for each version's flywheel.json"
     )

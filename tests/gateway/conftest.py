@@ -48,34 +48,48 @@ class ModelServer:
     headers = property(lambda self: operator())  # the model server admits the gateway and the operator
 
 
-@pytest.fixture(scope="session")
-def modelserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    work = tmp_path_factory.mktemp("modelserver")
+def spawn_modelserver(work: Path) -> tuple[subprocess.Popen, ModelServer]:
+    """A model server on free ports serving a fresh repository under `work`, ready (its log: work/modelserver.log)."""
     repo = write_repository(work / "models")
     http, grpc_port = free_port(), free_port()
-    log = open(work / "modelserver.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.modelserver",
-            "--model-repository",
-            str(repo),
-            "--http-port",
-            str(http),
-            "--grpc-port",
-            str(grpc_port),
-        ],
-        env={**os.environ, "FLYWHEEL_HOME": str(work), "FLYWHEEL_LOG_LEVEL": "WARNING", **service_env("modelserver")},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(work / "modelserver.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.modelserver",
+                "--model-repository",
+                str(repo),
+                "--http-port",
+                str(http),
+                "--grpc-port",
+                str(grpc_port),
+            ],
+            env={
+                **os.environ,
+                "FLYWHEEL_HOME": str(work),
+                "FLYWHEEL_LOG_LEVEL": "WARNING",
+                **service_env("modelserver"),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until(lambda: _ready(f"http://127.0.0.1:{http}/readyz"), timeout_s=90, proc=proc, message="modelserver")
-        yield ModelServer(repo, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http}")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, ModelServer(repo, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http}")
+
+
+@pytest.fixture(scope="session")
+def modelserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    proc, server = spawn_modelserver(tmp_path_factory.mktemp("modelserver"))
+    try:
+        yield server
     finally:
         _stop(proc, "modelserver")
-        log.close()
 
 
 @dataclass
@@ -122,6 +136,48 @@ def keys(keydb: tuple[str, KeyStore]) -> dict[str, str]:
 GatewayFactory = Callable[..., Gateway]
 
 
+def launch_gateway(
+    work: Path,
+    database_url: str,
+    modelserver_addr: str,
+    repo: Path,
+    bootstrap: str | None = None,
+    probe: str = "readyz",
+    **overrides: object,
+) -> Gateway:
+    """A gateway process in front of `modelserver_addr`, ready on `probe` (env overrides as
+    FLYWHEEL_GATEWAY_<NAME>=value keyword args); the caller stops it (`_stop`)."""
+    http, grpc_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "FLYWHEEL_HOME": str(work),
+        "FLYWHEEL_DATABASE_URL": database_url,
+        "FLYWHEEL_LOG_LEVEL": "INFO",
+        "FLYWHEEL_GATEWAY_HTTP_PORT": str(http),
+        "FLYWHEEL_GATEWAY_GRPC_PORT": str(grpc_port),
+        "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": modelserver_addr,
+        "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str(repo),
+        "FLYWHEEL_GATEWAY_EVENTS": "true" if bootstrap else "false",
+        **service_env("gateway"),
+    }
+    if bootstrap:
+        env["FLYWHEEL_KAFKA_BOOTSTRAP"] = bootstrap
+    env.update({f"FLYWHEEL_GATEWAY_{k.upper()}": str(v) for k, v in overrides.items()})
+    log_path = work / "gateway.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    gw = Gateway(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}", database_url, proc, log_path)
+    try:
+        wait_until(lambda: _ready(f"{gw.http_url}/{probe}"), timeout_s=60, proc=proc, message=f"gateway {probe}")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return gw
+
+
 @pytest.fixture(scope="module")
 def start_gateway(
     modelserver: ModelServer, keydb: tuple[str, KeyStore], tmp_path_factory: pytest.TempPathFactory
@@ -130,31 +186,16 @@ def start_gateway(
     started: list[Gateway] = []
 
     def start(bootstrap: str | None = None, probe: str = "readyz", **overrides: object) -> Gateway:
-        work = tmp_path_factory.mktemp("gateway")
-        http, grpc_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "FLYWHEEL_HOME": str(work),
-            "FLYWHEEL_DATABASE_URL": keydb[0],
-            "FLYWHEEL_LOG_LEVEL": "INFO",
-            "FLYWHEEL_GATEWAY_HTTP_PORT": str(http),
-            "FLYWHEEL_GATEWAY_GRPC_PORT": str(grpc_port),
-            "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR": modelserver.http_url.removeprefix("http://"),
-            "FLYWHEEL_GATEWAY_MODEL_REPOSITORY": str(modelserver.repo),
-            "FLYWHEEL_GATEWAY_EVENTS": "true" if bootstrap else "false",
-            **service_env("gateway"),
-        }
-        if bootstrap:
-            env["FLYWHEEL_KAFKA_BOOTSTRAP"] = bootstrap
-        env.update({f"FLYWHEEL_GATEWAY_{k.upper()}": str(v) for k, v in overrides.items()})
-        log_path = work / "gateway.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "services.gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        gw = Gateway(f"http://127.0.0.1:{http}", f"127.0.0.1:{grpc_port}", keydb[0], proc, log_path)
+        gw = launch_gateway(
+            tmp_path_factory.mktemp("gateway"),
+            keydb[0],
+            modelserver.http_url.removeprefix("http://"),
+            modelserver.repo,
+            bootstrap,
+            probe,
+            **overrides,
+        )
         started.append(gw)
-        wait_until(lambda: _ready(f"{gw.http_url}/{probe}"), timeout_s=60, proc=proc, message=f"gateway {probe}")
         return gw
 
     yield start

@@ -22,6 +22,7 @@ import uvicorn
 from services.devstack.ports import free_port
 from services.gateway.breaker import Breakers
 from services.gateway.deadline import Deadline
+from services.gateway.endpoints import static_resolver
 from services.gateway.errors import (
     BackendFailed,
     BackendOverloaded,
@@ -261,3 +262,43 @@ def test_grpc_request_round_trips_through_binary_rest() -> None:
         bad.inputs.add(name="b", datatype="FP32", shape=[1])
         bad.raw_input_contents.append(b"\0\0\0\0")
         grpc_codec.decode_request(bad, None, 1 << 20)
+
+
+def test_a_503_ejects_that_replica_and_the_retry_goes_to_another() -> None:
+    """Two scripted replicas behind one name (a fixed resolver: several A records cannot be made on
+    127.0.0.1): a 503 on one is retried on the other, and it gets no traffic while ejected."""
+
+    async def scenario() -> None:
+        apps, servers, serving, ports = [], [], [], []
+        for _ in range(2):
+            app, port = Scripted(), free_port()
+            server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+            serving.append(asyncio.create_task(server.serve(sockets=[http_listener("127.0.0.1", port)])))
+            apps.append(app)
+            servers.append(server)
+            ports.append(port)
+        while not all(s.started for s in servers):
+            await asyncio.sleep(0.01)
+        addrs = [f"127.0.0.1:{p}" for p in ports]
+        client = ModelServerClient(
+            "modelserver.invalid:8000", Breakers(10, 60), retries=2, backoff_s=0.001, resolve=static_resolver(addrs)
+        )
+        try:
+            await client.endpoints.refresh()
+            assert client.endpoints.addrs() == sorted(addrs)
+            first = next(i for i, a in enumerate(addrs) if a == client.endpoints.addrs()[0])
+            apps[first].script = [503]
+            await _infer(client)  # round robin starts at the first address: 503 there, 200 on the other
+            assert [a.calls for a in apps] == [1, 1]
+            for _ in range(4):  # ejected: everything goes to the other one
+                await _infer(client)
+            assert apps[first].calls == 1 and apps[1 - first].calls == 5
+            # The Host header names the configured name, whichever address served it.
+            assert apps[1 - first].seen[-1]["host"] == "modelserver.invalid:8000"
+        finally:
+            await client.close()
+            for s in servers:
+                s.should_exit = True
+            await asyncio.gather(*serving)
+
+    asyncio.run(scenario())
