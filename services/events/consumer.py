@@ -71,6 +71,12 @@ class ConsumerConfig:
     tag_log: bool = False
 
 
+def _on_commit(err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """Served by consume(): a refused commit is logged (the next batch's commit covers these offsets too)."""
+    if err is not None:
+        log.warning("offset commit failed; the next commit covers it", extra={"error": err.str()})
+
+
 class ConsumeLoop:
     def __init__(
         self,
@@ -97,6 +103,7 @@ class ConsumeLoop:
             "session.timeout.ms": config.session_timeout_ms,
             "heartbeat.interval.ms": config.heartbeat_ms,
             "enable.partition.eof": False,
+            "on_commit": _on_commit,
         }
         settings.update(config.extra)
         self._consumer = Consumer(settings)
@@ -226,7 +233,11 @@ class ConsumeLoop:
                 latest[(m.topic(), m.partition())] = max(latest.get((m.topic(), m.partition()), -1), m.offset())
         if latest:
             offsets = [TopicPartition(t, p, o + 1) for (t, p), o in latest.items()]
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            # Asynchronous: a synchronous commit can block for good in librdkafka while the group
+            # coordinator is away (seen: the lake stuck > 180 s in commit after a broker restart). The
+            # batch is handled already; a commit that never lands only replays it after a restart, the
+            # same at-least-once as a crash before the commit. close() waits for commits in flight.
+            self._consumer.commit(offsets=offsets, asynchronous=True)
 
     def _dead_letter(self, msg: KafkaMessage, reason: str) -> ev.DeadLetter:
         DEAD_LETTERED.labels(msg.topic(), self.config.group).inc()
