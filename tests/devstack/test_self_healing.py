@@ -48,7 +48,9 @@ def _kill_under_traffic(stack: Stack, names: list[str], run: str) -> None:
 
     accepted = set(traffic.accepted)
     assert len(accepted) == len(traffic.accepted)
-    wait_until(lambda: len(stack.lake_labels(run)[1]) >= len(accepted), 180, interval_s=1.0, message="lake")
+    # Every accepted label in the lake, not just as many rows: labels refused while ingest was down
+    # may land too, so a count can be reached while the last accepted batch is still in flight.
+    wait_until(lambda: accepted <= stack.lake_labels(run)[1], 180, interval_s=1.0, message="lake")
     rows, in_lake = stack.lake_labels(run)
     lost, duplicated = len(accepted - in_lake), rows - len(in_lake)
     unknown = in_lake - accepted - set(traffic.refused)
