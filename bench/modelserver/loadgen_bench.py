@@ -124,23 +124,25 @@ def ceiling(model_dir: Path, device: str, seconds: float) -> list[dict]:
             rate = batch * len(times) / sum(times)
             if best is None or rate > best[0]:
                 best = (rate, batch, times)
-        rate, batch, times = best
-        times.sort()
-        p99 = times[min(len(times) - 1, int(0.99 * len(times)))] * 1000
-        rows.append(
-            {
-                "system": f"onnxruntime in-process (batch {batch})",
-                "model": name,
-                "protocol": "in-process",
-                "rate": None,
-                "throughput": round(rate, 1),
-                "p50_ms": round(statistics.median(times) * 1000, 3),
-                "p99_ms": round(p99, 3),
-                "within_slo": round(rate, 1) if p99 <= 20 else None,
-                "goodput_at_slo": round(rate, 1) if p99 <= 20 else 0.0,
-            }
-        )
+        rows.append(_ceiling_row("onnxruntime", name, *best))
     return rows
+
+
+def _ceiling_row(runtime: str, model: str, rate: float, batch: int, times: list[float]) -> dict:
+    """One in-process ceiling's result row, at its best batch size (`times`: seconds per batch)."""
+    times = sorted(times)
+    p99 = times[min(len(times) - 1, int(0.99 * len(times)))] * 1000
+    return {
+        "system": f"{runtime} in-process (batch {batch})",
+        "model": model,
+        "protocol": "in-process",
+        "rate": None,
+        "throughput": round(rate, 1),
+        "p50_ms": round(statistics.median(times) * 1000, 3),
+        "p99_ms": round(p99, 3),
+        "within_slo": round(rate, 1) if p99 <= 20 else None,
+        "goodput_at_slo": round(rate, 1) if p99 <= 20 else 0.0,
+    }
 
 
 def ceiling_torch(model_dir: Path, device: str, seconds: float) -> list[dict]:
@@ -165,22 +167,7 @@ def ceiling_torch(model_dir: Path, device: str, seconds: float) -> list[dict]:
             rate = batch * len(times) / sum(times)
             if best is None or rate > best[0]:
                 best = (rate, batch, times)
-        rate, batch, times = best
-        times.sort()
-        p99 = times[min(len(times) - 1, int(0.99 * len(times)))] * 1000
-        rows.append(
-            {
-                "system": f"torchscript in-process (batch {batch})",
-                "model": name,
-                "protocol": "in-process",
-                "rate": None,
-                "throughput": round(rate, 1),
-                "p50_ms": round(statistics.median(times) * 1000, 3),
-                "p99_ms": round(p99, 3),
-                "within_slo": round(rate, 1) if p99 <= 20 else None,
-                "goodput_at_slo": round(rate, 1) if p99 <= 20 else 0.0,
-            }
-        )
+        rows.append(_ceiling_row("torchscript", name, *best))
     return rows
 
 
