@@ -73,3 +73,22 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     ensure_topics(b.bootstrap)
     yield b
     b.stop()
+
+
+def record_job_creations(httpserver, namespace: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """A fake Kubernetes API server (pytest-httpserver) that accepts Job creations in `namespace`;
+    returns the list each created Job's body is appended to. A real API server cannot run in these
+    tests: tests/k8s covers the real cluster."""
+    import json
+
+    from werkzeug import Response
+
+    created: list[dict] = []
+
+    def create(request):  # type: ignore[no-untyped-def]
+        body = json.loads(request.data)
+        created.append(body)
+        return Response(json.dumps({**body, "status": {}}), status=201, content_type="application/json")
+
+    httpserver.expect_request(f"/apis/batch/v1/namespaces/{namespace}/jobs", method="POST").respond_with_handler(create)
+    return created

@@ -17,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 from kubernetes.utils.quantity import parse_quantity as k8s_parse_quantity
 from pytest_httpserver import HTTPServer
-from werkzeug import Response
 
 from services.projects import SpecInvalid, spec_json
 from services.projects.loading import parse_spec_json, validate_document
@@ -34,6 +33,7 @@ from services.trainer.tables import MIGRATIONS
 from services.trainer.transport.rest import build_app
 from services.trainer.transport.status import ERRORS
 from tests.support.projects import example_spec
+from tests.trainer.conftest import record_job_creations
 
 ENV = {"FLYWHEEL_HOME": "/data", "FLYWHEEL_DATABASE_URL": "postgresql+psycopg://flywheel@db/flywheel"}
 K8S_VERSION = "1.37.0"
@@ -391,15 +391,7 @@ def test_a_malformed_gpu_placement_setting_stops_the_runner_at_start(store, fiel
 
 def test_a_submitted_request_block_reaches_the_api_server(store, httpserver: HTTPServer) -> None:
     settings = TrainerSettings(k8s_api_url=httpserver.url_for("").rstrip("/"), k8s_allowed_images="ghcr.io/acme/")
-    path = f"/apis/batch/v1/namespaces/{settings.k8s_namespace}/jobs"
-    created: list[dict] = []
-
-    def create(request):  # type: ignore[no-untyped-def]
-        body = json.loads(request.data)
-        created.append(body)
-        return Response(json.dumps({**body, "status": {}}), status=201, content_type="application/json")
-
-    httpserver.expect_request(path, method="POST").respond_with_handler(create)
+    created = record_job_creations(httpserver, settings.k8s_namespace)
     jobs = _service(store, settings, {"image": "ghcr.io/acme/train:1", "command": ["python", "train.py"], "gpus": 1})
     jobs.submit(
         model="digits",

@@ -21,6 +21,7 @@ from services.trainer.runners.kubernetes import KubernetesRunner, job_manifest, 
 from services.trainer.settings import TrainerSettings
 from services.trainer.tables import MIGRATIONS
 from tests.support.projects import example_spec, job_project
+from tests.trainer.conftest import record_job_creations
 
 ENV = {"FLYWHEEL_HOME": "/data", "FLYWHEEL_DATABASE_URL": "postgresql+psycopg://flywheel@db/flywheel"}
 
@@ -84,16 +85,7 @@ def _spec(gpus: int = 0, job_id: str = "job-1"):
 def test_submit_creates_and_cancel_deletes_the_job(store, httpserver: HTTPServer) -> None:
     settings = TrainerSettings(k8s_api_url=httpserver.url_for("").rstrip("/"))
     path = f"/apis/batch/v1/namespaces/{settings.k8s_namespace}/jobs"
-    created: list[dict] = []
-
-    def create(request):  # type: ignore[no-untyped-def]
-        body = json.loads(request.data)
-        created.append(body)
-        from werkzeug import Response
-
-        return Response(json.dumps({**body, "status": {}}), status=201, content_type="application/json")
-
-    httpserver.expect_request(path, method="POST").respond_with_handler(create)
+    created = record_job_creations(httpserver, settings.k8s_namespace)
     runner = KubernetesRunner.from_settings(store, settings, ENV)
     jobs = _service(store, runner)
     job = jobs.submit(model="digits", snapshot_id="snap", model_family="small_cnn", gpus=2, job_id="abc")
