@@ -2,7 +2,10 @@
 live accuracy (predictions joined with labels on example_id), per-topic stats.
 
 Every query reads the files the manifest lists and drops duplicate event_ids (a compaction in
-flight or a producer's replay), keeping the earliest (partition, offset).
+flight or a producer's replay), keeping the earliest (partition, offset). A local lake is read by
+DuckDB itself; an object-store lake (`s3://`) is read through fsspec and pyarrow and handed to DuckDB
+as Arrow tables (DuckDB's own S3 reader, the httpfs extension, is downloaded at run time and cannot be
+on an air-gapped machine).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import io
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +21,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from services.events.topics import LABELS, PREDICTIONS
 from services.lake.errors import LakeUnavailable
@@ -100,8 +105,6 @@ class Aggregates:
             con = duckdb.connect()
             try:
                 con.execute("SET threads TO 2")
-                if not self.store.local:
-                    con.register_filesystem(self.store.fs)
                 for view, topic in (("labels_all", LABELS.name), ("predictions_all", PREDICTIONS.name)):
                     self._register(con, view, topic, manifest)
                 con.execute(
@@ -128,20 +131,36 @@ class Aggregates:
                 con.close()
 
     def _register(self, con: duckdb.DuckDBPyConnection, view: str, topic: str, manifest: Manifest) -> None:
-        files = [
-            self.store.full(e.path) if self.store.local else self.store.url_of(e.path) for e in manifest.files(topic)
-        ]
-        if files:
-            listed = ", ".join(_literal(f) for f in files)
-            # union_by_name: files written before a column existed (project, content_type) read it as NULL.
-            cols = ", ".join(
-                f"coalesce({f.name}, '') AS {f.name}" if f.name in ("project", "content_type") else f.name
-                for f in SCHEMAS[topic]
-            )
+        entries = manifest.files(topic)
+        # Files written before a column existed (project, content_type) read it as NULL.
+        cols = ", ".join(
+            f"coalesce({f.name}, '') AS {f.name}" if f.name in ("project", "content_type") else f.name
+            for f in SCHEMAS[topic]
+        )
+        if entries and not self.store.local:
+            con.register(f"{view}_arrow", self._read_remote(topic, [e.path for e in entries]))
+            con.execute(f"CREATE TEMP VIEW {view} AS SELECT {cols} FROM {view}_arrow")
+        elif entries:
+            listed = ", ".join(_literal(self.store.full(e.path)) for e in entries)
             con.execute(f"CREATE TEMP VIEW {view} AS SELECT {cols} FROM read_parquet([{listed}], union_by_name = true)")
         else:
             con.register(f"{view}_empty", SCHEMAS[topic].empty_table())
             con.execute(f"CREATE TEMP VIEW {view} AS SELECT * FROM {view}_empty")
+
+    def _read_remote(self, topic: str, paths: list[str]) -> pa.Table:
+        """The files as one Arrow table with every column of the topic's schema (missing ones NULL)."""
+        schema = SCHEMAS[topic]
+        tables = []
+        for path in paths:
+            try:
+                table = pq.read_table(io.BytesIO(self.store.read_bytes(path)))
+            except (OSError, pa.ArrowInvalid) as exc:  # compacted away under us, or unreadable: retried
+                raise LakeUnavailable(f"cannot read {self.store.url_of(path)}: {exc}") from exc
+            for f in schema:
+                if f.name not in table.column_names:
+                    table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+            tables.append(table.select(schema.names).cast(schema))
+        return pa.concat_tables(tables)
 
     # -- queries ----------------------------------------------------------------------------
     @retrying

@@ -1,7 +1,8 @@
 """The lake's file operations over fsspec: atomic writes (temporary name, then rename), listing.
 
 On a local file system a write is fsynced before the rename and the folder after it, so a
-file that has its final name is whole and durable.
+file that has its final name is whole and durable. On `s3://` a write is one PUT (visible whole or
+not at all), and the bucket is checked, or created, when the store is made (services/storage/s3.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import uuid
 
 import fsspec
 
+from services.storage import s3
+
 TMP_PREFIX = ".tmp-"
 
 
 class LakeStore:
     def __init__(self, root_url: str) -> None:
         self.url = root_url.rstrip("/")
-        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.s3 = s3.is_s3(self.url)
+        self.fs, root = s3.open_bucket(self.url) if self.s3 else fsspec.core.url_to_fs(self.url)
         self.root = root.rstrip("/")
         self.local = "file" in _protocols(self.fs)
         if self.local:
@@ -47,6 +51,9 @@ class LakeStore:
             finally:
                 os.close(dir_fd)
             return
+        if self.s3:
+            self.fs.pipe_file(final, data)
+            return
         self.fs.makedirs(folder, exist_ok=True)
         with self.fs.open(tmp, "wb") as fh:
             fh.write(data)
@@ -57,6 +64,8 @@ class LakeStore:
             return fh.read()
 
     def exists(self, rel: str) -> bool:
+        if self.s3 and not rel:  # an S3 prefix exists only once it holds an object: ask the bucket
+            return s3.bucket_reachable(self.fs, self.root)
         return bool(self.fs.exists(self.full(rel)))
 
     def glob(self, pattern: str) -> list[str]:

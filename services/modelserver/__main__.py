@@ -16,13 +16,15 @@ import sys
 import threading
 from pathlib import Path
 
-from services.config import CommonSettings
+from services.config import CommonSettings, ConfigError
+from services.modelserver import remote as remote_repository
 from services.modelserver.dataplane import DataPlane
 from services.modelserver.repository import ModelRepository
 from services.modelserver.served import ServedModels, ServingOptions
 from services.modelserver.settings import ModelServerSettings
 from services.modelserver.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
 from services.modelserver.transport.rest import build_asgi
+from services.storage.s3 import S3Unavailable
 from services.telemetry import Readiness
 from services.transportkit import bootstrap
 from services.transportkit.listener import http_listener
@@ -44,17 +46,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--consume-model-events", action=argparse.BooleanOptionalAction, default=None, help="follow flywheel.models"
     )
+    parser.add_argument("--remote-repository", help="s3://bucket/prefix to pull checked versions from")
+    parser.add_argument("--remote-poll-s", type=float, help="how often the remote repository is polled")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     settings, common, stop = bootstrap.start("modelserver", ModelServerSettings, parse_args(argv))
     security = bootstrap.security(common)
-    return bootstrap.run(lambda: serve(settings, common, security, stop.event), settings.event_loop)
+    remote = None
+    if settings.remote_repository:
+        try:
+            remote = remote_repository.RemoteRepository(settings.remote_repository, settings.model_repository)
+        except S3Unavailable as exc:
+            raise ConfigError(f"cannot start the model server: {exc}") from None
+    return bootstrap.run(lambda: serve(settings, common, security, stop.event, remote), settings.event_loop)
 
 
 async def serve(
-    settings: ModelServerSettings, common: CommonSettings, security: bootstrap.Security, stop: threading.Event
+    settings: ModelServerSettings,
+    common: CommonSettings,
+    security: bootstrap.Security,
+    stop: threading.Event,
+    remote: remote_repository.RemoteRepository | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     models = ServedModels(
@@ -89,6 +103,8 @@ async def serve(
         },
     )
 
+    if remote is not None:  # what is published now is served from the start
+        await remote_repository.apply(remote, models)
     dataplane.startup_failures = await models.load_all()
     # What start-up made (modules, configs, sessions) lives as long as the process: keep the
     # collector from walking it again in every full collection while requests wait.
@@ -109,6 +125,12 @@ async def serve(
         await health.set("", SERVING if ready else NOT_SERVING)
 
     dataplane.on_readiness.append(follow_readiness)
+    remote_stop = threading.Event()
+    remote_task = None
+    if remote is not None:
+        remote_task = loop.create_task(
+            remote_repository.follow(remote, models, settings.remote_poll_s, remote_stop), name="remote-repository"
+        )
     await dataplane.readiness_changed()
     log.info("serving", extra={"models": models.names(), "failed": dataplane.startup_failures})
 
@@ -117,6 +139,9 @@ async def serve(
     dataplane.stopping = True
     await dataplane.readiness_changed()
     events_stop.set()
+    remote_stop.set()
+    if remote_task is not None:
+        await remote_task
     if events_thread is not None:
         await asyncio.to_thread(events_thread.join, settings.drain_timeout_s)
     # Stop taking new RPCs and requests; in-flight ones finish (their batches still run).

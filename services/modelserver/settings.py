@@ -42,4 +42,11 @@ class ModelServerSettings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="asyncio event loop implementation")
     consume_model_events: bool = Field(False, description="load versions announced on flywheel.models")
     events_group: str = Field("", description="consumer group for flywheel.models; empty = unique per process")
+    remote_repository: str = Field(
+        "",
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9_./-]*)?)?$",
+        description="s3://bucket/prefix the trainer publishes versions to: checked versions are pulled into "
+        "model_repository (then a cache) and hot-swapped; credentials from AWS_*; empty = the local folder only",
+    )
+    remote_poll_s: float = Field(10.0, gt=0, le=3600, description="how often the remote repository is polled")
     drain_timeout_s: float = Field(20.0, gt=0, description="how long SIGTERM waits for in-flight requests")

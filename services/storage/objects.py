@@ -1,5 +1,9 @@
 """A content-addressed object store over fsspec (`file://` by default, `s3://` in production).
 
+On `s3://` the bucket is checked (created when missing) when the store is made, so bad keys or an
+unreachable endpoint stop start-up (services/storage/s3.py), and an object is one PUT: S3 makes a
+PUT visible whole or not at all, so there is no temporary name to rename.
+
 Objects are named by their sha256 (`<root>/sha256/ab/abcdef…`), so a write is idempotent and a
 replay stores nothing twice.  Writes go to a temporary name first and are then moved into place.
 
@@ -26,6 +30,8 @@ from collections.abc import Sequence
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from services.storage import s3
+
 
 def _load_syncfs():  # type: ignore[no-untyped-def]
     if not sys.platform.startswith("linux"):
@@ -45,7 +51,8 @@ _SYNCFS = _load_syncfs()
 class ObjectStore:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self._s3 = s3.is_s3(self.url)
+        self.fs, self.root = s3.open_bucket(self.url) if self._s3 else fsspec.core.url_to_fs(self.url)
         self._protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
         self._local = isinstance(self.fs, LocalFileSystem)
         self._dirs: set[str] = set()  # fan-out directories known to exist (and to be durable)
@@ -78,12 +85,16 @@ class ObjectStore:
 
     def _put_fsspec(self, digest: str, data: bytes) -> None:
         path = self._path(digest)
-        if not self.fs.exists(path):
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            with self.fs.open(tmp, "wb") as fh:
-                fh.write(data)
-            self.fs.mv(tmp, path)
+        if self.fs.exists(path):
+            return
+        if self._s3:
+            self.fs.pipe_file(path, data)
+            return
+        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with self.fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        self.fs.mv(tmp, path)
 
     def _put_local(self, objects: dict[str, bytes]) -> None:
         with self._put_lock:
@@ -168,6 +179,9 @@ class ObjectStore:
         return bool(self.fs.exists(self._path(digest)))
 
     def ping(self) -> tuple[bool, str]:
+        if self._s3:
+            ok = s3.bucket_reachable(self.fs, self.root)
+            return ok, "ok" if ok else f"object store unusable: the bucket of {self.url} does not answer"
         try:
             self.fs.makedirs(self.root, exist_ok=True)
             return True, "ok"

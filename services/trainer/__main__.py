@@ -24,7 +24,7 @@ from services.trainer.job_run import git_commit
 from services.trainer.jobs import JobService, JobStore, Runner
 from services.trainer.lake_client import LakeClient
 from services.trainer.projects import ProjectRegistry
-from services.trainer.registry import Registry
+from services.trainer.registry import Registry, remote_publisher
 from services.trainer.runners.kubernetes import KubernetesRunner, secret_env
 from services.trainer.runners.local import LocalRunner
 from services.trainer.settings import TrainerSettings
@@ -48,7 +48,9 @@ def worker_env(common: CommonSettings, settings: TrainerSettings) -> dict[str, s
     env = {
         k: v
         for k, v in os.environ.items()
-        if (k.startswith("FLYWHEEL_") and k not in NOT_FOR_WORKERS) or k in ("PATH", "HOME", "PYTHONPATH")
+        if (k.startswith("FLYWHEEL_") and k not in NOT_FOR_WORKERS)
+        or k in ("PATH", "HOME", "PYTHONPATH")
+        or k.startswith("AWS_")  # a worker publishes to the remote model repository itself
     }
     env.update(
         FLYWHEEL_HOME=str(common.home.resolve()),
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         repository_uri=settings.model_repository.resolve().as_uri(),
         margin=settings.promotion_margin,
         publish=publish,
+        remote=remote_publisher(settings.remote_model_repository, settings.model_repository),
     )
     env = worker_env(common, settings)
     local = LocalRunner(store, env, settings.max_concurrent_jobs, log_dir=common.home / "logs" / "train")

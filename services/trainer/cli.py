@@ -179,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from services.trainer.errors import TrainerError
     from services.trainer.export import ExportOptions
     from services.trainer.job_run import JobContext, JobSpec, git_commit, run_job
-    from services.trainer.registry import Registry
+    from services.trainer.registry import Registry, remote_publisher
     from services.trainer.settings import TrainerSettings
     from services.trainer.tables import MIGRATIONS
     from services.trainer.training.metrics import CombinedMetric
@@ -195,7 +195,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     migrate(url, [MIGRATIONS])
     db = Database(url)
     repo = Path(args.repository) if args.repository else settings.model_repository
-    registry = Registry(db, repository_uri=repo.resolve().as_uri(), margin=settings.promotion_margin)
+    registry = Registry(
+        db,
+        repository_uri=repo.resolve().as_uri(),
+        margin=settings.promotion_margin,
+        remote=remote_publisher(settings.remote_model_repository, repo),
+    )
     snap = args.snapshot_uri.rstrip("/")
     with Progress(
         TextColumn("[bold]{task.fields[phase]:<14}"), BarColumn(), TimeElapsedColumn(), TextColumn("{task.description}")

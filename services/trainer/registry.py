@@ -6,6 +6,10 @@ and the current production model's by `margin`. The production comparison uses t
 training job measured by running production's artifact on the candidate's own test split when it
 could (a fair comparison on the same data), else production's recorded number. Promoting a version
 to production archives the previous production version.
+
+With a remote repository (`s3://…`), registering a version first publishes its folder there, the
+manifest last (services/storage/model_store.py): every way a version arrives (trained, external, the
+project's own code) goes through `register`, so no version is announced before model servers can pull it.
 """
 
 from __future__ import annotations
@@ -14,13 +18,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import func, select, update
 
+from services.config import ConfigError
 from services.events.codec import deterministic_id, new_meta
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.storage import Database
+from services.storage.model_store import RemotePublisher
+from services.storage.s3 import S3Unavailable
 from services.trainer.errors import InvalidRequest, ModelNotFound, PromotionRefused
 from services.trainer.tables import model_versions
 
@@ -67,6 +75,16 @@ def _record(row) -> VersionRecord:  # type: ignore[no-untyped-def]
     )
 
 
+def remote_publisher(url: str, local_repository: Path) -> RemotePublisher | None:
+    """The publisher for FLYWHEEL_TRAINER_REMOTE_MODEL_REPOSITORY (None: empty); an unusable bucket stops start-up."""
+    if not url:
+        return None
+    try:
+        return RemotePublisher(url, local_repository)
+    except S3Unavailable as exc:
+        raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_REMOTE_MODEL_REPOSITORY: {exc}") from None
+
+
 def best_baseline_name(metrics: dict[str, float]) -> str:
     """The baseline whose test combined number is the best one (metrics keep numbers only, not names)."""
     best = metrics.get("baseline_best_test_combined")
@@ -83,10 +101,17 @@ def best_baseline_name(metrics: dict[str, float]) -> str:
 
 class Registry:
     def __init__(
-        self, db: Database, *, repository_uri: str, margin: float = 0.005, publish: Publisher | None = None
+        self,
+        db: Database,
+        *,
+        repository_uri: str,
+        margin: float = 0.005,
+        publish: Publisher | None = None,
+        remote: RemotePublisher | None = None,
     ) -> None:
         self._db = db
-        self._repository_uri = repository_uri
+        self._remote = remote
+        self._repository_uri = remote.url if remote is not None else repository_uri
         self.margin = margin
         self._publish = publish
 
@@ -126,8 +151,10 @@ class Registry:
 
     # -- writes ---------------------------------------------------------------------------
     def register(self, rec: VersionRecord) -> VersionRecord:
-        """Record a new version as a candidate and publish it."""
+        """Record a new version as a candidate and publish it (its files first, to the remote repository)."""
         rec.stage = "candidate"
+        if self._remote is not None:
+            self._remote.publish(rec.model, rec.version)
         now = datetime.now(UTC)
         with self._db.session() as s:
             s.execute(

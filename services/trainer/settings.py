@@ -15,6 +15,12 @@ class TrainerSettings(BaseSettings):
     grpc_port: int = Field(8301, ge=0, le=65535, description="gRPC port (0 picks one)")
     host: str = Field("127.0.0.1", description="address to listen on")
     model_repository: Path = Field(Path(".flywheel/models"), description="Triton-layout model repository to write")
+    remote_model_repository: str = Field(
+        "",
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9_./-]*)?)?$",
+        description="s3://bucket/prefix each registered version is also published to (files, then a manifest "
+        "with their sha256), for model servers that pull from it; credentials from AWS_*; empty = local only",
+    )
     reports_dir: Path = Field(Path(""), description="job reports; empty means FLYWHEEL_HOME/reports")
     lake_root: str = Field("", description="fsspec URL of the lake root; empty means file://FLYWHEEL_HOME/lake")
     lake_addr: str = Field("127.0.0.1:8201", description="the lake's gRPC address (CreateSnapshot for empty ids)")

@@ -24,7 +24,7 @@ from services.trainer.errors import JobCancelled, TrainerError
 from services.trainer.export import ExportOptions
 from services.trainer.job_run import JobContext, git_commit, run_job
 from services.trainer.jobs import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
-from services.trainer.registry import Registry
+from services.trainer.registry import Registry, remote_publisher
 from services.trainer.settings import TrainerSettings
 from services.trainer.training.metrics import CombinedMetric
 
@@ -70,6 +70,7 @@ def run(job_id: str, common: CommonSettings, settings: TrainerSettings, stop: th
         repository_uri=settings.model_repository.resolve().as_uri(),
         margin=settings.promotion_margin,
         publish=emit if producer is not None else None,
+        remote=remote_publisher(settings.remote_model_repository, settings.model_repository),
     )
     last = {"t": 0.0, "phase": "", "cancel_checked": 0.0, "cancel": False}
 
