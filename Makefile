@@ -10,7 +10,7 @@ KAFKA_LIBS := .tools/kafka/libs/.done
 
 .PHONY: setup demo test test-fast lint protos protos-check bench bench-kafka bench-train loadtest kafka-jars clean up down status fuzz
 
-setup: $(STAMP) $(KAFKA_LIBS) k8s-tools
+setup: $(STAMP) $(KAFKA_LIBS) k8s-tools s3-server
 
 $(STAMP): requirements.in constraints.txt pyproject.toml
 	@test -x $(PY) || python3.11 -m venv $(VENV)
@@ -31,6 +31,13 @@ $(KAFKA_LIBS): infra/kafka/pom.xml
 	else echo "warning: no mvn/java; Apache Kafka tests will be skipped"; fi
 
 kafka-jars: $(KAFKA_LIBS)
+
+# Versity S3 Gateway (Apache-2.0), built from the Go module proxy into .tools/s3: the real S3-compatible
+# server the tests run s3:// against (a few minutes cold, nothing once built). Without Go it warns.
+.PHONY: s3-server
+s3-server:
+	@if command -v go >/dev/null; then infra/s3/build.sh || echo "warning: could not build versitygw; the s3:// tests will be skipped"; \
+	else echo "warning: no Go toolchain; the s3:// tests will be skipped (they fail under CI=true)"; fi
 
 protos:
 	$(PY) protos/genproto.py

@@ -1,4 +1,5 @@
-"""Shared fixtures: real brokers (Tansu and Apache Kafka), databases (SQLite and PostgreSQL).
+"""Shared fixtures: real brokers (Tansu and Apache Kafka), databases (SQLite and PostgreSQL), an S3 server
+(Versity S3 Gateway, tests/support/s3.py).
 
 Broker fixtures are parametrized so a Kafka test runs on both. Apache Kafka needs the jars
 from `make kafka-jars`; PostgreSQL needs FLYWHEEL_TEST_POSTGRES_URL (set by .ci/run). In CI
@@ -18,6 +19,7 @@ from services.devstack.brokers import Broker, kafka_jars_present, start_broker
 from services.devstack.ports import free_port
 from services.events import ensure_topics
 from tests.support.required import unavailable
+from tests.support.s3 import S3Server, running_s3_server
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +83,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server with random keys, shared by the session (each test uses its own bucket)."""
+    with running_s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server

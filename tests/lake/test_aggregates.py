@@ -1,5 +1,5 @@
 """The sink and the DuckDB aggregates on known data, in process (no broker: the sink's handler
-gets the same `Record`s the consume loop would give it)."""
+gets the same `Record`s the consume loop would give it), on a local folder and on a real S3 server."""
 
 from __future__ import annotations
 
@@ -15,12 +15,22 @@ from services.lake.aggregates import Aggregates
 from services.lake.manifest import Manifest
 from services.lake.sink import LakeSink
 from services.lake.store import LakeStore
+from services.storage.s3 import s3_filesystem
 from tests.lake.events import LABELS, PREDICTIONS, T0, label_event, prediction, records
+from tests.support.s3 import S3Server
 
 
-@pytest.fixture
-def lake(tmp_path: Path) -> tuple[LakeSink, Aggregates]:
-    store = LakeStore(f"file://{tmp_path / 'lake'}")
+@pytest.fixture(params=["file", "s3"])
+def lake(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[LakeSink, Aggregates]:
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        for k, v in server.env().items():
+            monkeypatch.setenv(k, v)
+        store = LakeStore(f"s3://{server.bucket()}/lake")
+    else:
+        store = LakeStore(f"file://{tmp_path / 'lake'}")
     manifest = Manifest.load(store)
     lock = threading.RLock()
     return LakeSink(manifest, lock, compact_min_files=3), Aggregates(store, lambda: manifest, lock)
@@ -98,3 +108,23 @@ def test_a_new_broker_log_is_written_not_skipped(lake: tuple[LakeSink, Aggregate
     fresh.handle([dataclasses.replace(r, log="cluster-b") for r in records(LABELS.name, new)])
     fresh.handle([dataclasses.replace(r, log="cluster-c") for r in records(LABELS.name, new)])
     assert {t.topic: t for t in agg.topic_stats()}[LABELS.name].rows == 20
+
+
+def test_an_s3_lake_is_written_to_the_bucket_and_read_back_after_a_restart(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Parquet files and the manifest are objects in the bucket (created by the lake), and a lake
+    started afresh on the same URL reads the same rows back."""
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = s3_server.bucket()
+    store = LakeStore(f"s3://{bucket}/lake")
+    sink = LakeSink(Manifest.load(store), threading.RLock())
+    sink.handle(records(LABELS.name, [label_event("a", "1"), label_event("b", "2"), label_event("c", "2")]))
+
+    objects = s3_filesystem(s3_server.settings()).find(f"{bucket}/lake")
+    assert any(o.endswith(".parquet") for o in objects), objects
+    assert not any("/.tmp-" in o for o in objects), objects
+    again = LakeStore(f"s3://{bucket}/lake")
+    manifest = Manifest.load(again)
+    assert Aggregates(again, lambda: manifest).label_distribution() == {"1": 1, "2": 2}
