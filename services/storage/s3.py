@@ -15,11 +15,15 @@ from fsspec.asyn import sync
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.config import ConfigError
+
 SCHEME = "s3://"
 
 
-class S3Unavailable(RuntimeError):
-    """The bucket cannot be used with these settings (bad keys, no endpoint, no permission)."""
+class S3Unavailable(ConfigError):
+    """The bucket cannot be used with these settings (bad keys, no endpoint, no permission).
+
+    A ConfigError: raised where a service makes its stores, it stops start-up with this message alone."""
 
 
 class S3Settings(BaseSettings):

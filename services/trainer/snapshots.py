@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import fsspec
-
+from services.storage import s3
 from services.trainer.data.snapshot import snapshot_uri
 from services.trainer.errors import LakeUnavailable, SnapshotNotFound
 from services.trainer.lake_client import LakeClient
@@ -18,7 +17,7 @@ class SnapshotResolver:
         if "/" in snapshot_id or snapshot_id in ("", ".", ".."):
             raise SnapshotNotFound(f"snapshot id {snapshot_id!r} is not a snapshot id")
         uri = snapshot_uri(self._root, snapshot_id)
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = s3.url_to_fs(uri)
         if fs.exists(f"{path}/manifest.json"):
             return uri
         if self._lake is not None:

@@ -12,12 +12,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.projects.spec import ProjectSpec
+from services.storage import s3
 from services.trainer.errors import SnapshotInvalid, SnapshotNotFound
 
 SPLITS = ("train", "validation", "test")
@@ -70,7 +70,7 @@ def _label_order(labels: set[str]) -> tuple[str, ...]:
 
 def load_snapshot(uri: str, labels: tuple[str, ...] | None = None) -> SnapshotData:
     """Load and verify a snapshot folder; `labels` fixes the class order (default: from data)."""
-    fs, root = fsspec.core.url_to_fs(uri)
+    fs, root = s3.url_to_fs(uri)
     manifest_path = f"{root.rstrip('/')}/manifest.json"
     if not fs.exists(manifest_path):
         raise SnapshotNotFound(f"no snapshot at {uri} (missing manifest.json)")
