@@ -112,7 +112,7 @@ def open_bucket(url: str, settings: S3Settings | None = None) -> tuple[AbstractF
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, PermissionError) or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
-        return f"the keys were refused ({text})"
+        return f"access refused: wrong keys, or no permission on the bucket ({text})"
     if "Could not connect" in text or isinstance(exc, ConnectionError):
         return f"the endpoint is unreachable ({text})"
     return f"{type(exc).__name__}: {text}"

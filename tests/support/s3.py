@@ -67,10 +67,16 @@ def running_s3_server(work: Path) -> Iterator[S3Server]:
     log = work / "versitygw.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(binary), "--access", access, "--secret", secret, "--port", f"127.0.0.1:{port}", "posix", str(data)],
+            [str(binary), "--port", f"127.0.0.1:{port}", "--quiet", "posix", str(data)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={"PATH": os.environ.get("PATH", ""), "HOME": str(work)},
+            # The root keys by environment, not argv: another user's `ps` shows a command line.
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": str(work),
+                "ROOT_ACCESS_KEY_ID": access,
+                "ROOT_SECRET_ACCESS_KEY": secret,
+            },
         )
     server = S3Server(f"http://127.0.0.1:{port}", access, secret, proc, log)
     try:
