@@ -191,3 +191,17 @@ class RemotePublisher:
 
     def publish(self, model: str, version: int) -> str:
         return publish_version(self.local_repository, model, version, self.fs, self.root)
+
+    def folders_of(self, model: str, version: int, artifacts: dict[str, str]) -> list[str]:
+        """The model folders a registered version wrote (its int8 and TorchScript siblings, named by
+        their artifact paths under the local repository), the model's own last."""
+        base = self.local_repository.resolve()
+        siblings = set()
+        for path in artifacts.values():
+            try:
+                parts = Path(path).resolve().relative_to(base).parts
+            except ValueError:  # not under this repository (an external original, say)
+                continue
+            if len(parts) >= 3 and parts[1] == str(version) and parts[0] != model and MODEL_NAME.match(parts[0]):
+                siblings.add(parts[0])
+        return [*sorted(siblings), model]

@@ -153,8 +153,9 @@ class Registry:
     def register(self, rec: VersionRecord) -> VersionRecord:
         """Record a new version as a candidate and publish it (its files first, to the remote repository)."""
         rec.stage = "candidate"
-        if self._remote is not None:
-            self._remote.publish(rec.model, rec.version)
+        if self._remote is not None:  # the siblings (int8, TorchScript) first, the model's own version last
+            for folder in self._remote.folders_of(rec.model, rec.version, rec.artifacts):
+                self._remote.publish(folder, rec.version)
         now = datetime.now(UTC)
         with self._db.session() as s:
             s.execute(

@@ -29,23 +29,23 @@ def aws_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     return s3_server
 
 
-def _local_version(repo: Path, version: int) -> dict[str, bytes]:
+def _local_version(repo: Path, version: int, model: str = "digits") -> dict[str, bytes]:
     """A version folder as the exporter leaves it (any bytes do: publishing does not parse them)."""
     files = {
-        "model.onnx": f"onnx bytes of v{version}".encode() * 1000,
+        "model.onnx": f"onnx bytes of {model} v{version}".encode() * 1000,
         "flywheel.json": json.dumps({"version": version}).encode(),
         "extra/encoders.json": b"{}",
     }
-    (repo / "digits").mkdir(parents=True, exist_ok=True)
-    (repo / "digits" / "config.pbtxt").write_text(CONFIG)
+    (repo / model).mkdir(parents=True, exist_ok=True)
+    (repo / model / "config.pbtxt").write_text(CONFIG.replace('"digits"', f'"{model}"'))
     for rel, data in files.items():
-        path = repo / "digits" / str(version) / rel
+        path = repo / model / str(version) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    return {**files, "config.pbtxt": CONFIG.encode()}
+    return {**files, "config.pbtxt": CONFIG.replace('"digits"', f'"{model}"').encode()}
 
 
-def _record(version: int) -> VersionRecord:
+def _record(version: int, artifacts: dict[str, str] | None = None) -> VersionRecord:
     return VersionRecord(
         model="digits",
         version=version,
@@ -56,7 +56,7 @@ def _record(version: int) -> VersionRecord:
         job_id=f"job-{version}",
         hyperparameters={},
         metrics={"test_combined": 0.9},
-        artifacts={},
+        artifacts=artifacts or {},
     )
 
 
@@ -80,6 +80,9 @@ def test_register_publishes_files_then_manifest_and_announces_the_remote(aws_env
     url = f"s3://{aws_env.bucket()}/models"
     repo = tmp_path / "models"
     expected = _local_version(repo, 1)
+    int8 = _local_version(repo, 1, "digits_int8")  # the exporter's sibling folder, named by its artifact
+    _local_version(repo, 1, "digits_other")  # another model's folder: not this version's
+    artifacts = {"onnx": str(repo / "digits/1/model.onnx"), "onnx_int8": str(repo / "digits_int8/1/model.onnx")}
     db_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     migrate(db_url, [MIGRATIONS])
     events: list = []
@@ -89,16 +92,21 @@ def test_register_publishes_files_then_manifest_and_announces_the_remote(aws_env
     publisher.fs = recording  # type: ignore[assignment]
     registry = Registry(Database(db_url), repository_uri=repo.as_uri(), publish=events.append, remote=publisher)
 
-    registry.register(_record(1))
+    registry.register(_record(1, artifacts))
 
     assert recording.writes[-1].endswith(f"/digits/1/{MANIFEST}")
-    assert sorted(w.split("/digits/1/", 1)[1] for w in recording.writes[:-1]) == sorted(expected)
+    own = [w.split("/digits/1/", 1)[1] for w in recording.writes[:-1] if "/digits/1/" in w]
+    assert sorted(own) == sorted(expected)
+    assert recording.writes.index(f"{publisher.root}/digits_int8/1/{MANIFEST}") < recording.writes.index(
+        f"{publisher.root}/digits/1/model.onnx"
+    )
     fs = s3_filesystem(aws_env.settings())
     bucket_root = url.removeprefix("s3://")
     manifest = json.loads(fs.cat_file(f"{bucket_root}/digits/1/{MANIFEST}"))
     listed = {f["path"]: (f["size"], f["sha256"]) for f in manifest["files"]}
     assert listed == {rel: (len(data), hashlib.sha256(data).hexdigest()) for rel, data in expected.items()}
-    assert remote_versions(fs, bucket_root) == {"digits": [1]}
+    assert remote_versions(fs, bucket_root) == {"digits": [1], "digits_int8": [1]}
+    assert fs.cat_file(f"{bucket_root}/digits_int8/1/model.onnx") == int8["model.onnx"]
     assert events[-1].repository_uri == url and events[-1].version == "1"
 
     # What a model server pulls is byte for byte what the trainer wrote.
