@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     remote = None
     if settings.remote_repository:
         try:
-            remote = remote_repository.RemoteRepository(settings.remote_repository, settings.model_repository)
+            remote = remote_repository.RemoteRepository(
+                settings.remote_repository, settings.model_repository, settings.remote_latest_versions
+            )
         except S3Unavailable as exc:
             raise ConfigError(f"cannot start the model server: {exc}") from None
     return bootstrap.run(lambda: serve(settings, common, security, stop.event, remote), settings.event_loop)

@@ -26,35 +26,39 @@ log = logging.getLogger(__name__)
 class RemoteRepository:
     """Pulls published versions from `url` into `cache` (the model server's local repository folder)."""
 
-    def __init__(self, url: str, cache: Path, settings: S3Settings | None = None) -> None:
+    def __init__(self, url: str, cache: Path, latest: int = 3, settings: S3Settings | None = None) -> None:
         self.url = url.rstrip("/")
         self.cache = cache
+        self.latest = latest
         # Raises S3Unavailable (URL, endpoint, key id) now: bad keys stop start-up, not the first poll.
         self.fs, self.root = open_bucket(self.url, settings)
-        self.refused: dict[tuple[str, int], str] = {}  # what the last attempt refused, and why
+        self._lock = threading.Lock()  # one pull at a time: two would stage the same version twice
 
     def pull(self) -> dict[str, list[int]]:
-        """Download every published version the cache lacks; returns the new versions per model."""
+        """Download the newest `latest` published versions of each model that the cache lacks; returns
+        the new versions per model."""
+        with self._lock:
+            return self._pull()
+
+    def _pull(self) -> dict[str, list[int]]:
         new: dict[str, list[int]] = {}
         for model, versions in model_store.remote_versions(self.fs, self.root).items():
-            for version in versions:
+            for version in versions[-self.latest :]:
                 if (self.cache / model / str(version)).is_dir():
                     continue
                 try:
                     model_store.fetch_version(self.fs, self.root, model, version, self.cache / model)
                 except model_store.VersionRefused as exc:
-                    self.refused[(model, version)] = str(exc)
                     log.error(
                         "model version refused: it does not match its manifest; retried at the next poll",
                         extra={"model": model, "version": version, "repository": self.url, "error": str(exc)},
                     )
                     continue
-                except OSError as exc:  # the store hiccuped: the next poll tries again
+                except Exception as exc:  # noqa: BLE001 - the store hiccuped: the next poll tries again
                     log.warning(
-                        "model version not pulled", extra={"model": model, "version": version, "error": str(exc)}
+                        "model version not pulled", extra={"model": model, "version": version, "error": repr(exc)}
                     )
                     continue
-                self.refused.pop((model, version), None)
                 new.setdefault(model, []).append(version)
                 log.info("model version pulled", extra={"model": model, "version": version, "repository": self.url})
         return new
@@ -64,8 +68,8 @@ async def apply(remote: RemoteRepository, models: ServedModels) -> dict[str, lis
     """One poll: pull, then reload each model that gained a version (the hot swap)."""
     try:
         new = await asyncio.to_thread(remote.pull)
-    except OSError as exc:
-        log.warning("remote model repository not reachable", extra={"repository": remote.url, "error": str(exc)})
+    except Exception as exc:  # noqa: BLE001 - an outage of the store must not end the polling
+        log.warning("remote model repository not reachable", extra={"repository": remote.url, "error": repr(exc)})
         return {}
     for model in new:
         try:

@@ -49,4 +49,7 @@ class ModelServerSettings(BaseSettings):
         "model_repository (then a cache) and hot-swapped; credentials from AWS_*; empty = the local folder only",
     )
     remote_poll_s: float = Field(10.0, gt=0, le=3600, description="how often the remote repository is polled")
+    remote_latest_versions: int = Field(
+        3, ge=1, le=100, description="the newest published versions of each model pulled from the remote repository"
+    )
     drain_timeout_s: float = Field(20.0, gt=0, description="how long SIGTERM waits for in-flight requests")
