@@ -23,7 +23,7 @@ from services.storage.s3 import open_bucket
 from tests.modelserver.artifacts import add_onnx_version, expected_probabilities, write_onnx_model
 from tests.modelserver.conftest import ROOT, Server, running_server
 from tests.support.credentials import service_env
-from tests.support.s3 import S3Server
+from tests.support.s3 import S3Server, running_s3_server
 from tests.support.waiting import wait_until
 
 POLL_S = 0.5
@@ -91,6 +91,31 @@ def test_versions_published_to_s3_are_pulled_checked_and_hot_swapped(aws_env: S3
             (m["name"], m.get("version", "")): m["state"] for m in server.http_client().get_model_repository_index()
         }
         assert index == {("digits", "3"): "READY"}  # latest 1: older versions retired
+
+
+def test_polling_outlives_an_outage_of_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 server stops under a running model server (which keeps serving what it has, and says so in
+    its log) and comes back: the next version published is pulled and served by the same process."""
+    source = tmp_path / "trained"
+    write_onnx_model(source, "digits", [1], num_versions=1)
+    with running_s3_server(tmp_path / "s3") as s3:
+        for key, value in s3.env().items():
+            monkeypatch.setenv(key, value)
+        url = f"s3://{s3.bucket()}/models"
+        fs, root = open_bucket(url, s3.settings())
+        publish_version(source, "digits", 1, fs, root)
+        server_cm = running_server(tmp_path / "cache", tmp_path, remote_repository=url, remote_poll_s=POLL_S)
+        server = server_cm.__enter__()
+    try:
+        assert _served_version(server) == "1"
+        wait_until(lambda: "remote model repository not reachable" in _log(server), 60, server.proc, 0.2, "outage")
+        assert _served_version(server) == "1"
+        with running_s3_server(tmp_path / "s3", again=s3):
+            add_onnx_version(source, "digits", 2)
+            publish_version(source, "digits", 2, open_bucket(url, s3.settings())[0], root)
+            wait_until(lambda: _served_version(server) == "2", 60, server.proc, POLL_S / 2, "v2 served after it")
+    finally:
+        server_cm.__exit__(None, None, None)
 
 
 @pytest.mark.parametrize("problem", ["refused keys", "unreachable endpoint"])

@@ -58,14 +58,17 @@ def versitygw_binary() -> Path:
 
 
 @contextmanager
-def running_s3_server(work: Path) -> Iterator[S3Server]:
+def running_s3_server(work: Path, again: S3Server | None = None) -> Iterator[S3Server]:
+    """A server with its data under `work`; `again`: the same port and keys as that (stopped) one."""
     binary = versitygw_binary()
     data = work / "s3-data"
     data.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    access, secret = f"AK{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
+    if again is not None:
+        port, access, secret = int(again.endpoint.rsplit(":", 1)[1]), again.access_key, again.secret_key
+    else:
+        port, access, secret = free_port(), f"AK{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
     log = work / "versitygw.log"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(
             [str(binary), "--port", f"127.0.0.1:{port}", "--quiet", "posix", str(data)],
             stdout=out,
