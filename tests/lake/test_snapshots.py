@@ -19,10 +19,11 @@ from services.lake.sink import LakeSink
 from services.lake.snapshots import Snapshots, SplitSpec
 from services.lake.store import LakeStore
 from tests.lake.events import LABELS, T0, label_event, records
+from tests.support.s3 import S3Server
 
 
-def _lake(root: Path) -> tuple[LakeSink, Snapshots]:
-    store = LakeStore(f"file://{root}")
+def _lake(root: Path | str) -> tuple[LakeSink, Snapshots]:
+    store = LakeStore(root if isinstance(root, str) else f"file://{root}")
     manifest = Manifest.load(store)
     lock = threading.RLock()
     aggregates = Aggregates(store, lambda: manifest, lock)
@@ -112,3 +113,27 @@ def test_diff_filters_and_bad_requests(tmp_path: Path) -> None:
         snaps.get("0" * 20)
     with pytest.raises(InvalidRequest):
         snaps.get("../etc")
+
+
+def test_a_snapshot_cut_on_s3_is_the_local_one_and_the_trainer_reads_it(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same events, a lake on a real S3 server (tests/support/s3.py) and one on disk: the same snapshot
+    id and file hashes, and the trainer loads the S3 one by its s3:// URI with the AWS_* settings."""
+    from services.trainer.data.snapshot import load_snapshot
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    sink_local, snaps_local = _lake(tmp_path / "local")
+    sink_s3, snaps_s3 = _lake(f"s3://{s3_server.bucket()}/lake")
+    sink_local.handle(records(LABELS.name, EVENTS[:200]))
+    sink_s3.handle(records(LABELS.name, EVENTS[:200]))
+    spec = SplitSpec(0.7, 0.2, 0.1, salt="s3")
+    local, remote = snaps_local.create(LabelFilter(), spec), snaps_s3.create(LabelFilter(), spec)
+    assert remote["snapshot_id"] == local["snapshot_id"]
+    assert [f["sha256"] for f in remote["files"]] == [f["sha256"] for f in local["files"]]
+
+    uri = snaps_s3.uri(remote["snapshot_id"])
+    assert uri.startswith("s3://")
+    data = load_snapshot(uri)
+    assert data.snapshot_id == remote["snapshot_id"] and len(data.train) == remote["rows_per_split"]["train"] == 140
