@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--remote-repository", help="s3://bucket/prefix to pull checked versions from")
     parser.add_argument("--remote-poll-s", type=float, help="how often the remote repository is polled")
+    parser.add_argument("--remote-latest-versions", type=int, help="newest published versions per model to pull")
     return parser.parse_args(argv)
 
 
