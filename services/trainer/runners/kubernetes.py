@@ -385,12 +385,15 @@ class KubernetesRunner:
         ns = self._settings.k8s_namespace
         try:
             k8s_job = self._batch.read_namespaced_job_status(job_name(job.job_id), ns)
-            pods = self._pods(job)
         except client.ApiException as exc:
             log.warning("could not read the Job's status", extra={"job_id": job.job_id, "status": exc.status})
             return
-        except JobLogUnavailable:
-            return
+        try:
+            pods = self._pods(job)
+        except (client.ApiException, JobLogUnavailable) as exc:
+            # The Job's own conditions still say that it failed, if less precisely.
+            log.warning("could not list the Job's pods", extra={"job_id": job.job_id, "error": str(exc)[:200]})
+            pods = []
         status = k8s_job.status or client.V1JobStatus()
         ended = [t for t in (termination(p, self._memory_limit(job)) for p in pods) if t]
         for cond in status.conditions or []:
