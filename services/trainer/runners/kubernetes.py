@@ -47,7 +47,7 @@ CONTAINER = "trainer"
 # A label value (RFC 1123-ish): what a label selector may carry; anything else is refused, not quoted.
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
 # The scheduler's message names what no node has: "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
-_INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9./_-]+)")
+_INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9./_-]*[A-Za-z0-9])")
 _IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 # Waiting reasons that do not resolve by themselves (a Secret or ConfigMap the pod names is missing, say).
 _CONFIG = ("CreateContainerConfigError", "CreateContainerError")
