@@ -468,46 +468,78 @@ def test_a_local_job_has_its_worker_log_or_a_409(trainer: Trainer) -> None:
     assert cut.headers["X-Flywheel-Log-Truncated"] == "true"
 
 
-def _cli(trainer: Trainer, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLYWHEEL_SERVICE_TOKEN": operator_token() if token is None else token}
+def _cli(trainer: Trainer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLYWHEEL_SERVICE_TOKEN": operator_token()}
     return subprocess.run(
         [sys.executable, "-m", "services.cli", "train", "logs", *args, "--trainer-url", trainer.url],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         env=env,
     )
 
 
-def test_cli_prints_the_log_and_explains_refusals(trainer: Trainer) -> None:
+def test_cli_entry_point_prints_the_log_and_refuses_clearly(trainer: Trainer) -> None:
     _with_log(trainer, "cli1")
     out = _cli(trainer, "cli1", "--tail", "2")
     assert out.returncode == 0, out.stderr
     assert out.stdout.encode() == b"".join(LOG.splitlines(keepends=True)[-2:])
-
-    cut = _cli(trainer, "cli1", "--tail", "5", "--max-bytes", "20")
-    assert cut.returncode == 0 and "log truncated at 20 bytes" in cut.stdout and "cut at 20 bytes" in cut.stderr
-
     unknown = _cli(trainer, "nope")
     assert unknown.returncode == 1 and "no job 'nope'" in unknown.stderr and "HTTP 404" in unknown.stderr
 
-    trainer.submit("cli2", gpus=1)
-    trainer.cluster.pods["cli2"] = [unschedulable("cli2")]
-    pending = _cli(trainer, "cli2")
-    assert pending.returncode == 1 and "no node has a free nvidia.com/gpu" in " ".join(pending.stderr.split())
 
-    denied = _cli(trainer, "cli1", token="not-a-token")
-    assert denied.returncode == 1 and "HTTP 401" in denied.stderr and "FLYWHEEL_SERVICE_TOKEN" in denied.stderr
-
-    bad = _cli(trainer, "cli1", "--tail", "0")
-    assert bad.returncode == 2 and "between 1 and 10000" in bad.stderr
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
 
 
-def test_cli_follows(trainer: Trainer) -> None:
-    _with_log(trainer, "cli3", b"start\n")
+@pytest.fixture
+def cli(trainer: Trainer, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """`flywheel` in this process (services.cli.main.main, what the entry point calls): its start-up
+    (seconds on a loaded machine) is paid once, not per call."""
+    from services.cli.main import main
+
+    def run(*args: str, token: str | None = None) -> Ran:
+        monkeypatch.setenv("FLYWHEEL_SERVICE_TOKEN", operator_token() if token is None else token)
+        capfd.readouterr()
+        try:
+            code = main(["train", "logs", *args, "--trainer-url", trainer.url])
+        except SystemExit as exc:  # argparse refusing an argument
+            code = int(exc.code or 0)
+        captured = capfd.readouterr()
+        return Ran(code, captured.out, " ".join(captured.err.split()))
+
+    return run
+
+
+def test_cli_cuts_explains_and_follows(trainer: Trainer, cli) -> None:  # type: ignore[no-untyped-def]
+    _with_log(trainer, "cli2")
+    cut = cli("cli2", "--tail", "5", "--max-bytes", "20")
+    assert cut.code == 0 and "log truncated at 20 bytes" in cut.out and "cut at 20 bytes" in cut.err
+
+    trainer.submit("cli3", gpus=1)
+    trainer.cluster.pods["cli3"] = [unschedulable("cli3")]
+    pending = cli("cli3")
+    assert pending.code == 1 and "HTTP 409" in pending.err and "no node has a free nvidia.com/gpu" in pending.err
+
+    trainer.submit("cli4")
+    trainer.store.update("cli4", state=SUCCEEDED, phase="done")
+    gone = cli("cli4")
+    assert gone.code == 1 and "HTTP 404" in gone.err and "ttlSecondsAfterFinished" in gone.err
+
+    denied = cli("cli2", token="not-a-token")
+    assert denied.code == 1 and "HTTP 401" in denied.err and "FLYWHEEL_SERVICE_TOKEN" in denied.err
+
+    for bad, words in ((["--tail", "0"], "between 1 and 10000"), (["--max-bytes", "9999999999"], "8 MiB")):
+        refused = cli("cli2", *bad)
+        assert refused.code == 2 and words in refused.err
+
+    _with_log(trainer, "cli5", b"start\n")
     trainer.cluster.follow_chunks = [b"epoch 1\n"]
-    out = _cli(trainer, "cli3", "--follow")
-    assert out.returncode == 0 and out.stdout == "start\nepoch 1\n", out
+    followed = cli("cli5", "--follow")
+    assert followed.code == 0 and followed.out == "start\nepoch 1\n"
 
 
 # --- the reconciler: the cluster's reasons in the job's row -------------------------------------------------
