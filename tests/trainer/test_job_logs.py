@@ -418,10 +418,23 @@ def test_a_pod_that_has_not_started_is_409_with_its_reason(trainer: Trainer) -> 
 def test_a_job_removed_after_its_ttl_is_404_saying_so(trainer: Trainer) -> None:
     trainer.submit("ttl1")
     trainer.store.update("ttl1", state=SUCCEEDED, phase="done")
+    trainer.store.update("ttl1", only_if_not_terminal=False, finished_at=datetime.now(UTC) - timedelta(seconds=3700))
     resp = trainer.get_logs("ttl1")  # no pods, and the Job is gone: its TTL removed both
     assert resp.status_code == 404
     detail = resp.json()["detail"]
     assert "removed 3600 s after it finished (ttlSecondsAfterFinished)" in detail and job_name("ttl1") in detail
+
+    trainer.submit("ttl2")  # finished a minute ago: its TTL (3600 s) has not passed, so not the TTL's doing
+    trainer.store.update("ttl2", state=FAILED, phase="failed", finished_at=datetime.now(UTC) - timedelta(seconds=60))
+    resp = trainer.get_logs("ttl2")
+    assert resp.status_code == 404 and "is not there (deleted by hand?)" in resp.json()["detail"]
+
+    trainer.submit("ttl3")
+    trainer.cluster.jobs[job_name("ttl3")] = active_job("ttl3")
+    trainer.store.update("ttl3", state="cancelled", phase="cancelled", reason="cancelled; Kubernetes Job deleted")
+    trainer.cluster.jobs.clear()
+    resp = trainer.get_logs("ttl3")
+    assert resp.status_code == 404 and "was deleted then (cancelled; Kubernetes Job deleted)" in resp.json()["detail"]
 
 
 def test_unknown_job_is_404(trainer: Trainer) -> None:
@@ -525,7 +538,7 @@ def test_cli_cuts_explains_and_follows(trainer: Trainer, cli) -> None:  # type: 
     assert pending.code == 1 and "HTTP 409" in pending.err and "no node has a free nvidia.com/gpu" in pending.err
 
     trainer.submit("cli4")
-    trainer.store.update("cli4", state=SUCCEEDED, phase="done")
+    trainer.store.update("cli4", state=SUCCEEDED, phase="done", finished_at=datetime.now(UTC) - timedelta(hours=2))
     gone = cli("cli4")
     assert gone.code == 1 and "HTTP 404" in gone.err and "ttlSecondsAfterFinished" in gone.err
 

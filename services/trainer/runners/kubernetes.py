@@ -35,7 +35,7 @@ from kubernetes import client
 from services.projects.spec import KubernetesSpec, parse_quantity
 from services.trainer.errors import JobLogGone, JobLogUnavailable, JobSpecInvalid, RunnerFailed
 from services.trainer.job_run import JobSpec
-from services.trainer.jobs import FAILED, RUNNING, Job, JobStore
+from services.trainer.jobs import CANCELLED, FAILED, RUNNING, Job, JobStore
 from services.trainer.logs import JobLog, LogRequest, bounded, quiet_marker
 from services.trainer.settings import TrainerSettings
 
@@ -493,6 +493,8 @@ class KubernetesRunner:
         except client.ApiException as exc:
             if exc.status == 404:
                 raise self._no_pod(job, name) from None
+            if exc.status == 400:  # the kubelet's "container … is waiting to start": it changed since the listing
+                raise JobLogUnavailable(f"job {job.job_id}: no log yet: {_api_message(exc)}") from None
             raise RunnerFailed(f"Kubernetes refused the pod's log: {exc.status} {_api_message(exc)}") from None
         log_ = JobLog(source=f"pod {ns}/{pod.metadata.name}")
         log_.chunks = bounded(log_, _stream(resp, timeout, stop), req.max_bytes)
@@ -505,9 +507,15 @@ class KubernetesRunner:
         except client.ApiException as exc:
             if exc.status != 404:
                 return RunnerFailed(f"Kubernetes refused to read the Job: {exc.status} {_api_message(exc)}")
-            if job.done:
-                ttl = job_block(job.spec).ttlSecondsAfterFinished
-                ttl = self._settings.k8s_ttl_s if ttl is None else ttl
+            if job.state == CANCELLED or job.reason.endswith("so its Job was deleted"):
+                return JobLogGone(
+                    f"job {job.job_id} {job.state}; its Kubernetes Job {ns}/{name} was deleted then "
+                    f"({job.reason}), and its pod's log with it"
+                )
+            ttl = job_block(job.spec).ttlSecondsAfterFinished
+            ttl = self._settings.k8s_ttl_s if ttl is None else ttl
+            ended = job.finished_at.replace(tzinfo=job.finished_at.tzinfo or UTC) if job.finished_at else None
+            if job.done and (ended is None or (datetime.now(UTC) - ended).total_seconds() >= ttl):
                 return JobLogGone(
                     f"job {job.job_id} {job.state}; its Kubernetes Job {ns}/{name} was removed "
                     f"{ttl} s after it finished (ttlSecondsAfterFinished), and its pod's log with it"
