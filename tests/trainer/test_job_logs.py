@@ -481,6 +481,26 @@ def test_a_local_job_has_its_worker_log_or_a_409(trainer: Trainer) -> None:
     assert cut.headers["X-Flywheel-Log-Truncated"] == "true"
 
 
+def test_a_local_log_is_followed_until_the_job_ends(trainer: Trainer) -> None:
+    trainer.log_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[attr-defined]
+    for job_id in ("loc2", "loc3"):
+        trainer.jobs.submit(model="digits", snapshot_id="snap", model_family="mlp", runner="local", job_id=job_id)
+        (trainer.log_dir / f"{job_id}.log").write_bytes(b"a\n")  # type: ignore[operator]
+
+    def worker() -> None:  # writes two lines, then records its outcome
+        path = trainer.log_dir / "loc2.log"  # type: ignore[operator]
+        for line in (b"b\n", b"c\n"):
+            time.sleep(0.3)
+            with path.open("ab") as fh:
+                fh.write(line)
+        trainer.store.update("loc2", state=SUCCEEDED, phase="done")
+
+    threading.Thread(target=worker, daemon=True).start()
+    assert trainer.get_logs("loc2", follow="true").content == b"a\nb\nc\n"
+    quiet = trainer.get_logs("loc3", follow="true")  # never ends: closed after log_read_timeout_s (1 s)
+    assert quiet.content.startswith(b"a\n") and "no output for 1 s" in quiet.text
+
+
 def _cli(trainer: Trainer, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FLYWHEEL_SERVICE_TOKEN": operator_token()}
     return subprocess.run(
