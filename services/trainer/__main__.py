@@ -116,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         remote=remote_publisher(settings.remote_model_repository, settings.model_repository),
     )
     env = worker_env(common, settings)
-    local = LocalRunner(store, env, settings.max_concurrent_jobs, log_dir=common.home / "logs" / "train")
+    local = LocalRunner(
+        store,
+        env,
+        settings.max_concurrent_jobs,
+        log_dir=common.home / "logs" / "train",
+        log_read_timeout_s=settings.log_read_timeout_s,
+    )
     runners: dict[str, Runner] = {"local": local}
     if settings.runner == "kubernetes" or settings.k8s_api_url:
         try:
@@ -141,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             "FLYWHEEL_TRAINER_COMBINED_METRIC": settings.combined_metric,
             **({"FLYWHEEL_OBJECT_STORE_URL": common.object_store_url} if common.object_store_url else {}),
         }
-        runners["kubernetes"] = KubernetesRunner.from_settings(store, settings, pod_env)
+        k8s = KubernetesRunner.from_settings(store, settings, pod_env)
+        k8s.begin(stop.event)
+        runners["kubernetes"] = k8s
     lake_root = settings.lake_root or (common.home / "lake").resolve().as_uri()
     lake = LakeClient(settings.lake_addr, security) if settings.lake_addr else None
     resolver = SnapshotResolver(lake_root, lake)
@@ -193,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if loop_thread is not None:
         loop_thread.join(30)
     local.close()
+    if "kubernetes" in runners:
+        runners["kubernetes"].close()
     producer.close(10)
     if lake is not None:
         lake.close()

@@ -1,4 +1,5 @@
-"""`flywheel train …`: submit, watch (with a progress bar), cancel, list and promote, over the trainer's gRPC API.
+"""`flywheel train …`: submit, watch (with a progress bar), cancel, list and promote, over the trainer's gRPC API;
+`logs` over its REST API (found like `flywheel projects`' trainer: --trainer-url, $FLYWHEEL_TRAINER_URL, the stack).
 
 `flywheel train run` trains in this process instead (no service needed), for a laptop or a bench.
 """
@@ -168,6 +169,96 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tail_lines(value: str) -> int:
+    from services.trainer.logs import MAX_TAIL
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of lines") from None
+    if not 1 <= n <= MAX_TAIL:
+        raise argparse.ArgumentTypeError(f"{n} is not between 1 and {MAX_TAIL}")
+    return n
+
+
+def _log_bytes(value: str) -> int:
+    from services.trainer.logs import MAX_LOG_BYTES
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of bytes") from None
+    if not 1 <= n <= MAX_LOG_BYTES:
+        raise argparse.ArgumentTypeError(f"{n} is not between 1 and {MAX_LOG_BYTES} (8 MiB)")
+    return n
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """The job's log to stdout as it comes; refusals (unknown job, no pod yet, gone after its TTL) to stderr."""
+    from urllib.parse import quote
+
+    import httpx
+
+    from services.cli.projects import CommandError, service_url
+
+    errors = Console(stderr=True)
+    try:
+        url = service_url(args, "trainer")
+    except CommandError as exc:
+        errors.print(f"[red]flywheel train logs:[/red] {exc}", highlight=False)
+        return 1
+    token = os.environ.get("FLYWHEEL_SERVICE_TOKEN", "")
+    params: dict[str, str | int] = {"tail": args.tail, "max_bytes": args.max_bytes}
+    if args.follow:
+        params["follow"] = "true"
+    # Following waits for output as long as the job is quiet; the trainer ends a quiet stream itself.
+    timeout = httpx.Timeout(10.0, read=None if args.follow else 120.0)
+    try:
+        with httpx.stream(
+            "GET",
+            f"{url}/v1/jobs/{quote(args.job_id, safe='')}/logs",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=timeout,
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                return _logs_refused(errors, args.job_id, resp)
+            for chunk in resp.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            if resp.headers.get("X-Flywheel-Log-Truncated") == "true":
+                errors.print(
+                    f"[yellow]the log was cut at {args.max_bytes} bytes[/yellow]: use a smaller --tail "
+                    "or a larger --max-bytes",
+                    highlight=False,
+                )
+    except KeyboardInterrupt:
+        return 0
+    except httpx.HTTPError as exc:
+        errors.print(f"[red]cannot reach the trainer at {url}:[/red] {exc}", highlight=False)
+        return 1
+    return 0
+
+
+def _logs_refused(errors: Console, job_id: str, resp) -> int:  # type: ignore[no-untyped-def]
+    try:
+        body = resp.json()
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+    except ValueError:
+        detail = resp.text[:500]
+    errors.print(f"[red]job {job_id}: no log (HTTP {resp.status_code})[/red]: {detail}", highlight=False)
+    if resp.status_code == 401:
+        errors.print(
+            "the trainer admits trusted callers only: `flywheel` calls as the operator of the stack under --home "
+            "(its run/credentials.json), or set FLYWHEEL_SERVICE_TOKEN",
+            highlight=False,
+        )
+    elif resp.status_code == 409:
+        errors.print("try again once the job's pod runs: `flywheel train status JOB` says where it is", highlight=False)
+    return 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Train in this process: snapshot folder → model repository, report, registry (SQLite by default)."""
     import uuid
@@ -268,6 +359,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q = sub.add_parser(name, help=helptext)
         q.add_argument("job_id")
         q.set_defaults(func=fn)
+    lg = sub.add_parser(
+        "logs",
+        help="print a job's log (its Kubernetes pod's, or the local worker's)",
+        description="Print the end of a training job's log: the log of its Kubernetes pod (the newest, if the "
+        "Job retried), or of its local worker process. Read from the trainer's REST API: --trainer-url, else "
+        "$FLYWHEEL_TRAINER_URL, else the stack `flywheel up` runs under --home. Exits 1 when there is no log "
+        "to show: an unknown job, a pod that has not started (the reason is printed), a Job its TTL removed.",
+    )
+    lg.add_argument("job_id", metavar="JOB", help="the job's id (`flywheel train submit` prints it)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing what the job writes until it ends")
+    lg.add_argument(
+        "-n", "--tail", type=_tail_lines, default=1000, metavar="N", help="the last N lines, 1 to 10000 (default 1000)"
+    )
+    lg.add_argument(
+        "--max-bytes",
+        type=_log_bytes,
+        default=1 << 20,
+        metavar="B",
+        help="at most B bytes, up to 8 MiB (default 1 MiB); a longer log is cut, and says so",
+    )
+    lg.add_argument("--trainer-url", default=None, metavar="URL", help="the trainer's REST address")
+    lg.set_defaults(func=cmd_logs)
     m = sub.add_parser("models", help="list registered versions")
     m.add_argument("--model", default="")
     m.set_defaults(func=cmd_models)

@@ -20,6 +20,15 @@ class JobNotFound(TrainerError):
     """No job has this id."""
 
 
+class JobLogGone(JobNotFound):
+    """The job exists but its log does not any more (its Kubernetes Job was removed after its TTL, say)."""
+
+
+class JobLogUnavailable(TrainerError):
+    """The job's log cannot be read now (its pod has not started, it ran where no log is kept); the
+    message says why and what to do."""
+
+
 class ModelNotFound(TrainerError):
     """No registered model version matches."""
 

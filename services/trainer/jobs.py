@@ -17,8 +17,9 @@ from services.projects import spec_json
 from services.projects.loading import problems_of
 from services.projects.spec import KubernetesSpec
 from services.storage import Database
-from services.trainer.errors import InvalidRequest, JobConflict, JobNotFound, JobSpecInvalid
+from services.trainer.errors import InvalidRequest, JobConflict, JobLogUnavailable, JobNotFound, JobSpecInvalid
 from services.trainer.job_run import JobSpec
+from services.trainer.logs import MAX_LOG_BYTES, MAX_TAIL, JobLog, LogRequest
 from services.trainer.projects import ProjectRegistry
 from services.trainer.tables import jobs
 
@@ -263,6 +264,21 @@ class JobService:
             reconcile(job)  # a cluster-side failure the worker could not report (image pull, OOM, backoff)
             job = self.store.get(job_id)
         return job
+
+    def logs(self, job_id: str, req: LogRequest, stop: threading.Event) -> JobLog:
+        """The job's log from where it runs (its pod, the local worker's file), bounded by `req`."""
+        if not 1 <= req.tail <= MAX_TAIL:
+            raise InvalidRequest(f"tail: {req.tail} is not between 1 and {MAX_TAIL} lines")
+        if not 1 <= req.max_bytes <= MAX_LOG_BYTES:
+            raise InvalidRequest(f"max_bytes: {req.max_bytes} is not between 1 and {MAX_LOG_BYTES}")
+        job = self.store.get(job_id)
+        read = getattr(self.runners.get(job.runner), "logs", None)
+        if read is None:
+            raise JobLogUnavailable(
+                f"job {job_id} ran on the {job.runner} runner, which this trainer does not have "
+                f"(it has {sorted(self.runners)}): ask the trainer that ran it"
+            )
+        return read(job, req, stop)
 
     def cancel(self, job_id: str) -> Job:
         job = self.store.get(job_id)

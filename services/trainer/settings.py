@@ -68,5 +68,17 @@ class TrainerSettings(BaseSettings):
         description="tolerations of GPU Jobs, key[=value]:Effect,… (no value: operator Exists)",
     )
     k8s_pvc: str = Field("flywheel-data", description="PVC mounted at FLYWHEEL_HOME in training pods")
+    log_read_timeout_s: float = Field(
+        300.0, gt=0, le=3600, description="`logs?follow=true`: the stream ends after this long without output"
+    )
+    k8s_stuck_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="a training pod unschedulable (no node has the resources) or unable to pull its image this "
+        "long fails its job with that reason, and its Job is deleted",
+    )
+    k8s_reconcile_interval_s: float = Field(
+        15.0, ge=0, description="how often running Kubernetes jobs are checked against their Jobs (0: only when read)"
+    )
     k8s_in_cluster: bool = Field(False, description="use the in-cluster service account config")
     k8s_api_url: str = Field("", description="API server URL (tests); empty: kubeconfig or in-cluster")

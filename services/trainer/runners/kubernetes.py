@@ -11,6 +11,12 @@ A project's `kubernetes:` block (services/projects/spec.py, a request's over it)
 (within FLYWHEEL_TRAINER_K8S_ALLOWED_IMAGES), command/args, requests/limits, GPUs (up to
 FLYWHEEL_TRAINER_K8S_MAX_GPUS; GPU Jobs get the configured nodeSelector and tolerations), env and
 the Job's TTL and deadline. `check` refuses what this trainer will not run before any job exists.
+
+`reconcile` turns what the cluster knows into the job's row: a Job failed before its worker could
+report (OOMKilled, DeadlineExceeded, BackoffLimitExceeded), and a pod that cannot start (no node
+has the GPUs it asks for, an image that cannot be pulled), said in the job's message and, once it
+has lasted FLYWHEEL_TRAINER_K8S_STUCK_AFTER_S, failing the job and deleting its Job. `logs` reads
+the log of the Job's newest pod (found by Flywheel's job-id label) from the API server.
 """
 
 from __future__ import annotations
@@ -18,18 +24,33 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import urllib3
 from kubernetes import client
 
 from services.projects.spec import KubernetesSpec, parse_quantity
-from services.trainer.errors import JobSpecInvalid, RunnerFailed
+from services.trainer.errors import JobLogGone, JobLogUnavailable, JobSpecInvalid, RunnerFailed
 from services.trainer.job_run import JobSpec
-from services.trainer.jobs import FAILED, Job, JobStore
+from services.trainer.jobs import CANCELLED, FAILED, RUNNING, Job, JobStore
+from services.trainer.logs import JobLog, LogRequest, bounded, quiet_marker
 from services.trainer.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
 LABELS = {"app.kubernetes.io/name": "flywheel-trainer", "app.kubernetes.io/part-of": "flywheel"}
+JOB_ID_LABEL = "flywheel.dev/job-id"
+CONTAINER = "trainer"
+# A label value (RFC 1123-ish): what a label selector may carry; anything else is refused, not quoted.
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+# The scheduler's message names what no node has: "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+_INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9./_-]*[A-Za-z0-9])")
+_IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+# Waiting reasons that do not resolve by themselves (a Secret or ConfigMap the pod names is missing, say).
+_CONFIG = ("CreateContainerConfigError", "CreateContainerError")
 
 
 def _api_message(exc: client.ApiException) -> str:
@@ -218,6 +239,78 @@ def job_manifest(job: Job, settings: TrainerSettings, env: dict[str, str]) -> di
     return client.ApiClient().sanitize_for_serialization(build_job(job, settings, env))
 
 
+@dataclass(frozen=True)
+class PodTrouble:
+    """Why a pod is not running its worker: `reason` for a person; `stuck` when it will not resolve by
+    itself (so the job fails once it has lasted k8s_stuck_after_s); `since`: when it began."""
+
+    reason: str
+    stuck: bool
+    since: datetime | None
+
+
+def _container(pod: client.V1Pod) -> client.V1Container | None:
+    return next((c for c in (pod.spec.containers if pod.spec else []) if c.name == CONTAINER), None)
+
+
+def _status(pod: client.V1Pod) -> client.V1ContainerStatus | None:
+    statuses = (pod.status.container_statuses if pod.status else None) or []
+    return next((c for c in statuses if c.name == CONTAINER), statuses[0] if statuses else None)
+
+
+def pending_trouble(pod: client.V1Pod) -> PodTrouble | None:
+    """Why a pod that has not started its container has not (None: it is running or finished)."""
+    status = pod.status or client.V1PodStatus()
+    if status.phase not in (None, "Pending"):
+        return None
+    for cond in status.conditions or []:
+        if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
+            message = (cond.message or "").strip()
+            missing = sorted(set(_INSUFFICIENT.findall(message)))
+            what = (
+                "no node has a free " + " or ".join(missing)
+                if missing
+                else "no node fits the pod (node selector, tolerations or affinity)"
+            )
+            return PodTrouble(f"unschedulable: {what} ({message})", True, cond.last_transition_time)
+    cs = _status(pod)
+    waiting = cs.state.waiting if cs is not None and cs.state is not None else None
+    if waiting is None:
+        return PodTrouble("the pod is waiting to be scheduled", False, pod.metadata.creation_timestamp)
+    since = status.start_time or pod.metadata.creation_timestamp
+    if waiting.reason in _IMAGE_PULL:
+        container = _container(pod)
+        image = cs.image or (container.image if container is not None else "?")
+        return PodTrouble(
+            f"image {image} cannot be pulled: {waiting.reason}: {waiting.message or ''}".rstrip(": "), True, since
+        )
+    if waiting.reason in _CONFIG:
+        return PodTrouble(f"{waiting.reason}: {waiting.message or ''}".rstrip(": "), True, since)
+    return PodTrouble(f"the pod is starting: {waiting.reason or 'waiting'}", False, since)
+
+
+def termination(pod: client.V1Pod, memory_limit: str) -> str:
+    """How the pod's container ended ("" while it runs): OOMKilled with the limit it exceeded, or the
+    reason and exit code."""
+    cs = _status(pod)
+    if cs is None:
+        return ""
+    ended = (cs.state.terminated if cs.state else None) or (cs.last_state.terminated if cs.last_state else None)
+    if ended is None or ended.exit_code == 0:
+        return ""
+    if ended.reason == "OOMKilled":
+        return (
+            f"OOMKilled: the training container used more than its memory limit {memory_limit} "
+            f"(exit code {ended.exit_code}); raise kubernetes.resources.limits.memory or lower the batch size"
+        )
+    return f"{ended.reason or 'Error'}: the training container exited with code {ended.exit_code}"
+
+
+def _newest(pods: list[client.V1Pod]) -> client.V1Pod | None:
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return max(pods, key=lambda p: p.metadata.creation_timestamp or epoch, default=None)
+
+
 class KubernetesRunner:
     name = "kubernetes"
 
@@ -226,6 +319,8 @@ class KubernetesRunner:
         self._settings = settings
         self._env = env
         self._batch = client.BatchV1Api(api)
+        self._core = client.CoreV1Api(api)
+        self._thread: threading.Thread | None = None
         node_selector(settings.k8s_gpu_node_selector)  # a malformed setting stops the trainer at start-up
         tolerations(settings.k8s_gpu_tolerations)
 
@@ -270,21 +365,186 @@ class KubernetesRunner:
                 raise RunnerFailed(f"Kubernetes refused to delete the Job: {exc.status} {_api_message(exc)}") from None
         self._store.update(job.job_id, state="cancelled", phase="cancelled", reason="cancelled; Kubernetes Job deleted")
 
-    def reconcile(self, job: Job) -> None:
-        """A Job that failed in the cluster before its worker could report (image pull, OOM, backoff)."""
+    def _pods(self, job: Job) -> list[client.V1Pod]:
+        value = job.job_id[:63]
+        if not _LABEL_VALUE.fullmatch(value):
+            # Such an id could not be a label: its Job was never created.
+            raise JobLogUnavailable(f"job {job.job_id}: its id is not a Kubernetes label value; it has no pod")
+        selector = f"{JOB_ID_LABEL}={value}"
+        return list(self._core.list_namespaced_pod(self._settings.k8s_namespace, label_selector=selector).items)
+
+    def _memory_limit(self, job: Job) -> str:
         try:
-            status = self._batch.read_namespaced_job_status(job_name(job.job_id), self._settings.k8s_namespace).status
+            return resource_lists(job.spec, self._settings)[1]["memory"]
+        except JobSpecInvalid:
+            return "?"
+
+    def reconcile(self, job: Job) -> None:
+        """The cluster's view into the job's row: a Job that failed before its worker could report, or a pod
+        that cannot start (failed once that has lasted k8s_stuck_after_s)."""
+        ns = self._settings.k8s_namespace
+        try:
+            k8s_job = self._batch.read_namespaced_job_status(job_name(job.job_id), ns)
         except client.ApiException as exc:
             log.warning("could not read the Job's status", extra={"job_id": job.job_id, "status": exc.status})
             return
+        try:
+            pods = self._pods(job)
+        except (client.ApiException, JobLogUnavailable) as exc:
+            # The Job's own conditions still say that it failed, if less precisely.
+            log.warning("could not list the Job's pods", extra={"job_id": job.job_id, "error": str(exc)[:200]})
+            pods = []
+        status = k8s_job.status or client.V1JobStatus()
+        ended = [t for t in (termination(p, self._memory_limit(job)) for p in pods) if t]
         for cond in status.conditions or []:
             if cond.type == "Failed" and cond.status == "True":
-                self._store.update(
-                    job.job_id,
-                    state=FAILED,
-                    phase="failed",
-                    reason=f"Kubernetes Job failed: {cond.reason}: {cond.message}",
+                self._store.update(job.job_id, state=FAILED, phase="failed", reason=self._failed(k8s_job, cond, ended))
+                return
+        pod = _newest(pods)
+        trouble = pending_trouble(pod) if pod is not None else None
+        if trouble is None:
+            return
+        since = trouble.since or job.created_at
+        lasted = (datetime.now(UTC) - since.replace(tzinfo=since.tzinfo or UTC)).total_seconds() if since else 0.0
+        if trouble.stuck and lasted >= self._settings.k8s_stuck_after_s:
+            reason = (
+                f"{trouble.reason}; for {lasted:.0f} s (FLYWHEEL_TRAINER_K8S_STUCK_AFTER_S), so its Job was deleted"
+            )
+            if self._store.update(job.job_id, state=FAILED, phase="failed", reason=reason):
+                self._delete(job)
+            return
+        # Still pending: said in the job's message until the worker starts and reports its own.
+        self._store.update(job.job_id, phase="pending", message=trouble.reason)
+
+    def _failed(self, k8s_job: client.V1Job, cond: client.V1JobCondition, ended: list[str]) -> str:
+        spec = k8s_job.spec or client.V1JobSpec(template=client.V1PodTemplateSpec())
+        if cond.reason == "DeadlineExceeded":
+            why = (
+                f"DeadlineExceeded: the Job ran longer than its activeDeadlineSeconds "
+                f"({spec.active_deadline_seconds} s; kubernetes.activeDeadlineSeconds)"
+            )
+        elif cond.reason == "BackoffLimitExceeded":
+            failed = (k8s_job.status.failed if k8s_job.status else None) or 0
+            why = f"BackoffLimitExceeded: its pod failed {failed} time(s) (backoffLimit {spec.backoff_limit})"
+        else:
+            why = f"{cond.reason}: {cond.message or ''}".rstrip(": ")
+        # The container's own end (OOMKilled, say) is the cause a person can act on: it comes first.
+        return "Kubernetes Job failed: " + "; ".join([*dict.fromkeys(ended), why])
+
+    def _delete(self, job: Job) -> None:
+        try:
+            self._batch.delete_namespaced_job(
+                job_name(job.job_id),
+                self._settings.k8s_namespace,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                log.warning("could not delete a stuck Job", extra={"job_id": job.job_id, "status": exc.status})
+
+    def begin(self, stop: threading.Event) -> None:
+        """Reconcile running Kubernetes jobs every k8s_reconcile_interval_s, so a stuck or failed Job is seen
+        without anyone reading the job (a watch, say)."""
+        interval = self._settings.k8s_reconcile_interval_s
+        if interval <= 0:
+            return
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                for job in self._store.list(RUNNING):
+                    if job.runner == self.name:
+                        try:
+                            self.reconcile(job)
+                        except Exception:  # one job's odd status must not stop the loop for the others
+                            log.exception("reconcile failed", extra={"job_id": job.job_id})
+
+        self._thread = threading.Thread(target=loop, name="k8s-reconcile", daemon=True)
+        self._thread.start()
+
+    def logs(self, job: Job, req: LogRequest, stop: threading.Event) -> JobLog:
+        """The log of the Job's newest pod. JobLogUnavailable (409) while no pod has started, saying why;
+        JobLogGone (404) when the Job is gone (its TTL after it finished)."""
+        ns = self._settings.k8s_namespace
+        name = job_name(job.job_id)
+        try:
+            pods = self._pods(job)
+        except client.ApiException as exc:
+            raise RunnerFailed(f"Kubernetes refused to list the job's pods: {exc.status} {_api_message(exc)}") from None
+        pod = _newest(pods)
+        if pod is None:
+            raise self._no_pod(job, name)
+        trouble = pending_trouble(pod)
+        if trouble is not None:
+            raise JobLogUnavailable(
+                f"job {job.job_id}: its pod {pod.metadata.name} has not started, so it has no log yet: {trouble.reason}"
+            )
+        timeout = self._settings.log_read_timeout_s
+        try:
+            resp = self._core.read_namespaced_pod_log(
+                pod.metadata.name,
+                ns,
+                container=CONTAINER,
+                tail_lines=req.tail,
+                limit_bytes=req.max_bytes + 1,  # the one extra byte tells that there was more
+                follow=req.follow,
+                _preload_content=False,
+                _request_timeout=(10, timeout),
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                raise self._no_pod(job, name) from None
+            if exc.status == 400:  # the kubelet's "container … is waiting to start": it changed since the listing
+                raise JobLogUnavailable(f"job {job.job_id}: no log yet: {_api_message(exc)}") from None
+            raise RunnerFailed(f"Kubernetes refused the pod's log: {exc.status} {_api_message(exc)}") from None
+        log_ = JobLog(source=f"pod {ns}/{pod.metadata.name}")
+        log_.chunks = bounded(log_, _stream(resp, timeout, stop), req.max_bytes)
+        return log_
+
+    def _no_pod(self, job: Job, name: str) -> Exception:
+        ns = self._settings.k8s_namespace
+        try:
+            self._batch.read_namespaced_job_status(name, ns)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                return RunnerFailed(f"Kubernetes refused to read the Job: {exc.status} {_api_message(exc)}")
+            if job.state == CANCELLED or job.reason.endswith("so its Job was deleted"):
+                return JobLogGone(
+                    f"job {job.job_id} {job.state}; its Kubernetes Job {ns}/{name} was deleted then "
+                    f"({job.reason}), and its pod's log with it"
                 )
+            ttl = job_block(job.spec).ttlSecondsAfterFinished
+            ttl = self._settings.k8s_ttl_s if ttl is None else ttl
+            ended = job.finished_at.replace(tzinfo=job.finished_at.tzinfo or UTC) if job.finished_at else None
+            if job.done and (ended is None or (datetime.now(UTC) - ended).total_seconds() >= ttl):
+                return JobLogGone(
+                    f"job {job.job_id} {job.state}; its Kubernetes Job {ns}/{name} was removed "
+                    f"{ttl} s after it finished (ttlSecondsAfterFinished), and its pod's log with it"
+                )
+            return JobLogGone(f"job {job.job_id}: its Kubernetes Job {ns}/{name} is not there (deleted by hand?)")
+        if job.state == RUNNING and job.phase in ("starting", "pending"):
+            return JobLogUnavailable(f"job {job.job_id}: its Job {ns}/{name} has created no pod yet")
+        return JobLogGone(f"job {job.job_id}: its Job {ns}/{name} has no pod any more (deleted?)")
 
     def close(self) -> None:
-        pass
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def _stream(resp: urllib3.HTTPResponse, timeout_s: float, stop: threading.Event) -> Iterator[bytes]:
+    """The log response's bytes as they come; a read that waits longer than timeout_s ends the stream with
+    a marker. The connection is released however the stream ends (the client gone, say)."""
+    try:
+        while not stop.is_set():
+            try:
+                chunk = resp.read1(64 << 10) if hasattr(resp, "read1") else resp.read(64 << 10)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                yield quiet_marker(timeout_s)
+                return
+            except urllib3.exceptions.ProtocolError:  # the API server closed it mid-way: what came is the log
+                return
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        resp.release_conn()
+        resp.close()

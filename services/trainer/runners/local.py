@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from services.trainer.errors import JobLogUnavailable
 from services.trainer.jobs import FAILED, QUEUED, Job, JobStore
+from services.trainer.logs import JobLog, LogRequest, bounded, file_chunks
+
+# A job id names its log file: only ids that cannot leave the log folder.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +30,15 @@ class LocalRunner:
     name = "local"
 
     def __init__(
-        self, store: JobStore, env: dict[str, str], max_concurrent: int = 1, log_dir: Path | None = None
+        self,
+        store: JobStore,
+        env: dict[str, str],
+        max_concurrent: int = 1,
+        log_dir: Path | None = None,
+        log_read_timeout_s: float = 300.0,
     ) -> None:
         self._store = store
+        self._log_read_timeout_s = log_read_timeout_s
         self._env = env
         self._max = max_concurrent
         self._log_dir = log_dir
@@ -56,6 +68,28 @@ class LocalRunner:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
+    def log_path(self, job_id: str) -> Path | None:
+        if self._log_dir is None or not _SAFE_ID.fullmatch(job_id):
+            return None
+        return self._log_dir / f"{job_id}.log"
+
+    def logs(self, job: Job, req: LogRequest, stop: threading.Event) -> JobLog:
+        """The worker's stdout and stderr, as it wrote them to its log file."""
+        path = self.log_path(job.job_id)
+        if path is None:
+            raise JobLogUnavailable(f"job {job.job_id} ran on the local runner, which keeps no log for it here")
+        if not path.is_file():
+            why = "it is queued and has not started" if job.state == QUEUED else f"its log {path} is not there"
+            raise JobLogUnavailable(f"job {job.job_id} has no log yet: {why}")
+        log = JobLog(source=f"file {path}")
+
+        def done() -> bool:
+            return self._store.get(job.job_id).done
+
+        chunks = file_chunks(path, req, done=done, stop=stop, read_timeout_s=self._log_read_timeout_s)
+        log.chunks = bounded(log, chunks, req.max_bytes)
+        return log
+
     def running(self) -> int:
         with self._lock:
             return sum(1 for p in self._procs.values() if p.poll() is None)
@@ -77,7 +111,8 @@ class LocalRunner:
         out = subprocess.DEVNULL
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self._log_dir / f"{job.job_id}.log", "ab")
+            path = self.log_path(job.job_id)
+            out = open(path, "ab") if path is not None else subprocess.DEVNULL
         if not self._store.claim(job.job_id, "pending"):
             return
         proc = subprocess.Popen(

@@ -6,9 +6,9 @@ import json
 import threading
 from collections.abc import Iterator
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from services.projects.spec import KubernetesSpec
@@ -16,6 +16,7 @@ from services.telemetry import Readiness, health_router
 from services.trainer.errors import InvalidRequest
 from services.trainer.external import MAX_MODEL_BYTES, ExternalDeployer
 from services.trainer.jobs import JobService
+from services.trainer.logs import DEFAULT_LOG_BYTES, DEFAULT_TAIL, MAX_LOG_BYTES, MAX_TAIL, LogRequest
 from services.trainer.projects import ProjectRegistry
 from services.trainer.registry import Registry
 from services.trainer.transport.codec import job_json, version_json
@@ -56,6 +57,7 @@ class PromoteBody(BaseModel):
 # A job is names and a few hyperparameters; a project spec may carry the user's training code
 # (services.projects.spec.MAX_CODE_BYTES, 1 MiB) plus its YAML/JSON around it.
 MAX_BODY = 2 << 20
+LOG_PARAMS = frozenset({"tail", "max_bytes", "follow"})
 
 
 def build_asgi(
@@ -130,6 +132,32 @@ def build_app(
                 yield (json.dumps(job_json(job)) + "\n").encode()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get(
+        "/v1/jobs/{job_id}/logs",
+        summary="The job's log (its pod's, or the local worker's): the last `tail` lines, at most `max_bytes`",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def logs(
+        job_id: str,
+        request: Request,
+        tail: int = Query(DEFAULT_TAIL, ge=1, le=MAX_TAIL, description="how many lines from the end"),
+        max_bytes: int = Query(
+            DEFAULT_LOG_BYTES, ge=1, le=MAX_LOG_BYTES, description="at most this many bytes; more is cut, with a marker"
+        ),
+        follow: bool = Query(False, description="keep streaming what the job writes, until it ends"),
+    ) -> Response:
+        unknown = sorted(set(request.query_params) - LOG_PARAMS)
+        if unknown:
+            raise InvalidRequest(f"unknown parameter(s) {unknown}; use {sorted(LOG_PARAMS)}")
+        log = jobs.logs(job_id, LogRequest(tail=tail, max_bytes=max_bytes, follow=follow), stop)
+        headers = {"X-Flywheel-Log-Source": log.source}
+        if follow:
+            return StreamingResponse(log.chunks, media_type="text/plain; charset=utf-8", headers=headers)
+        body = log.read_all()
+        headers["X-Flywheel-Log-Truncated"] = "true" if log.truncated else "false"
+        return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
 
     @app.post("/v1/jobs/{job_id}/cancel")
     def cancel(job_id: str) -> dict:

@@ -7,6 +7,7 @@ import grpc
 from services.trainer.errors import (
     InvalidRequest,
     JobConflict,
+    JobLogUnavailable,
     JobNotFound,
     JobSpecInvalid,
     LakeUnavailable,
@@ -45,6 +46,7 @@ ERRORS = ErrorTable(
         ProjectConflict: CONFLICT,
         PublishFailed: UNAVAILABLE,
         JobConflict: CONFLICT,
+        JobLogUnavailable: CONFLICT,
         PromotionRefused: CONFLICT,
         LakeUnavailable: UNAVAILABLE,
         RunnerFailed: Status(502, grpc.StatusCode.UNAVAILABLE),
