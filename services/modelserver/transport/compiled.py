@@ -94,7 +94,8 @@ class CompiledFront:
             if method is None:
                 self._answer((call_id, _UNIMPLEMENTED, "Method not found!", None, ()))
                 continue
-            task = self._loop.create_task(self._run(call_id, method, raw, FrontContext(authorization, timeout_s)))
+            context = FrontContext(authorization, timeout_s)
+            task = self._loop.create_task(self._run(call_id, method, raw, context))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             if timeout_s is not None:

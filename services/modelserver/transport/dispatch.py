@@ -100,7 +100,9 @@ class Dispatch:
         return response.SerializeToString()
 
 
-def model_server_dispatch(servicer: Any, health_servicer: health.aio.HealthServicer, callers: TrustedCallers) -> Dispatch:
+def model_server_dispatch(
+    servicer: Any, health_servicer: health.aio.HealthServicer, callers: TrustedCallers
+) -> Dispatch:
     """Every method of inference.GRPCInferenceService on `servicer`, and health's Check (public)."""
     service = pb.DESCRIPTOR.services_by_name[INFERENCE_SERVICE.rpartition(".")[2]]
     methods = {

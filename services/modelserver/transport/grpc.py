@@ -14,10 +14,10 @@ from services.genproto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from services.modelserver.dataplane import DataPlane
 from services.modelserver.metrics import Duration
 from services.modelserver.served import ServedVersion
+from services.modelserver.transport.dispatch import AioDispatch, model_server_dispatch
 from services.modelserver.transport.status import ERRORS
 from services.oip import grpc_codec
 from services.telemetry import request_id_var, valid_request_id
-from services.modelserver.transport.dispatch import AioDispatch, model_server_dispatch
 from services.transportkit.auth import TrustedCallers
 from services.transportkit.grpc import guarded_aio
 from services.transportkit.tls import Tls
