@@ -6,6 +6,7 @@ process, with raw gRPC calls (bytes in, bytes out) and raw sockets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -89,13 +90,12 @@ def test_non_grpc_traffic_on_the_grpc_port_leaves_the_server_serving(server: Ser
         preface[:10],  # cut off mid-preface
     ):
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(junk)
-            sock.shutdown(socket.SHUT_WR)
-            try:
-                while sock.recv(65536):  # the server answers what it will, then closes
+            # The server answers what it will and closes, possibly before all of the junk is sent.
+            with contextlib.suppress(OSError):
+                sock.sendall(junk)
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(65536):
                     pass
-            except (ConnectionResetError, TimeoutError):
-                pass
     assert server.proc.poll() is None
     _serves(server)
 
