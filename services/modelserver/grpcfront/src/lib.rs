@@ -397,10 +397,12 @@ impl Front {
     }
 
     /// Answers: [(id, code, details, message bytes or None, [(key, value)])]; a call gone already is skipped.
-    fn respond(&self, replies: Vec<(u64, u32, String, Option<Vec<u8>>, Vec<(String, String)>)>) {
+    #[allow(clippy::type_complexity)]
+    fn respond(&self, replies: Vec<(u64, u32, String, Option<Bound<'_, PyBytes>>, Vec<(String, String)>)>) {
         let mut ready = Vec::with_capacity(replies.len());
         for (id, code, details, message, trailers) in replies {
-            let reply = match message {
+            // The bytes object's buffer, not a Vec<u8> (which pyo3 would build one int at a time).
+            let reply = match message.as_ref().map(|m| m.as_bytes()) {
                 Some(m) if code == 0 && m.len() > self.shared.max_send => Reply {
                     code: RESOURCE_EXHAUSTED,
                     details: format!("Sent message larger than max ({} vs. {})", m.len(), self.shared.max_send),
@@ -411,7 +413,7 @@ impl Front {
                     let mut framed = BytesMut::with_capacity(5 + m.len());
                     framed.put_u8(0);
                     framed.put_u32(m.len() as u32);
-                    framed.extend_from_slice(&m);
+                    framed.extend_from_slice(m);
                     Reply { code, details, message: Some(framed.freeze()), trailers }
                 }
                 None => Reply { code, details, message: None, trailers },
