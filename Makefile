@@ -43,7 +43,8 @@ $(GRPCFRONT_SO): $(GRPCFRONT_DIR)/Cargo.toml $(GRPCFRONT_DIR)/Cargo.lock $(GRPCF
 	@if command -v cargo >/dev/null; then \
 	  start=$$(date +%s); \
 	  cargo build --release --locked -q --manifest-path $(GRPCFRONT_DIR)/Cargo.toml \
-	    && cp $(GRPCFRONT_DIR)/target/release/lib_grpcfront.so $(GRPCFRONT_SO) \
+	    && cp $(GRPCFRONT_DIR)/target/release/lib_grpcfront.so $(GRPCFRONT_SO).tmp \
+	    && mv -f $(GRPCFRONT_SO).tmp $(GRPCFRONT_SO) \
 	    && echo "grpcfront built in $$(( $$(date +%s) - start )) s"; \
 	else echo "warning: no cargo; the model server's gRPC runs on grpc.aio (see services/modelserver/README.md)"; fi
 

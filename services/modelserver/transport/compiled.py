@@ -135,16 +135,13 @@ class CompiledFront:
         self._front.respond(replies)
 
     async def stop(self, grace_s: float) -> None:
-        """No new connections, GOAWAY to open ones; calls in flight get up to `grace_s` to finish."""
+        """No new connections, GOAWAY to open ones; their calls get up to `grace_s` to finish. The loop
+        keeps taking and answering calls meanwhile (some may still be on their way in)."""
         self._front.stop()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in set(self._tasks):
-            task.cancel()
-        await asyncio.sleep(0)
-        if self._outbox:
-            self._flush()
+        await asyncio.to_thread(self._front.close, grace_s)
         self._loop.remove_reader(self._wake_r)
-        await asyncio.to_thread(self._front.close, min(grace_s, 5.0))
+        for task in set(self._tasks):  # their connections are gone: nobody is waiting for them
+            task.cancel()
+        self._outbox.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -326,9 +326,15 @@ struct Front {
     shared: Arc<Shared>,
     port: u16,
     stop: watch::Sender<bool>,
-    close: Option<oneshot::Sender<()>>,
-    done: Option<std::sync::mpsc::Receiver<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    // Taken by `close`, which runs on a worker thread while the loop still takes and answers calls
+    // (so `&self`, never `&mut self`: pyo3 would refuse those calls during a mutable borrow).
+    ending: Mutex<Option<Ending>>,
+}
+
+struct Ending {
+    close: oneshot::Sender<()>,
+    done: std::sync::mpsc::Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 #[pymethods]
@@ -368,7 +374,7 @@ impl Front {
             drop(runtime);
             let _ = done_tx.send(());
         })?;
-        Ok(Front { shared, port, stop, close: Some(close), done: Some(done), thread: Some(thread) })
+        Ok(Front { shared, port, stop, ending: Mutex::new(Some(Ending { close, done, thread })) })
     }
 
     #[getter]
@@ -435,30 +441,24 @@ impl Front {
 
     /// Stop (if not yet), give open connections up to `grace_s` to finish their calls, then end the
     /// thread: connections still open then close (their calls fail UNAVAILABLE on the client).
-    fn close(&mut self, py: Python<'_>, grace_s: f64) {
+    fn close(&self, py: Python<'_>, grace_s: f64) {
         let _ = self.stop.send(true);
-        let close = self.close.take();
-        let thread = self.thread.take();
-        let done = self.done.take();
-        py.allow_threads(move || {
-            if let Some(done) = done {
+        let ending = self.ending.lock().unwrap().take();
+        if let Some(Ending { close, done, thread }) = ending {
+            py.allow_threads(move || {
                 let _ = done.recv_timeout(Duration::from_secs_f64(grace_s.clamp(0.0, 3600.0)));
-            }
-            if let Some(close) = close {
                 let _ = close.send(());
-            }
-            if let Some(thread) = thread {
                 let _ = thread.join();
-            }
-        });
+            });
+        }
         self.shared.waiting.lock().unwrap().clear();
     }
 }
 
 impl Drop for Front {
     fn drop(&mut self) {
-        if let Some(close) = self.close.take() {
-            let _ = close.send(());
+        if let Some(ending) = self.ending.get_mut().unwrap().take() {
+            let _ = ending.close.send(());
         }
     }
 }
