@@ -121,19 +121,6 @@ def running_server(repo: Path, log_dir: Path, **settings: object) -> Iterator[Se
         assert code == 0, f"model server exited with {code} on SIGTERM"
 
 
-@pytest.fixture(scope="module")
-def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """digits v1+v2 (latest 3), a TorchScript model, and two version policies over versions 1..3."""
-    repo = tmp_path_factory.mktemp("models")
-    write_onnx_model(repo, "digits", [1, 2], num_versions=3)
-    write_torchscript_model(repo, "digits_ts")
-    write_onnx_model(repo, "pinned", [1, 2, 3])
-    config = repo / "pinned" / "config.pbtxt"
-    config.write_text(config.read_text().replace("latest { num_versions: 3 }", "specific { versions: [1, 3] }"))
-    write_onnx_model(repo, "newest", [1, 2, 3], num_versions=1)
-    return repo
-
-
 FRONTS = ("compiled", "aio")
 
 
@@ -153,6 +140,20 @@ def require_front(front: str) -> str:
 def grpc_front(request: pytest.FixtureRequest) -> str:
     """Each gRPC test runs against both fronts; FLYWHEEL_MODELSERVER_GRPC_FRONT is what the server gets."""
     return require_front(request.param)
+
+
+@pytest.fixture(scope="module")
+def model_repo(tmp_path_factory: pytest.TempPathFactory, grpc_front: str) -> Path:
+    """digits v1+v2 (latest 3), a TorchScript model, and two version policies over versions 1..3; one per
+    front, since tests change what the repository holds (load/unload, a broken model)."""
+    repo = tmp_path_factory.mktemp("models")
+    write_onnx_model(repo, "digits", [1, 2], num_versions=3)
+    write_torchscript_model(repo, "digits_ts")
+    write_onnx_model(repo, "pinned", [1, 2, 3])
+    config = repo / "pinned" / "config.pbtxt"
+    config.write_text(config.read_text().replace("latest { num_versions: 3 }", "specific { versions: [1, 3] }"))
+    write_onnx_model(repo, "newest", [1, 2, 3], num_versions=1)
+    return repo
 
 
 @pytest.fixture(scope="module")
