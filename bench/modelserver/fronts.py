@@ -36,26 +36,35 @@ def pin(pid: int, cpu: int) -> None:
             pass
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, thread: str = "") -> float:
+    """utime+stime of the process, or of its threads named `thread` (the compiled front's is "grpcfront")."""
+    stats = [Path(f"/proc/{pid}/stat")]
+    if thread:
+        tasks = Path(f"/proc/{pid}/task")
+        stats = [t / "stat" for t in tasks.iterdir() if (t / "comm").read_text().strip() == thread]
+    total = 0
+    for stat in stats:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def run_point(endpoint: Endpoint, model: str, args: argparse.Namespace, work: Path) -> tuple[float, float]:
-    """(requests/s, server CPU s per 1k requests) of one perf_analyzer run."""
+def run_point(endpoint: Endpoint, model: str, args: argparse.Namespace, work: Path) -> tuple[float, float, float]:
+    """(requests/s, server CPU s per 1k requests, of which the compiled front's thread) of one perf_analyzer run."""
     report = work / f"pa-{time.monotonic_ns()}.csv"
     cmd = ["taskset", "-c", str(args.client_cpu), str(PERF_ANALYZER), "-m", model, "-u", endpoint.grpc, "-i", "grpc"]
     cmd += ["--measurement-mode", "time_windows", "-p", str(args.window_ms), "--max-trials", "3"]
     cmd += ["--stability-percentage", "1000", "-f", str(report), "--concurrency-range", str(args.concurrency)]
     cmd += ["--async", "-b", "1", "--input-data", "random", "-H", f"authorization:Bearer {endpoint.token}"]
     pin(endpoint.pid, args.server_cpu)
-    before, t0 = cpu_seconds(endpoint.pid), time.monotonic()
+    before, front_before, t0 = cpu_seconds(endpoint.pid), cpu_seconds(endpoint.pid, "grpcfront"), time.monotonic()
     out = subprocess.run(cmd, env=pa_env(), capture_output=True, text=True, timeout=60)
     wall, cpu = time.monotonic() - t0, cpu_seconds(endpoint.pid) - before
+    front = cpu_seconds(endpoint.pid, "grpcfront") - front_before
     if out.returncode != 0 or not report.exists():
         raise SystemExit(f"perf_analyzer failed ({out.returncode}): {(out.stderr or out.stdout)[-800:]}")
     throughput = parse_csv(report.read_text())["throughput"]
-    return throughput, 1000 * cpu / (throughput * wall)
+    return throughput, 1000 * cpu / (throughput * wall), 1000 * front / (throughput * wall)
 
 
 def main() -> int:
@@ -79,7 +88,7 @@ def main() -> int:
             os.environ["FLYWHEEL_MODELSERVER_GRPC_FRONT"] = front
             (work / front).mkdir()  # each server's own log
             endpoints[front] = stack.enter_context(start_flywheel(work / "repo" / "flywheel", work / front, "adaptive"))
-        results: dict[str, list[tuple[float, float]]] = {f: [] for f in FRONTS}
+        results: dict[str, list[tuple[float, float, float]]] = {f: [] for f in FRONTS}
         for _ in range(args.rounds):
             for front in FRONTS:
                 results[front].append(run_point(endpoints[front], args.model, args, work))
@@ -88,14 +97,17 @@ def main() -> int:
         f"{args.rounds} interleaved rounds of 3 windows of {args.window_ms} ms; server on CPU {args.server_cpu}, "
         f"client on CPU {args.client_cpu}",
         "",
-        "| front | requests/s (median) | per round | server CPU s / 1k requests (median) |",
-        "|---|---|---|---|",
+        "| front | requests/s (median) | per round | server CPU s / 1k requests (median) | of which Rust thread |",
+        "|---|---|---|---|---|",
     ]
     for front, rows in results.items():
-        rates = [r for r, _ in rows]
-        cpus = [c for _, c in rows]
+        rates = [r for r, _, _ in rows]
+        cpus = [c for _, c, _ in rows]
+        rust = statistics.median(t for _, _, t in rows)
         per_round = ", ".join(f"{r:,.0f}" for r in rates)
-        lines.append(f"| {front} | {statistics.median(rates):,.0f} | {per_round} | {statistics.median(cpus):.3f} |")
+        lines.append(
+            f"| {front} | {statistics.median(rates):,.0f} | {per_round} | {statistics.median(cpus):.3f} | {rust:.3f} |"
+        )
     text = "\n".join(lines)
     print(text)
     if args.out:
