@@ -8,6 +8,9 @@
 //! framing, the size limits a gRPC server enforces before parsing, the call's deadline (`grpc-timeout`)
 //! as a hard limit, and the status/trailers on the wire.
 
+// pyo3 0.22's #[pymethods] output trips clippy's useless_conversion on methods returning PyResult.
+#![allow(clippy::useless_conversion)]
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fs::File;
@@ -92,7 +95,10 @@ impl Body for GrpcBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         if let Some(data) = self.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
@@ -126,7 +132,10 @@ fn status_headers(map: &mut HeaderMap, code: u32, details: &str, trailers: &[(St
     }
     for (k, v) in trailers {
         // Names and values come from the error table; anything not header-safe is dropped, not sent broken.
-        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             map.append(k, v);
         }
     }
@@ -139,12 +148,18 @@ fn grpc_response(reply: Reply) -> Response<GrpcBody> {
         Some(data) if reply.code == 0 => {
             let mut trailers = HeaderMap::new();
             status_headers(&mut trailers, 0, "", &reply.trailers);
-            GrpcBody { data: Some(data), trailers: Some(trailers) }
+            GrpcBody {
+                data: Some(data),
+                trailers: Some(trailers),
+            }
         }
         _ => {
             // Trailers-only: the status travels in the one HEADERS frame, as gRPC servers do for errors.
             status_headers(&mut headers, reply.code, &reply.details, &reply.trailers);
-            GrpcBody { data: None, trailers: None }
+            GrpcBody {
+                data: None,
+                trailers: None,
+            }
         }
     };
     let mut response = Response::new(body);
@@ -153,11 +168,19 @@ fn grpc_response(reply: Reply) -> Response<GrpcBody> {
 }
 
 fn refusal(code: u32, details: impl Into<String>) -> Response<GrpcBody> {
-    grpc_response(Reply { code, details: details.into(), message: None, trailers: Vec::new() })
+    grpc_response(Reply {
+        code,
+        details: details.into(),
+        message: None,
+        trailers: Vec::new(),
+    })
 }
 
 fn http_error(status: StatusCode) -> Response<GrpcBody> {
-    let mut response = Response::new(GrpcBody { data: None, trailers: None });
+    let mut response = Response::new(GrpcBody {
+        data: None,
+        trailers: None,
+    });
     *response.status_mut() = status;
     response
 }
@@ -206,13 +229,19 @@ async fn read_message(body: &mut Incoming, limit: usize) -> Result<Bytes, Respon
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
             if len > limit {
                 // The text grpc core uses, so both fronts answer alike.
-                return Err(refusal(RESOURCE_EXHAUSTED, format!("Received message larger than max ({len} vs. {limit})")));
+                return Err(refusal(
+                    RESOURCE_EXHAUSTED,
+                    format!("Received message larger than max ({len} vs. {limit})"),
+                ));
             }
             expected = Some(len);
         }
         if let Some(len) = expected {
             if buf.len() > 5 + len {
-                return Err(refusal(INVALID_ARGUMENT, "a unary call carries exactly one message; this one carried more"));
+                return Err(refusal(
+                    INVALID_ARGUMENT,
+                    "a unary call carries exactly one message; this one carried more",
+                ));
             }
         }
     }
@@ -221,21 +250,35 @@ async fn read_message(body: &mut Incoming, limit: usize) -> Result<Bytes, Respon
             buf.advance(5);
             Ok(buf.freeze())
         }
-        _ => Err(refusal(INVALID_ARGUMENT, "the request ended inside its message (or carried none)")),
+        _ => Err(refusal(
+            INVALID_ARGUMENT,
+            "the request ended inside its message (or carried none)",
+        )),
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<GrpcBody>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<GrpcBody>, Infallible> {
     if req.method() != hyper::Method::POST {
         return Ok(http_error(StatusCode::METHOD_NOT_ALLOWED));
     }
     let headers = req.headers();
-    let grpc = headers.get(CONTENT_TYPE).map(|v| v.as_bytes().starts_with(b"application/grpc")).unwrap_or(false);
+    let grpc = headers
+        .get(CONTENT_TYPE)
+        .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .unwrap_or(false);
     if !grpc {
         return Ok(http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
-    let timeout_s = headers.get("grpc-timeout").and_then(|v| parse_timeout(v.as_bytes()));
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let timeout_s = headers
+        .get("grpc-timeout")
+        .and_then(|v| parse_timeout(v.as_bytes()));
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let method = req.uri().path().to_owned();
     let mut body = req.into_body();
     let call = async {
@@ -245,8 +288,20 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        shared.submit(Call { id, method, authorization, timeout_s, message }, tx);
-        let _forget = Forget { shared: &shared, id };
+        shared.submit(
+            Call {
+                id,
+                method,
+                authorization,
+                timeout_s,
+                message,
+            },
+            tx,
+        );
+        let _forget = Forget {
+            shared: &shared,
+            id,
+        };
         match rx.await {
             Ok(reply) => grpc_response(reply),
             Err(_) => refusal(UNAVAILABLE, "the server is shutting down"),
@@ -284,8 +339,14 @@ impl Drop for Live {
 }
 
 /// Accept until `stop`, then wait for the open connections to finish their calls (GOAWAY sent).
-async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+async fn serve(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -340,7 +401,13 @@ struct Ending {
 #[pymethods]
 impl Front {
     #[new]
-    fn new(host: &str, port: u16, wake_fd: i32, max_receive: usize, max_send: usize) -> PyResult<Self> {
+    fn new(
+        host: &str,
+        port: u16,
+        wake_fd: i32,
+        max_receive: usize,
+        max_send: usize,
+    ) -> PyResult<Self> {
         let listener = std::net::TcpListener::bind((host, port))
             .map_err(|e| PyOSError::new_err(format!("cannot bind gRPC {host}:{port}: {e}")))?;
         listener.set_nonblocking(true)?;
@@ -358,23 +425,36 @@ impl Front {
             .enable_io()
             .enable_time()
             .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the gRPC front's runtime: {e}")))?;
+            .map_err(|e| {
+                PyRuntimeError::new_err(format!("cannot start the gRPC front's runtime: {e}"))
+            })?;
         let (stop, stop_rx) = watch::channel(false);
         let (close, close_rx) = oneshot::channel::<()>();
         let (done_tx, done) = std::sync::mpsc::channel::<()>();
         let served = shared.clone();
-        let thread = std::thread::Builder::new().name("grpcfront".into()).spawn(move || {
-            runtime.block_on(async move {
-                tokio::select! {
-                    _ = serve(listener, served, stop_rx) => {},
-                    _ = close_rx => {},
-                }
-            });
-            // Dropping the runtime ends every connection still open.
-            drop(runtime);
-            let _ = done_tx.send(());
-        })?;
-        Ok(Front { shared, port, stop, ending: Mutex::new(Some(Ending { close, done, thread })) })
+        let thread = std::thread::Builder::new()
+            .name("grpcfront".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = serve(listener, served, stop_rx) => {},
+                        _ = close_rx => {},
+                    }
+                });
+                // Dropping the runtime ends every connection still open.
+                drop(runtime);
+                let _ = done_tx.send(());
+            })?;
+        Ok(Front {
+            shared,
+            port,
+            stop,
+            ending: Mutex::new(Some(Ending {
+                close,
+                done,
+                thread,
+            })),
+        })
     }
 
     #[getter]
@@ -404,14 +484,27 @@ impl Front {
 
     /// Answers: [(id, code, details, message bytes or None, [(key, value)])]; a call gone already is skipped.
     #[allow(clippy::type_complexity)]
-    fn respond(&self, replies: Vec<(u64, u32, String, Option<Bound<'_, PyBytes>>, Vec<(String, String)>)>) {
+    fn respond(
+        &self,
+        replies: Vec<(
+            u64,
+            u32,
+            String,
+            Option<Bound<'_, PyBytes>>,
+            Vec<(String, String)>,
+        )>,
+    ) {
         let mut ready = Vec::with_capacity(replies.len());
         for (id, code, details, message, trailers) in replies {
             // The bytes object's buffer, not a Vec<u8> (which pyo3 would build one int at a time).
             let reply = match message.as_ref().map(|m| m.as_bytes()) {
                 Some(m) if code == 0 && m.len() > self.shared.max_send => Reply {
                     code: RESOURCE_EXHAUSTED,
-                    details: format!("Sent message larger than max ({} vs. {})", m.len(), self.shared.max_send),
+                    details: format!(
+                        "Sent message larger than max ({} vs. {})",
+                        m.len(),
+                        self.shared.max_send
+                    ),
                     message: None,
                     trailers: Vec::new(),
                 },
@@ -420,9 +513,19 @@ impl Front {
                     framed.put_u8(0);
                     framed.put_u32(m.len() as u32);
                     framed.extend_from_slice(m);
-                    Reply { code, details, message: Some(framed.freeze()), trailers }
+                    Reply {
+                        code,
+                        details,
+                        message: Some(framed.freeze()),
+                        trailers,
+                    }
                 }
-                None => Reply { code, details, message: None, trailers },
+                None => Reply {
+                    code,
+                    details,
+                    message: None,
+                    trailers,
+                },
             };
             ready.push((id, reply));
         }
@@ -444,7 +547,12 @@ impl Front {
     fn close(&self, py: Python<'_>, grace_s: f64) {
         let _ = self.stop.send(true);
         let ending = self.ending.lock().unwrap().take();
-        if let Some(Ending { close, done, thread }) = ending {
+        if let Some(Ending {
+            close,
+            done,
+            thread,
+        }) = ending
+        {
             py.allow_threads(move || {
                 let _ = done.recv_timeout(Duration::from_secs_f64(grace_s.clamp(0.0, 3600.0)));
                 let _ = close.send(());
