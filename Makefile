@@ -42,8 +42,8 @@ grpcfront: $(GRPCFRONT_SO)
 $(GRPCFRONT_SO): $(GRPCFRONT_DIR)/Cargo.toml $(GRPCFRONT_DIR)/Cargo.lock $(GRPCFRONT_DIR)/src/lib.rs
 	@if command -v cargo >/dev/null; then \
 	  start=$$(date +%s); \
-	  cargo build --release --locked -q --manifest-path $(GRPCFRONT_DIR)/Cargo.toml \
-	    && cp $(GRPCFRONT_DIR)/target/release/lib_grpcfront.so $(GRPCFRONT_SO).tmp \
+	  cargo build --release --locked -q --manifest-path $(GRPCFRONT_DIR)/Cargo.toml --target-dir build/grpcfront \
+	    && cp build/grpcfront/release/lib_grpcfront.so $(GRPCFRONT_SO).tmp \
 	    && mv -f $(GRPCFRONT_SO).tmp $(GRPCFRONT_SO) \
 	    && echo "grpcfront built in $$(( $$(date +%s) - start )) s"; \
 	else echo "warning: no cargo; the model server's gRPC runs on grpc.aio (see services/modelserver/README.md)"; fi
