@@ -131,20 +131,21 @@ def test_compiled_front_with_tls_stops_start_up(tmp_path: Path) -> None:
     assert done.returncode != 0 and "serves no TLS" in done.stderr, done.stderr
 
 
+def _choose(*cases: str, hidden: bool = False) -> list[str]:
+    """choose_front(setting, tls) in a fresh process (the test process must not import the server's protos)."""
+    hide = "import sys; sys.modules['services.modelserver._grpcfront'] = None\n" if hidden else ""
+    calls = ", ".join(f"c({case})" for case in cases)
+    code = f"{hide}from services.modelserver.transport.compiled import choose_front as c\nprint({calls})"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_auto_picks_aio_when_the_compiled_front_is_not_built() -> None:
+    assert _choose("'auto', False", "'auto', True", "'aio', False", hidden=True) == ["aio", "aio", "aio"]
+
+
 def test_auto_picks_compiled_only_when_built_and_tls_off() -> None:
     require_front("compiled")
-    code = (
-        "from services.modelserver.transport.compiled import choose_front as c\n"
-        "print(c('auto', False), c('auto', True), c('aio', False), c('compiled', False))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.stdout.split() == ["compiled", "aio", "aio", "compiled"], done.stderr
-    hidden = "import sys; sys.modules['services.modelserver._grpcfront'] = None\n"
-    done = subprocess.run(
-        [sys.executable, "-c", hidden + code.replace(", c('compiled', False)", "")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.stdout.split() == ["aio", "aio", "aio"], done.stderr
+    cases = ("'auto', False", "'auto', True", "'aio', False", "'compiled', False")
+    assert _choose(*cases) == ["compiled", "aio", "aio", "compiled"]
