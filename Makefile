@@ -8,9 +8,14 @@ TORCH_VERSION := 2.13.0
 STAMP := $(VENV)/.flywheel-setup
 KAFKA_LIBS := .tools/kafka/libs/.done
 
-.PHONY: setup demo test test-fast lint protos protos-check bench bench-kafka bench-train loadtest kafka-jars clean up down status fuzz
+# The model server's compiled gRPC front (Rust, services/modelserver/grpcfront): cargo builds it, the .so goes
+# into the Python package. Without cargo the model server runs grpc.aio (FLYWHEEL_MODELSERVER_GRPC_FRONT=auto).
+GRPCFRONT_DIR := services/modelserver/grpcfront
+GRPCFRONT_SO := services/modelserver/_grpcfront.abi3.so
 
-setup: $(STAMP) $(KAFKA_LIBS) k8s-tools s3-server
+.PHONY: setup grpcfront demo test test-fast lint protos protos-check bench bench-kafka bench-train loadtest kafka-jars clean up down status fuzz
+
+setup: $(STAMP) $(KAFKA_LIBS) k8s-tools s3-server grpcfront
 
 $(STAMP): requirements.in constraints.txt pyproject.toml
 	@test -x $(PY) || python3.11 -m venv $(VENV)
@@ -38,6 +43,17 @@ kafka-jars: $(KAFKA_LIBS)
 s3-server:
 	@if command -v go >/dev/null; then infra/s3/build.sh || echo "warning: could not build versitygw; the s3:// tests will be skipped"; \
 	else echo "warning: no Go toolchain; the s3:// tests will be skipped (they fail under CI=true)"; fi
+
+grpcfront: $(GRPCFRONT_SO)
+
+$(GRPCFRONT_SO): $(GRPCFRONT_DIR)/Cargo.toml $(GRPCFRONT_DIR)/Cargo.lock $(GRPCFRONT_DIR)/src/lib.rs
+	@if command -v cargo >/dev/null; then \
+	  start=$$(date +%s); \
+	  cargo build --release --locked -q --manifest-path $(GRPCFRONT_DIR)/Cargo.toml --target-dir build/grpcfront \
+	    && cp build/grpcfront/release/lib_grpcfront.so $(GRPCFRONT_SO).tmp \
+	    && mv -f $(GRPCFRONT_SO).tmp $(GRPCFRONT_SO) \
+	    && echo "grpcfront built in $$(( $$(date +%s) - start )) s"; \
+	else echo "warning: no cargo; the model server's gRPC runs on grpc.aio (see services/modelserver/README.md)"; fi
 
 protos:
 	$(PY) protos/genproto.py

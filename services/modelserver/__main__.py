@@ -22,7 +22,8 @@ from services.modelserver.dataplane import DataPlane
 from services.modelserver.repository import ModelRepository
 from services.modelserver.served import ServedModels, ServingOptions
 from services.modelserver.settings import ModelServerSettings
-from services.modelserver.transport.grpc import NOT_SERVING, SERVING, build_grpc_server
+from services.modelserver.transport.compiled import choose_front
+from services.modelserver.transport.grpc import NOT_SERVING, SERVING, start_grpc_front
 from services.modelserver.transport.rest import build_asgi
 from services.storage.s3 import S3Unavailable
 from services.telemetry import Readiness
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instances", type=int, help="instances per model version (0 = config.pbtxt)")
     parser.add_argument("--inline-below-us", type=float, help="run batches expected to be this quick on the loop")
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], help="event loop implementation")
+    parser.add_argument("--grpc-front", choices=["auto", "compiled", "aio"], help="gRPC front implementation")
     parser.add_argument(
         "--consume-model-events", action=argparse.BooleanOptionalAction, default=None, help="follow flywheel.models"
     )
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         except S3Unavailable as exc:
             raise ConfigError(f"cannot start the model server: {exc}") from None
-    return bootstrap.run(lambda: serve(settings, common, security, stop.event, remote), settings.event_loop)
+    front = choose_front(settings.grpc_front, security.tls.serving)
+    return bootstrap.run(lambda: serve(settings, common, security, stop.event, remote, front), settings.event_loop)
 
 
 async def serve(
@@ -72,6 +75,7 @@ async def serve(
     security: bootstrap.Security,
     stop: threading.Event,
     remote: remote_repository.RemoteRepository | None = None,
+    front: str = "aio",
 ) -> int:
     loop = asyncio.get_running_loop()
     models = ServedModels(
@@ -89,9 +93,15 @@ async def serve(
     readiness = Readiness()
     readiness.add("models", dataplane.readiness)
 
-    grpc_server, health = build_grpc_server(dataplane, settings.max_request_bytes, security.callers)
-    grpc_port = security.tls.add_port(grpc_server, f"{settings.host}:{settings.grpc_port}")
-    await grpc_server.start()
+    grpc_server, health = await start_grpc_front(
+        front,
+        dataplane,
+        settings.max_request_bytes,
+        security.callers,
+        security.tls,
+        (settings.host, settings.grpc_port),
+    )
+    grpc_port = grpc_server.port
     await health.set("", NOT_SERVING)
 
     sock = http_listener(settings.host, settings.http_port)
@@ -102,6 +112,7 @@ async def serve(
         extra={
             "http_port": sock.getsockname()[1],
             "grpc_port": grpc_port,
+            "grpc_front": front,
             "repository": str(settings.model_repository),
         },
     )

@@ -39,6 +39,11 @@ class ModelServerSettings(BaseSettings):
         description="a batch the cost model expects to take less than this runs on the event loop thread instead of "
         "a runtime thread (the hand-over costs more than such a batch); 0 = always on a runtime thread",
     )
+    grpc_front: Literal["auto", "compiled", "aio"] = Field(
+        "auto",
+        description="gRPC front: compiled (HTTP/2 and gRPC framing in Rust, `make grpcfront`), aio (grpc.aio), or "
+        "auto = compiled when built and TLS is off, else aio; compiled when not built stops start-up",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="asyncio event loop implementation")
     consume_model_events: bool = Field(False, description="load versions announced on flywheel.models")
     events_group: str = Field("", description="consumer group for flywheel.models; empty = unique per process")

@@ -118,7 +118,7 @@ def _parser(handler: grpc.RpcMethodHandler) -> Callable[[bytes], Any] | None:
     return handler.request_deserializer
 
 
-def _invalid(deserialize: Callable[[bytes], Any], raw: bytes) -> tuple[Any, str]:
+def parse_message(deserialize: Callable[[bytes], Any], raw: bytes) -> tuple[Any, str]:
     try:
         return deserialize(raw), ""
     except (DecodeError, ValueError) as exc:
@@ -154,7 +154,7 @@ class StrictParsing(grpc.ServerInterceptor):
         inner = _behavior(handler)
 
         def parsed(raw: bytes, context: grpc.ServicerContext) -> Any:
-            request, problem = _invalid(deserialize, raw)
+            request, problem = parse_message(deserialize, raw)
             if problem:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             return request
@@ -183,7 +183,7 @@ class AioStrictParsing(grpc.aio.ServerInterceptor):
         inner = _behavior(handler)
 
         async def behavior(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            request, problem = _invalid(deserialize, raw)
+            request, problem = parse_message(deserialize, raw)
             if problem:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
             return await inner(request, context)

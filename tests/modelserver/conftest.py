@@ -7,6 +7,7 @@ import the server's generated code: the server always runs as a subprocess.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from services.devstack.ports import free_port
 from services.transportkit.auth import authenticated_channel
 from tests.modelserver.artifacts import write_onnx_model, write_torchscript_model
 from tests.support.credentials import operator, operator_token, service_env
+from tests.support.required import unavailable
 from tests.support.waiting import wait_until
 
 
@@ -119,9 +121,31 @@ def running_server(repo: Path, log_dir: Path, **settings: object) -> Iterator[Se
         assert code == 0, f"model server exited with {code} on SIGTERM"
 
 
+FRONTS = ("compiled", "aio")
+
+
+def compiled_front_built() -> bool:
+    """Whether `make grpcfront` put the compiled gRPC front into the package (found, not imported)."""
+    return importlib.util.find_spec("services.modelserver._grpcfront") is not None
+
+
+def require_front(front: str) -> str:
+    """`front`, when this checkout can run it: the compiled one needs `make grpcfront` (a failure in CI)."""
+    if front == "compiled" and not compiled_front_built():
+        unavailable("the compiled gRPC front is not built: run `make grpcfront` (needs cargo)")
+    return front
+
+
+@pytest.fixture(scope="module", params=FRONTS)
+def grpc_front(request: pytest.FixtureRequest) -> str:
+    """Each gRPC test runs against both fronts; FLYWHEEL_MODELSERVER_GRPC_FRONT is what the server gets."""
+    return require_front(request.param)
+
+
 @pytest.fixture(scope="module")
-def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """digits v1+v2 (latest 3), a TorchScript model, and two version policies over versions 1..3."""
+def model_repo(tmp_path_factory: pytest.TempPathFactory, grpc_front: str) -> Path:
+    """digits v1+v2 (latest 3), a TorchScript model, and two version policies over versions 1..3; one per
+    front, since tests change what the repository holds (load/unload, a broken model)."""
     repo = tmp_path_factory.mktemp("models")
     write_onnx_model(repo, "digits", [1, 2], num_versions=3)
     write_torchscript_model(repo, "digits_ts")
@@ -133,6 +157,7 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(model_repo, tmp_path_factory.mktemp("logs"), max_request_bytes=65536) as s:
+def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory, grpc_front: str) -> Iterator[Server]:
+    logs = tmp_path_factory.mktemp("logs")
+    with running_server(model_repo, logs, max_request_bytes=65536, grpc_front=grpc_front) as s:
         yield s

@@ -31,7 +31,7 @@ BODY = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "d
 
 
 @pytest.fixture(scope="module")
-def stalled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def stalled(tmp_path_factory: pytest.TempPathFactory, grpc_front: str) -> Iterator[Server]:
     """ "slow" batches adaptively; "slowone" has no dynamic_batching: one request per execution, so a
     queue of them holds a request back for several executions."""
     repo = tmp_path_factory.mktemp("models")
@@ -39,7 +39,7 @@ def stalled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     write_onnx_model(repo, "slowone", [1], slow=True)
     config = repo / "slowone" / "config.pbtxt"
     config.write_text(config.read_text().replace("dynamic_batching {}\n", ""))
-    with running_server(repo, tmp_path_factory.mktemp("logs"), default_slo_ms=SLO_MS) as server:
+    with running_server(repo, tmp_path_factory.mktemp("logs"), default_slo_ms=SLO_MS, grpc_front=grpc_front) as server:
         yield server
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
+import pytest
 from tritonclient.utils import InferenceServerException
 
 from services.devstack.brokers import Broker
@@ -18,7 +19,7 @@ from services.events.codec import decode, new_meta
 from services.events.topics import DEADLETTER, MODELS
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from tests.modelserver.artifacts import add_onnx_version, expected_probabilities, write_onnx_model
-from tests.modelserver.conftest import Server, running_server
+from tests.modelserver.conftest import FRONTS, Server, require_front, running_server
 from tests.modelserver.triton_grpc import service_pb2, service_pb2_grpc, tgrpc
 from tests.support.kafka_reader import read_topic
 from tests.support.waiting import wait_until
@@ -36,10 +37,12 @@ def _infer(client: tgrpc.InferenceServerClient, model: str, x: np.ndarray) -> tg
     return client.infer(model, [i], client_timeout=60)
 
 
-def test_full_queue_is_refused_with_a_retry_hint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front", FRONTS)
+def test_full_queue_is_refused_with_a_retry_hint(tmp_path: Path, front: str) -> None:
     repo = tmp_path / "models"
     write_onnx_model(repo, "slow", [1], slow=True)  # ~1 GFLOP per execution, one instance
-    with running_server(repo, tmp_path, queue_bound=1, default_slo_ms=LONG_SLO_MS, batching="off") as server:
+    settings = {"queue_bound": 1, "default_slo_ms": LONG_SLO_MS, "batching": "off", "grpc_front": require_front(front)}
+    with running_server(repo, tmp_path, **settings) as server:
         clients = 16
         barrier = threading.Barrier(clients)
         body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 64], "data": [0.5] * 64}]}

@@ -1,9 +1,10 @@
-"""KServe v2 gRPC (`inference.GRPCInferenceService`) on grpc.aio, plus Triton's config and statistics RPCs."""
+"""KServe v2 gRPC (`inference.GRPCInferenceService`), plus Triton's config and statistics RPCs: the servicer, and
+the front that serves it (grpc.aio, or the compiled one of transport/compiled.py; both run transport/dispatch.py)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,11 +14,13 @@ from services.genproto.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from services.modelserver.dataplane import DataPlane
 from services.modelserver.metrics import Duration
 from services.modelserver.served import ServedVersion
+from services.modelserver.transport.dispatch import AioDispatch, model_server_dispatch
 from services.modelserver.transport.status import ERRORS
 from services.oip import grpc_codec
 from services.telemetry import request_id_var, valid_request_id
-from services.transportkit.auth import AioGrpcCallerCheck, TrustedCallers
-from services.transportkit.grpc import AioStrictParsing, guarded_aio
+from services.transportkit.auth import TrustedCallers
+from services.transportkit.grpc import guarded_aio
+from services.transportkit.tls import Tls
 
 log = logging.getLogger(__name__)
 guarded = guarded_aio(ERRORS)
@@ -127,15 +130,49 @@ def stats_message(served: ServedVersion) -> pb.ModelStatistics:
     )
 
 
-def build_grpc_server(
-    dataplane: DataPlane, max_request_bytes: int, callers: TrustedCallers
-) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """The gRPC server: every RPC but health needs a trusted caller's credential."""
-    # Accept messages well over the per-tensor limit so an oversize tensor is answered
-    # INVALID_ARGUMENT naming the input, rather than a transport-level refusal.
-    limit = 4 * max_request_bytes + (1 << 20)
+def message_limit(max_request_bytes: int) -> int:
+    """The largest message either front takes or sends: well over the per-tensor limit, so an oversize
+    tensor is answered INVALID_ARGUMENT naming the input rather than refused by the transport."""
+    return 4 * max_request_bytes + (1 << 20)
+
+
+class GrpcFront(Protocol):
+    port: int
+
+    async def stop(self, grace_s: float) -> None: ...
+
+
+class AioFront:
+    """The grpc.aio server, running the shared dispatch through one generic handler."""
+
+    def __init__(self, server: grpc.aio.Server, port: int) -> None:
+        self._server = server
+        self.port = port
+
+    async def stop(self, grace_s: float) -> None:
+        await self._server.stop(grace_s)
+
+
+async def start_grpc_front(
+    kind: str,
+    dataplane: DataPlane,
+    max_request_bytes: int,
+    callers: TrustedCallers,
+    tls: Tls,
+    address: tuple[str, int],
+) -> tuple[GrpcFront, health.aio.HealthServicer]:
+    """The gRPC front `kind` ("aio" or "compiled", see compiled.choose_front) serving on `address`: every
+    RPC but health needs a trusted caller's credential, checked by the one dispatch both fronts share."""
+    health_servicer = health.aio.HealthServicer()
+    dispatch = model_server_dispatch(InferenceServicer(dataplane, max_request_bytes), health_servicer, callers)
+    limit = message_limit(max_request_bytes)
+    host, port = address
+    if kind == "compiled":
+        from services.modelserver.transport.compiled import CompiledFront
+
+        return CompiledFront(dispatch, host, port, limit), health_servicer
     server = grpc.aio.server(
-        interceptors=[AioGrpcCallerCheck(callers), AioStrictParsing()],
+        handlers=[AioDispatch(dispatch)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -143,10 +180,11 @@ def build_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, max_request_bytes), server)
-    health_servicer = health.aio.HealthServicer()
+    # Health's Watch (a stream) stays with the stock servicer; Check runs through the dispatch too.
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    return server, health_servicer
+    bound = tls.add_port(server, f"{host}:{port}")
+    await server.start()
+    return AioFront(server, bound), health_servicer
 
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
