@@ -12,6 +12,8 @@ KAFKA_LIBS := .tools/kafka/libs/.done
 # into the Python package. Without cargo the model server runs grpc.aio (FLYWHEEL_MODELSERVER_GRPC_FRONT=auto).
 GRPCFRONT_DIR := services/modelserver/grpcfront
 GRPCFRONT_SO := services/modelserver/_grpcfront.abi3.so
+# rustup installs cargo under ~/.cargo/bin, which a non-login shell may not have on PATH.
+CARGO := $(or $(shell command -v cargo),$(wildcard $(HOME)/.cargo/bin/cargo))
 
 .PHONY: setup grpcfront demo test test-fast lint protos protos-check bench bench-kafka bench-train loadtest kafka-jars clean up down status fuzz
 
@@ -47,9 +49,9 @@ s3-server:
 grpcfront: $(GRPCFRONT_SO)
 
 $(GRPCFRONT_SO): $(GRPCFRONT_DIR)/Cargo.toml $(GRPCFRONT_DIR)/Cargo.lock $(GRPCFRONT_DIR)/src/lib.rs
-	@if command -v cargo >/dev/null; then \
+	@if [ -n "$(CARGO)" ]; then \
 	  start=$$(date +%s); \
-	  cargo build --release --locked -q --manifest-path $(GRPCFRONT_DIR)/Cargo.toml --target-dir build/grpcfront \
+	  $(CARGO) build --release --locked -q --manifest-path $(GRPCFRONT_DIR)/Cargo.toml --target-dir build/grpcfront \
 	    && cp build/grpcfront/release/lib_grpcfront.so $(GRPCFRONT_SO).tmp \
 	    && mv -f $(GRPCFRONT_SO).tmp $(GRPCFRONT_SO) \
 	    && echo "grpcfront built in $$(( $$(date +%s) - start )) s"; \
