@@ -18,6 +18,33 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- if .Values.secrets.create -}}{{ include "flywheel.fullname" . }}-secrets{{- else -}}{{ required "secrets.existingSecret is required when secrets.create is false" .Values.secrets.existingSecret }}{{- end -}}
 {{- end -}}
 
+{{/* A Service's ports: each of the service's ports by its role, and Triton's metrics port. */}}
+{{- define "flywheel.servicePorts" -}}
+{{- range $role, $port := .svc.ports }}
+- name: {{ $role }}
+  port: {{ $port }}
+  targetPort: {{ $role }}
+  protocol: TCP
+{{- end }}
+{{- if and (eq .name "modelserver") (eq .svc.engine "triton") }}
+- name: metrics
+  port: 8002
+  targetPort: metrics
+  protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{/* How the gateway finds the model servers (services.gateway.modelserverDiscovery): headless | service. */}}
+{{- define "flywheel.modelserverDiscovery" -}}
+{{- .Values.services.gateway.modelserverDiscovery | default "headless" -}}
+{{- end -}}
+
+{{/* The model server's address for the gateway: the headless Service (every Ready pod) or the ClusterIP one. */}}
+{{- define "flywheel.modelserverAddr" -}}
+{{- $suffix := ternary "-pods" "" (eq (include "flywheel.modelserverDiscovery" .) "headless") -}}
+{{ include "flywheel.fullname" . }}-modelserver{{ $suffix }}:{{ .Values.services.modelserver.ports.http }}
+{{- end -}}
+
 {{- define "flywheel.kafkaBootstrap" -}}
 {{- if .Values.kafka.strimzi.enabled -}}{{ include "flywheel.fullname" . }}-kafka-kafka-bootstrap:9092{{- else -}}{{ .Values.kafka.bootstrapServers }}{{- end -}}
 {{- end -}}
