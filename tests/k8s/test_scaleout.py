@@ -242,11 +242,11 @@ def test_gateway_balances_over_every_model_server_replica(cluster: str) -> None:
                 with step(f"phase 1: {REQUESTS} predictions over 2 replicas"):
                     before = upstream_counts(gateway)
                     failed = client.send(REQUESTS)
-                    one = split(before, upstream_counts(gateway), two)
-                    print(f"    phase 1 split: {one} (failed: {len(failed)})")
+                    phase1 = split(before, upstream_counts(gateway), two)
+                    print(f"    phase 1 split: {phase1} (failed: {len(failed)})")
                     assert not failed, failed[:5]
-                    assert sum(one.values()) >= REQUESTS, one
-                    assert all(120 <= n <= 180 for n in one.values()), one
+                    assert sum(phase1.values()) >= REQUESTS, phase1
+                    assert all(120 <= n <= 180 for n in phase1.values()), phase1
 
                 with step("scale to 3: the new pod Ready, then resolved by the gateway"):
                     t0 = time.monotonic()
@@ -261,11 +261,11 @@ def test_gateway_balances_over_every_model_server_replica(cluster: str) -> None:
                 with step(f"phase 2: {REQUESTS} predictions over 3 replicas"):
                     before = upstream_counts(gateway)
                     failed = client.send(REQUESTS)
-                    two_split = split(before, upstream_counts(gateway), three)
-                    print(f"    phase 2 split: {two_split} (failed: {len(failed)})")
+                    phase2 = split(before, upstream_counts(gateway), three)
+                    print(f"    phase 2 split: {phase2} (failed: {len(failed)})")
                     assert not failed, failed[:5]
-                    assert sum(two_split.values()) >= REQUESTS, two_split
-                    assert all(70 <= n <= 130 for n in two_split.values()), two_split
+                    assert sum(phase2.values()) >= REQUESTS, phase2
+                    assert all(70 <= n <= 130 for n in phase2.values()), phase2
 
                 with step("scale back to 2 under load: no request fails"):
                     ok, failures, stop = [0], [], threading.Event()
