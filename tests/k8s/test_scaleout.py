@@ -63,6 +63,7 @@ SETTINGS = [
 MODEL = "flywheel-smoke"  # charts/flywheel/files/smoke_test.py's model: 64 features in, 10 classes out
 FEATURES = 64
 REQUESTS = 300
+PACE_S = 0.03  # phase 3's pause between a thread's requests
 CLIENTS = 4  # requests in flight at once: the gateway picks the address with the fewest outstanding
 # How long the gateway may take to see a change of pods: its re-resolution (5 s) plus CoreDNS's
 # answer cache (the local cluster's Corefile: ttl 30 and cache 30).
@@ -271,7 +272,9 @@ def test_gateway_balances_over_every_model_server_replica(cluster: str) -> None:
                     ok, failures, stop = [0], [], threading.Event()
 
                     def load() -> None:
-                        while not stop.is_set():
+                        # Paced under the release key's rate limit (the gateway's default 100/s per key):
+                        # two threads at most ~33/s each; a 429 here would be the limit, not the scale-down.
+                        while not stop.wait(PACE_S):
                             why = client.predict()
                             if why:
                                 failures.append(why)
