@@ -40,7 +40,7 @@ from services.gateway.transport.rest import build_asgi
 from services.storage import Database, migrate
 from services.telemetry import Readiness
 from services.transportkit import bootstrap
-from services.transportkit.drain import Drain, drain_http, remaining
+from services.transportkit.drain import Drain, GrpcActivity, drain_http, remaining
 from services.transportkit.listener import http_listener
 
 log = logging.getLogger("services.gateway")
@@ -183,15 +183,14 @@ async def serve(
         )
         readiness.add("model_events", consume.healthy)
 
-    grpc_server, health = build_grpc_server(gateway, guard, settings.max_request_bytes)
+    drain = Drain(build_asgi(gateway, guard, readiness, settings.max_request_bytes))
+    readiness.add("draining", lambda: (not drain.draining, "draining" if drain.draining else "serving"))
+    grpc_server, health = build_grpc_server(gateway, guard, settings.max_request_bytes, [GrpcActivity(drain)])
     grpc_port = security.tls.add_port(grpc_server, f"{settings.host}:{settings.grpc_port}")
     await grpc_server.start()
     await health.set("", SERVING)
 
     sock = http_listener(settings.host, settings.http_port)
-    app = build_asgi(gateway, guard, readiness, settings.max_request_bytes)
-    drain = Drain(app)
-    readiness.add("draining", lambda: (not drain.draining, "draining" if drain.draining else "serving"))
     http, http_task = bootstrap.uvicorn_server(drain, sock, security.tls)
     log.info(
         "listening",

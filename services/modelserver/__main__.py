@@ -27,7 +27,7 @@ from services.modelserver.transport.grpc import NOT_SERVING, SERVING, build_grpc
 from services.modelserver.transport.rest import build_asgi
 from services.telemetry import Readiness
 from services.transportkit import bootstrap
-from services.transportkit.drain import Drain, drain_http, remaining
+from services.transportkit.drain import Drain, GrpcActivity, drain_http, remaining
 from services.transportkit.listener import http_listener
 
 log = logging.getLogger("services.modelserver")
@@ -75,14 +75,16 @@ async def serve(
     readiness = Readiness()
     readiness.add("models", dataplane.readiness)
 
-    grpc_server, health = build_grpc_server(dataplane, settings.max_request_bytes, security.callers)
+    app = build_asgi(dataplane, readiness, settings.max_request_bytes, security.callers)
+    drain = Drain(app)
+    grpc_server, health = build_grpc_server(
+        dataplane, settings.max_request_bytes, security.callers, [GrpcActivity(drain)]
+    )
     grpc_port = security.tls.add_port(grpc_server, f"{settings.host}:{settings.grpc_port}")
     await grpc_server.start()
     await health.set("", NOT_SERVING)
 
     sock = http_listener(settings.host, settings.http_port)
-    app = build_asgi(dataplane, readiness, settings.max_request_bytes, security.callers)
-    drain = Drain(app)
     http, http_task = bootstrap.uvicorn_server(drain, sock, security.tls)
     log.info(
         "listening",

@@ -6,11 +6,12 @@ connection sees it closed with no answer, and a server that answers 503 while st
 the caller's circuit breaker. So a service drains in three steps instead:
 
 1. `Drain.start()`: readiness goes 503 (the caller's job) while requests go on being served
-   normally, on the connections they came on and on new ones; every response from then on
-   carries `Connection: close`, so each client drops its connection after the answer it got
+   normally, on the connections they came on and on new ones; every request from then on is
+   answered with `Connection: close`, so each client drops its connection after the answer it got
    rather than find it gone under its next request.
-2. `Drain.settle()` waits until no connection is left open, or no request is in flight and
-   none arrived for `quiet_s` (the clients have gone elsewhere), or the drain time is spent.
+2. `Drain.settle()` waits until no HTTP request is in flight and none, nor any gRPC call
+   (`GrpcActivity`), arrived for `quiet_s` (the clients have gone elsewhere), or the drain time
+   is spent.
 3. uvicorn stops with what is left of the drain time for the requests still in flight.
 
 `drain_http` runs steps 1-3 for a server made by `bootstrap.uvicorn_server`; a gRPC server beside it
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 import uvicorn
 
 from services.transportkit.rest import ASGIApp, Receive, Scope, Send
@@ -51,15 +54,19 @@ class Drain:
             return
         self.in_flight += 1
         self.last_request = time.monotonic()
-
-        async def closing(message: dict[str, Any]) -> None:
-            # Checked per response, not per request: one in flight when the drain starts closes too.
-            if self.draining and message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await send(message)
-
         try:
+            if not self.draining:
+                # The hot path stays bare: a response begun before the drain may keep its connection,
+                # whose next request is then answered with `Connection: close`.
+                await self.app(scope, receive, send)
+                return
+
+            async def closing(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
+                await send(message)
+
             await self.app(scope, receive, closing)
         finally:
             self.in_flight -= 1
@@ -67,19 +74,33 @@ class Drain:
     def quiet(self, quiet_s: float) -> bool:
         return self.in_flight == 0 and time.monotonic() - self.last_request >= quiet_s
 
-    async def settle(self, server: uvicorn.Server, until: float, quiet_s: float = QUIET_S) -> None:
-        """Wait (monotonic deadline `until`) for no open connection, or quiet, whichever comes first."""
-        while time.monotonic() < until:
-            if not server.server_state.connections or self.quiet(quiet_s):
-                return
+    async def settle(self, until: float, quiet_s: float = QUIET_S) -> None:
+        """Wait (monotonic deadline `until`) for quiet. Not for the connections to close: a client may
+        keep one open, idle, for as long as it likes, and gRPC calls come on none of them."""
+        while time.monotonic() < until and not self.quiet(quiet_s):
             await asyncio.sleep(_POLL_S)
+
+
+class GrpcActivity(grpc.aio.ServerInterceptor):
+    """A grpc.aio server's calls count as activity for `drain` (the gRPC server stops after the quiet)."""
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        self._drain.last_request = time.monotonic()
+        return await continuation(details)
 
 
 async def drain_http(server: uvicorn.Server, drain: Drain, until: float, quiet_s: float = QUIET_S) -> None:
     """Steps 1-3 for `server` (serving `drain`'s app) within the monotonic deadline `until`; then await the
     server's task for its end (the caller stops its gRPC server beside it with `remaining(until)`)."""
     drain.start()
-    await drain.settle(server, until, quiet_s)
+    await drain.settle(until, quiet_s)
     # What is left of the drain time bounds the requests still running; uvicorn cancels them after it.
     server.config.timeout_graceful_shutdown = max(remaining(until), 0.1)
     server.should_exit = True
