@@ -16,6 +16,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
 import httptools
 
@@ -62,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self.open = False
+        self.received = False  # a byte of the answer to the current request has arrived
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,6 +78,7 @@ class _Connection(asyncio.Protocol):
         self._fail(NotReached(f"connection closed{f': {exc}' if exc else ''}"))
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -108,6 +111,7 @@ class _Connection(asyncio.Protocol):
         if self._transport is None or self._waiter is not None:
             raise NotReached("connection not ready for a request")
         self._waiter = asyncio.get_running_loop().create_future()
+        self.received = False
         self._transport.writelines((head, body))
         return await self._waiter
 
@@ -131,10 +135,11 @@ class Http1Pool:
         max_response_bytes: int = 64 << 20,
         tls: ssl.SSLContext | None = None,
         connect_addr: str | None = None,
+        on_resend: Callable[[], None] | None = None,
     ) -> None:
         """`tls`: talk TLS, verifying the server with this context (None: plaintext); `connect_addr`:
         the IP:port to connect to when it is not `addr` (one replica behind a name: `Host` and the TLS
-        server name stay `addr`'s host)."""
+        server name stay `addr`'s host); `on_resend`: called for each request sent again (see `send`)."""
         if not _VALUE.fullmatch(addr):
             raise UnsafeHeader(f"address {addr!r} is not a visible ASCII host:port")
         host, _, port = addr.rpartition(":")
@@ -148,14 +153,19 @@ class Http1Pool:
         self._max_response = max_response_bytes
         self._tls = tls
         self._idle: list[tuple[float, _Connection]] = []
+        self._on_resend = on_resend
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self) -> tuple[_Connection, bool]:
+        """A connection for one request, and whether it is a kept-alive one (used before)."""
         now = time.monotonic()
         while self._idle:
             since, conn = self._idle.pop()
             if conn.open and now - since < KEEPALIVE_S:
-                return conn
+                return conn, True
             conn.close()
+        return await self._open(), False
+
+    async def _open(self) -> _Connection:
         try:
             _, conn = await asyncio.get_running_loop().create_connection(
                 lambda: _Connection(self._max_response),
@@ -169,12 +179,30 @@ class Http1Pool:
         return conn
 
     async def send(self, method: str, target: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Answer:
-        """(status, lower-case headers, body); NotReached, UnsafeHeader or TimeoutError otherwise."""
+        """(status, lower-case headers, body); NotReached, UnsafeHeader or TimeoutError otherwise.
+
+        A kept-alive connection the server closed as the request went out (a server draining or
+        restarting closes idle ones; the close crosses the request on the wire) fails with no byte of
+        an answer: the server did not take the request, so it goes once more on a new connection. Never
+        after a byte arrived (the server took it), never twice, never for a connection just opened.
+        """
         head = request_head(method, target, self._host_header, len(body), headers)
         async with asyncio.timeout(timeout_s):
-            conn = await self._connection()
+            conn, reused = await self._connection()
             try:
                 answer = await conn.request(head, body)
+            except NotReached:
+                conn.close()
+                if not reused or conn.received:
+                    raise
+                if self._on_resend is not None:
+                    self._on_resend()
+                conn = await self._open()
+                try:
+                    answer = await conn.request(head, body)
+                except BaseException:
+                    conn.close()
+                    raise
             except BaseException:
                 conn.close()  # an answer may still come on it: never reuse
                 raise

@@ -44,7 +44,7 @@ from services.gateway.errors import (
     RequestTooLarge,
 )
 from services.gateway.http1 import Answer, Http1Pool, NotReached, UnsafeHeader
-from services.gateway.metrics import RETRIES
+from services.gateway.metrics import RETRIES, UPSTREAM_RESENDS
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.oip import rest_codec
 from services.oip.errors import ProtocolError
@@ -122,7 +122,8 @@ class ModelServerClient:
         self.addr = addr
 
         def pool(connect: str) -> Http1Pool:  # one keep-alive pool per address; Host and TLS name stay `addr`
-            return Http1Pool(addr, max_response_bytes, tls, None if connect == addr else connect)
+            resent = UPSTREAM_RESENDS.labels(connect)  # label: an address the lookup returned (endpoints.py)
+            return Http1Pool(addr, max_response_bytes, tls, None if connect == addr else connect, resent.inc)
 
         self.endpoints: Endpoints[Http1Pool] = Endpoints(addr, pool, resolve, refresh_s, eject_s)
         self._credential = {"authorization": f"Bearer {token}"} if token else {}

@@ -42,4 +42,9 @@ class ModelServerSettings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="asyncio event loop implementation")
     consume_model_events: bool = Field(False, description="load versions announced on flywheel.models")
     events_group: str = Field("", description="consumer group for flywheel.models; empty = unique per process")
-    drain_timeout_s: float = Field(20.0, gt=0, description="how long SIGTERM waits for in-flight requests")
+    drain_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="the most SIGTERM to exit takes: unready, answering with Connection: close, then finishing "
+        "in-flight requests (HTTP and gRPC)",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -128,14 +129,17 @@ def stats_message(served: ServedVersion) -> pb.ModelStatistics:
 
 
 def build_grpc_server(
-    dataplane: DataPlane, max_request_bytes: int, callers: TrustedCallers
+    dataplane: DataPlane,
+    max_request_bytes: int,
+    callers: TrustedCallers,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """The gRPC server: every RPC but health needs a trusted caller's credential."""
+    """The gRPC server: every RPC but health needs a trusted caller's credential; `interceptors` run first."""
     # Accept messages well over the per-tensor limit so an oversize tensor is answered
     # INVALID_ARGUMENT naming the input, rather than a transport-level refusal.
     limit = 4 * max_request_bytes + (1 << 20)
     server = grpc.aio.server(
-        interceptors=[AioGrpcCallerCheck(callers), AioStrictParsing()],
+        interceptors=[*interceptors, AioGrpcCallerCheck(callers), AioStrictParsing()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
