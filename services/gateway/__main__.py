@@ -136,6 +136,7 @@ async def serve(
         resolve=_resolver(settings),
         refresh_s=settings.modelserver_resolve_s,
         eject_s=settings.modelserver_eject_s,
+        connect_timeout_s=settings.modelserver_connect_timeout_s,
     )
     watch = CanaryWatch(
         Thresholds(

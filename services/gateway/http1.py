@@ -20,6 +20,11 @@ from collections.abc import Callable
 
 import httptools
 
+# A replica's address can outlive its pod in DNS answers (CoreDNS caches them for up to 30 s): a
+# connect to it then hangs rather than being refused. Not open by this, the address counts as not
+# reached (ejected, the retry goes to another) instead of using up the request's whole deadline; a
+# connect inside a cluster takes well under a millisecond.
+CONNECT_TIMEOUT_S = 0.5
 # Below uvicorn's 5 s keep-alive, so the gateway drops an idle connection before the server does.
 KEEPALIVE_S = 4.0
 # A header name is an RFC 9110 token; a value is visible ASCII with inner spaces; a target has no space.
@@ -136,10 +141,12 @@ class Http1Pool:
         tls: ssl.SSLContext | None = None,
         connect_addr: str | None = None,
         on_resend: Callable[[], None] | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         """`tls`: talk TLS, verifying the server with this context (None: plaintext); `connect_addr`:
         the IP:port to connect to when it is not `addr` (one replica behind a name: `Host` and the TLS
-        server name stay `addr`'s host); `on_resend`: called for each request sent again (see `send`)."""
+        server name stay `addr`'s host); `on_resend`: called for each request sent again (see `send`);
+        `connect_timeout_s`: a connection not open by then is NotReached (see CONNECT_TIMEOUT_S)."""
         if not _VALUE.fullmatch(addr):
             raise UnsafeHeader(f"address {addr!r} is not a visible ASCII host:port")
         host, _, port = addr.rpartition(":")
@@ -154,6 +161,7 @@ class Http1Pool:
         self._tls = tls
         self._idle: list[tuple[float, _Connection]] = []
         self._on_resend = on_resend
+        self._connect_timeout_s = connect_timeout_s
 
     async def _connection(self) -> tuple[_Connection, bool]:
         """A connection for one request, and whether it is a kept-alive one (used before)."""
@@ -167,13 +175,18 @@ class Http1Pool:
 
     async def _open(self) -> _Connection:
         try:
-            _, conn = await asyncio.get_running_loop().create_connection(
-                lambda: _Connection(self._max_response),
-                self._host,
-                self._port,
-                ssl=self._tls,
-                server_hostname=self._server_name if self._tls is not None else None,
-            )
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await asyncio.get_running_loop().create_connection(
+                    lambda: _Connection(self._max_response),
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._server_name if self._tls is not None else None,
+                )
+        except TimeoutError:
+            # Only this block's own limit lands here: the request's deadline (the caller's timeout
+            # around it) cancels this task instead, and stays a TimeoutError out there.
+            raise NotReached(f"no connection within {self._connect_timeout_s:g} s") from None
         except OSError as exc:
             raise NotReached(str(exc) or type(exc).__name__) from None
         return conn

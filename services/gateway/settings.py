@@ -26,6 +26,12 @@ class GatewaySettings(BaseSettings):
     modelserver_eject_s: float = Field(
         10.0, gt=0, description="how long a replica not reached or answering 503 gets no traffic"
     )
+    modelserver_connect_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        le=30,
+        description="model-server connect limit: an address not open by then is ejected, the retry goes on",
+    )
     modelserver_test_addrs: str = Field(
         "",
         description="TEST ONLY: comma-separated IP:port the model server's name resolves to instead of DNS "
