@@ -14,6 +14,7 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 from services.config import CommonSettings, ConfigError
@@ -39,6 +40,7 @@ from services.gateway.transport.rest import build_asgi
 from services.storage import Database, migrate
 from services.telemetry import Readiness
 from services.transportkit import bootstrap
+from services.transportkit.drain import Drain, GrpcActivity, drain_http, remaining
 from services.transportkit.listener import http_listener
 
 log = logging.getLogger("services.gateway")
@@ -134,6 +136,7 @@ async def serve(
         resolve=_resolver(settings),
         refresh_s=settings.modelserver_resolve_s,
         eject_s=settings.modelserver_eject_s,
+        connect_timeout_s=settings.modelserver_connect_timeout_s,
     )
     watch = CanaryWatch(
         Thresholds(
@@ -181,14 +184,15 @@ async def serve(
         )
         readiness.add("model_events", consume.healthy)
 
-    grpc_server, health = build_grpc_server(gateway, guard, settings.max_request_bytes)
+    drain = Drain(build_asgi(gateway, guard, readiness, settings.max_request_bytes))
+    readiness.add("draining", lambda: (not drain.draining, "draining" if drain.draining else "serving"))
+    grpc_server, health = build_grpc_server(gateway, guard, settings.max_request_bytes, [GrpcActivity(drain)])
     grpc_port = security.tls.add_port(grpc_server, f"{settings.host}:{settings.grpc_port}")
     await grpc_server.start()
     await health.set("", SERVING)
 
     sock = http_listener(settings.host, settings.http_port)
-    app = build_asgi(gateway, guard, readiness, settings.max_request_bytes)
-    http, http_task = bootstrap.uvicorn_server(app, sock, security.tls)
+    http, http_task = bootstrap.uvicorn_server(drain, sock, security.tls)
     log.info(
         "listening",
         extra={
@@ -201,10 +205,12 @@ async def serve(
 
     await asyncio.to_thread(stop.wait)
     log.info("draining")
+    until = time.monotonic() + settings.drain_timeout_s
+    # Unready but still serving, answers with Connection: close, then stop (transportkit/drain.py).
     await health.set("", NOT_SERVING)
-    http.should_exit = True
-    await asyncio.gather(grpc_server.stop(settings.drain_timeout_s), http_task)
-    await gateway.drain(settings.drain_timeout_s)
+    await drain_http(http, drain, until)
+    await asyncio.gather(grpc_server.stop(remaining(until)), http_task)
+    await gateway.drain(max(remaining(until), 1.0))
     stop_async.set()
     await watcher
     events_stop.set()

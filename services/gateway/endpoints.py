@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, Protocol, TypeVar
 
-from services.gateway.metrics import UPSTREAM_EJECTIONS, UPSTREAM_OUTSTANDING, UPSTREAM_REQUESTS
+from services.gateway.metrics import UPSTREAM_EJECTIONS, UPSTREAM_OUTSTANDING, UPSTREAM_REQUESTS, UPSTREAM_RESENDS
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class Endpoints(Generic[P]):
         log.info("model server addresses", extra={"target": self.target, "addrs": wanted})
 
     def _retire(self, endpoint: Endpoint[P]) -> None:
-        for metric in (UPSTREAM_REQUESTS, UPSTREAM_OUTSTANDING, UPSTREAM_EJECTIONS):
+        for metric in (UPSTREAM_REQUESTS, UPSTREAM_OUTSTANDING, UPSTREAM_EJECTIONS, UPSTREAM_RESENDS):
             try:
                 metric.remove(endpoint.label)
             except KeyError:  # no sample was ever made for it

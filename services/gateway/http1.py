@@ -16,9 +16,15 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 
 import httptools
 
+# A replica's address can outlive its pod in DNS answers (CoreDNS caches them for up to 30 s): a
+# connect to it then hangs rather than being refused. Not open by this, the address counts as not
+# reached (ejected, the retry goes to another) instead of using up the request's whole deadline; a
+# connect inside a cluster takes well under a millisecond.
+CONNECT_TIMEOUT_S = 0.5
 # Below uvicorn's 5 s keep-alive, so the gateway drops an idle connection before the server does.
 KEEPALIVE_S = 4.0
 # A header name is an RFC 9110 token; a value is visible ASCII with inner spaces; a target has no space.
@@ -62,6 +68,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self.open = False
+        self.received = False  # a byte of the answer to the current request has arrived
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,6 +83,7 @@ class _Connection(asyncio.Protocol):
         self._fail(NotReached(f"connection closed{f': {exc}' if exc else ''}"))
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -108,6 +116,7 @@ class _Connection(asyncio.Protocol):
         if self._transport is None or self._waiter is not None:
             raise NotReached("connection not ready for a request")
         self._waiter = asyncio.get_running_loop().create_future()
+        self.received = False
         self._transport.writelines((head, body))
         return await self._waiter
 
@@ -131,10 +140,13 @@ class Http1Pool:
         max_response_bytes: int = 64 << 20,
         tls: ssl.SSLContext | None = None,
         connect_addr: str | None = None,
+        on_resend: Callable[[], None] | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         """`tls`: talk TLS, verifying the server with this context (None: plaintext); `connect_addr`:
         the IP:port to connect to when it is not `addr` (one replica behind a name: `Host` and the TLS
-        server name stay `addr`'s host)."""
+        server name stay `addr`'s host); `on_resend`: called for each request sent again (see `send`);
+        `connect_timeout_s`: a connection not open by then is NotReached (see CONNECT_TIMEOUT_S)."""
         if not _VALUE.fullmatch(addr):
             raise UnsafeHeader(f"address {addr!r} is not a visible ASCII host:port")
         host, _, port = addr.rpartition(":")
@@ -148,33 +160,62 @@ class Http1Pool:
         self._max_response = max_response_bytes
         self._tls = tls
         self._idle: list[tuple[float, _Connection]] = []
+        self._on_resend = on_resend
+        self._connect_timeout_s = connect_timeout_s
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self) -> tuple[_Connection, bool]:
+        """A connection for one request, and whether it is a kept-alive one (used before)."""
         now = time.monotonic()
         while self._idle:
             since, conn = self._idle.pop()
             if conn.open and now - since < KEEPALIVE_S:
-                return conn
+                return conn, True
             conn.close()
+        return await self._open(), False
+
+    async def _open(self) -> _Connection:
         try:
-            _, conn = await asyncio.get_running_loop().create_connection(
-                lambda: _Connection(self._max_response),
-                self._host,
-                self._port,
-                ssl=self._tls,
-                server_hostname=self._server_name if self._tls is not None else None,
-            )
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await asyncio.get_running_loop().create_connection(
+                    lambda: _Connection(self._max_response),
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._server_name if self._tls is not None else None,
+                )
+        except TimeoutError:
+            # Only this block's own limit lands here: the request's deadline (the caller's timeout
+            # around it) cancels this task instead, and stays a TimeoutError out there.
+            raise NotReached(f"no connection within {self._connect_timeout_s:g} s") from None
         except OSError as exc:
             raise NotReached(str(exc) or type(exc).__name__) from None
         return conn
 
     async def send(self, method: str, target: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Answer:
-        """(status, lower-case headers, body); NotReached, UnsafeHeader or TimeoutError otherwise."""
+        """(status, lower-case headers, body); NotReached, UnsafeHeader or TimeoutError otherwise.
+
+        A kept-alive connection the server closed as the request went out (a server draining or
+        restarting closes idle ones; the close crosses the request on the wire) fails with no byte of
+        an answer: the server did not take the request, so it goes once more on a new connection. Never
+        after a byte arrived (the server took it), never twice, never for a connection just opened.
+        """
         head = request_head(method, target, self._host_header, len(body), headers)
         async with asyncio.timeout(timeout_s):
-            conn = await self._connection()
+            conn, reused = await self._connection()
             try:
                 answer = await conn.request(head, body)
+            except NotReached:
+                conn.close()
+                if not reused or conn.received:
+                    raise
+                if self._on_resend is not None:
+                    self._on_resend()
+                conn = await self._open()
+                try:
+                    answer = await conn.request(head, body)
+                except BaseException:
+                    conn.close()
+                    raise
             except BaseException:
                 conn.close()  # an answer may still come on it: never reuse
                 raise

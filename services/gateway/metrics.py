@@ -35,3 +35,8 @@ UPSTREAM_OUTSTANDING = Gauge(
 UPSTREAM_EJECTIONS = Counter(
     "flywheel_gateway_upstream_ejections_total", "Times a model-server address was taken out of rotation", ["addr"]
 )
+UPSTREAM_RESENDS = Counter(
+    "flywheel_gateway_upstream_resends_total",
+    "Requests sent again on a new connection: the kept-alive one closed before any byte of an answer",
+    ["addr"],
+)

@@ -43,8 +43,8 @@ from services.gateway.errors import (
     ModelNotFound,
     RequestTooLarge,
 )
-from services.gateway.http1 import Answer, Http1Pool, NotReached, UnsafeHeader
-from services.gateway.metrics import RETRIES
+from services.gateway.http1 import CONNECT_TIMEOUT_S, Answer, Http1Pool, NotReached, UnsafeHeader
+from services.gateway.metrics import RETRIES, UPSTREAM_RESENDS
 from services.genproto.inference import grpc_predict_v2_pb2 as pb
 from services.oip import rest_codec
 from services.oip.errors import ProtocolError
@@ -115,14 +115,19 @@ class ModelServerClient:
         resolve: Resolver | None = dns_resolver,
         refresh_s: float = 5.0,
         eject_s: float = 10.0,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         """`token`: the gateway's service credential, sent with every call (the model server admits no
         caller without one); `tls`: verify the model server over TLS with this context; `resolve`,
-        `refresh_s`, `eject_s`: how `addr`'s replicas are found and balanced (endpoints.py)."""
+        `refresh_s`, `eject_s`: how `addr`'s replicas are found and balanced (endpoints.py);
+        `connect_timeout_s`: see http1.CONNECT_TIMEOUT_S."""
         self.addr = addr
 
         def pool(connect: str) -> Http1Pool:  # one keep-alive pool per address; Host and TLS name stay `addr`
-            return Http1Pool(addr, max_response_bytes, tls, None if connect == addr else connect)
+            resent = UPSTREAM_RESENDS.labels(connect)  # label: an address the lookup returned (endpoints.py)
+            return Http1Pool(
+                addr, max_response_bytes, tls, None if connect == addr else connect, resent.inc, connect_timeout_s
+            )
 
         self.endpoints: Endpoints[Http1Pool] = Endpoints(addr, pool, resolve, refresh_s, eject_s)
         self._credential = {"authorization": f"Bearer {token}"} if token else {}

@@ -26,6 +26,12 @@ class GatewaySettings(BaseSettings):
     modelserver_eject_s: float = Field(
         10.0, gt=0, description="how long a replica not reached or answering 503 gets no traffic"
     )
+    modelserver_connect_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        le=30,
+        description="model-server connect limit: an address not open by then is ejected, the retry goes on",
+    )
     modelserver_test_addrs: str = Field(
         "",
         description="TEST ONLY: comma-separated IP:port the model server's name resolves to instead of DNS "
@@ -68,4 +74,9 @@ class GatewaySettings(BaseSettings):
     rollback_max_error_rate: float = Field(0.2, ge=0, le=1, description="canary error rate that rolls it back")
     rollback_max_p99_ms: float = Field(1000.0, gt=0, description="canary p99 latency that rolls it back")
     event_loop: Literal["uvloop", "asyncio"] = Field("uvloop", description="asyncio event loop implementation")
-    drain_timeout_s: float = Field(10.0, gt=0, description="how long SIGTERM waits for in-flight requests")
+    drain_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="the most SIGTERM to exit takes: unready, answering with Connection: close, then finishing "
+        "in-flight requests (HTTP and gRPC)",
+    )

@@ -3,7 +3,8 @@ model repository, SLO-aware adaptive batching, hot swap.
 
 `python -m services.modelserver` (or `flywheel serve modelserver`). Settings → repository, served
 models, data plane → gRPC and HTTP servers on one event loop → load every model → serve until
-SIGTERM → stop taking requests, finish in-flight ones, exit 0.
+SIGTERM → unready, answer what still comes with `Connection: close`, finish in-flight requests, exit 0
+within the drain time (services/transportkit/drain.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gc
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 from services.config import CommonSettings, ConfigError
@@ -28,6 +30,7 @@ from services.modelserver.transport.rest import build_asgi
 from services.storage.s3 import S3Unavailable
 from services.telemetry import Readiness
 from services.transportkit import bootstrap
+from services.transportkit.drain import Drain, drain_http, remaining
 from services.transportkit.listener import http_listener
 
 log = logging.getLogger("services.modelserver")
@@ -93,6 +96,8 @@ async def serve(
     readiness = Readiness()
     readiness.add("models", dataplane.readiness)
 
+    app = build_asgi(dataplane, readiness, settings.max_request_bytes, security.callers)
+    drain = Drain(app)
     grpc_server, health = await start_grpc_front(
         front,
         dataplane,
@@ -100,13 +105,13 @@ async def serve(
         security.callers,
         security.tls,
         (settings.host, settings.grpc_port),
+        on_call=drain.note_request,  # gRPC calls keep the drain from settling, on either front
     )
     grpc_port = grpc_server.port
     await health.set("", NOT_SERVING)
 
     sock = http_listener(settings.host, settings.http_port)
-    app = build_asgi(dataplane, readiness, settings.max_request_bytes, security.callers)
-    http, http_task = bootstrap.uvicorn_server(app, sock, security.tls)
+    http, http_task = bootstrap.uvicorn_server(drain, sock, security.tls)
     log.info(
         "listening",
         extra={
@@ -150,17 +155,19 @@ async def serve(
 
     await asyncio.to_thread(stop.wait)
     log.info("draining")
+    until = time.monotonic() + settings.drain_timeout_s
+    # Unready (readiness 503, gRPC health NOT_SERVING) but still serving: see transportkit/drain.py.
     dataplane.stopping = True
     await dataplane.readiness_changed()
     events_stop.set()
     remote_stop.set()
+    # gRPC serves through the HTTP drain, then stops taking RPCs; in-flight ones (their batches) finish.
+    await drain_http(http, drain, until)
+    await asyncio.gather(grpc_server.stop(remaining(until)), http_task)
     if remote_task is not None:
         await remote_task
     if events_thread is not None:
-        await asyncio.to_thread(events_thread.join, settings.drain_timeout_s)
-    # Stop taking new RPCs and requests; in-flight ones finish (their batches still run).
-    http.should_exit = True
-    await asyncio.gather(grpc_server.stop(settings.drain_timeout_s), http_task)
+        await asyncio.to_thread(events_thread.join, max(remaining(until), 1.0))
     await models.close()
     log.info("stopped")
     return 0

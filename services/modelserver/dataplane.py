@@ -41,7 +41,7 @@ class DataPlane:
     def __init__(self, models: ServedModels) -> None:
         self.models = models
         self.started = False  # set once the start-up loads are done
-        self.stopping = False
+        self.stopping = False  # draining: unready, still serving (see __main__)
         self.startup_failures: list[str] = []
         # Called with ready() after anything that may change it (the gRPC health status follows).
         self.on_readiness: list[Callable[[bool], Awaitable[None]]] = []
@@ -122,8 +122,8 @@ class DataPlane:
 
     # -- inference ------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
-        if self.stopping:
-            raise ShuttingDown("server is shutting down")
+        # While draining (`stopping`) requests are still served: the server is unready, so callers move
+        # away, and one that still arrives is answered rather than refused (a 503 trips its breaker).
         start = time.monotonic()
         served = self.models.get(request.model, request.version)
         try:

@@ -57,4 +57,9 @@ class ModelServerSettings(BaseSettings):
     remote_latest_versions: int = Field(
         3, ge=1, le=100, description="the newest published versions of each model pulled from the remote repository"
     )
-    drain_timeout_s: float = Field(20.0, gt=0, description="how long SIGTERM waits for in-flight requests")
+    drain_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="the most SIGTERM to exit takes: unready, answering with Connection: close, then finishing "
+        "in-flight requests (HTTP and gRPC)",
+    )

@@ -6,6 +6,7 @@
 - `grpc.py`: the gRPC boundary (grpc.aio and thread-pool servers alike);
 - `listener.py`: the HTTP listening socket with Nagle off;
 - `bootstrap.py`: a service's `__main__` pieces: argument parser, event loop, uvicorn on that socket.
+- `drain.py`: SIGTERM without a failed request: unready, `Connection: close`, in-flight work finished, bounded.
 
 Nothing here imports a service or knows a protocol's messages.
 """

@@ -48,10 +48,13 @@ class ModelServer:
     headers = property(lambda self: operator())  # the model server admits the gateway and the operator
 
 
-def spawn_modelserver(work: Path) -> tuple[subprocess.Popen, ModelServer]:
-    """A model server on free ports serving a fresh repository under `work`, ready (its log: work/modelserver.log)."""
+def spawn_modelserver(
+    work: Path, http_port: int = 0, settings: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, ModelServer]:
+    """A model server on free ports (HTTP on `http_port` when given) serving a fresh repository under `work`,
+    ready (its log: work/modelserver.log); `settings` as FLYWHEEL_MODELSERVER_<NAME>=value."""
     repo = write_repository(work / "models")
-    http, grpc_port = free_port(), free_port()
+    http, grpc_port = http_port or free_port(), free_port()
     with open(work / "modelserver.log", "wb") as log:
         proc = subprocess.Popen(
             [
@@ -70,6 +73,7 @@ def spawn_modelserver(work: Path) -> tuple[subprocess.Popen, ModelServer]:
                 "FLYWHEEL_HOME": str(work),
                 "FLYWHEEL_LOG_LEVEL": "WARNING",
                 **service_env("modelserver"),
+                **{f"FLYWHEEL_MODELSERVER_{k.upper()}": v for k, v in (settings or {}).items()},
             },
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -300,5 +301,65 @@ def test_a_503_ejects_that_replica_and_the_retry_goes_to_another() -> None:
             for s in servers:
                 s.should_exit = True
             await asyncio.gather(*serving)
+
+    asyncio.run(scenario())
+
+
+def test_an_address_that_never_accepts_is_ejected_after_the_connect_limit_not_the_deadline() -> None:
+    """A replica's address left in a stale DNS answer after its pod went: connects to it hang (no
+    refusal). Made here with a listening socket whose accept queue is full and never drained (Linux
+    drops the SYNs: the same hang). The request is answered by the other replica well inside its
+    5 s deadline, and the dead address is ejected."""
+
+    async def scenario() -> None:
+        blackhole = socket.socket()
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(0)
+        fillers = []
+        for _ in range(8):  # fill the accept queue: later SYNs go unanswered
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(blackhole.getsockname())
+            except BlockingIOError:
+                pass
+            fillers.append(s)
+        await asyncio.sleep(0.2)
+        dead = f"127.0.0.1:{blackhole.getsockname()[1]}"
+        app, port = Scripted(), free_port()
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+        serving = asyncio.create_task(server.serve(sockets=[http_listener("127.0.0.1", port)]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        live = f"127.0.0.1:{port}"
+        client = ModelServerClient(
+            "modelserver.invalid:8000",
+            Breakers(10, 60),
+            retries=2,
+            backoff_s=0.001,
+            resolve=static_resolver([dead, live]),
+            connect_timeout_s=0.3,
+        )
+        try:
+            await client.endpoints.refresh()
+            # Make the dead address the next pick, whatever the sort order put first.
+            while client.endpoints.pick().addr != live:
+                pass
+            t0 = asyncio.get_running_loop().time()
+            await _infer(client, budget_s=5.0)
+            took = asyncio.get_running_loop().time() - t0
+            assert app.calls == 1
+            assert took < 2.0, took  # the connect limit (0.3 s), not the 5 s deadline
+            for _ in range(3):  # ejected: the next requests go straight to the live one
+                await _infer(client, budget_s=5.0)
+            assert app.calls == 4
+            assert asyncio.get_running_loop().time() - t0 < 3.0
+        finally:
+            await client.close()
+            server.should_exit = True
+            await serving
+            for s in fillers:
+                s.close()
+            blackhole.close()
 
     asyncio.run(scenario())

@@ -5,7 +5,10 @@ With CI=true a cluster that does not answer is a failure, never a skip."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,3 +143,54 @@ def all_volumes_available() -> bool:
     run(VOLUMES, timeout=120)
     phases = kubectl("get", "pv", "-l", "flywheel.dev/local-volume=true", "-o", "jsonpath={.items[*].status.phase}")
     return set(phases.stdout.split()) == {"Available"}
+
+
+def secret_values(namespace: str, release: str) -> dict[str, str]:
+    """Every credential the chart generated into the release's Secret (none is known in advance)."""
+    out = kubectl("-n", namespace, "get", "secret", f"{release}-flywheel-secrets", "-o", "json")
+    return {k: base64.b64decode(v).decode() for k, v in json.loads(out.stdout)["data"].items()}
+
+
+def secret_value(namespace: str, release: str, key: str) -> str:
+    out = kubectl("-n", namespace, "get", "secret", f"{release}-flywheel-secrets", "-o", f"jsonpath={{.data.{key}}}")
+    return base64.b64decode(out.stdout).decode()
+
+
+def remove_namespace(namespace: str, release: str) -> None:
+    """A chart test's `finally`: the release uninstalled, Kafka and the namespace deleted, the local
+    volumes back in the pool (whatever the test got to)."""
+    helm("uninstall", release, "-n", namespace, "--wait", check=False)
+    kubectl("delete", "-n", namespace, "-k", DEPS, "--ignore-not-found", "--wait=true", check=False)
+    kubectl("delete", "namespace", namespace, "--wait=true", timeout=300)
+    wait_until("every local volume available again", all_volumes_available, timeout_s=120, interval_s=3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward svc/<service>`: every connection goes to the one pod kubectl picked."""
+    local = free_port()
+    proc = subprocess.Popen(
+        [str(KUBECTL), "-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{local}"
+    try:
+        wait_until(f"port-forward to {service}", lambda: _answers(url), timeout_s=30, interval_s=0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

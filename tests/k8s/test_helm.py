@@ -6,21 +6,18 @@ chart keeps on purpose. Every credential is read from the Secret the chart gener
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
 
+from tests.k8s import conftest
 from tests.k8s.conftest import (
     CHART,
-    DEPS,
     LOCAL_VALUES,
-    all_volumes_available,
     create_namespace,
     describe_failures,
     helm,
     kubectl,
     leftovers,
+    remove_namespace,
     start_deps,
     step,
     wait_until,
@@ -32,15 +29,11 @@ RELEASE = "flywheel"
 
 
 def secret_value(key: str) -> str:
-    secret = f"{RELEASE}-flywheel-secrets"
-    out = kubectl("-n", NAMESPACE, "get", "secret", secret, "-o", f"jsonpath={{.data.{key}}}")
-    return base64.b64decode(out.stdout).decode()
+    return conftest.secret_value(NAMESPACE, RELEASE, key)
 
 
 def secret_values() -> dict[str, str]:
-    secret = f"{RELEASE}-flywheel-secrets"
-    out = kubectl("-n", NAMESPACE, "get", "secret", secret, "-o", "json")
-    return {k: base64.b64decode(v).decode() for k, v in json.loads(out.stdout)["data"].items()}
+    return conftest.secret_values(NAMESPACE, RELEASE)
 
 
 @pytest.mark.timeout(2400)
@@ -100,7 +93,4 @@ def test_install_test_upgrade_uninstall(cluster: str) -> None:
             kubectl("-n", NAMESPACE, "delete", "pvc", f"{RELEASE}-flywheel-data", "--wait=true")
     finally:
         with step("namespace removed, volumes back in the pool"):
-            helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", check=False)
-            kubectl("delete", "-n", NAMESPACE, "-k", DEPS, "--ignore-not-found", "--wait=true", check=False)
-            kubectl("delete", "namespace", NAMESPACE, "--wait=true", timeout=300)
-            wait_until("every local volume available again", all_volumes_available, timeout_s=120, interval_s=3)
+            remove_namespace(NAMESPACE, RELEASE)

@@ -6,53 +6,19 @@ flywheel.models, and the gateway serves it. Services are reached with `kubectl p
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
 from sklearn.datasets import load_digits
 
 from services.projects import load_spec_file, spec_json
-from tests.k8s.conftest import KUBECTL, kubectl, wait_until
+from tests.k8s.conftest import kubectl, port_forward, wait_until
 from tests.support.projects import example_spec_file
 
 MODEL = "digits-k8s"
 DIGITS_SPEC = example_spec_file("digits")
 LABELS = 600
 FINISHED = ("succeeded", "failed", "cancelled")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
-    local = free_port()
-    proc = subprocess.Popen(
-        [str(KUBECTL), "-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{local}"
-    try:
-        wait_until(f"port-forward to {service}", lambda: _answers(url), timeout_s=30, interval_s=0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def metric(url: str, family: str, **labels: str) -> float:

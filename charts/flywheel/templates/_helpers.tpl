@@ -18,6 +18,33 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- if .Values.secrets.create -}}{{ include "flywheel.fullname" . }}-secrets{{- else -}}{{ required "secrets.existingSecret is required when secrets.create is false" .Values.secrets.existingSecret }}{{- end -}}
 {{- end -}}
 
+{{/* A Service's ports: each of the service's ports by its role, and Triton's metrics port. */}}
+{{- define "flywheel.servicePorts" -}}
+{{- range $role, $port := .svc.ports }}
+- name: {{ $role }}
+  port: {{ $port }}
+  targetPort: {{ $role }}
+  protocol: TCP
+{{- end }}
+{{- if and (eq .name "modelserver") (eq .svc.engine "triton") }}
+- name: metrics
+  port: 8002
+  targetPort: metrics
+  protocol: TCP
+{{- end }}
+{{- end -}}
+
+{{/* How the gateway finds the model servers (services.gateway.modelserverDiscovery): headless | service. */}}
+{{- define "flywheel.modelserverDiscovery" -}}
+{{- .Values.services.gateway.modelserverDiscovery | default "headless" -}}
+{{- end -}}
+
+{{/* The model server's address for the gateway: the headless Service (every Ready pod) or the ClusterIP one. */}}
+{{- define "flywheel.modelserverAddr" -}}
+{{- $suffix := ternary "-pods" "" (eq (include "flywheel.modelserverDiscovery" .) "headless") -}}
+{{ include "flywheel.fullname" . }}-modelserver{{ $suffix }}:{{ .Values.services.modelserver.ports.http }}
+{{- end -}}
+
 {{- define "flywheel.kafkaBootstrap" -}}
 {{- if .Values.kafka.strimzi.enabled -}}{{ include "flywheel.fullname" . }}-kafka-kafka-bootstrap:9092{{- else -}}{{ .Values.kafka.bootstrapServers }}{{- end -}}
 {{- end -}}
@@ -44,8 +71,31 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- if and (not .Values.postgresql.enabled) .Values.secrets.create (not .Values.secrets.databaseUrl) -}}
 {{- fail "postgresql.enabled=false needs secrets.databaseUrl (postgresql+psycopg://user:password@host:5432/db) or secrets.existingSecret." -}}
 {{- end -}}
+{{- $r := .Values.rollout -}}
+{{- if le (int $r.terminationGracePeriodSeconds) (add $r.preStopSleepSeconds $r.drainSeconds | int) -}}
+{{- fail (printf "rollout.terminationGracePeriodSeconds (%v) must exceed rollout.preStopSleepSeconds + rollout.drainSeconds (%v): the kubelet would kill a pod in the middle of its drain. Raise it, or shorten the drain." $r.terminationGracePeriodSeconds (add $r.preStopSleepSeconds $r.drainSeconds)) -}}
+{{- end -}}
+{{- range $name, $svc := .Values.services -}}
+{{- $min := include "flywheel.minReplicas" (dict "name" $name "svc" $svc "root" $) | int -}}
+{{- $floor := $svc.pdb.minAvailable -}}
+{{- if and $svc.enabled (or (kindIs "float64" $floor) (kindIs "int64" $floor) (kindIs "int" $floor)) (gt $min 1) (ge (int $floor) $min) -}}
+{{- fail (printf "services.%s.pdb.minAvailable (%v) must be below its fewest replicas (%d): no pod could ever be evicted, so node drains would hang." $name $svc.pdb.minAvailable $min) -}}
+{{- end -}}
+{{- end -}}
 {{- if eq .Values.services.modelserver.engine "torchserve" -}}
 {{- fail "services.modelserver.engine=torchserve is not supported: TorchServe reads .mar archives, not the Triton-layout model repository, and does not speak KServe v2, which the gateway sends. Use engine flywheel or triton." -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The fewest replicas a service runs with: its HPA's or KEDA's minimum when it scales, else `replicas`. */}}
+{{- define "flywheel.minReplicas" -}}
+{{- $svc := .svc -}}
+{{- if and $svc.autoscaling $svc.autoscaling.enabled -}}
+{{- $svc.autoscaling.minReplicas -}}
+{{- else if and .root.Values.keda.enabled (has .name (list "ingest" "lake" "monitor")) -}}
+{{- .root.Values.keda.minReplicas -}}
+{{- else -}}
+{{- $svc.replicas -}}
 {{- end -}}
 {{- end -}}
 

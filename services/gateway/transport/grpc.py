@@ -10,7 +10,7 @@ over the size limit are refused by gRPC itself with RESOURCE_EXHAUSTED.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -148,7 +148,7 @@ def _rpc(
 
 
 def build_grpc_server(
-    gateway: Gateway, guard: Guard, max_request_bytes: int
+    gateway: Gateway, guard: Guard, max_request_bytes: int, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     rpcs = GatewayServicer(gateway, max_request_bytes).rpcs()
     method_handlers = {
@@ -160,10 +160,11 @@ def build_grpc_server(
         for name, (request_type, scope, handler) in rpcs.items()
     }
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", 4 * max_request_bytes + (1 << 20)),
-        ]
+        ],
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, method_handlers),))
     health_servicer = health.aio.HealthServicer()

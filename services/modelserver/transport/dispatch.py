@@ -77,9 +77,13 @@ def _authorization(metadata: Any) -> str | None:
 class Dispatch:
     """Method path → Method; `call` runs one unary call to its serialized answer (or aborts the context)."""
 
-    def __init__(self, methods: Mapping[str, Method], callers: TrustedCallers) -> None:
+    def __init__(
+        self, methods: Mapping[str, Method], callers: TrustedCallers, on_call: Callable[[], None] | None = None
+    ) -> None:
+        """`on_call`: called as each call starts, whatever it is (a drain counts it as activity)."""
         self._methods = dict(methods)
         self._callers = callers
+        self._on_call = on_call
 
     def method(self, path: str) -> Method | None:
         return self._methods.get(path)
@@ -88,6 +92,8 @@ class Dispatch:
         return list(self._methods)
 
     async def call(self, method: Method, raw: bytes, context: Any) -> bytes:
+        if self._on_call is not None:
+            self._on_call()
         if not method.public:
             try:
                 self._callers.identify(_authorization(context.invocation_metadata()))
@@ -101,7 +107,10 @@ class Dispatch:
 
 
 def model_server_dispatch(
-    servicer: Any, health_servicer: health.aio.HealthServicer, callers: TrustedCallers
+    servicer: Any,
+    health_servicer: health.aio.HealthServicer,
+    callers: TrustedCallers,
+    on_call: Callable[[], None] | None = None,
 ) -> Dispatch:
     """Every method of inference.GRPCInferenceService on `servicer`, and health's Check (public)."""
     service = pb.DESCRIPTOR.services_by_name[INFERENCE_SERVICE.rpartition(".")[2]]
@@ -114,7 +123,7 @@ def model_server_dispatch(
     methods[HEALTH_CHECK] = Method(
         health_pb2.HealthCheckRequest.FromString, health_servicer.Check, public=HEALTH_CHECK in HEALTH_METHODS
     )
-    return Dispatch(methods, callers)
+    return Dispatch(methods, callers, on_call)
 
 
 class AioDispatch(grpc.GenericRpcHandler):

@@ -4,6 +4,7 @@ the front that serves it (grpc.aio, or the compiled one of transport/compiled.py
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
@@ -160,11 +161,13 @@ async def start_grpc_front(
     callers: TrustedCallers,
     tls: Tls,
     address: tuple[str, int],
+    on_call: Callable[[], None] | None = None,
 ) -> tuple[GrpcFront, health.aio.HealthServicer]:
     """The gRPC front `kind` ("aio" or "compiled", see compiled.choose_front) serving on `address`: every
-    RPC but health needs a trusted caller's credential, checked by the one dispatch both fronts share."""
+    RPC but health needs a trusted caller's credential, checked by the one dispatch both fronts share;
+    `on_call`: called as each call starts (the drain's activity, transportkit/drain.py)."""
     health_servicer = health.aio.HealthServicer()
-    dispatch = model_server_dispatch(InferenceServicer(dataplane, max_request_bytes), health_servicer, callers)
+    dispatch = model_server_dispatch(InferenceServicer(dataplane, max_request_bytes), health_servicer, callers, on_call)
     limit = message_limit(max_request_bytes)
     host, port = address
     if kind == "compiled":
