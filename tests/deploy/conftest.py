@@ -37,6 +37,25 @@ def load_docs(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
+def render_set(helm: Path, *settings: str, values: str = "default-values.yaml") -> list[dict]:
+    """`helm template` of the chart with ci/`values` and each `--set` of `settings`: its documents."""
+    args = [str(helm), "template", "rel", str(CHART), "--namespace", "flywheel", "-f", str(CHART / "ci" / values)]
+    for setting in settings:
+        args += ["--set", setting]
+    out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120)
+    return load_docs(out.stdout)
+
+
+def render_refused(helm: Path, *settings: str) -> str:
+    """`helm template` with these `--set`s must fail: its stderr (the message a user would read)."""
+    args = [str(helm), "template", "rel", str(CHART)]
+    for setting in settings:
+        args += ["--set", setting]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0, f"helm template accepted {settings}"
+    return out.stderr
+
+
 def render_chart(helm: Path, values_file: str) -> list[dict]:
     out = subprocess.run(
         [str(helm), "template", "rel", str(CHART), "--namespace", "flywheel", "-f", str(CHART / "ci" / values_file)],

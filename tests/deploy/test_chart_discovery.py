@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import CHART, VALUE_SETS, load_docs
+from tests.deploy.conftest import CHART, VALUE_SETS
+from tests.deploy.conftest import render_set as render
 
 ADDR = "FLYWHEEL_GATEWAY_MODELSERVER_HTTP_ADDR"
-
-
-def render(helm: Path, *settings: str, values: str = "default-values.yaml") -> list[dict]:
-    args = [str(helm), "template", "rel", str(CHART), "--namespace", "flywheel", "-f", str(CHART / "ci" / values)]
-    for setting in settings:
-        args += ["--set", setting]
-    out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120)
-    return load_docs(out.stdout)
 
 
 def services(docs: list[dict]) -> dict[str, dict]:

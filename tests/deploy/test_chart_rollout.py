@@ -6,32 +6,15 @@ checks refuse is refused by `helm template` itself.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import CHART, load_docs
+from tests.deploy.conftest import render_refused as refused
+from tests.deploy.conftest import render_set as render
 
 RECREATED = {"lake", "trainer"}
 DRAINING = {"modelserver", "gateway"}  # the services with a drain_timeout_s setting
-
-
-def render(helm: Path, *sets: str, values: str = "default-values.yaml") -> list[dict]:
-    args = [str(helm), "template", "rel", str(CHART), "-f", str(CHART / "ci" / values)]
-    for s in sets:
-        args += ["--set", s]
-    out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120)
-    return load_docs(out.stdout)
-
-
-def refused(helm: Path, *sets: str) -> str:
-    args = [str(helm), "template", "rel", str(CHART)]
-    for s in sets:
-        args += ["--set", s]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0, f"helm template accepted {sets}"
-    return out.stderr
 
 
 def deployments(docs: list[dict]) -> dict[str, dict]:

@@ -22,7 +22,9 @@ import yaml
 
 from services.devstack.credentials import IDENTITIES, StackCredentials
 from services.devstack.stack import SERVICES
-from tests.deploy.conftest import CHART, ROOT, VALUE_SETS, load_docs, make_k8s_secrets, render_kustomize
+from tests.deploy.conftest import CHART, ROOT, VALUE_SETS, make_k8s_secrets, render_kustomize
+from tests.deploy.conftest import render_refused as render_fails
+from tests.deploy.conftest import render_set as render
 
 NAMES = [spec.name for spec in SERVICES]
 GIVEN_TOKENS = {identity: f"{identity}-token-given-by-the-operator-0123456789" for identity in IDENTITIES}
@@ -35,23 +37,6 @@ SECRET_KEYS = {
     *(f"token-{identity}" for identity in IDENTITIES),
     *(f"trusted-callers-{name}" for name in NAMES),
 }
-
-
-def render(helm: Path, *settings: str, values: str = "default-values.yaml") -> list[dict]:
-    args = [str(helm), "template", "rel", str(CHART), "--namespace", "flywheel", "-f", str(CHART / "ci" / values)]
-    for setting in settings:
-        args += ["--set", setting]
-    out = subprocess.run(args, check=True, capture_output=True, text=True, timeout=120)
-    return load_docs(out.stdout)
-
-
-def render_fails(helm: Path, *settings: str) -> str:
-    args = [str(helm), "template", "rel", str(CHART)]
-    for setting in settings:
-        args += ["--set", setting]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0, f"{settings} rendered"
-    return out.stderr
 
 
 def secret(docs: list[dict]) -> dict[str, str]:
