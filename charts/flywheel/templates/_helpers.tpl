@@ -59,8 +59,21 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 
 {{/* Choices the chart cannot deliver yet fail here, at render time, with the reason and the way out. */}}
 {{- define "flywheel.validate" -}}
-{{- if eq .Values.modelRepository.type "s3" -}}
-{{- fail "modelRepository.type=s3 is not available yet: the services read the model repository from a file system. Use modelRepository.type=pvc (the shared volume, persistence.*)." -}}
+{{- $onS3 := list -}}
+{{- range $store := list "objectStore" "lake" "modelRepository" -}}
+{{- $v := index $.Values $store -}}
+{{- if eq $v.type "s3" -}}
+{{- $onS3 = append $onS3 (printf "%s.type=s3" $store) -}}
+{{- if not $v.bucket -}}
+{{- fail (printf "%s.type=s3 needs %s.bucket: the bucket (created when missing) of s3://<bucket>/%s." $store $store ($v.prefix | default "")) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and $onS3 (not .Values.s3.existingSecret) (not .Values.s3.bundled.enabled) -}}
+{{- fail (printf "%s needs S3 credentials: s3.existingSecret (a Secret with the keys s3.accessKeyIdKey and s3.secretAccessKeyKey), or s3.bundled.enabled=true (the chart's own S3 server, with generated keys)." (join ", " $onS3)) -}}
+{{- end -}}
+{{- if and (eq .Values.modelRepository.type "s3") (eq .Values.services.modelserver.engine "triton") -}}
+{{- fail "services.modelserver.engine=triton with modelRepository.type=s3 is not supported: the trainer publishes each version with its config.pbtxt inside the version folder and a manifest written last, which Flywheel's model server checks before it loads a version; Triton wants <model>/config.pbtxt and would load a version whose upload has not finished. Use engine flywheel, or modelRepository.type=pvc." -}}
 {{- end -}}
 {{- if and .Values.tls.enabled (eq .Values.services.modelserver.engine "triton") -}}
 {{- fail "tls.enabled with services.modelserver.engine=triton is not supported: the chart does not configure Triton's TLS, and the gateway would call it over HTTPS. Use engine flywheel, or tls.enabled=false." -}}
@@ -157,4 +170,50 @@ operator gateway trainer labeler
 {{/* The database address: given, or the bundled PostgreSQL's Service. */}}
 {{- define "flywheel.postgresqlHost" -}}
 {{ include "flywheel.fullname" . }}-postgresql
+{{- end -}}
+
+
+{{/* A store's URL (objectStore, lake, modelRepository): s3://<bucket>[/<prefix>], or "" when not on s3. */}}
+{{- define "flywheel.s3Url" -}}
+{{- $v := index .root.Values .store -}}
+{{- if eq $v.type "s3" -}}
+s3://{{ $v.bucket }}{{ with trimAll "/" ($v.prefix | default "") }}/{{ . }}{{ end }}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when this service uses a store on s3 (then its pod gets the AWS_* settings). */}}
+{{- define "flywheel.usesS3" -}}
+{{- $v := .root.Values -}}
+{{- $stores := dict "ingest" (list "objectStore") "lake" (list "lake") "monitor" (list "lake") "modelserver" (list "modelRepository") "trainer" (list "objectStore" "lake" "modelRepository") "test-smoke" (list "lake" "modelRepository") -}}
+{{- range $store := (index $stores .name | default list) -}}
+{{- if eq (index $v $store).type "s3" }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The S3 server's address: s3.endpoint, else the bundled server's Service, else "" (AWS itself). */}}
+{{- define "flywheel.s3Endpoint" -}}
+{{- if .Values.s3.endpoint -}}
+{{ .Values.s3.endpoint }}
+{{- else if .Values.s3.bundled.enabled -}}
+http://{{ include "flywheel.fullname" . }}-s3:7070
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the S3 keys: s3.existingSecret, else the bundled server's generated one. */}}
+{{- define "flywheel.s3SecretName" -}}
+{{- .Values.s3.existingSecret | default (printf "%s-s3" (include "flywheel.fullname" .)) -}}
+{{- end -}}
+
+{{/* The S3 keys as env entries, by reference only: no key value is ever rendered. */}}
+{{- define "flywheel.s3KeyEnv" -}}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flywheel.s3SecretName" . }}
+      key: {{ .Values.s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "flywheel.s3SecretName" . }}
+      key: {{ .Values.s3.secretAccessKeyKey }}
 {{- end -}}
