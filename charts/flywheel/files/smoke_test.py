@@ -13,6 +13,10 @@ a running release, each check printed with its time.
    to Kafka and the lake wrote them as Parquet on the shared volume.
 5. The model is archived on flywheel.models and its folder removed.
 
+With the model repository on s3 (SMOKE_REMOTE_MODEL_REPOSITORY=s3://bucket/prefix) the version is written
+to a local folder and published there (files, then the manifest), as the trainer does, and the model
+servers pull it; with the lake on s3, SMOKE_LAKE is its s3:// URL. The keys come as AWS_*.
+
 Runs in the trainer's image (Python, onnx, the Kafka client and the services' event code) with:
 SMOKE_SERVICES (name=http://host:port,...), SMOKE_KAFKA, SMOKE_MODEL_REPOSITORY, SMOKE_LAKE,
 SMOKE_API_KEYS (the first is used), SMOKE_WEBHOOK_TOKEN, SMOKE_OPERATOR_TOKEN, SMOKE_CA_FILE when the
@@ -133,8 +137,9 @@ def check_operator_token(urls: dict[str, str], token: str) -> None:
         log(f"{name}: no credential is 401, the operator's token is admitted ({status} for an unknown path)")
 
 
-def write_model(repository: Path) -> int:
-    """A new version of MODEL: class c gets the sum of features c, c+10, c+20, ... (then softmax)."""
+def write_model(repository: Path, version: int = 0) -> int:
+    """A new version of MODEL (`version`, or the folder's next): class c gets the sum of features c,
+    c+10, c+20, ... (then softmax)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -159,7 +164,7 @@ def write_model(repository: Path) -> int:
     folder = repository / MODEL
     folder.mkdir(parents=True, exist_ok=True)
     versions = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
-    version = max(versions, default=0) + 1
+    version = version or max(versions, default=0) + 1
     (folder / "config.pbtxt").write_text(
         f'name: "{MODEL}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
         f'input [{{ name: "features" data_type: TYPE_FP32 dims: [{FEATURES}] }}]\n'
@@ -237,7 +242,34 @@ def metric_total(base: str, family: str, **labels: str) -> float:
     return total
 
 
-def check_counted_and_logged(urls: dict[str, str], lake_root: Path, lake_rows_before: float) -> None:
+def lake_parquet(lake_root: str) -> list[str]:
+    """The Parquet files of flywheel.predictions under the lake (a folder, or an s3:// URL)."""
+    if not lake_root.startswith("s3://"):
+        return [str(p) for p in Path(lake_root).glob("**/flywheel.predictions/**/*.parquet")]
+    from services.storage.s3 import url_to_fs
+
+    fs, root = url_to_fs(lake_root)
+    return [p for p in fs.glob(f"{root}/**/*.parquet") if "/flywheel.predictions/" in p]
+
+
+def remote_repository() -> tuple[object, str] | None:
+    """(file system, root) of the s3 model repository, or None when the repository is the shared volume."""
+    url = os.environ.get("SMOKE_REMOTE_MODEL_REPOSITORY", "")
+    if not url:
+        return None
+    from services.storage.s3 import open_bucket
+
+    return open_bucket(url)
+
+
+def next_remote_version(remote: tuple[object, str]) -> int:
+    from services.storage import model_store
+
+    fs, root = remote
+    return max(model_store.remote_versions(fs, root).get(MODEL, [0]), default=0) + 1  # type: ignore[arg-type]
+
+
+def check_counted_and_logged(urls: dict[str, str], lake_root: str, lake_rows_before: float) -> None:
     for name, family in (
         ("gateway", "flywheel_gateway_requests_total"),
         ("modelserver", ENGINES[ENGINE][2]),
@@ -252,8 +284,7 @@ def check_counted_and_logged(urls: dict[str, str], lake_root: Path, lake_rows_be
         rows = metric_total(urls["lake"], "flywheel_lake_rows_written_total", topic="flywheel.predictions")
         if rows <= lake_rows_before:
             raise CheckFailed(f"lake rows for flywheel.predictions still {rows}")
-        files = list(lake_root.glob("**/flywheel.predictions/**/*.parquet"))
-        if not files:
+        if not lake_parquet(lake_root):
             raise CheckFailed(f"no Parquet file for flywheel.predictions under {lake_root}")
         return True
 
@@ -264,7 +295,10 @@ def check_counted_and_logged(urls: dict[str, str], lake_root: Path, lake_rows_be
 def main() -> int:
     urls = services()
     repository = Path(os.environ["SMOKE_MODEL_REPOSITORY"])
-    lake_root = Path(os.environ["SMOKE_LAKE"])
+    lake_root = os.environ["SMOKE_LAKE"]
+    remote = remote_repository()
+    if remote is not None:  # the shared volume is not the model servers' repository: a folder of our own
+        repository = Path(os.environ.get("SMOKE_LOCAL_REPOSITORY", "/tmp/smoke-models"))
     bootstrap = os.environ["SMOKE_KAFKA"]
     api_key = os.environ["SMOKE_API_KEYS"].split(",")[0]
     version = 0
@@ -278,8 +312,13 @@ def main() -> int:
             if "lake" in urls
             else 0.0
         )
-        version = write_model(repository)
+        version = write_model(repository, next_remote_version(remote) if remote is not None else 0)
         log(f"wrote {repository / MODEL / str(version)}/model.onnx")
+        if remote is not None:
+            from services.storage import model_store
+
+            model_store.publish_version(repository, MODEL, version, *remote)  # type: ignore[arg-type]
+            log(f"published {MODEL} v{version} to {os.environ['SMOKE_REMOTE_MODEL_REPOSITORY']}")
         announce(bootstrap, version, "production", repository)
         log(f"announced {MODEL} v{version} as production on flywheel.models")
         check_predictions(urls["gateway"], api_key, version)
@@ -291,6 +330,9 @@ def main() -> int:
         if version:
             folder = repository / MODEL
             shutil.rmtree(folder / str(version), ignore_errors=True)
+            if remote is not None:
+                fs, root = remote
+                fs.rm(f"{root}/{MODEL}/{version}", recursive=True)  # type: ignore[attr-defined]
             if not any(p.name.isdigit() for p in folder.iterdir()):
                 shutil.rmtree(folder, ignore_errors=True)  # a model without versions would fail a restart
             announce(bootstrap, version, "archived", repository)
