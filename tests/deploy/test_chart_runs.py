@@ -99,7 +99,6 @@ def test_triton_polls_the_repository(helm: Path) -> None:
     ("setting", "words"),
     [
         ("services.modelserver.engine=torchserve", "KServe v2"),
-        ("modelRepository.type=s3", "modelRepository.type=pvc"),
     ],
 )
 def test_choices_the_chart_cannot_serve_fail_at_render(helm: Path, setting: str, words: str) -> None:
