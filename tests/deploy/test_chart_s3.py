@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import CHART, render_chart, render_refused, render_set
+from tests.deploy.conftest import CHART, ROOT, render_chart, render_refused, render_set
 from tests.deploy.test_chart import _settings_env_names
 
 ALL_S3 = (
@@ -259,3 +260,22 @@ def test_triton_refusal_says_why(helm: Path) -> None:
         "services.modelserver.engine=triton",
     )
     assert "manifest" in out and "config.pbtxt" in out and "modelRepository.type=pvc" in out
+
+
+def requirements(name: str) -> set[str]:
+    """The packages of docker/requirements/<name>.txt with its `-r` includes, by name."""
+    out: set[str] = set()
+    for line in (ROOT / "docker" / "requirements" / name).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            out |= requirements(line[3:].strip())
+        elif line:
+            out.add(re.split(r"[\[<>=~! ]", line, maxsplit=1)[0].lower())
+    return out
+
+
+@pytest.mark.parametrize("service", sorted(USERS))
+def test_every_image_the_chart_points_at_s3_has_s3fs(service: str) -> None:
+    """services/storage/s3.py imports s3fs only when a URL is s3:// (the image's import check cannot see it)."""
+    assert "s3fs" in requirements(f"{service}.txt")
+    assert "s3fs" in (ROOT / "constraints.txt").read_text()
