@@ -245,6 +245,8 @@ def test_helm_test_publishes_to_the_s3_repository_and_reads_the_lake_there(helm:
         ),
         (("lake.type=s3", "lake.bucket=Not_A_Bucket", "s3.bundled.enabled=true"), "/lake/bucket"),
         (("modelRepository.type=minio",), "/modelRepository/type"),
+        # Keys in the endpoint's URL would land in a ConfigMap: only a host (and port) is taken.
+        (("s3.endpoint=http://id:secret@minio:9000",), "/s3/endpoint"),
     ],
 )  # fmt: skip
 def test_what_cannot_work_is_refused_with_the_value_to_set(helm: Path, sets: tuple[str, ...], says: str) -> None:
