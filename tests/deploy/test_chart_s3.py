@@ -6,7 +6,7 @@
   no key value anywhere in the render but the Secret that holds it;
 - the model server on an s3 repository mounts no shared volume: it pulls into an emptyDir cache;
 - s3.bundled.enabled renders the Versity S3 Gateway (Deployment, Service, PVC, NetworkPolicy for the
-  release's pods, a keys Secret random per render, read back with `lookup` on upgrades);
+  release's pods, a keys Secret random per render; test_chart_lookup.py: read back on upgrades);
 - what cannot work is refused at render with the value to set; file/pvc (the default) is as before.
 """
 
@@ -197,7 +197,6 @@ def test_bundled_keys_are_random_and_appear_only_in_their_secret(helm: Path) -> 
         assert a[key] != b[key], f"{key} is the same in two renders: a published secret"
         # The whole output, comments and the helm test's documents included: once, in the Secret.
         assert text.count(a[key]) == 1, f"{key}'s value appears outside its Secret"
-    assert "lookup" in (CHART / "templates" / "s3.yaml").read_text()  # kept on upgrades: tests/k8s/test_s3.py
 
 
 def test_an_existing_secret_replaces_the_generated_one(helm: Path) -> None:
