@@ -73,7 +73,7 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- fail (printf "%s needs S3 credentials: s3.existingSecret (a Secret with the keys s3.accessKeyIdKey and s3.secretAccessKeyKey), or s3.bundled.enabled=true (the chart's own S3 server, with generated keys)." (join ", " $onS3)) -}}
 {{- end -}}
 {{- if and (eq .Values.modelRepository.type "s3") (eq .Values.services.modelserver.engine "triton") -}}
-{{- fail "services.modelserver.engine=triton with modelRepository.type=s3 is not supported: the trainer publishes each version with its config.pbtxt inside the version folder and a manifest written last, which Flywheel's model server checks before it loads a version; Triton wants <model>/config.pbtxt and would load a version whose upload has not finished. Use engine flywheel, or modelRepository.type=pvc." -}}
+{{- fail "services.modelserver.engine=triton with modelRepository.type=s3 is not supported: the trainer publishes each version's files, config.pbtxt inside the version folder, then a manifest of their sha256, which Flywheel's model server checks before it loads a version. Triton reads <model>/config.pbtxt (absent there) and checks no manifest: it would load a version whose upload has not finished, or one that does not match it. Use engine flywheel, or modelRepository.type=pvc." -}}
 {{- end -}}
 {{- if and .Values.tls.enabled (eq .Values.services.modelserver.engine "triton") -}}
 {{- fail "tls.enabled with services.modelserver.engine=triton is not supported: the chart does not configure Triton's TLS, and the gateway would call it over HTTPS. Use engine flywheel, or tls.enabled=false." -}}
