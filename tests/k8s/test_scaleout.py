@@ -186,6 +186,17 @@ def split(before: dict[str, float], after: dict[str, float], addrs: Iterable[str
     return {a: int(after.get(a, 0.0) - before.get(a, 0.0)) for a in sorted(addrs)}
 
 
+def balanced_phase(name: str, client: Client, gateway: str, addrs: set[str], low: int, high: int) -> None:
+    """REQUESTS predictions: none fails, and each of `addrs` gets between `low` and `high` of them."""
+    before = upstream_counts(gateway)
+    failed = client.send(REQUESTS)
+    counts = split(before, upstream_counts(gateway), addrs)
+    print(f"    {name} split: {counts} (failed: {len(failed)})")
+    assert not failed, failed[:5]
+    assert sum(counts.values()) >= REQUESTS, counts
+    assert all(low <= n <= high for n in counts.values()), counts
+
+
 def scale(replicas: int) -> None:
     kubectl("-n", NAMESPACE, "scale", MODELSERVER, f"--replicas={replicas}")
     out = kubectl(
@@ -241,13 +252,7 @@ def test_gateway_balances_over_every_model_server_replica(cluster: str) -> None:
                         raise AssertionError(f"{exc}; last failures: {last[:3]}") from None
 
                 with step(f"phase 1: {REQUESTS} predictions over 2 replicas"):
-                    before = upstream_counts(gateway)
-                    failed = client.send(REQUESTS)
-                    phase1 = split(before, upstream_counts(gateway), two)
-                    print(f"    phase 1 split: {phase1} (failed: {len(failed)})")
-                    assert not failed, failed[:5]
-                    assert sum(phase1.values()) >= REQUESTS, phase1
-                    assert all(120 <= n <= 180 for n in phase1.values()), phase1
+                    balanced_phase("phase 1", client, gateway, two, 120, 180)
 
                 with step("scale to 3: the new pod Ready, then resolved by the gateway"):
                     t0 = time.monotonic()
@@ -260,13 +265,7 @@ def test_gateway_balances_over_every_model_server_replica(cluster: str) -> None:
                     assert not failed, failed[:5]  # scaling up breaks no request either
 
                 with step(f"phase 2: {REQUESTS} predictions over 3 replicas"):
-                    before = upstream_counts(gateway)
-                    failed = client.send(REQUESTS)
-                    phase2 = split(before, upstream_counts(gateway), three)
-                    print(f"    phase 2 split: {phase2} (failed: {len(failed)})")
-                    assert not failed, failed[:5]
-                    assert sum(phase2.values()) >= REQUESTS, phase2
-                    assert all(70 <= n <= 130 for n in phase2.values()), phase2
+                    balanced_phase("phase 2", client, gateway, three, 70, 130)
 
                 with step("scale back to 2 under load: no request fails"):
                     ok, failures, stop = [0], [], threading.Event()
