@@ -197,9 +197,9 @@ k8s-up:
 k8s-down:
 	infra/k8s-local/down.sh
 
-# Every service image of docker/Dockerfile (plus Kafka and PostgreSQL for the tests), built with buildah
-# on a debootstrap base and imported into the local cluster's containerd under the chart's names.
-images: kafka-jars
+# Every service image of docker/Dockerfile (plus Kafka, PostgreSQL and the S3 server for the tests), built
+# with buildah on a debootstrap base and imported into the local cluster's containerd under the chart's names.
+images: kafka-jars s3-server
 	infra/k8s-local/images.sh flywheel
 
 # Cluster up, images, tests/k8s (helm install + helm test, the kustomize overlays), cluster down.

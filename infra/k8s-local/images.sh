@@ -6,7 +6,8 @@
 # `IfNotPresent` never pulls. An image whose inputs did not change is neither rebuilt nor re-imported.
 #
 #   images.sh system     the cluster's own: pause (sandbox) and CoreDNS; up.sh runs it
-#   images.sh flywheel   every service target of docker/Dockerfile, plus Kafka and PostgreSQL for tests
+#   images.sh flywheel   every service target of docker/Dockerfile, plus Kafka, PostgreSQL and the S3 server
+#   images.sh versitygw  only the S3 server the chart bundles (s3.bundled)
 #   images.sh base       only the Debian and Python base images
 #   images.sh sizes      name and size of each image in the cluster
 source "$(dirname "$0")/lib.sh"
@@ -268,6 +269,7 @@ cmd_flywheel() {
   done
   kafka_image
   postgres_image
+  versitygw_image
   "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
   slim_prune
   gc_storage
@@ -315,6 +317,27 @@ postgres_image() {  # Debian's PostgreSQL
   load "$ref" "$key"
 }
 
+versitygw_image() {  # the chart's bundled S3 server: the static versitygw of `make s3-server`, alone
+  local bin="$REPO/.tools/s3/versitygw" version ref key tmp
+  [ -x "$bin" ] || die "no versitygw in $REPO/.tools/s3: run make s3-server (it needs Go)"
+  version=$(cat "$REPO/.tools/s3/versitygw.version")
+  ref=$(sed -n 's#^ *image: *\(flywheel.local/versitygw:[^ ]*\)$#\1#p' "$REPO/charts/flywheel/values.yaml")
+  [ -n "$ref" ] || die "charts/flywheel/values.yaml names no flywheel.local/versitygw image"
+  [ "${ref##*:}" = "$version" ] || die "versitygw $version is built but the chart runs $ref: make them agree"
+  key=$(inputs_hash "$(sha256sum <"$bin") v1")
+  if ! built "$ref" "$key"; then
+    step "$ref (the versitygw binary, stripped, FROM scratch)"
+    # Its debug symbols are a third of the binary and nothing in a pod reads them.
+    tmp="$CACHE/tmp/versitygw"
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    strip -o "$tmp/versitygw" "$bin"
+    from_scratch "$ref" "$key" "$tmp/versitygw" '["/versitygw"]'
+    rm -rf "$tmp"
+    step_done
+  fi
+  load "$ref" "$key"
+}
+
 cmd_sizes() {  # each image's size: its layers, uncompressed, as containerd holds them
   containerd_up || die "the cluster's containerd is not running (make k8s-up)"
   "${CTR[@]}" images ls | awk 'NR > 1 && $1 !~ /^sha256:/ {printf "    %-45s %s %s\n", $1, $4, $5}' | sort
@@ -324,6 +347,7 @@ case "${1:-}" in
 system) cmd_system ;;
 base) debian_base && python_base ;;
 flywheel) cmd_flywheel ;;
+versitygw) versitygw_image ;;
 sizes) cmd_sizes ;;
-*) die "usage: images.sh system|base|flywheel|sizes" ;;
+*) die "usage: images.sh system|base|flywheel|versitygw|sizes" ;;
 esac; exit # (on the esac line: a build takes minutes, and an edit to this file meanwhile must not be run)
