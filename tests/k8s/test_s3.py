@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import httpx
 import pytest
@@ -159,8 +160,10 @@ def test_stores_on_the_bundled_s3_and_the_model_server_hot_swaps_from_it(cluster
                 wait_until("the model server serving v1", lambda: served_version(server, token) == "1", 120)
         with step(f"{MODEL} v2 published: the same pod serves it without a restart"):
             publish(2)
+            published = time.monotonic()
             with port_forward(NAMESPACE, f"{FULL}-modelserver", MODELSERVER_PORT) as server:
                 wait_until("the model server serving v2", lambda: served_version(server, token) == "2", 120)
+            print(f"    hot swap: v2 served {time.monotonic() - published:.1f} s after its publish finished")
             assert modelserver_pod() == before, (before, modelserver_pod())
         with step("helm upgrade keeps the generated S3 keys; v2 still served"):
             helm("upgrade", RELEASE, CHART, "-n", NAMESPACE, *VALUES, "--wait", "--timeout", "10m", timeout=660)
