@@ -254,6 +254,11 @@ def lake_counts(lake: str, operator: str) -> tuple[int, int, int]:
     return sum(live.json().values()), labels["distinct_events"], labels["rows"]
 
 
+def broker_cluster_id() -> str:
+    out = kubectl("-n", NAMESPACE, "exec", "deployment/kafka", "--", "cat", "/var/lib/kafka/meta.properties")
+    return next(line.split("=", 1)[1] for line in out.stdout.splitlines() if line.startswith("cluster.id="))
+
+
 def selector(name: str) -> str:
     return f"app.kubernetes.io/name={name}"
 
@@ -288,8 +293,11 @@ def test_pod_kills_and_an_upgrade_under_load_lose_nothing(cluster: str) -> None:
             for name, replicas in (("modelserver", 2), ("lake", 1), ("ingest", 1), ("kafka", 1)):
                 loads.step = f"kill {name}"
                 with step(f"kubectl delete pod: one {name} pod, until replaced"):
+                    log_before = broker_cluster_id() if name == "kafka" else ""
                     victim = kill_one(selector(name), replicas)
                     if name == "kafka":
+                        # A new, empty log must say so (infra/k8s-local/deps/kafka.yaml), else labels are lost.
+                        assert broker_cluster_id() != log_before, log_before
                         # The new broker has no topics: the project again, as a starting trainer sends it.
                         run_in_test_pod(NAMESPACE, RELEASE, SETTINGS, "project", project_script())
                     loads.labels_flow("labels accepted again")
