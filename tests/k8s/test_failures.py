@@ -202,20 +202,22 @@ class Loads:
         since = time.monotonic()
         wait_until(what, lambda: self.last_label_ok > since, timeout_s=120)
 
-    def report(self, name: str, kill: bool) -> Tally:
-        """Print the step's counts and check the predictions against the step's budget."""
+    def report(self, name: str, kill: bool) -> list[str]:
+        """Print the step's counts; what breaks its promise (checked at the end, so that one run shows
+        every step)."""
         t = self.tallies[name]
         print(
             f"    {name}: predictions {t.sent} sent, {t.answered} answered, {t.failed} failed "
             f"({t.failed_twice} twice); labels {t.labels} accepted in {t.label_batches} batches, "
             f"{t.label_resends} re-sent; first failures: {self.failures.get(name, [])}"
         )
-        assert t.sent > 0 and t.label_batches > 0, t
-        if kill:
-            assert t.failed <= RETRY_BUDGET * t.sent and t.failed_twice == 0, (t, self.failures[name])
-        else:
-            assert t.failed == 0, (t, self.failures[name])
-        return t
+        broken = []
+        if not (t.sent > 0 and t.label_batches > 0):
+            broken.append(f"{name}: no load ran through it: {t}")
+        budget = RETRY_BUDGET * t.sent if kill else 0
+        if t.failed > budget or t.failed_twice:
+            broken.append(f"{name}: {t.failed} predictions failed ({t.failed_twice} twice), budget {budget:.0f}")
+        return broken
 
 
 def pods(selector: str) -> list[dict]:
@@ -259,6 +261,13 @@ def broker_cluster_id() -> str:
     return next(line.split("=", 1)[1] for line in out.stdout.splitlines() if line.startswith("cluster.id="))
 
 
+def lake_live(lake: str, operator: str) -> int:
+    try:
+        return lake_counts(lake, operator)[0]
+    except (httpx.HTTPError, AssertionError):  # the lake replaced by the upgrade: not answering yet
+        return -1
+
+
 def selector(name: str) -> str:
     return f"app.kubernetes.io/name={name}"
 
@@ -289,7 +298,7 @@ def test_pod_kills_and_an_upgrade_under_load_lose_nothing(cluster: str) -> None:
             with step("load running"):
                 loads.labels_flow("labels accepted")
                 time.sleep(3)
-            loads.report("start", kill=False)
+            broken = loads.report("start", kill=False)
             for name, replicas in (("modelserver", 2), ("lake", 1), ("ingest", 1), ("kafka", 1)):
                 loads.step = f"kill {name}"
                 with step(f"kubectl delete pod: one {name} pod, until replaced"):
@@ -303,7 +312,7 @@ def test_pod_kills_and_an_upgrade_under_load_lose_nothing(cluster: str) -> None:
                     loads.labels_flow("labels accepted again")
                     time.sleep(3)  # traffic on the replacement
                     print(f"    {victim} replaced")
-                loads.report(f"kill {name}", kill=True)
+                broken += loads.report(f"kill {name}", kill=True)
 
             loads.step = "upgrade"
             with step(f"helm upgrade --wait to image tag {NEW_TAG} under load"):
@@ -314,19 +323,17 @@ def test_pod_kills_and_an_upgrade_under_load_lose_nothing(cluster: str) -> None:
                     timeout=360, check=False,
                 )  # fmt: skip
                 assert out.returncode == 0, out.stdout + out.stderr + describe_failures(NAMESPACE)
-                images = kubectl(
-                    "-n", NAMESPACE, "get", "pods", "-l", f"app.kubernetes.io/instance={RELEASE}",
-                    "-o", "jsonpath={.items[*].spec.containers[*].image}",
-                ).stdout.split()  # fmt: skip
+                running = [p for p in pods(f"app.kubernetes.io/instance={RELEASE}") if ready(p)]
+                images = [c["image"] for p in running for c in p["spec"]["containers"]]
                 ours = [i for i in images if "/flywheel-" in i]
                 assert ours and all(i.endswith(f":{NEW_TAG}") for i in ours), images
                 loads.labels_flow("labels accepted after the upgrade")
                 time.sleep(3)
-            loads.report("upgrade", kill=False)
+            broken += loads.report("upgrade", kill=False)
         sent = loads.labels_sent
         with step(f"every one of the {sent} labels in the lake, once"):
             try:
-                wait_until("the lake has every label", lambda: lake_counts(lake, operator)[0] >= sent, timeout_s=180)
+                wait_until("the lake has every label", lambda: lake_live(lake, operator) >= sent, timeout_s=180)
             finally:
                 live, distinct, rows = lake_counts(lake, operator)
                 total = Tally()
@@ -339,8 +346,9 @@ def test_pod_kills_and_an_upgrade_under_load_lose_nothing(cluster: str) -> None:
                     f"    labels: {sent} sent, {live} in the lake, {sent - live} lost, {distinct - sent} duplicated "
                     f"({rows} rows in files: {rows - distinct} re-deliveries dropped on read)"
                 )
-            assert live == sent, (live, sent)
-            assert distinct == sent, (distinct, sent)
+            assert live == sent, (live, sent, broken)
+            assert distinct == sent, (distinct, sent, broken)
+        assert not broken, broken
         print(f"    wall time so far: {time.monotonic() - t0:.0f} s")
     finally:
         with step("namespace removed, volumes back in the pool, the new tag dropped"):
