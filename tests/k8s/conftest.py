@@ -26,6 +26,8 @@ VOLUMES = ROOT / "infra" / "k8s-local" / "volumes.sh"
 LOCAL_VALUES = CHART / "ci" / "local-cluster-values.yaml"
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 HELM = ROOT / ".tools" / "bin" / "helm"
+# The cluster's containerd (infra/k8s-local/lib.sh's CONTAINERD_SOCK and CTR): what the kubelet runs.
+CTR = ("ctr", "--address", "/run/flywheel-k8s/containerd/containerd.sock", "--namespace", "k8s.io")
 
 if os.environ.get("FLYWHEEL_K8S_TESTS") != "1":
     # `make test` runs without root or a cluster: these run only through `make test-k8s`.
@@ -99,6 +101,41 @@ def start_deps(namespace: str) -> None:
             "-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=300s", timeout=320, check=False
         )
         assert out.returncode == 0, out.stdout + out.stderr + describe_failures(namespace)
+
+
+def install(namespace: str, release: str, settings: list[str], timeout_s: int = 360) -> None:
+    """`helm install --wait` of the chart with the local cluster's values and these `--set`s."""
+    sets = [a for s in settings for a in ("--set", s)]
+    out = helm(
+        "install", release, CHART, "-n", namespace, "-f", LOCAL_VALUES, *sets, "--wait", "--timeout", f"{timeout_s}s",
+        timeout=timeout_s + 60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr + describe_failures(namespace)
+
+
+def service_url(namespace: str, service: str, port: int) -> str:
+    """The Service's ClusterIP, which the node (where the tests run) reaches through kube-proxy: unlike a
+    port-forward, which holds one pod, it outlives pods being replaced."""
+    ip = kubectl("-n", namespace, "get", "service", service, "-o", "jsonpath={.spec.clusterIP}").stdout
+    assert ip and ip != "None", f"{service}: no ClusterIP ({ip!r})"
+    return f"http://{ip}:{port}"
+
+
+def tag_images(tag: str, new_tag: str) -> list[str]:
+    """Every Flywheel service image of `tag` in the cluster's containerd also as `new_tag` (the same
+    image under a new name: what `helm upgrade` to a new release sees); the new names."""
+    names = run(*CTR, "images", "ls", "-q").stdout.split()
+    ours = [n for n in names if "/flywheel-" in n and n.endswith(f":{tag}")]
+    assert ours, f"no flywheel-* image tagged {tag} in the cluster's containerd: {names}"
+    made = [n.removesuffix(tag) + new_tag for n in ours]
+    for old, new in zip(ours, made, strict=True):
+        run(*CTR, "images", "tag", "--force", old, new)
+    return made
+
+
+def untag_images(names: list[str]) -> None:
+    if names:
+        run(*CTR, "images", "rm", *names, check=False)
 
 
 def describe_failures(namespace: str) -> str:
