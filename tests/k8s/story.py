@@ -30,10 +30,12 @@ import httpx
 import numpy as np
 
 from services.cli.demo.data import Digits
+from services.cli.demo.endpoints import scrape
 from services.events import new_meta
 from services.events.codec import encode
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.projects import load_spec_file, spec_json
+from services.trainer.runners.kubernetes import job_name
 from tests.k8s.conftest import ROOT, kubectl, port_forward, step, wait_until
 from tests.support.projects import example_spec_file
 
@@ -79,16 +81,6 @@ print(n)
 """
 
 
-def metric(url: str, family: str, **labels: str) -> float:
-    """The sum of a labelled family's samples whose labels include `labels` (0 when there are none)."""
-    text = httpx.get(url + "/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(family + "{") and all(f'{k}="{v}"' in line for k, v in labels.items())
-    )
-
-
 @dataclass
 class Credentials:
     """From the release's Secret: a gateway API key (predict, admin) and the labeler's and operator's tokens."""
@@ -115,10 +107,10 @@ class Story:
         assert r.status_code == 200, f"{service} {path}: {r.status_code} {r.text[:500]}"
         return r.json()
 
-    def post(self, service: str, path: str, body: dict, ok: tuple[int, ...] = (200, 201)) -> httpx.Response:
+    def post(self, service: str, path: str, body: dict) -> httpx.Response:
         headers = self.key if service == "gateway" else self.operator
         r = httpx.post(self.url[service] + path, json=body, headers=headers, timeout=120)
-        assert r.status_code in ok, f"{service} {path}: {r.status_code} {r.text[:500]}"
+        assert r.status_code in (200, 201), f"{service} {path}: {r.status_code} {r.text[:500]}"
         return r
 
     def lake_live(self) -> int:
@@ -130,7 +122,7 @@ class Story:
         return int(stats["rows"]), int(stats["distinct_events"])
 
     def monitor(self, family: str, **labels: str) -> float:
-        return metric(self.url["monitor"], family, model=MODEL, **labels)
+        return scrape(self.url["monitor"], family, model=MODEL, **labels)
 
     def predict(self, rows: np.ndarray) -> dict:
         body = {"instances": [{"features": r.tolist()} for r in rows]}
@@ -163,7 +155,7 @@ class Story:
         return done
 
     def k8s_job(self, job_id: str) -> dict:
-        out = kubectl("-n", self.namespace, "get", "job", f"flywheel-train-{job_id}", "-o", "json")
+        out = kubectl("-n", self.namespace, "get", "job", job_name(job_id), "-o", "json")
         return json.loads(out.stdout)
 
     def promote(self, version: str, stage: str) -> None:
@@ -252,7 +244,7 @@ class Story:
     def job_log(self) -> None:
         """`flywheel train logs` prints the Job's pod log (the project's command's first line, then the
         worker's), as the API server has it once the Job is complete."""
-        name = f"flywheel-train-{self.v1_job}"
+        name = job_name(self.v1_job)
         wait_until(
             f"the Job {name} complete",
             lambda: self.k8s_job(self.v1_job).get("status", {}).get("succeeded") == 1,
@@ -296,10 +288,10 @@ class Story:
         lines = [(r.example_id.encode(), encode(r)) for r in raws + raws[:KAFKA_RESENT]]
         lines += [(f"bad-{i}".encode(), b"\x00not a RawLabel protobuf " + bytes([i])) for i in range(MALFORMED)]
         ingest, lake = self.url["ingest"], self.url["lake"]
-        consumed0 = metric(ingest, "flywheel_events_consumed_total", topic="flywheel.labels.raw")
-        produced0 = metric(ingest, "flywheel_events_produced_total", topic="flywheel.labels")
-        handled0 = metric(lake, "flywheel_events_handled_total", topic="flywheel.labels")
-        dead0 = metric(ingest, "flywheel_events_dead_lettered_total", topic="flywheel.labels.raw")
+        consumed0 = scrape(ingest, "flywheel_events_consumed_total", topic="flywheel.labels.raw")
+        produced0 = scrape(ingest, "flywheel_events_produced_total", topic="flywheel.labels")
+        handled0 = scrape(lake, "flywheel_events_handled_total", topic="flywheel.labels")
+        dead0 = scrape(ingest, "flywheel_events_dead_lettered_total", topic="flywheel.labels.raw")
         out = kubectl(
             "-n", self.namespace, "exec", "-i", f"deployment/{self.full}-ingest", "-c", "ingest", "--",
             "python", "-c", PRODUCE, "flywheel.labels.raw",
@@ -310,7 +302,7 @@ class Story:
         wait_until(
             "ingest to consume every event of flywheel.labels.raw",
             lambda: (
-                metric(ingest, "flywheel_events_consumed_total", topic="flywheel.labels.raw") >= consumed0 + len(lines)
+                scrape(ingest, "flywheel_events_consumed_total", topic="flywheel.labels.raw") >= consumed0 + len(lines)
             ),
             timeout_s=120,
         )
@@ -318,8 +310,8 @@ class Story:
         wait_until(
             "the lake to handle what ingest published",
             lambda: (
-                metric(lake, "flywheel_events_handled_total", topic="flywheel.labels")
-                >= handled0 + metric(ingest, "flywheel_events_produced_total", topic="flywheel.labels") - produced0
+                scrape(lake, "flywheel_events_handled_total", topic="flywheel.labels")
+                >= handled0 + scrape(ingest, "flywheel_events_produced_total", topic="flywheel.labels") - produced0
                 and self.lake_live() >= HTTP_LABELS + KAFKA_LABELS
             ),
             timeout_s=120,
@@ -327,7 +319,7 @@ class Story:
         dead = wait_until(
             "the malformed events dead-lettered",
             lambda: (
-                (n := metric(ingest, "flywheel_events_dead_lettered_total", topic="flywheel.labels.raw") - dead0)
+                (n := scrape(ingest, "flywheel_events_dead_lettered_total", topic="flywheel.labels.raw") - dead0)
                 >= MALFORMED
                 and n
             ),
@@ -422,7 +414,7 @@ class Story:
             served.setdefault(str(answer["model_version"]), []).append(answer["predictions"][0]["label"] == str(y[i]))
         split = {v: len(ok) for v, ok in served.items()}
         accuracy = {v: round(float(np.mean(ok)), 3) for v, ok in served.items()}
-        rollbacks = metric(self.url["gateway"], "flywheel_gateway_canary_rollbacks_total")
+        rollbacks = scrape(self.url["gateway"], "flywheel_gateway_canary_rollbacks_total")
         self.numbers.update(canary_split=split, canary_accuracy=accuracy, canary_rollbacks=int(rollbacks))
         # The canary's share is 10%: 200 requests send it 20 on average, more than 5 and fewer than 45 but
         # with a chance below one in a million.
@@ -441,7 +433,7 @@ class Story:
 
     # -- 6. the Job's TTL -----------------------------------------------------------------------------
     def ttl(self) -> None:
-        name = f"flywheel-train-{self.v1_job}"
+        name = job_name(self.v1_job)
         started = time.monotonic()
         wait_until(
             f"Kubernetes to remove the Job {name} after its TTL ({TTL_S} s)",
