@@ -1,8 +1,9 @@
 """The flywheel's story on the cluster, through the chart's wiring and the services' public APIs:
 
-1. a project, and digits labels into ingest over HTTP; the lake cuts a snapshot; the trainer runs the
-   job as a Kubernetes Job (the project's resources and TTL) that writes /data/models; its pod's log
-   through `flywheel train logs`; v1 through the promotion gate and served by the gateway;
+1. a project, and digits labels into ingest over HTTP (its API and Label Studio webhooks); the lake
+   cuts a snapshot; the trainer runs the job as a Kubernetes Job (the project's command, resources and
+   TTL) that writes /data/models; its pod's log through `flywheel train logs`; v1 through the promotion
+   gate and served by the gateway;
 2. labels of a "new camera" (shifted digits) through Kafka (flywheel.labels.raw, produced inside the
    cluster), some sent twice as a producer's retry would and a few malformed: what went in is what the
    lake holds (0 lost, 0 duplicated), the malformed ones dead-lettered;
@@ -29,7 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from services.cli.demo.data import Digits
+from services.cli.demo.data import Digits, label_studio_payload
 from services.cli.demo.endpoints import scrape
 from services.events import new_meta
 from services.events.codec import encode
@@ -42,6 +43,7 @@ from tests.support.projects import example_spec_file
 MODEL = "digits-k8s"
 DIGITS_SPEC = example_spec_file("digits")
 HTTP_LABELS = 600
+WEBHOOK_LABELS = 100  # of those, as Label Studio webhooks (two payloads); the rest through POST /v1/labels
 KAFKA_LABELS = 300  # the new camera's labelled images
 KAFKA_RESENT = 50  # of those, sent a second time (a producer's retry): stored once
 MALFORMED = 3  # not RawLabel protobufs: dead-lettered, never stored
@@ -83,9 +85,11 @@ print(n)
 
 @dataclass
 class Credentials:
-    """From the release's Secret: a gateway API key (predict, admin) and the labeler's and operator's tokens."""
+    """From the release's Secret: a gateway API key (predict, admin), Label Studio's webhook token, and the
+    labeler's and operator's service tokens."""
 
     api_key: str
+    webhook: str
     labeler: str
     operator: str
 
@@ -183,12 +187,13 @@ class Story:
         )
         self.rows0, self.distinct0 = self.lake_label_events()
         d = self.digits
+        native = HTTP_LABELS - WEBHOOK_LABELS
         batch = {
             "project": MODEL,
             "labels": [
                 {"example_id": f"http-{i}", "label": str(int(d.label_y[i])), "annotator": "tests/k8s",
                  "features": d.label_x[i].tolist()}
-                for i in range(HTTP_LABELS)
+                for i in range(native)
             ],
         }  # fmt: skip
         refused = httpx.post(self.url["ingest"] + "/v1/labels", json=batch, timeout=60)
@@ -199,7 +204,13 @@ class Story:
             headers={"Authorization": f"Bearer {self.creds.labeler}"},
             timeout=60,
         )
-        assert r.status_code == 200 and r.json()["accepted"] == HTTP_LABELS, r.text
+        assert r.status_code == 200 and r.json()["accepted"] == native, r.text
+        hook = f"{self.url['ingest']}/webhooks/label-studio/{MODEL}"
+        for start in range(native, HTTP_LABELS, 50):
+            stop = min(HTTP_LABELS, start + 50)
+            payload = label_studio_payload(d.label_x[start:stop], d.label_y[start:stop], start, "ls")
+            r = httpx.post(hook, json=payload, headers={"Authorization": f"Token {self.creds.webhook}"}, timeout=60)
+            assert r.status_code == 200 and r.json()["accepted"] == stop - start, r.text
         wait_until("the labels in the lake", lambda: self.lake_live() >= HTTP_LABELS, timeout_s=120)
 
     def train_v1(self) -> None:

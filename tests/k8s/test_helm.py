@@ -68,6 +68,7 @@ def test_install_test_upgrade_uninstall(cluster: str) -> None:
         with step("the story: labels → lake → Jobs → served → drift → retrained → canary"):
             creds = Credentials(
                 api_key=secret_value("api-keys").split(",")[0],
+                webhook=secret_value("webhook-token"),
                 labeler=secret_value("token-labeler"),
                 operator=secret_value("token-operator"),
             )
