@@ -143,7 +143,8 @@ class Story:
 
     def train_logs(self, job_id: str) -> subprocess.CompletedProcess[str]:
         """`flywheel train logs JOB` against the trainer's Service, as the operator."""
-        env = {**os.environ, "FLYWHEEL_SERVICE_TOKEN": self.creds.operator, "PYTHONPATH": str(ROOT)}
+        # COLUMNS: rich wraps what it prints to stderr at 80 columns when not on a terminal.
+        env = {**os.environ, "FLYWHEEL_SERVICE_TOKEN": self.creds.operator, "PYTHONPATH": str(ROOT), "COLUMNS": "500"}
         cmd = [sys.executable, "-m", "services.cli", "train", "logs", job_id, "--trainer-url", self.url["trainer"]]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, check=False)
 
