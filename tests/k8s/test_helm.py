@@ -1,10 +1,13 @@
 """The chart on a real cluster: `helm install --wait`, `helm test` (every service healthy and scraped,
-locked to callers without the Secret's tokens, a model the test writes served through the gateway), a
-training Job the trainer runs as a Kubernetes Job on the chart's volume and the model it makes served,
-an upgrade that keeps every generated credential, and `helm uninstall` leaving only the volume the
-chart keeps on purpose. Every credential is read from the Secret the chart generated: none is known."""
+locked to callers without the Secret's tokens, a model the test writes served through the gateway), the
+flywheel's story on that install (tests/k8s/story.py: labels in over HTTP and Kafka with none lost or
+stored twice, training Jobs, their logs and TTL, serving, drift, retraining, the canary), an upgrade that
+keeps every generated credential, and `helm uninstall` leaving only the volume the chart keeps on purpose.
+Every credential is read from the Secret the chart generated: none is known."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -22,7 +25,7 @@ from tests.k8s.conftest import (
     step,
     wait_until,
 )
-from tests.k8s.training import train_and_serve
+from tests.k8s.story import Credentials, run_story
 
 NAMESPACE = "flywheel-helm"
 RELEASE = "flywheel"
@@ -62,15 +65,15 @@ def test_install_test_upgrade_uninstall(cluster: str) -> None:
             print(out.stdout)
             assert out.returncode == 0, out.stdout + out.stderr + describe_failures(NAMESPACE)
             assert "all checks passed" in out.stdout
-        with step("a training Job: labels in, a Kubernetes Job writes /data/models, served through the gateway"):
-            done = train_and_serve(
-                NAMESPACE,
-                RELEASE,
-                secret_value("api-keys").split(",")[0],
+        with step("the story: labels → lake → Jobs → served → drift → retrained → canary"):
+            creds = Credentials(
+                api_key=secret_value("api-keys").split(",")[0],
+                webhook=secret_value("webhook-token"),
                 labeler=secret_value("token-labeler"),
                 operator=secret_value("token-operator"),
             )
-            print(f"    trained {done}")
+            numbers = run_story(NAMESPACE, RELEASE, creds)
+            print("    the story's numbers: " + json.dumps(numbers), flush=True)
         with step("the model server restarts ready beside the trainer's TorchScript export"):
             kubectl("-n", NAMESPACE, "rollout", "restart", f"deployment/{RELEASE}-flywheel-modelserver")
             out = kubectl(
