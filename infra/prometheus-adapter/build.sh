@@ -10,7 +10,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 DEST="$ROOT/.tools/prometheus-adapter"
 BIN="$DEST/adapter"
 STAMP="$DEST/adapter.source"
-export PATH="$PATH:/usr/local/go/bin"
+# Go: the one on PATH, else /usr/local/go, else the toolchain infra/k8s-local/build-binaries.sh fetched.
+export PATH="$PATH:/usr/local/go/bin:$(ls -d "$ROOT"/.tools/k8s/go-*/bin 2>/dev/null | tail -1)"
 source_hash=$(cd "$HERE/src" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 if [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$source_hash" ]; then
   echo "prometheus-adapter: already built at $BIN (source $source_hash)"

@@ -22,11 +22,9 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import yaml
 
 from tests.k8s.conftest import (
     CHART,
@@ -42,6 +40,7 @@ from tests.k8s.conftest import (
     step,
     wait_until,
 )
+from tests.k8s.smoke_model import MODEL, Client, publish_smoke_model
 
 NAMESPACE = "flywheel-scaleout"
 RELEASE = "flywheel"
@@ -60,57 +59,12 @@ SETTINGS = [
     "services.trainer.enabled=false",
     "grafana.dashboards.enabled=false",
 ]
-MODEL = "flywheel-smoke"  # charts/flywheel/files/smoke_test.py's model: 64 features in, 10 classes out
-FEATURES = 64
 REQUESTS = 300
 PACE_S = 0.03  # phase 3's pause between a thread's requests
-CLIENTS = 4  # requests in flight at once: the gateway picks the address with the fewest outstanding
 # How long the gateway may take to see a change of pods: its re-resolution (5 s) plus CoreDNS's
 # answer cache (the local cluster's Corefile: ttl 30 and cache 30).
 RESOLVE_S = 75.0
 UPSTREAM = re.compile(r'^flywheel_gateway_upstream_requests_total\{[^}]*addr="([^"]+)"[^}]*\} (\S+)$')
-
-# Run in the chart's helm-test pod (the trainer's image, the volume, Kafka's settings): the smoke
-# test's own model written into /data/models and announced as production, and nothing removed.
-PUBLISH = """
-import os, sys
-from pathlib import Path
-sys.path[:0] = ["/smoke", os.environ.get("SMOKE_APP", "/app")]
-import smoke_test
-repository = Path(os.environ["SMOKE_MODEL_REPOSITORY"])
-version = smoke_test.write_model(repository)
-smoke_test.announce(os.environ["SMOKE_KAFKA"], version, "production", repository)
-print(f"published {smoke_test.MODEL} v{version}", flush=True)
-"""
-
-
-def publish_model() -> None:
-    """The chart's `helm test` pod and script, rendered for this release, running PUBLISH instead."""
-    rendered = helm(
-        "template", RELEASE, CHART, "-n", NAMESPACE, "-f", LOCAL_VALUES,
-        *(a for s in SETTINGS for a in ("--set", s)),
-        "--show-only", "templates/tests/test-smoke.yaml",
-        timeout=120,
-    ).stdout  # fmt: skip
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
-    pod = next(d for d in docs if d["kind"] == "Pod")
-    for doc in docs:
-        doc["metadata"].pop("annotations", None)  # helm's hook annotations: applied here, not by `helm test`
-    pod["metadata"]["name"] = f"{FULL}-scaleout-publish"
-    pod["spec"]["containers"][0]["command"] = ["python", "-c", PUBLISH]
-    manifest = yaml.safe_dump_all(docs)
-    kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=manifest)
-    name = pod["metadata"]["name"]
-
-    def finished() -> str:
-        out = kubectl("-n", NAMESPACE, "get", "pod", name, "-o", "jsonpath={.status.phase}", check=False).stdout
-        return out if out in ("Succeeded", "Failed") else ""
-
-    phase = wait_until("the publishing pod finished", finished, timeout_s=180, interval_s=2)
-    logs = kubectl("-n", NAMESPACE, "logs", name, check=False).stdout
-    print(f"    {logs.strip()}")
-    assert phase == "Succeeded", logs + describe_failures(NAMESPACE)
-    kubectl("delete", "-n", NAMESPACE, "-f", "-", "--wait=true", stdin=manifest, timeout=120)
 
 
 def ready_pod_addrs() -> set[str]:
@@ -149,37 +103,6 @@ def gateway_sees(gateway: str, addrs: set[str], client: Client | None) -> list[s
 
     wait_until(f"the gateway resolving {sorted(addrs)}", caught_up, timeout_s=RESOLVE_S, interval_s=1)
     return failures
-
-
-def infer_body() -> dict:
-    row = [0.0] * FEATURES
-    row[3] = row[13] = 1.0  # class 3 for the smoke model's weights
-    return {"inputs": [{"name": "features", "shape": [1, FEATURES], "datatype": "FP32", "data": row}]}
-
-
-class Client:
-    """Predictions through the gateway's port-forward with the release's API key."""
-
-    def __init__(self, gateway: str, api_key: str) -> None:
-        self.url = f"{gateway}/v2/models/{MODEL}/infer"
-        self.http = httpx.Client(headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
-        self.body = infer_body()
-
-    def predict(self) -> str:
-        """'' when answered, else why not."""
-        try:
-            r = self.http.post(self.url, json=self.body)
-        except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return "" if r.status_code == 200 else f"{r.status_code} {r.text[:200]}"
-
-    def send(self, n: int) -> list[str]:
-        """n predictions, CLIENTS at a time; the failures."""
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            return [f for f in pool.map(lambda _: self.predict(), range(n)) if f]
-
-    def close(self) -> None:
-        self.http.close()
 
 
 def split(before: dict[str, float], after: dict[str, float], addrs: Iterable[str]) -> dict[str, int]:
@@ -229,7 +152,7 @@ def test_gateway_balances_over_every_model_server_replica(cluster: str) -> None:
             ).stdout
             assert cluster_ip == "None", cluster_ip
         with step(f"{MODEL} published (model repository + flywheel.models)"):
-            publish_model()
+            publish_smoke_model(NAMESPACE, RELEASE, SETTINGS)
         api_key = secret_value(NAMESPACE, RELEASE, "api-keys").split(",")[0]
         with port_forward(NAMESPACE, f"{FULL}-gateway", GATEWAY_PORT) as gateway:
             client = Client(gateway, api_key)
