@@ -78,9 +78,12 @@ def test_prometheus_scrapes_only_the_releases_model_servers(helm: Path) -> None:
     docs = render_set(helm, ON, RATE)
     config = yaml.safe_load(by_kind(docs, "ConfigMap")["rel-flywheel-prometheus"]["data"]["prometheus.yml"])
     (job,) = config["scrape_configs"]
-    (sd,) = job["kubernetes_sd_configs"]
-    assert sd["namespaces"] == {"names": ["flywheel"]}
-    assert sd["selectors"][0]["label"] == "app.kubernetes.io/name=modelserver,app.kubernetes.io/instance=rel"
+    assert job["file_sd_configs"][0]["files"] == ["/sd/targets.json"]
+    pod = by_kind(docs, "Deployment")["rel-flywheel-prometheus"]["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "targets")
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["POD_SELECTOR"] == "app.kubernetes.io/name=modelserver,app.kubernetes.io/instance=rel"
+    assert env["TARGET_PORT"] == "8000"
     role = by_kind(docs, "Role")["rel-flywheel-prometheus"]
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
     # The model server's NetworkPolicy admits this Prometheus on its HTTP port (/metrics).
