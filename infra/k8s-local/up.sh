@@ -17,7 +17,14 @@ all_running() {
 start() {  # start NAME COMMAND...: a daemon in its own session, its log and pid under STATE and RUN
   local name=$1
   shift
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  (
+    # The daemon keeps none of this script's other descriptors: run as `flock LOCK up.sh`, the lock
+    # would otherwise live as long as the API server (it did: every waiter on the lock hung).
+    for fd in $(ls "/proc/$BASHPID/fd"); do
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null
+  ) &
   echo $! >"$RUN/$name.pid"
 }
 wait_for() {  # wait_for NAME SECONDS COMMAND...: until COMMAND succeeds; fails with the log's tail
