@@ -74,7 +74,7 @@ GATEWAY_HTTP, GATEWAY_GRPC = 8080, 8081  # services.gateway.ports
 
 class Timeline:
     """The HPA's observed metric, desired and current replicas, and the Deployment's Ready pods,
-    sampled every few seconds from `start`."""
+    sampled every few seconds from the Timeline's creation."""
 
     def __init__(self) -> None:
         self.t0 = time.monotonic()
