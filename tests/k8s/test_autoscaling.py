@@ -111,7 +111,10 @@ def served_metric() -> list[dict]:
 
 
 @pytest.mark.timeout(900)
-def test_hpa_scales_the_model_server_on_the_adapters_metric(cluster: str, tmp_path: Path) -> None:
+def test_hpa_scales_the_model_server_on_the_adapters_metric(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYWHEEL_MODEL", MODEL)  # the model Locust's users ask for (loadtests/locustfile.py)
     with step("namespace and Kafka (PostgreSQL comes with the chart)"):
         create_namespace(NAMESPACE)
         start_deps(NAMESPACE)
