@@ -9,6 +9,7 @@
 #   images.sh flywheel   every service target of docker/Dockerfile, plus Kafka, PostgreSQL and the S3 server
 #   images.sh versitygw  only the S3 server the chart bundles (s3.bundled)
 #   images.sh base       only the Debian and Python base images
+#   images.sh metrics    prometheus-adapter and Prometheus for the model server's HPA (flywheel runs it too)
 #   images.sh sizes      name and size of each image in the cluster
 source "$(dirname "$0")/lib.sh"
 need_root
@@ -270,6 +271,7 @@ cmd_flywheel() {
   kafka_image
   postgres_image
   versitygw_image
+  metrics_images
   "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
   slim_prune
   gc_storage
@@ -305,7 +307,7 @@ kafka_image() {  # Apache Kafka (KRaft) from the Maven jars of `make kafka-jars`
 postgres_image() {  # Debian's PostgreSQL
   local ref key
   # The chart bundles PostgreSQL; on this cluster it runs the image the local values name.
-  ref=$(sed -n 's#^ *image: *\(flywheel.local/postgresql:[^ ]*\)$#\1#p' "$REPO/charts/flywheel/ci/local-cluster-values.yaml")
+  ref=$(local_value_image postgresql)
   [ -n "$ref" ] || die "charts/flywheel/ci/local-cluster-values.yaml names no flywheel.local/postgresql image"
   key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE")" infra/k8s-local/images/postgresql)
   if ! built "$ref" "$key"; then
@@ -338,6 +340,42 @@ versitygw_image() {  # the chart's bundled S3 server: the static versitygw of `m
   load "$ref" "$key"
 }
 
+local_value_image() {  # the flywheel.local image charts/flywheel/ci/local-cluster-values.yaml names for NAME
+  sed -n "s#^ *image: *\\(flywheel.local/$1:[^ ]*\\)\$#\\1#p" "$REPO/charts/flywheel/ci/local-cluster-values.yaml"
+}
+metrics_images() {  # the HPA's custom metrics: prometheus-adapter (built from source) and Prometheus
+  local ref key prom
+  "$REPO/infra/prometheus-adapter/build.sh"
+  ref=$(local_value_image prometheus-adapter)
+  [ -n "$ref" ] || die "charts/flywheel/ci/local-cluster-values.yaml names no flywheel.local/prometheus-adapter image"
+  key=$(inputs_hash "$(sha256sum <"$REPO/.tools/prometheus-adapter/adapter") v1")
+  if ! built "$ref" "$key"; then
+    step "$ref (infra/prometheus-adapter)"
+    from_scratch "$ref" "$key" "$REPO/.tools/prometheus-adapter/adapter" '["/adapter"]'
+    step_done
+  fi
+  load "$ref" "$key"
+  # Debian's Prometheus, the one the local runner uses: the host's binary (it links only libc) on
+  # the Debian base, so no package download at build time.
+  prom=$(command -v prometheus) || die "no prometheus on PATH: apt-get install prometheus (Debian's)"
+  ref=$(local_value_image prometheus)
+  [ -n "$ref" ] || die "charts/flywheel/ci/local-cluster-values.yaml names no flywheel.local/prometheus image"
+  debian_base
+  key=$(inputs_hash "$(image_id "$DEBIAN_IMAGE") $(sha256sum <"$prom") v1")
+  if ! built "$ref" "$key"; then
+    step "$ref (Debian's $($prom --version 2>&1 | awk 'NR == 1 {print $3}'))"
+    local c
+    c=$("${BUILDAH[@]}" from "$DEBIAN_IMAGE")
+    "${BUILDAH[@]}" copy -q "$c" "$prom" /usr/bin/prometheus >/dev/null
+    "${BUILDAH[@]}" config --entrypoint '["/usr/bin/prometheus"]' --cmd '[]' --user 65534:65534 \
+      --label "flywheel.input=$key" "$c"
+    "${BUILDAH[@]}" commit -q "$c" "$ref" >/dev/null
+    "${BUILDAH[@]}" rm "$c" >/dev/null
+    step_done
+  fi
+  load "$ref" "$key"
+}
+
 cmd_sizes() {  # each image's size: its layers, uncompressed, as containerd holds them
   containerd_up || die "the cluster's containerd is not running (make k8s-up)"
   "${CTR[@]}" images ls | awk 'NR > 1 && $1 !~ /^sha256:/ {printf "    %-45s %s %s\n", $1, $4, $5}' | sort
@@ -348,6 +386,7 @@ system) cmd_system ;;
 base) debian_base && python_base ;;
 flywheel) cmd_flywheel ;;
 versitygw) versitygw_image ;;
+metrics) metrics_images ;;
 sizes) cmd_sizes ;;
-*) die "usage: images.sh system|base|flywheel|versitygw|sizes" ;;
+*) die "usage: images.sh system|base|flywheel|versitygw|metrics|sizes" ;;
 esac; exit # (on the esac line: a build takes minutes, and an edit to this file meanwhile must not be run)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The local cluster's PKI with openssl (pki.sh NODE_IP): a CA, the API server's serving certificate,
-# a client certificate and kubeconfig per component, the kubelet's serving certificate and the
-# service-account key pair. ECDSA P-256 keys (quick to make); everything under STATE/pki.
+# a client certificate and kubeconfig per component, the kubelet's serving certificate, the
+# service-account key pair and the aggregation layer's front-proxy CA and client certificate.
+# ECDSA P-256 keys (quick to make); everything under STATE/pki. `pki.sh NODE_IP front-proxy` makes
+# only the front-proxy pair, when missing (a cluster brought up before the aggregation layer).
 source "$(dirname "$0")/lib.sh"
 NODE_IP=$1
+MODE=${2:-all}
 cd "$PKI"
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null; }
@@ -48,6 +51,28 @@ current-context: flywheel-local
 EOF
 }
 
+front_proxy() {
+  # The aggregation layer: the API server proxies custom.metrics.k8s.io to the metrics adapter with
+  # this client certificate, and the adapter trusts the user headers of requests signed by this CA
+  # (a CA of its own, as kubeadm does: a certificate of the main CA would pass as any user).
+  [ -f front-proxy-client.crt ] && [ -f front-proxy-ca.crt ] && return 0
+  key front-proxy-ca
+  openssl req -x509 -new -key front-proxy-ca.key -subj "/CN=flywheel-local-front-proxy-ca" -days 365 \
+    -out front-proxy-ca.crt -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  key front-proxy-client
+  openssl_conf "" clientAuth
+  openssl req -new -key front-proxy-client.key -subj "/CN=front-proxy-client" -out front-proxy-client.csr 2>/dev/null
+  openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial \
+    -days 365 -extfile ext.cnf -extensions ext -out front-proxy-client.crt 2>/dev/null
+  rm -f front-proxy-client.csr ext.cnf
+  chmod 600 front-proxy-ca.key front-proxy-client.key
+}
+if [ "$MODE" = front-proxy ]; then
+  front_proxy
+  exit 0
+fi
+
 key ca
 openssl req -x509 -new -key ca.key -subj "/CN=flywheel-local-ca" -days 365 -out ca.crt \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
@@ -66,6 +91,7 @@ cert kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" "" clientAuth
 for c in admin controller-manager scheduler kube-proxy kubelet-client; do kubeconfig "$c"; done
 mv kubelet-client.kubeconfig kubelet.kubeconfig
 cp admin.kubeconfig "$KUBECONFIG_ADMIN"
+front_proxy
 key sa
 openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
 chmod 600 ./*.key

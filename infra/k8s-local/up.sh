@@ -14,7 +14,64 @@ all_running() {
   for c in "${COMPONENTS[@]}"; do running "$c" || return 1; done
   "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz >/dev/null 2>&1
 }
+start() {  # start NAME COMMAND...: a daemon in its own session, its log and pid under STATE and RUN
+  local name=$1
+  shift
+  (
+    # The daemon keeps none of this script's other descriptors: run as `flock LOCK up.sh`, the lock
+    # would otherwise live as long as the API server (it did: every waiter on the lock hung).
+    for fd in $(ls "/proc/$BASHPID/fd"); do
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+    done
+    exec setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null
+  ) &
+  echo $! >"$RUN/$name.pid"
+}
+wait_for() {  # wait_for NAME SECONDS COMMAND...: until COMMAND succeeds; fails with the log's tail
+  local name=$1 timeout=$2 deadline
+  shift 2
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ! running "$name" || [ $SECONDS -ge $deadline ]; then
+      tail -20 "$LOGS/$name.log" >&2
+      die "$name did not come up (log: $LOGS/$name.log)"
+    fi
+    sleep 0.5
+  done
+}
+start_apiserver() {  # the API server; its aggregation layer (front-proxy flags) serves metrics adapters
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --advertise-address="$NODE_IP" --bind-address=0.0.0.0 --secure-port=6443 \
+    --etcd-servers=http://127.0.0.1:2379 \
+    --service-cluster-ip-range="$SERVICE_CIDR" --service-node-port-range=30000-32767 \
+    --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --allow-privileged=true \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
+    --profiling=false
+}
 if all_running; then
+  # A cluster brought up before the aggregation layer: its API server alone restarts with the
+  # front-proxy flags (pods, etcd and the node stay; the API is away for a few seconds).
+  if ! tr '\0' ' ' <"/proc/$(cat "$RUN/kube-apiserver.pid")/cmdline" | grep -q -- --requestheader-client-ca-file; then
+    step "kube-apiserver: restarting with the aggregation layer's flags"
+    NODE_IP=$(node_ip)
+    "$K8S_LOCAL/pki.sh" "$NODE_IP" front-proxy
+    kill "$(cat "$RUN/kube-apiserver.pid")"
+    while running kube-apiserver; do sleep 0.5; done
+    start_apiserver
+    wait_for kube-apiserver 90 "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz
+    step_done
+  fi
   echo "the local cluster is already up (KUBECONFIG=$KUBECONFIG_ADMIN)"
   exit 0
 fi
@@ -66,24 +123,6 @@ mkdir -p "$STATE/cni/net.d" "$RUN/cni"
 sed -e "s#@STATE@#$STATE#g" -e "s#@RUN@#$RUN#g" -e "s#@SOCK@#$CONTAINERD_SOCK#g" \
   -e "s#@PAUSE@#flywheel.local/pause:v$K8S_VERSION#g" "$K8S_LOCAL/config/containerd.toml" >"$STATE/containerd.toml"
 sed -e "s#@POD_CIDR@#$POD_CIDR#g" -e "s#@RUN@#$RUN#g" "$K8S_LOCAL/config/cni.conflist" >"$STATE/cni/net.d/10-flywheel.conflist"
-start() {  # start NAME COMMAND...: a daemon in its own session, its log and pid under STATE and RUN
-  local name=$1
-  shift
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$RUN/$name.pid"
-}
-wait_for() {  # wait_for NAME SECONDS COMMAND...: until COMMAND succeeds; fails with the log's tail
-  local name=$1 timeout=$2 deadline
-  shift 2
-  deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    if ! running "$name" || [ $SECONDS -ge $deadline ]; then
-      tail -20 "$LOGS/$name.log" >&2
-      die "$name did not come up (log: $LOGS/$name.log)"
-    fi
-    sleep 0.5
-  done
-}
 start containerd containerd --config "$STATE/containerd.toml"
 wait_for containerd 30 "${CTR[@]}" version
 step_done
@@ -101,19 +140,7 @@ wait_for etcd 30 curl -fsS http://127.0.0.1:2379/health
 step_done
 
 step "kube-apiserver, kube-controller-manager, kube-scheduler v$K8S_VERSION"
-start kube-apiserver "$BIN/kube-apiserver" \
-  --advertise-address="$NODE_IP" --bind-address=0.0.0.0 --secure-port=6443 \
-  --etcd-servers=http://127.0.0.1:2379 \
-  --service-cluster-ip-range="$SERVICE_CIDR" --service-node-port-range=30000-32767 \
-  --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
-  --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
-  --kubelet-certificate-authority="$PKI/ca.crt" \
-  --kubelet-preferred-address-types=InternalIP,Hostname \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-  --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --allow-privileged=true \
-  --profiling=false
+start_apiserver
 wait_for kube-apiserver 90 "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" get --raw /readyz
 start kube-controller-manager "$BIN/kube-controller-manager" \
   --kubeconfig="$PKI/controller-manager.kubeconfig" \

@@ -211,16 +211,31 @@ def free_port() -> int:
 @contextmanager
 def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
     """`kubectl port-forward svc/<service>`: every connection goes to the one pod kubectl picked."""
-    local = free_port()
+    with port_forwards(namespace, service, port) as (local,):
+        yield f"http://127.0.0.1:{local}"
+
+
+@contextmanager
+def port_forwards(namespace: str, service: str, *ports: int) -> Iterator[list[int]]:
+    """One `kubectl port-forward svc/<service>` of several ports: the local ports, in order, once the
+    first (HTTP) answers /healthz."""
+    local = [free_port() for _ in ports]
     proc = subprocess.Popen(
-        [str(KUBECTL), "-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"],
+        [
+            str(KUBECTL),
+            "-n",
+            namespace,
+            "port-forward",
+            f"svc/{service}",
+            *(f"{a}:{b}" for a, b in zip(local, ports, strict=True)),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{local}"
+    url = f"http://127.0.0.1:{local[0]}"
     try:
         wait_until(f"port-forward to {service}", lambda: _answers(url), timeout_s=30, interval_s=0.5)
-        yield url
+        yield local
     finally:
         proc.terminate()
         proc.wait(10)

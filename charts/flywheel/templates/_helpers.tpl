@@ -95,6 +95,23 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- fail (printf "services.%s.pdb.minAvailable (%v) must be below its fewest replicas (%d): no pod could ever be evicted, so node drains would hang." $name $svc.pdb.minAvailable $min) -}}
 {{- end -}}
 {{- end -}}
+{{- $ma := .Values.metricsAdapter -}}
+{{- if $ma.enabled -}}
+{{- if eq .Values.services.modelserver.engine "triton" -}}
+{{- fail "metricsAdapter.enabled with services.modelserver.engine=triton is not supported: the adapter's rules read the Flywheel model server's metrics (flywheel_modelserver_*), which Triton does not export. Use engine flywheel, or metricsAdapter.enabled=false and an adapter configured for Triton's nv_inference_* metrics." -}}
+{{- end -}}
+{{- $served := list "flywheel_modelserver_queue_seconds" "flywheel_modelserver_requests_per_second" -}}
+{{- $asc := .Values.services.modelserver.autoscaling -}}
+{{- if and $asc.enabled (not (has $asc.metricName $served)) -}}
+{{- fail (printf "services.modelserver.autoscaling.metricName %q is not served by metricsAdapter: use one of %s." $asc.metricName (join ", " $served)) -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (not $ma.prometheusUrl) -}}
+{{- fail "metricsAdapter.enabled with tls.enabled needs metricsAdapter.prometheusUrl: the chart's own Prometheus scrapes the model servers over plain HTTP. Point the adapter at a Prometheus that scrapes them over TLS." -}}
+{{- end -}}
+{{- if not (regexMatch "^[0-9]+[smh]$" (toString $ma.rateWindow)) -}}
+{{- fail (printf "metricsAdapter.rateWindow %q must be a Prometheus duration such as 30s, 1m or 5m." (toString $ma.rateWindow)) -}}
+{{- end -}}
+{{- end -}}
 {{- if eq .Values.services.modelserver.engine "torchserve" -}}
 {{- fail "services.modelserver.engine=torchserve is not supported: TorchServe reads .mar archives, not the Triton-layout model repository, and does not speak KServe v2, which the gateway sends. Use engine flywheel or triton." -}}
 {{- end -}}
