@@ -4,7 +4,9 @@ predictions for it through the gateway."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import yaml
@@ -28,11 +30,15 @@ print(f"published {smoke_test.MODEL} v{version}", flush=True)
 """
 
 
-def run_in_test_pod(namespace: str, release: str, settings: list[str], name: str, script: str) -> str:
-    """The chart's `helm test` pod and its ConfigMap, rendered for this release, running `script`
-    (Python) instead of the smoke test; its output. Fails the test unless the script succeeds."""
+def run_in_test_pod(
+    namespace: str, release: str, settings: list[str], name: str, script: str, value_files: Sequence[Path] = ()
+) -> str:
+    """The chart's `helm test` pod and its ConfigMap, rendered for this release (the local values, then
+    `value_files`, then `settings`) and renamed after `name` (so `helm test`'s own stay untouched), running
+    `script` (Python) instead of the smoke test; its output. Fails the test unless the script succeeds."""
     rendered = helm(
         "template", release, CHART, "-n", namespace, "-f", LOCAL_VALUES,
+        *(a for f in value_files for a in ("-f", f)),
         *(a for s in settings for a in ("--set", s)),
         "--show-only", "templates/tests/test-smoke.yaml",
         timeout=120,
@@ -41,7 +47,12 @@ def run_in_test_pod(namespace: str, release: str, settings: list[str], name: str
     pod = next(d for d in docs if d["kind"] == "Pod")
     for doc in docs:
         doc["metadata"].pop("annotations", None)  # helm's hook annotations: applied here, not by `helm test`
-    pod["metadata"]["name"] = f"{release}-flywheel-{name}"
+    for doc in docs:
+        doc["metadata"]["name"] = f"{release}-flywheel-{name}"
+    pod["spec"]["volumes"] = [
+        {**v, "configMap": {"name": f"{release}-flywheel-{name}"}} if v["name"] == "smoke" else v
+        for v in pod["spec"]["volumes"]
+    ]
     pod["spec"]["containers"][0]["command"] = ["python", "-c", script]
     manifest = yaml.safe_dump_all(docs)
     kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)

@@ -20,7 +20,6 @@ import time
 
 import httpx
 import pytest
-import yaml
 
 from tests.k8s.conftest import (
     CHART,
@@ -36,6 +35,7 @@ from tests.k8s.conftest import (
     step,
     wait_until,
 )
+from tests.k8s.serving import run_in_test_pod
 
 NAMESPACE = "flywheel-s3"
 RELEASE = "flywheel"
@@ -69,34 +69,8 @@ print(f"published {{smoke_test.MODEL}} v{{version}} to {{os.environ['SMOKE_REMOT
 
 def publish(version: int) -> None:
     """The chart's `helm test` pod, rendered for this release, running PUBLISH for `version`."""
-    rendered = helm(
-        "template", RELEASE, CHART, "-n", NAMESPACE, *VALUES, "--show-only", "templates/tests/test-smoke.yaml",
-        timeout=120,
-    ).stdout  # fmt: skip
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
-    pod = next(d for d in docs if d["kind"] == "Pod")
-    for doc in docs:
-        doc["metadata"].pop("annotations", None)  # helm's hook annotations: applied here, not by `helm test`
-    for doc in docs:
-        doc["metadata"]["name"] = f"{FULL}-s3-publish"
-    pod["spec"]["volumes"] = [
-        {**v, "configMap": {"name": f"{FULL}-s3-publish"}} if v["name"] == "smoke" else v
-        for v in pod["spec"]["volumes"]
-    ]
-    pod["spec"]["containers"][0]["command"] = ["python", "-c", PUBLISH.format(model=MODEL, version=version)]
-    manifest = yaml.safe_dump_all(docs)
-    kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=manifest)
-    name = pod["metadata"]["name"]
-
-    def finished() -> str:
-        out = kubectl("-n", NAMESPACE, "get", "pod", name, "-o", "jsonpath={.status.phase}", check=False).stdout
-        return out if out in ("Succeeded", "Failed") else ""
-
-    phase = wait_until(f"the pod publishing v{version} finished", finished, timeout_s=180, interval_s=2)
-    logs = kubectl("-n", NAMESPACE, "logs", name, check=False).stdout
-    print(f"    {logs.strip()}")
-    assert phase == "Succeeded", logs + describe_failures(NAMESPACE)
-    kubectl("delete", "-n", NAMESPACE, "-f", "-", "--wait=true", stdin=manifest, timeout=120)
+    script = PUBLISH.format(model=MODEL, version=version)
+    run_in_test_pod(NAMESPACE, RELEASE, [], "s3-publish", script, value_files=[S3_VALUES])
 
 
 def modelserver_pod() -> tuple[str, str, int]:
