@@ -32,6 +32,7 @@ class EventProducer:
             "message.timeout.ms": 30000,
         }
         config.update(overrides)
+        self._config = config
         self._producer = Producer(config)
         self._errors: list[str] = []
         self._lock = threading.Lock()
@@ -86,6 +87,14 @@ class EventProducer:
     def cluster_id(self, timeout_s: float = 5.0) -> str:
         """The broker cluster's id: a broker on memory storage gets a new one at each start."""
         return self._producer.list_topics(timeout=timeout_s).cluster_id or ""
+
+    def renew(self) -> None:
+        """A new client on the same settings, for a broker cluster that changed (a new cluster id): the old
+        client's idempotence state (producer id, sequence numbers) means nothing there, and a broker may
+        never acknowledge it (measured: Tansu timed out every send; a new client is answered at once).
+        Events still queued on the old client get a second to go, then count as failed."""
+        old, self._producer = self._producer, Producer(self._config)
+        old.flush(1.0)
 
     def pending(self) -> int:
         return len(self._producer)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from services.config import CommonSettings, ConfigError, load_settings
 from services.events import ConsumeLoop, ConsumerConfig, EventProducer, ensure_topics
+from services.events.new_broker import NewBrokerWatch
 from services.events.producer import ProduceFailed
 from services.events.topics import MODELS, PROJECTS, TRAIN_REQUESTS
 from services.projects.catalog import Project, publish_project
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     except (InvalidRequest, ProjectConflict) as exc:
         raise ConfigError(f"invalid configuration:\n  FLYWHEEL_TRAINER_PROJECT_FILES: {exc}") from None
     project_registry.publish_all()  # a broker that lost flywheel.projects learns every project again
+    # ...and so does one that loses it while the trainer runs (a broker pod restarted on an emptyDir).
+    broker_watch = NewBrokerWatch(producer, project_registry.publish_all, settings.broker_check_s)
+    broker_watch.check()
+    threading.Thread(target=broker_watch.run, args=(stop.event,), name="new-broker-watch", daemon=True).start()
 
     settings.model_repository.mkdir(parents=True, exist_ok=True)
     registry = Registry(

@@ -80,5 +80,12 @@ class TrainerSettings(BaseSettings):
     k8s_reconcile_interval_s: float = Field(
         15.0, ge=0, description="how often running Kubernetes jobs are checked against their Jobs (0: only when read)"
     )
+    broker_check_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="how often the broker's cluster id is checked: a broker back without its log (a new id) gets "
+        "every project spec published again",
+    )
     k8s_in_cluster: bool = Field(False, description="use the in-cluster service account config")
     k8s_api_url: str = Field("", description="API server URL (tests); empty: kubeconfig or in-cluster")

@@ -7,15 +7,14 @@ how a slow broker acknowledgement looks to the pipeline.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from services.devstack.brokers import Broker, tansu_command
-from services.devstack.ports import free_port, port_open
-from services.events import EventProducer, ensure_topics
+from services.devstack.brokers import Broker
+from services.devstack.ports import free_port
+from services.events import EventProducer
 from services.genproto.flywheel.v1 import events_pb2 as ev
 from services.ingest.labels import LabelInput
 from services.ingest.pipeline import IngestPipeline
@@ -23,9 +22,9 @@ from services.ingest.tables import MIGRATIONS
 from services.projects.catalog import Catalog, Project
 from services.storage import Database, ObjectStore, migrate
 from tests.ingest.conftest import digit_png
+from tests.support.brokers import start_tansu
 from tests.support.kafka_reader import read_topic
 from tests.support.projects import example_spec
-from tests.support.waiting import wait_until
 
 
 class SlowAckProducer(EventProducer):
@@ -76,21 +75,12 @@ def test_relay_leaves_events_in_flight_alone(kafka: Broker, tmp_path: Path) -> N
     db.close()
 
 
-def _tansu(port: int, cluster_id: str, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        tansu_command(port, cluster_id), stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    wait_until(lambda: port_open("127.0.0.1", port), 20, proc=proc, message="tansu")
-    ensure_topics(f"127.0.0.1:{port}")
-    return proc
-
-
 def test_acknowledged_events_go_again_to_a_broker_that_lost_them(tmp_path: Path) -> None:
     """Tansu on memory storage, SIGKILLed and started again on the same port: a new, empty broker
     (a new cluster id). The events the old one acknowledged are kept in the outbox, and the ingest
     started against the new broker (`flywheel up` restarts the services with it) re-sends them."""
     port = free_port()
-    brokers = [_tansu(port, "cluster-old", tmp_path / "tansu.log")]
+    brokers = [start_tansu(port, "cluster-old", tmp_path / "tansu.log")]
     url = f"sqlite:///{tmp_path / 'ingest.db'}"
     migrate(url, [MIGRATIONS])
     db = Database(url)
@@ -112,7 +102,7 @@ def test_acknowledged_events_go_again_to_a_broker_that_lost_them(tmp_path: Path)
 
         brokers[0].kill()
         brokers[0].wait(10)
-        brokers.append(_tansu(port, "cluster-new", tmp_path / "tansu.log"))
+        brokers.append(start_tansu(port, "cluster-new", tmp_path / "tansu.log"))
         assert read_topic(f"127.0.0.1:{port}", "flywheel.labels", 12, timeout_s=5) == []
         producers.append(EventProducer(f"127.0.0.1:{port}", client_id="test-new-broker"))
         restarted = IngestPipeline(db, objects, producers[1], catalog, "digits", outbox_keep_s=600)
