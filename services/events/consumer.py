@@ -7,6 +7,11 @@
 * A handler failure is our own outage, never dead-lettered: the batch is rewound and retried
   with back-off until it succeeds or the loop is stopped. So is a dead-letter topic that does
   not acknowledge: the letters are sent again until it does, and nothing is committed before.
+* A broker back on an empty log (a new cluster id: a Kafka pod on an emptyDir, Tansu on memory) is
+  noticed at the next batch: the batch is dropped (its records came from, or sit at positions of,
+  the old log) and the consumer is renewed, so it starts again from the new broker's committed
+  offsets, not from positions in a log that is gone (those would skip the new log's first records).
+  What the old broker held and lost is the producers' to send again (ingest's outbox does).
 * Readiness tells the truth: `healthy()` is false while the handler or the dead-letter topic
   has been failing for longer than `stall_after_s`, and once the loop has died.
 """
@@ -66,8 +71,8 @@ class ConsumerConfig:
     # Decode-time checks per topic: pure functions of the event (no I/O), raising InvalidEvent.
     validators: dict[str, Validator] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
-    # Tag each record with the broker's cluster id (one metadata request per batch): for
-    # consumers that remember offsets themselves, like the lake's manifest.
+    # Tag each record with the broker's cluster id (every batch asks for it anyway, see _process):
+    # for consumers that remember offsets themselves, like the lake's manifest.
     tag_log: bool = False
 
 
@@ -106,7 +111,10 @@ class ConsumeLoop:
             "on_commit": _on_commit,
         }
         settings.update(config.extra)
+        self._settings = settings
         self._consumer = Consumer(settings)
+        self._log: str = ""  # the cluster id of the broker log the consumer's positions are in
+        self.renewals = 0  # times the consumer was renewed for a new broker log
 
     # -- public -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -155,7 +163,21 @@ class ConsumeLoop:
         group = self.config.group
         records: list[Record] = []
         letters: list[ev.DeadLetter] = []
-        log_id = (self._consumer.list_topics(timeout=10).cluster_id or "") if self.config.tag_log else ""
+        current = self._broker_log()
+        if current is None:  # broker unreachable: which log these positions are in is unknown
+            self._rewind(messages)
+            self._stop.wait(self.config.retry_backoff_s)
+            return
+        if self._log and current != self._log:
+            log.warning(
+                "new broker log (cluster id changed): batch dropped, the new log is read from its committed offsets",
+                extra={"before": self._log, "now": current, "group": group},
+            )
+            self._log = current
+            self._renew()
+            return
+        self._log = current
+        log_id = current if self.config.tag_log else ""
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -184,6 +206,38 @@ class ConsumeLoop:
         for r in records:
             HANDLED.labels(r.topic, group).inc()
         self._commit(messages)
+
+    def _broker_log(self) -> str | None:
+        """The broker's cluster id ("" when it reports none), None while it cannot be asked."""
+        try:
+            return self._consumer.list_topics(timeout=10).cluster_id or ""
+        except Exception as exc:  # noqa: BLE001 - a broker away is retried, never fatal to the loop
+            self._failing(f"broker metadata unavailable: {exc}")
+            log.warning("broker metadata unavailable; the batch is read again", extra={"error": str(exc)})
+            return None
+
+    def _rewind(self, messages: list[KafkaMessage]) -> None:
+        """Seek each partition back to the batch's first offset, so the batch is fetched again."""
+        first: dict[tuple[str, int], int] = {}
+        for m in messages:
+            if m.error() is None:
+                key = (m.topic(), m.partition())
+                first[key] = min(first.get(key, m.offset()), m.offset())
+        for (topic, partition), offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except Exception as exc:  # noqa: BLE001 - not assigned any more: the rebalance reset it
+                log.debug("seek failed", extra={"error": str(exc)})
+
+    def _renew(self) -> None:
+        """Close the consumer and start a new one: no positions carried over from the old log."""
+        try:
+            self._consumer.close()
+        except Exception as exc:  # noqa: BLE001 - the old group member may be unknown to the new broker
+            log.debug("closing the old consumer failed", extra={"error": str(exc)})
+        self._consumer = Consumer(self._settings)
+        self._consumer.subscribe(self.config.topics, on_assign=self._on_assign)
+        self.renewals += 1
 
     def _handle_with_retry(self, records: list[Record]) -> list[Record] | None:
         """Run the handler until it succeeds; return the records it handled, None if stopped."""
