@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from google.protobuf.message import Message as ProtoMessage
 
 from services.events.codec import encode, key_of
@@ -67,6 +67,11 @@ class EventProducer:
             except BufferError:
                 # Local queue full: serve delivery reports until there is room (back-pressure).
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                # Refused before queueing (seen: "Unknown partition" from a broker just replaced, its
+                # topics not created yet): the caller's to retry, like an unacknowledged send.
+                PRODUCE_ERRORS.labels(topic).inc()
+                raise ProduceFailed(f"{topic}: {exc.args[0].str() if exc.args else exc}") from exc
         self._producer.poll(0)
 
     def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None) -> None:

@@ -304,16 +304,21 @@ class IngestPipeline:
         """
         if not events:
             return
+        # The broker as known when sending: if the relay learns of a new one meanwhile, some of these
+        # may have been acknowledged by the old one, whose log is gone. Marked with the old id, they
+        # are sent again (a duplicate on the topic is harmless: consumers drop events seen before).
+        broker = self._broker
         with stage("publish"):
-            for e in events:
-                self.producer.send(LABELS.name, e, key=e.example_id.encode())
             try:
+                for e in events:
+                    self.producer.send(LABELS.name, e, key=e.example_id.encode())
                 self.producer.flush()
             except ProduceFailed as exc:
                 raise Unavailable(
                     f"broker did not acknowledge the labels (kept in the outbox for retry): {exc}"
                 ) from exc
-        broker = self._broker
+        if broker != self._broker:
+            self._resend_lost = True
         self._give_back_acked([(e.meta.event_id, broker) for e in events])
         if len(self._acked) > MAX_ACKED:
             self.flush_acked()

@@ -128,3 +128,48 @@ def test_acknowledged_events_go_again_to_a_broker_that_lost_them(tmp_path: Path)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+class SwitchingProducer(SlowAckProducer):
+    """The real producer, but the cluster id it reports is the test's: it turns "new" while a flush waits."""
+
+    cluster = "cluster-a"
+
+    def cluster_id(self, timeout_s: float = 5.0) -> str:
+        return self.cluster
+
+
+def test_events_in_flight_when_the_broker_changed_go_again(kafka: Broker, tmp_path: Path) -> None:
+    """The relay learns of a new broker while a submit waits for its acknowledgements: those may come
+    from the old broker (its log about to vanish), so the events are marked with the old id and sent
+    again. One real broker; only the cluster id it reports is switched (a fake where two brokers behind
+    one address cannot be timed from a test: on the cluster it cost 10 labels, tests/k8s/test_failures.py)."""
+    url = f"sqlite:///{tmp_path / 'ingest.db'}"
+    migrate(url, [MIGRATIONS])
+    db = Database(url)
+    producer = SwitchingProducer(kafka.bootstrap)
+    catalog = Catalog([Project(example_spec("digits"), 1, "sha")])
+    pipeline = IngestPipeline(db, ObjectStore(f"file://{tmp_path / 'objects'}"), producer, catalog, "digits", 600)
+    assert pipeline.refresh_broker() is False  # cluster-a: the baseline
+    prefix = f"switch{uuid.uuid4().hex[:8]}"
+    inputs = [
+        LabelInput(example_id=f"{prefix}:{i}", label="5", annotator="t", source="api", image=digit_png(i))
+        for i in range(12)
+    ]
+    result: list = []
+    submit = threading.Thread(target=lambda: result.append(pipeline.submit(inputs)))
+    submit.start()
+    try:
+        assert producer.in_flush.wait(60), "the submit never reached the publish step"
+        producer.cluster = "cluster-b"
+        assert pipeline.refresh_broker() is True  # what the relay's pass does first
+        assert pipeline.republish_outbox(older_than_s=0) == 0  # in flight: the submit's own
+    finally:
+        producer.gate.set()
+        submit.join(60)
+    assert result and len(result[0].event_ids) == 12
+    pipeline.flush_acked()
+    assert pipeline.republish_outbox(older_than_s=0) == 12  # maybe acknowledged by cluster-a: again
+    assert pipeline.republish_outbox(older_than_s=0) == 0  # now cluster-b's
+    producer.close(5)
+    db.close()

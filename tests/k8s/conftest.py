@@ -98,7 +98,7 @@ def start_deps(namespace: str) -> None:
     kubectl("apply", "-n", namespace, "-k", DEPS)
     for name in ("kafka",):
         out = kubectl(
-            "-n", namespace, "rollout", "status", f"deployment/{name}", "--timeout=300s", timeout=320, check=False
+            "-n", namespace, "rollout", "status", f"statefulset/{name}", "--timeout=300s", timeout=320, check=False
         )
         assert out.returncode == 0, out.stdout + out.stderr + describe_failures(namespace)
 

@@ -232,12 +232,13 @@ def ready(pod: dict) -> bool:
 def kill_one(selector: str, replicas: int) -> str:
     """`kubectl delete pod` of one pod of `selector` (graceful: preStop, drain), then until it is gone and
     `replicas` pods are Ready again; the pod's name."""
-    victim = pods(selector)[0]["metadata"]["name"]
+    meta = pods(selector)[0]["metadata"]
+    victim, uid = meta["name"], meta["uid"]  # a StatefulSet's replacement has the same name: compare uids
     kubectl("-n", NAMESPACE, "delete", "pod", victim, "--wait=false")
 
     def back() -> bool:
         now = pods(selector)
-        return victim not in {p["metadata"]["name"] for p in now} and sum(map(ready, now)) == replicas
+        return uid not in {p["metadata"]["uid"] for p in now} and sum(map(ready, now)) == replicas
 
     try:
         wait_until(f"{victim} replaced", back, timeout_s=180, interval_s=1)
@@ -257,7 +258,7 @@ def lake_counts(lake: str, operator: str) -> tuple[int, int, int]:
 
 
 def broker_cluster_id() -> str:
-    out = kubectl("-n", NAMESPACE, "exec", "deployment/kafka", "--", "cat", "/var/lib/kafka/meta.properties")
+    out = kubectl("-n", NAMESPACE, "exec", "statefulset/kafka", "--", "cat", "/var/lib/kafka/meta.properties")
     return next(line.split("=", 1)[1] for line in out.stdout.splitlines() if line.startswith("cluster.id="))
 
 
