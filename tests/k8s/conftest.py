@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,11 +103,14 @@ def start_deps(namespace: str) -> None:
         assert out.returncode == 0, out.stdout + out.stderr + describe_failures(namespace)
 
 
-def install(namespace: str, release: str, settings: list[str], timeout_s: int = 360) -> None:
-    """`helm install --wait` of the chart with the local cluster's values and these `--set`s."""
+def install(
+    namespace: str, release: str, settings: list[str], timeout_s: int = 360, value_files: Sequence[Path] = ()
+) -> None:
+    """`helm install --wait` of the chart with the local cluster's values, then `value_files`, and these `--set`s."""
+    files = [a for f in (LOCAL_VALUES, *value_files) for a in ("-f", str(f))]
     sets = [a for s in settings for a in ("--set", s)]
     out = helm(
-        "install", release, CHART, "-n", namespace, "-f", LOCAL_VALUES, *sets, "--wait", "--timeout", f"{timeout_s}s",
+        "install", release, CHART, "-n", namespace, *files, *sets, "--wait", "--timeout", f"{timeout_s}s",
         timeout=timeout_s + 60, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr + describe_failures(namespace)

@@ -28,11 +28,8 @@ import pytest
 
 from loadtests.run import run_locust
 from tests.k8s.conftest import (
-    CHART,
-    LOCAL_VALUES,
     create_namespace,
-    describe_failures,
-    helm,
+    install,
     kubectl,
     port_forwards,
     remove_namespace,
@@ -120,12 +117,7 @@ def test_hpa_scales_the_model_server_on_the_adapters_metric(
         start_deps(NAMESPACE)
     try:
         with step("helm install --wait: model server (HPA 1..3 on requests/s), gateway, adapter, Prometheus"):
-            sets = [a for s in SETTINGS for a in ("--set", s)]
-            out = helm(
-                "install", RELEASE, CHART, "-n", NAMESPACE, "-f", LOCAL_VALUES, *sets, "--wait", "--timeout", "6m",
-                timeout=420, check=False,
-            )  # fmt: skip
-            assert out.returncode == 0, out.stdout + out.stderr + describe_failures(NAMESPACE)
+            install(NAMESPACE, RELEASE, SETTINGS)
         with step(f"{MODEL} published (model repository + flywheel.models)"):
             publish_model(NAMESPACE, RELEASE, SETTINGS)
         api_key = secret_value(NAMESPACE, RELEASE, "api-keys").split(",")[0]

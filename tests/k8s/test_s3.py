@@ -27,6 +27,7 @@ from tests.k8s.conftest import (
     create_namespace,
     describe_failures,
     helm,
+    install,
     kubectl,
     port_forward,
     remove_namespace,
@@ -109,11 +110,7 @@ def test_stores_on_the_bundled_s3_and_the_model_server_hot_swaps_from_it(cluster
         start_deps(NAMESPACE)
     try:
         with step("helm install --wait: every store on the bundled S3 server"):
-            out = helm(
-                "install", RELEASE, CHART, "-n", NAMESPACE, *VALUES, "--wait", "--timeout", "10m",
-                timeout=660, check=False,
-            )  # fmt: skip
-            assert out.returncode == 0, out.stdout + out.stderr + describe_failures(NAMESPACE)
+            install(NAMESPACE, RELEASE, [], timeout_s=600, value_files=[S3_VALUES])
             spec = json.loads(
                 kubectl("-n", NAMESPACE, "get", "deployment", f"{FULL}-modelserver", "-o", "json").stdout
             )["spec"]["template"]["spec"]
