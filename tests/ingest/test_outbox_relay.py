@@ -41,23 +41,35 @@ class SlowAckProducer(EventProducer):
         super().flush(timeout_s)
 
 
-def test_relay_leaves_events_in_flight_alone(kafka: Broker, tmp_path: Path) -> None:
+def _pipeline(tmp_path: Path, producer: EventProducer, outbox_keep_s: float = 0.0) -> IngestPipeline:
+    """A pipeline on a new SQLite database and object store, publishing through `producer`."""
     url = f"sqlite:///{tmp_path / 'ingest.db'}"
     migrate(url, [MIGRATIONS])
-    db = Database(url)
-    producer = SlowAckProducer(kafka.bootstrap)
     catalog = Catalog([Project(example_spec("digits"), 1, "sha")])
-    pipeline = IngestPipeline(db, ObjectStore(f"file://{tmp_path / 'objects'}"), producer, catalog, "digits")
-    prefix = f"relay{uuid.uuid4().hex[:8]}"
+    objects = ObjectStore(f"file://{tmp_path / 'objects'}")
+    return IngestPipeline(Database(url), objects, producer, catalog, "digits", outbox_keep_s)
+
+
+def _submit_in_flight(pipeline: IngestPipeline, producer: SlowAckProducer, prefix: str, count: int) -> tuple:
+    """`count` labels submitted from a thread, held in the publish step's flush; (thread, result list)."""
     inputs = [
-        LabelInput(example_id=f"{prefix}:{i}", label="3", annotator="t", source="api", image=digit_png(i))
-        for i in range(20)
+        LabelInput(example_id=f"{prefix}:{i}", label=str(i % 10), annotator="t", source="api", image=digit_png(i))
+        for i in range(count)
     ]
     result: list = []
     submit = threading.Thread(target=lambda: result.append(pipeline.submit(inputs)))
     submit.start()
+    assert producer.in_flush.wait(60), "the submit never reached the publish step"
+    return submit, result
+
+
+def test_relay_leaves_events_in_flight_alone(kafka: Broker, tmp_path: Path) -> None:
+    producer = SlowAckProducer(kafka.bootstrap)
+    pipeline = _pipeline(tmp_path, producer)
+    db = pipeline.db
+    prefix = f"relay{uuid.uuid4().hex[:8]}"
+    submit, result = _submit_in_flight(pipeline, producer, prefix, 20)
     try:
-        assert producer.in_flush.wait(60), "the submit never reached the publish step"
         # Committed to the outbox, not yet acknowledged: the relay (even with no age limit) keeps off.
         assert pipeline.republish_outbox(older_than_s=0) == 0
     finally:
@@ -144,23 +156,11 @@ def test_events_in_flight_when_the_broker_changed_go_again(kafka: Broker, tmp_pa
     from the old broker (its log about to vanish), so the events are marked with the old id and sent
     again. One real broker; only the cluster id it reports is switched (a fake where two brokers behind
     one address cannot be timed from a test: on the cluster it cost 10 labels, tests/k8s/test_failures.py)."""
-    url = f"sqlite:///{tmp_path / 'ingest.db'}"
-    migrate(url, [MIGRATIONS])
-    db = Database(url)
     producer = SwitchingProducer(kafka.bootstrap)
-    catalog = Catalog([Project(example_spec("digits"), 1, "sha")])
-    pipeline = IngestPipeline(db, ObjectStore(f"file://{tmp_path / 'objects'}"), producer, catalog, "digits", 600)
+    pipeline = _pipeline(tmp_path, producer, outbox_keep_s=600)
     assert pipeline.refresh_broker() is False  # cluster-a: the baseline
-    prefix = f"switch{uuid.uuid4().hex[:8]}"
-    inputs = [
-        LabelInput(example_id=f"{prefix}:{i}", label="5", annotator="t", source="api", image=digit_png(i))
-        for i in range(12)
-    ]
-    result: list = []
-    submit = threading.Thread(target=lambda: result.append(pipeline.submit(inputs)))
-    submit.start()
+    submit, result = _submit_in_flight(pipeline, producer, f"switch{uuid.uuid4().hex[:8]}", 12)
     try:
-        assert producer.in_flush.wait(60), "the submit never reached the publish step"
         producer.cluster = "cluster-b"
         assert pipeline.refresh_broker() is True  # what the relay's pass does first
         assert pipeline.republish_outbox(older_than_s=0) == 0  # in flight: the submit's own
@@ -172,4 +172,4 @@ def test_events_in_flight_when_the_broker_changed_go_again(kafka: Broker, tmp_pa
     assert pipeline.republish_outbox(older_than_s=0) == 12  # maybe acknowledged by cluster-a: again
     assert pipeline.republish_outbox(older_than_s=0) == 0  # now cluster-b's
     producer.close(5)
-    db.close()
+    pipeline.db.close()
