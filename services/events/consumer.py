@@ -119,7 +119,7 @@ class ConsumeLoop:
     # -- public -----------------------------------------------------------------------------
     def run(self) -> None:
         """Consume until the stop event is set; the last batch is finished and committed."""
-        self._consumer.subscribe(self.config.topics, on_assign=self._on_assign)
+        self._subscribe()
         lag_every, last_lag = 5.0, 0.0
         try:
             while not self._stop.is_set():
@@ -210,7 +210,8 @@ class ConsumeLoop:
     def _broker_log(self) -> str | None:
         """The broker's cluster id ("" when it reports none), None while it cannot be asked."""
         try:
-            return self._consumer.list_topics(timeout=10).cluster_id or ""
+            # One topic's metadata, not every topic's: the cluster id comes with any answer.
+            return self._consumer.list_topics(self.config.topics[0], timeout=10).cluster_id or ""
         except Exception as exc:  # noqa: BLE001 - a broker away is retried, never fatal to the loop
             self._failing(f"broker metadata unavailable: {exc}")
             log.warning("broker metadata unavailable; the batch is read again", extra={"error": str(exc)})
@@ -236,8 +237,11 @@ class ConsumeLoop:
         except Exception as exc:  # noqa: BLE001 - the old group member may be unknown to the new broker
             log.debug("closing the old consumer failed", extra={"error": str(exc)})
         self._consumer = Consumer(self._settings)
-        self._consumer.subscribe(self.config.topics, on_assign=self._on_assign)
+        self._subscribe()
         self.renewals += 1
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(self.config.topics, on_assign=self._on_assign)
 
     def _handle_with_retry(self, records: list[Record]) -> list[Record] | None:
         """Run the handler until it succeeds; return the records it handled, None if stopped."""
