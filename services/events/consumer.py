@@ -12,8 +12,10 @@
   the old log) and the consumer is renewed, so it starts again from the new broker's committed
   offsets, not from positions in a log that is gone (those would skip the new log's first records).
   What the old broker held and lost is the producers' to send again (ingest's outbox does).
-* Readiness tells the truth: `healthy()` is false while the handler or the dead-letter topic
-  has been failing for longer than `stall_after_s`, and once the loop has died.
+* Readiness tells the truth: `healthy()` is false while the handler, the dead-letter topic or the
+  broker's metadata has been failing for longer than `stall_after_s`, and once the loop has died.
+  A broker that could not be asked is asked again while the topics are idle too: a quiet topic
+  must not leave the service unready after the broker is back.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class ConsumeLoop:
         self.last_poll = 0.0
         self._failing_since: float | None = None
         self._failure = ""
+        self._broker_unknown = False  # the last metadata request failed: asked again until it answers
         self._died = ""
         settings: dict[str, object] = {
             "bootstrap.servers": config.bootstrap,
@@ -127,6 +130,8 @@ class ConsumeLoop:
                 self.last_poll = time.monotonic()
                 if messages:
                     self._process(messages)
+                elif self._broker_unknown:
+                    self._ask_again()
                 if time.monotonic() - last_lag > lag_every:
                     self._export_lag()
                     last_lag = time.monotonic()
@@ -207,15 +212,29 @@ class ConsumeLoop:
             HANDLED.labels(r.topic, group).inc()
         self._commit(messages)
 
+    def _ask_again(self) -> None:
+        """No batch, but the broker could not be asked last time: ask now (readiness clears when it
+        answers). A new log is acted on at its first batch, as always: renewing a consumer that is
+        still joining the new broker's group leaves a member behind that Tansu waits for."""
+        if self._broker_log() is None:
+            self._stop.wait(self.config.retry_backoff_s)
+
     def _broker_log(self) -> str | None:
         """The broker's cluster id ("" when it reports none), None while it cannot be asked."""
         try:
             # One topic's metadata, not every topic's: the cluster id comes with any answer.
-            return self._consumer.list_topics(self.config.topics[0], timeout=10).cluster_id or ""
+            current = self._consumer.list_topics(self.config.topics[0], timeout=10).cluster_id or ""
         except Exception as exc:  # noqa: BLE001 - a broker away is retried, never fatal to the loop
+            self._broker_unknown = True
             self._failing(f"broker metadata unavailable: {exc}")
             log.warning("broker metadata unavailable; the batch is read again", extra={"error": str(exc)})
             return None
+        if self._broker_unknown:
+            # Only this failure can be pending here: handler and dead-letter failures are retried
+            # inside the batch that met them, never across batches.
+            self._broker_unknown = False
+            self._recovered()
+        return current
 
     def _rewind(self, messages: list[KafkaMessage]) -> None:
         """Seek each partition back to the batch's first offset, so the batch is fetched again."""

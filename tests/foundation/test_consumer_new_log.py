@@ -6,12 +6,17 @@ another cluster id — what a Kafka pod whose log is on an emptyDir does when it
 the cluster (tests/k8s/test_failures.py beside other load): the lake lost labels after a broker
 restart. A batch fetched from the old log but handled once the new broker answered was tagged with
 the new log's id, so the lake's manifest said offsets of the new log were stored that never were.
+And (found by CI, same test): ingest's raw-label consumer, on a topic nobody wrote to, stayed unready
+for good once the broker had been away — only a handled record cleared "broker metadata unavailable".
 """
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from services.devstack.ports import free_port
@@ -33,54 +38,104 @@ def _send(bootstrap: str, prefix: str, count: int) -> None:
     producer.close(5)
 
 
+class HeldFirstBatch:
+    """A handler that holds its first batch until released: the rest of the log waits in the consumer."""
+
+    def __init__(self) -> None:
+        self.handled: list[tuple[str, str]] = []  # (example id, log tag)
+        self.first_batch, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, records: list[Record]) -> None:
+        if not self.first_batch.is_set():
+            self.first_batch.set()
+            self.release.wait(60)
+        self.handled.extend((r.event.example_id, r.log) for r in records)
+
+
+@contextmanager
+def running_loop(bootstrap: str, handler: HeldFirstBatch, stall_after_s: float = 10.0) -> Iterator[ConsumeLoop]:
+    stop = threading.Event()
+    deadletter = EventProducer(bootstrap, client_id="test-new-log-dlq")
+    config = ConsumerConfig(
+        bootstrap, "test-new-log", [LABELS.name], max_batch=10, tag_log=True, stall_after_s=stall_after_s
+    )
+    loop = ConsumeLoop(config, handler, deadletter, stop)
+    runner = threading.Thread(target=loop.run, daemon=True)
+    runner.start()
+    try:
+        yield loop
+        assert runner.is_alive(), loop.healthy()
+    finally:
+        handler.release.set()
+        stop.set()
+        runner.join(30)
+        deadletter.close(5)
+
+
+def kill_while_a_batch_is_held(broker: subprocess.Popen, handler: HeldFirstBatch) -> None:
+    """Log-a's first batch in the handler, the rest prefetched, then the broker SIGKILLed and the batch let go."""
+    assert handler.first_batch.wait(60), "the consumer never got a batch from log-a"
+    time.sleep(1)  # the consumer prefetches the rest of log-a meanwhile
+    broker.kill()
+    broker.wait(10)
+    handler.release.set()
+
+
 def test_records_of_a_gone_log_are_dropped_and_the_new_log_is_read_from_its_start(tmp_path: Path) -> None:
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
     brokers = [start_tansu(port, "log-a", tmp_path / "tansu.log")]
-    handled: list[tuple[str, str]] = []  # (example id, log tag)
-    first_batch, release = threading.Event(), threading.Event()
-
-    def handler(records: list[Record]) -> None:
-        if not first_batch.is_set():
-            first_batch.set()
-            release.wait(60)  # hold the first batch: the rest of log-a waits in the consumer's queue
-        handled.extend((r.event.example_id, r.log) for r in records)
-
-    stop = threading.Event()
-    deadletter = EventProducer(bootstrap, client_id="test-new-log-dlq")
-    config = ConsumerConfig(bootstrap, "test-new-log", [LABELS.name], max_batch=10, tag_log=True)
-    loop = ConsumeLoop(config, handler, deadletter, stop)
-    runner = threading.Thread(target=loop.run, daemon=True)
+    handler = HeldFirstBatch()
     try:
         _send(bootstrap, "a", 40)
-        runner.start()
-        assert first_batch.wait(60), "the consumer never got a batch from log-a"
-        time.sleep(1)  # the consumer prefetches the rest of log-a meanwhile
-        brokers[0].kill()
-        brokers[0].wait(10)
-        release.set()
-        time.sleep(3)  # no broker at all: the loop waits for one, it does not die
-        assert runner.is_alive()
-        brokers.append(start_tansu(port, "log-b", tmp_path / "tansu.log"))
-        _send(bootstrap, "b", 100)
+        with running_loop(bootstrap, handler) as loop:
+            kill_while_a_batch_is_held(brokers[0], handler)
+            time.sleep(3)  # no broker at all: the loop waits for one, it does not die
+            brokers.append(start_tansu(port, "log-b", tmp_path / "tansu.log"))
+            _send(bootstrap, "b", 100)
 
-        def every_b() -> bool:
-            return {f"b-{i}" for i in range(100)} <= {eid for eid, tag in handled if tag == "log-b"}
+            def every_b() -> bool:
+                return {f"b-{i}" for i in range(100)} <= {eid for eid, tag in handler.handled if tag == "log-b"}
 
-        wait_until(every_b, 90, message="every record of log-b handled, tagged log-b")
-        tagged_b = [eid for eid, tag in handled if tag == "log-b"]
-        # Nothing of log-a passes for log-b (the lake would believe it stored log-b's offsets).
-        assert all(eid.startswith("b-") for eid in tagged_b), [e for e in tagged_b if not e.startswith("b-")][:5]
-        assert all(tag == "log-a" for eid, tag in handled if eid.startswith("a-"))
-        assert loop.renewals == 1
-        assert runner.is_alive() and loop.healthy()[0], loop.healthy()
+            wait_until(every_b, 90, message="every record of log-b handled, tagged log-b")
+            tagged_b = [eid for eid, tag in handler.handled if tag == "log-b"]
+            # Nothing of log-a passes for log-b (the lake would believe it stored log-b's offsets).
+            assert all(eid.startswith("b-") for eid in tagged_b), [e for e in tagged_b if not e.startswith("b-")][:5]
+            assert all(tag == "log-a" for eid, tag in handler.handled if eid.startswith("a-"))
+            assert loop.renewals == 1
+            assert loop.healthy()[0], loop.healthy()
     finally:
-        release.set()
-        stop.set()
-        if runner.is_alive():
-            runner.join(30)
-        deadletter.close(5)
-        for proc in brokers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        stop_brokers(brokers)
+
+
+def test_an_idle_topic_is_ready_again_once_the_broker_is_back(tmp_path: Path) -> None:
+    """Nothing arrives after the broker's return: the loop asks the broker itself and is ready again."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    brokers = [start_tansu(port, "log-a", tmp_path / "tansu.log")]
+    handler = HeldFirstBatch()
+    try:
+        _send(bootstrap, "a", 40)
+        with running_loop(bootstrap, handler, stall_after_s=1.0) as loop:
+            kill_while_a_batch_is_held(brokers[0], handler)
+            wait_until(lambda: not loop.healthy()[0], 30, message="unready while no broker answers")
+            assert "broker metadata unavailable" in loop.healthy()[1], loop.healthy()
+            brokers.append(start_tansu(port, "log-b", tmp_path / "tansu.log"))
+            wait_until(lambda: loop.healthy()[0], 30, message="ready again with no record to handle")
+            _send(bootstrap, "b", 20)
+            wait_until(
+                lambda: {f"b-{i}" for i in range(20)} <= {eid for eid, tag in handler.handled if tag == "log-b"},
+                60,
+                message="log-b's records handled by the renewed consumer",
+            )
+            assert all(eid.startswith("b-") for eid, tag in handler.handled if tag == "log-b")
+            assert loop.renewals == 1  # at log-b's first batch: its positions were in log-a
+    finally:
+        stop_brokers(brokers)
+
+
+def stop_brokers(brokers: list[subprocess.Popen]) -> None:
+    for proc in brokers:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

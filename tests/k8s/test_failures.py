@@ -200,7 +200,10 @@ class Loads:
     def labels_flow(self, what: str) -> None:
         """Until a batch sent from now on is accepted."""
         since = time.monotonic()
-        wait_until(what, lambda: self.last_label_ok > since, timeout_s=120)
+        try:
+            wait_until(what, lambda: self.last_label_ok > since, timeout_s=120)
+        except AssertionError as exc:  # which pod is not ready, and why: a CI log is all there is
+            raise AssertionError(f"{exc}\n{describe_failures(NAMESPACE)}") from None
 
     def report(self, name: str, kill: bool) -> list[str]:
         """Print the step's counts; what breaks its promise (checked at the end, so that one run shows
