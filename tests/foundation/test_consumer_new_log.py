@@ -17,7 +17,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from services.devstack.ports import free_port
 from services.events import EventProducer
@@ -81,61 +84,70 @@ def kill_while_a_batch_is_held(broker: subprocess.Popen, handler: HeldFirstBatch
     handler.release.set()
 
 
-def test_records_of_a_gone_log_are_dropped_and_the_new_log_is_read_from_its_start(tmp_path: Path) -> None:
+@dataclass
+class Logs:
+    """Tansu brokers on one port: log-a (40 records in) first, log-b once `start_log_b()`."""
+
+    port: int
+    output: Path
+    brokers: list[subprocess.Popen]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start_log_b(self) -> None:
+        self.brokers.append(start_tansu(self.port, "log-b", self.output))
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Iterator[Logs]:
     port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    brokers = [start_tansu(port, "log-a", tmp_path / "tansu.log")]
-    handler = HeldFirstBatch()
+    it = Logs(port, tmp_path / "tansu.log", [start_tansu(port, "log-a", tmp_path / "tansu.log")])
     try:
-        _send(bootstrap, "a", 40)
-        with running_loop(bootstrap, handler) as loop:
-            kill_while_a_batch_is_held(brokers[0], handler)
-            time.sleep(3)  # no broker at all: the loop waits for one, it does not die
-            brokers.append(start_tansu(port, "log-b", tmp_path / "tansu.log"))
-            _send(bootstrap, "b", 100)
-
-            def every_b() -> bool:
-                return {f"b-{i}" for i in range(100)} <= {eid for eid, tag in handler.handled if tag == "log-b"}
-
-            wait_until(every_b, 90, message="every record of log-b handled, tagged log-b")
-            tagged_b = [eid for eid, tag in handler.handled if tag == "log-b"]
-            # Nothing of log-a passes for log-b (the lake would believe it stored log-b's offsets).
-            assert all(eid.startswith("b-") for eid in tagged_b), [e for e in tagged_b if not e.startswith("b-")][:5]
-            assert all(tag == "log-a" for eid, tag in handler.handled if eid.startswith("a-"))
-            assert loop.renewals == 1
-            assert loop.healthy()[0], loop.healthy()
+        _send(it.bootstrap, "a", 40)
+        yield it
     finally:
-        stop_brokers(brokers)
+        for proc in it.brokers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
 
 
-def test_an_idle_topic_is_ready_again_once_the_broker_is_back(tmp_path: Path) -> None:
+def test_records_of_a_gone_log_are_dropped_and_the_new_log_is_read_from_its_start(logs: Logs) -> None:
+    handler = HeldFirstBatch()
+    with running_loop(logs.bootstrap, handler) as loop:
+        kill_while_a_batch_is_held(logs.brokers[0], handler)
+        time.sleep(3)  # no broker at all: the loop waits for one, it does not die
+        logs.start_log_b()
+        _send(logs.bootstrap, "b", 100)
+
+        def every_b() -> bool:
+            return {f"b-{i}" for i in range(100)} <= {eid for eid, tag in handler.handled if tag == "log-b"}
+
+        wait_until(every_b, 90, message="every record of log-b handled, tagged log-b")
+        tagged_b = [eid for eid, tag in handler.handled if tag == "log-b"]
+        # Nothing of log-a passes for log-b (the lake would believe it stored log-b's offsets).
+        assert all(eid.startswith("b-") for eid in tagged_b), [e for e in tagged_b if not e.startswith("b-")][:5]
+        assert all(tag == "log-a" for eid, tag in handler.handled if eid.startswith("a-"))
+        assert loop.renewals == 1
+        assert loop.healthy()[0], loop.healthy()
+
+
+def test_an_idle_topic_is_ready_again_once_the_broker_is_back(logs: Logs) -> None:
     """Nothing arrives after the broker's return: the loop asks the broker itself and is ready again."""
-    port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    brokers = [start_tansu(port, "log-a", tmp_path / "tansu.log")]
     handler = HeldFirstBatch()
-    try:
-        _send(bootstrap, "a", 40)
-        with running_loop(bootstrap, handler, stall_after_s=1.0) as loop:
-            kill_while_a_batch_is_held(brokers[0], handler)
-            wait_until(lambda: not loop.healthy()[0], 30, message="unready while no broker answers")
-            assert "broker metadata unavailable" in loop.healthy()[1], loop.healthy()
-            brokers.append(start_tansu(port, "log-b", tmp_path / "tansu.log"))
-            wait_until(lambda: loop.healthy()[0], 30, message="ready again with no record to handle")
-            _send(bootstrap, "b", 20)
-            wait_until(
-                lambda: {f"b-{i}" for i in range(20)} <= {eid for eid, tag in handler.handled if tag == "log-b"},
-                60,
-                message="log-b's records handled by the renewed consumer",
-            )
-            assert all(eid.startswith("b-") for eid, tag in handler.handled if tag == "log-b")
-            assert loop.renewals == 1  # at log-b's first batch: its positions were in log-a
-    finally:
-        stop_brokers(brokers)
-
-
-def stop_brokers(brokers: list[subprocess.Popen]) -> None:
-    for proc in brokers:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    with running_loop(logs.bootstrap, handler, stall_after_s=1.0) as loop:
+        kill_while_a_batch_is_held(logs.brokers[0], handler)
+        wait_until(lambda: not loop.healthy()[0], 30, message="unready while no broker answers")
+        assert "broker metadata unavailable" in loop.healthy()[1], loop.healthy()
+        logs.start_log_b()
+        wait_until(lambda: loop.healthy()[0], 30, message="ready again with no record to handle")
+        _send(logs.bootstrap, "b", 20)
+        wait_until(
+            lambda: {f"b-{i}" for i in range(20)} <= {eid for eid, tag in handler.handled if tag == "log-b"},
+            60,
+            message="log-b's records handled by the renewed consumer",
+        )
+        assert all(eid.startswith("b-") for eid, tag in handler.handled if tag == "log-b")
+        assert loop.renewals == 1  # at log-b's first batch: its positions were in log-a
