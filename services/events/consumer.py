@@ -227,7 +227,7 @@ class ConsumeLoop:
         except Exception as exc:  # noqa: BLE001 - a broker away is retried, never fatal to the loop
             self._broker_unknown = True
             self._failing(f"broker metadata unavailable: {exc}")
-            log.warning("broker metadata unavailable; the batch is read again", extra={"error": str(exc)})
+            log.warning("broker metadata unavailable; asked again after a back-off", extra={"error": str(exc)})
             return None
         if self._broker_unknown:
             # Only this failure can be pending here: handler and dead-letter failures are retried

@@ -103,7 +103,8 @@ class Logs:
 @pytest.fixture
 def logs(tmp_path: Path) -> Iterator[Logs]:
     port = free_port()
-    it = Logs(port, tmp_path / "tansu.log", [start_tansu(port, "log-a", tmp_path / "tansu.log")])
+    output = tmp_path / "tansu.log"
+    it = Logs(port, output, [start_tansu(port, "log-a", output)])
     try:
         _send(it.bootstrap, "a", 40)
         yield it
