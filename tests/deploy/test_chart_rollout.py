@@ -57,6 +57,16 @@ def test_a_stopping_pod_sleeps_then_drains_within_its_grace_period(helm: Path) -
         assert spec["terminationGracePeriodSeconds"] == 35, name
 
 
+def test_a_probe_waits_longer_than_the_checks_it_runs(helm: Path) -> None:
+    """Ingest's /readyz asks the broker with a 2 s timeout (services/ingest/__main__.py broker_check):
+    a probe giving up after the kubelet's default 1 s counts a slow broker answer on a loaded node as
+    a failure."""
+    for name, d in deployments(render(helm)).items():
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        assert container["readinessProbe"]["timeoutSeconds"] > 2, name
+        assert container["livenessProbe"]["timeoutSeconds"] > 1, name
+
+
 def test_the_rollout_values_reach_every_deployment(helm: Path) -> None:
     docs = render(
         helm,

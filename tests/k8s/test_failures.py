@@ -119,6 +119,9 @@ class Loads:
         self.step = "start"
         self.tallies: dict[str, Tally] = defaultdict(Tally)
         self.failures: dict[str, list[str]] = defaultdict(list)  # step -> first few reasons
+        # step -> ingest pods' own /readyz answers while labels were refused, as they changed
+        self.readiness: dict[str, list[str]] = defaultdict(list)
+        self.last_sample = 0.0
         self.labels_sent = 0
         self.last_label_ok = 0.0  # monotonic time of the last accepted batch
         self.stop = threading.Event()
@@ -156,7 +159,10 @@ class Loads:
                 tally.failed_twice += 1
 
     def label(self) -> None:
-        """Until stopped, then until the batch in hand is accepted (so `labels_sent` is exact)."""
+        """Until stopped, then until the batch in hand is accepted (so `labels_sent` is exact). How
+        long labels may be refused is the test's to bound (`labels_flow`, from the moment the killed
+        pod's replacement is ready): a clock of its own here, started at the kill, would also count
+        the replacement's start, which a loaded machine stretches."""
         n = 0
         while not self.stop.wait(LABEL_PACE_S):
             batch = {
@@ -173,9 +179,12 @@ class Loads:
                     for i in range(LABEL_BATCH)
                 ],
             }
-            deadline = time.monotonic() + 180
+            stopped_at = 0.0
             while not self.send_labels(batch):
-                assert time.monotonic() < deadline, f"labels not accepted for 180 s: {self.failures}"
+                if self.stop.is_set():
+                    stopped_at = stopped_at or time.monotonic()
+                    assert time.monotonic() - stopped_at < 180, f"labels not accepted for 180 s: {self.failures}"
+                self.sample_readiness()
                 time.sleep(LABEL_PACE_S)
             n += LABEL_BATCH
             self.labels_sent = n
@@ -197,13 +206,26 @@ class Loads:
         self.note(f"labels: {why}")
         return False
 
+    def sample_readiness(self) -> None:
+        """Labels refused: what ingest's own /readyz says (every 3 s at most; kept when it changes)."""
+        if time.monotonic() - self.last_sample < 3:
+            return
+        self.last_sample = time.monotonic()
+        answers = "; ".join(pod_readiness("ingest", 8100))
+        timeline = self.readiness[self.step]
+        if not timeline or not timeline[-1].endswith(answers):
+            timeline.append(f"{datetime.now(UTC):%H:%M:%S} {answers}")
+
     def labels_flow(self, what: str) -> None:
-        """Until a batch sent from now on is accepted."""
+        """Until a batch sent from now on is accepted (within 120 s); prints how long it took."""
         since = time.monotonic()
         try:
             wait_until(what, lambda: self.last_label_ok > since, timeout_s=120)
         except AssertionError as exc:  # which pod is not ready, and why: a CI log is all there is
-            raise AssertionError(f"{exc}\n{describe_failures(NAMESPACE)}") from None
+            timeline = "\n".join(self.readiness[self.step])
+            pods_now = describe_failures(NAMESPACE)
+            raise AssertionError(f"{exc}\ningest's /readyz while refused:\n{timeline}\n{pods_now}") from None
+        print(f"    {what}: in {self.last_label_ok - since:.1f} s")
 
     def report(self, name: str, kill: bool) -> list[str]:
         """Print the step's counts; what breaks its promise (checked at the end, so that one run shows
@@ -214,6 +236,8 @@ class Loads:
             f"({t.failed_twice} twice); labels {t.labels} accepted in {t.label_batches} batches, "
             f"{t.label_resends} re-sent; first failures: {self.failures.get(name, [])}"
         )
+        for line in self.readiness.get(name, []):
+            print(f"      ingest's /readyz while labels were refused: {line}")
         broken = []
         if not (t.sent > 0 and t.label_batches > 0):
             broken.append(f"{name}: no load ran through it: {t}")
@@ -225,6 +249,19 @@ class Loads:
 
 def pods(selector: str) -> list[dict]:
     return json.loads(kubectl("-n", NAMESPACE, "get", "pods", "-l", selector, "-o", "json").stdout)["items"]
+
+
+def pod_readiness(name: str, port: int) -> list[str]:
+    """Each `name` pod's own /readyz answer, asked at its IP (the Service hides an unready pod)."""
+    answers = []
+    for pod in pods(selector(name)):
+        ip, pod_name = pod["status"].get("podIP"), pod["metadata"]["name"]
+        try:
+            r = httpx.get(f"http://{ip}:{port}/readyz", timeout=3)
+            answers.append(f"{pod_name}: {r.status_code} {r.text[:400]}")
+        except httpx.HTTPError as exc:
+            answers.append(f"{pod_name}: {type(exc).__name__}: {exc}")
+    return answers
 
 
 def ready(pod: dict) -> bool:
