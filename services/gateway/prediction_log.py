@@ -43,8 +43,8 @@ class LogEntry:
 class CountingProducer(EventProducer):
     """The shared producer, with each acknowledgement or refusal counted as a prediction-log outcome."""
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        super()._on_delivery(err, msg)
+    def _count(self, err: KafkaError | None, msg: Message) -> None:
+        super()._count(err, msg)
         if msg.topic() == PREDICTIONS.name:
             PREDICTION_LOGS.labels("logged" if err is None else "failed").inc()
 
