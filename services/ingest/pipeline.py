@@ -387,6 +387,9 @@ class IngestPipeline:
                 "the broker is a new one (cluster id changed): re-sending the acknowledged events kept in the outbox",
                 extra={"before": self._broker, "now": current},
             )
+            # The old client's idempotence state (producer id, sequences) belongs to the old cluster: the new
+            # one may refuse it for good (EventProducer.renew), leaving ingest ready but refusing labels.
+            self.producer.renew()
         self._broker = current
         return changed
 
