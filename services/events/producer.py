@@ -99,6 +99,7 @@ class EventProducer:
         """Queue an event; call flush() to wait until the broker has it."""
         payload = encode(event)
         mine = self._in_flight()
+        report = self._reporter(mine)  # once, not again on each retry of a full queue
         while True:
             try:
                 self._producer.produce(
@@ -106,7 +107,7 @@ class EventProducer:
                     value=payload,
                     key=key if key is not None else key_of(topic, event),
                     headers=list((headers or {}).items()),
-                    on_delivery=self._reporter(mine),
+                    on_delivery=report,
                 )
                 with self._lock:
                     mine.pending += 1
