@@ -10,7 +10,10 @@ the gateway decodes its callers' requests, encodes the hop's request (every tens
 the hop's answer and encodes its caller's answer with the same function the model server uses.
 
 JSON goes through orjson: a body of JSON numbers is most of a small request's CPU with the standard
-library's parser, and both services parse every body they are sent.
+library's parser, and both services parse every body they are sent. Non-finite floats travel as
+`NaN`, `Infinity` and `-Infinity`, as Triton's JSON (RapidJSON with its NaN/Inf flags) writes and
+reads them, so tritonclient and perf_analyzer bodies holding them parse here too; orjson refuses
+those tokens, so only a body that holds one takes the standard library's parser.
 
 Flywheel's one extension: `X-Flywheel-Timeout-Ms`, a deadline that travels without touching the
 body (how the gateway passes on what is left of its budget). With Triton's `timeout` parameter
@@ -19,6 +22,7 @@ body (how the gateway passes on what is left of its budget). With Triton's `time
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,16 +121,32 @@ def _binary_size(tensor: dict[str, Any]) -> Any:
     return params.get("binary_data_size") if isinstance(params, dict) else None
 
 
+_NON_FINITE = (b"NaN", b"Infinity")
+
+
+def _loads(head: bytes, what: str) -> Any:
+    """JSON → Python, with Triton's non-finite float tokens; a ProtocolError naming `what` when it is not JSON."""
+    try:
+        return orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        if not any(token in head for token in _NON_FINITE):
+            raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
+        problem = exc
+    try:
+        # The standard library reads NaN, Infinity and -Infinity. Its parser recurses per nesting
+        # level (orjson stops at 1024): a deeply nested body is refused, not a crash.
+        return json.loads(head)
+    except (ValueError, RecursionError):
+        raise ProtocolError(f"{what} is not valid JSON: {problem}") from None
+
+
 def decode_request(
     model: str, version: str, body: bytes, headers: Mapping[str, str], max_tensor_bytes: int, max_body_bytes: int
 ) -> tuple[InferRequest, BinaryOutputs]:
     """A v2 REST inference body and its headers (lower-case names) → the request, plus the answer's format."""
     body = decompress(body, headers.get("content-encoding", ""), max_body_bytes)
     head, binary = _split(body, headers.get(HEADER_LENGTH_KEY))
-    try:
-        doc = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"inference request is not valid JSON: {exc}") from None
+    doc = _loads(head, "inference request")
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise ProtocolError("inference request must be a JSON object with an 'inputs' list")
     params = doc.get("parameters") or {}
@@ -196,6 +216,7 @@ def encode_response(response: InferResponse, binary: BinaryOutputs) -> tuple[byt
     """An answer → (body, content headers), each output as JSON data or binary as the client asked."""
     outputs = []
     chunks: list[bytes] = []
+    non_finite = False
     for name, array in response.outputs.items():
         entry: dict[str, Any] = {"name": name, "datatype": datatype_of_array(array), "shape": list(array.shape)}
         if binary.wants(name):
@@ -204,11 +225,13 @@ def encode_response(response: InferResponse, binary: BinaryOutputs) -> tuple[byt
             chunks.append(raw)
         else:
             entry["data"] = array.ravel().tolist()
+            non_finite = non_finite or (array.dtype.kind == "f" and not np.isfinite(array).all())
         outputs.append(entry)
     doc: dict[str, Any] = {"model_name": response.model, "model_version": response.version, "outputs": outputs}
     if response.id:
         doc["id"] = response.id
-    head = orjson.dumps(doc)
+    # orjson would write a NaN as null, which no v2 client reads back as a number: Triton's tokens instead.
+    head = json.dumps(doc, separators=(",", ":")).encode() if non_finite else orjson.dumps(doc)
     if not chunks:
         return head, {"content-type": JSON}
     return b"".join([head, *chunks]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))}
@@ -245,10 +268,7 @@ def encode_request(request: InferRequest) -> tuple[bytes, dict[str, str]]:
 def decode_response(body: bytes, header_length: str | None) -> InferResponse:
     """A v2 REST answer (binary or JSON tensors) → the response; a ProtocolError when it is not one."""
     head, binary = _split(body, header_length)
-    try:
-        doc = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"the answer is not valid JSON: {exc}") from None
+    doc = _loads(head, "the answer")
     if not isinstance(doc, dict) or not isinstance(doc.get("outputs", []), list):
         raise ProtocolError("the answer is not a v2 inference response")
     outputs: dict[str, np.ndarray] = {}

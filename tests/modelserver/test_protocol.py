@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 import httpx
 import numpy as np
@@ -208,6 +210,38 @@ def test_grpc_bad_input_is_named_and_server_keeps_serving(gclient: tgrpc.Inferen
     assert "'features'" in err.details() and "expected 512" in err.details()
 
     assert gclient.infer("digits", [grpc_input(x)]).as_numpy("probabilities").shape == (2, 10)
+
+
+def test_http_json_non_finite_floats_as_triton_writes(hclient: thttp.InferenceServerClient, server: Server) -> None:
+    """NaN, Infinity and -Infinity: the tokens Triton's JSON (and perf_analyzer's random FP32 data) use.
+    Seen: perf_analyzer's JSON mode failed every CNN request ("not valid JSON") before these were read."""
+    data = ["NaN", "Infinity", "-Infinity"] + ["0.5"] * 61
+    body = '{"inputs":[{"name":"features","datatype":"FP32","shape":[1,64],"data":[' + ",".join(data) + "]}]}"
+    r = httpx.post(
+        f"http://{server.http}/v2/models/digits/versions/1/infer",
+        content=body.encode(),
+        headers={**server.headers, "content-type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]  # NaN comes back as NaN (json reads the token), never as null
+    assert out["shape"] == [1, 10] and len(out["data"]) == 10 and all(isinstance(v, float) for v in out["data"])
+    assert any(math.isnan(v) for v in out["data"]) and b"null" not in r.content
+    # The same through tritonclient's JSON tensors, both ways.
+    x = features(1)
+    x[0, :3] = [np.nan, np.inf, -np.inf]
+    outputs = [thttp.InferRequestedOutput("probabilities", binary_data=False)]
+    result = hclient.infer("digits", [http_input(x, False)], model_version="1", outputs=outputs)
+    assert np.isnan(result.as_numpy("probabilities")).any()
+    # Still JSON only: a body that is not JSON, NaN in it or not, is a 400 naming the problem.
+    for broken in (body[:-3], body.replace("NaN", "NaNa")):
+        r = httpx.post(
+            f"http://{server.http}/v2/models/digits/versions/1/infer",
+            content=broken.encode(),
+            headers={**server.headers, "content-type": "application/json"},
+            timeout=10,
+        )
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"], r.text
 
 
 def test_http_bad_input_statuses(server: Server) -> None:
