@@ -23,7 +23,8 @@ throughput seen and the goodput: the highest offered rate whose p99 ≤ SLO with
 least 90 % of it achieved. Triton is swept over max_queue_delay_microseconds {0, 100, 1000, 5000}
 and TorchServe over maxBatchDelay {0, 1, 5} ms; per point the best setting is kept and named.
 `--passes 2` runs the matrix twice, systems in reversed order the second time, and keeps the
-better pass per point (interference on a shared box only ever slows a run down).
+better pass per point (interference on a shared box only ever slows a run down); `--merge A.json
+B.json` does the same with runs made separately (a pass each), writing nothing but the merge.
 
 The full matrix (8 server configurations, 2 passes) takes about an hour; `--quick` under 90 s.
 Writes bench/results/modelserver_perf.json and .md. What perf_analyzer cannot do (the in-process
@@ -230,6 +231,42 @@ def summarize(kept: list[Point], slo_ms: float) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Earlier runs' results (their JSON) as the passes of one: run i's points become pass i, the best
+    per point is kept as in a run of several passes. The machine and settings are the first run's; each
+    run's time and load average are listed, so the merged table says where its numbers came from."""
+    if not runs:
+        raise ValueError("nothing to merge")
+    points: list[Point] = []
+    for i, run in enumerate(runs, 1):
+        for raw in run.get("all_points") or run["points"]:
+            p = Point(**{**raw, "kept_from": ""})
+            p.pass_no = i
+            points.append(p)
+    first = runs[0]
+    kept = keep_best(points, len(runs))
+    return {
+        **first,
+        "time": " + ".join(r["time"] for r in runs),
+        "passes": len(runs),
+        "merged_from": [
+            {
+                "time": r["time"],
+                "load_average_at_start": r["machine"].get("load_average_at_start"),
+                "passes": r.get("passes"),
+                "wall_s": r.get("wall_s"),
+            }
+            for r in runs
+        ],
+        "strays": sum(r.get("strays", 0) for r in runs),
+        "skipped": {k: v for r in runs for k, v in (r.get("skipped") or {}).items()},
+        "wall_s": round(sum(r.get("wall_s", 0.0) for r in runs), 1),
+        "summary": summarize(kept, first["slo_ms"]),
+        "points": [asdict(p) for p in kept],
+        "all_points": [asdict(p) for p in points],
+    }
 
 
 def proc_cpu_seconds(stat_line: str, ticks: int) -> float:
@@ -562,6 +599,16 @@ def summary_cells(r: dict[str, Any]) -> list[str]:
             str(r["errors"]), won]  # fmt: skip
 
 
+def _merged_note(result: dict[str, Any]) -> str:
+    runs = result.get("merged_from")
+    if not runs:
+        return ""
+    each = "; ".join(
+        f"pass {i}: {r['time']} (load average {r['load_average_at_start']})" for i, r in enumerate(runs, 1)
+    )
+    return f"\nMerged from {len(runs)} runs (`--merge`), each one pass: {each}."
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
 
@@ -583,7 +630,7 @@ server on CPUs {pin["server_cpus"]}, perf_analyzer on CPUs {pin["client_cpus"]} 
 Each point: {result["trials"]} windows of {result["window_ms"]} ms; passes: {result["passes"]}; kept:
 {result["kept"]}. Goodput: the highest offered rate whose p99 ≤ {result["slo_ms"]:g} ms, with no errors and
 ≥ {GOODPUT_MIN_ACHIEVED:.0%} of it achieved. cpu s/1k: the server tree's CPU seconds per 1,000 requests.
-Stray threads re-pinned: {result["strays"]}. Skipped: {result["skipped"] or "none"}.
+Stray threads re-pinned: {result["strays"]}. Skipped: {result["skipped"] or "none"}.{_merged_note(result)}
 
 ## Summary
 
@@ -657,6 +704,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON; the Markdown goes beside it (.md)")
     parser.add_argument("--workdir", type=Path, help="keep models, reports and logs here (default: a temporary folder)")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: combine earlier runs' results as passes of one (best per point) into --out",
+    )
     args = parser.parse_args(argv)
     q = args.quick
     args.systems = args.systems or (["flywheel", "triton"] if q else SYSTEMS)
@@ -673,6 +727,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        import json
+
+        result = merge_runs([json.loads(path.read_text()) for path in args.merge])
+        write_json(args.out, result)
+        args.out.with_suffix(".md").write_text(markdown(result))
+        render(result)
+        print(f"merged {len(args.merge)} runs into {args.out} and {args.out.with_suffix('.md')}")
+        return 0
     load_at_start = os.getloadavg()
     started = time.monotonic()
     server_cpus, client_cpus = parse_cpus(args.server_cpus), parse_cpus(args.client_cpus)

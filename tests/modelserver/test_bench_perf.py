@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
@@ -17,6 +18,7 @@ from bench.modelserver.perf import (
     Point,
     failure_reason,
     keep_best,
+    merge_runs,
     parse_cpus,
     parse_csv,
     parse_stdout,
@@ -135,6 +137,36 @@ def test_goodput_is_the_highest_clean_rate_within_the_slo_actually_achieved() ->
 def test_goodput_is_zero_when_no_rate_meets_the_slo() -> None:
     [row] = summarize([_pt("", 25.0, 500, value=500), _pt("", None, 0, value=1000, failed="exit 99", errors=1)], 20)
     assert row["goodput_at_slo"] == 0 and row["max_throughput"] == 500 and row["settings_won"] == {}
+
+
+def _run(time: str, points: list[Point], load: float) -> dict:
+    return {
+        "time": time,
+        "machine": {"load_average_at_start": [load, load, load]},
+        "slo_ms": 20.0,
+        "passes": 1,
+        "wall_s": 10.0,
+        "strays": 1,
+        "skipped": {},
+        "points": [asdict(p) for p in points],
+        "all_points": [asdict(p) for p in points],
+    }
+
+
+def test_merge_runs_keeps_the_better_pass_per_point_and_says_where_each_came_from() -> None:
+    first = _run(
+        "T1", [_pt("q0", 30.0, 990, value=1000), _pt("q0", None, 0, value=2000, failed="exit 99", errors=1)], 0.5
+    )
+    second = _run("T2", [_pt("q0", 4.0, 995, value=1000), _pt("q0", 25.0, 1990, value=2000)], 0.7)
+    merged = merge_runs([first, second])
+    kept = {p["value"]: p for p in merged["points"]}
+    assert kept[1000]["p99_ms"] == 4.0 and kept[1000]["kept_from"] == "q0, pass 2 of 2"
+    assert kept[2000]["p99_ms"] == 25.0 and not kept[2000]["failed"]  # a failed run never beats a clean one
+    assert merged["passes"] == 2 and merged["strays"] == 2 and merged["wall_s"] == 20.0
+    assert [r["time"] for r in merged["merged_from"]] == ["T1", "T2"]
+    assert merged["summary"][0]["goodput_at_slo"] == 1000 and len(merged["all_points"]) == 4
+    with pytest.raises(ValueError):
+        merge_runs([])
 
 
 def test_proc_cpu_seconds_sums_user_and_system_past_an_odd_name() -> None:
