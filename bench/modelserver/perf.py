@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -534,8 +535,6 @@ def targets(args: argparse.Namespace, work: Path, logs: Path) -> list[Target]:
 
 def torchserve_inputs(work: Path) -> dict[str, Path]:
     """perf_analyzer's TorchServe mode uploads a file named in a JSON: one zero tensor per model."""
-    import json
-
     import numpy as np
 
     files = {}
@@ -663,6 +662,14 @@ def render(result: dict[str, Any]) -> None:
     console.print(f"stray threads re-pinned: {result['strays']}; skipped: {result['skipped'] or 'none'}")
 
 
+def publish(out: Path, result: dict[str, Any]) -> None:
+    """The result as JSON at `out`, Markdown beside it, and the tables on the terminal."""
+    write_json(out, result)
+    out.with_suffix(".md").write_text(markdown(result))
+    render(result)
+    print(f"wrote {out} and {out.with_suffix('.md')} ({result['wall_s']} s of measuring)")
+
+
 def _csv_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -728,13 +735,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge:
-        import json
-
-        result = merge_runs([json.loads(path.read_text()) for path in args.merge])
-        write_json(args.out, result)
-        args.out.with_suffix(".md").write_text(markdown(result))
-        render(result)
-        print(f"merged {len(args.merge)} runs into {args.out} and {args.out.with_suffix('.md')}")
+        publish(args.out, merge_runs([json.loads(path.read_text()) for path in args.merge]))
         return 0
     load_at_start = os.getloadavg()
     started = time.monotonic()
@@ -818,10 +819,7 @@ def main(argv: list[str] | None = None) -> int:
             "points": [asdict(p) for p in kept],
             "all_points": [asdict(p) for p in points],
         }
-    write_json(args.out, result)
-    args.out.with_suffix(".md").write_text(markdown(result))
-    render(result)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')} in {result['wall_s']}s")
+    publish(args.out, result)
     return 0
 
 
