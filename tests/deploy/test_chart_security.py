@@ -338,3 +338,20 @@ def test_training_jobs_get_secrets_by_reference_and_no_permissions(helm: Path) -
     bound = {s["name"] for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in d["subjects"]}
     assert account not in bound and bound == {"rel-flywheel-trainer"}
     assert deployments(docs)["trainer"]["spec"]["template"]["spec"]["serviceAccountName"] != account
+
+
+def test_the_gateways_per_key_rate_limit_is_a_value(helm: Path) -> None:
+    """services.gateway.rateLimit reaches the gateway's settings (each key's default bucket); nonsense is
+    refused at render time, naming the value."""
+
+    def gateway_env(docs: list[dict]) -> dict[str, str]:
+        return next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rel-flywheel-gateway")[
+            "data"
+        ]
+
+    default = gateway_env(render(helm))
+    assert (default["FLYWHEEL_GATEWAY_DEFAULT_RATE_PER_S"], default["FLYWHEEL_GATEWAY_DEFAULT_BURST"]) == ("100", "200")
+    given = gateway_env(render(helm, "services.gateway.rateLimit.perSecond=3", "services.gateway.rateLimit.burst=7"))
+    assert (given["FLYWHEEL_GATEWAY_DEFAULT_RATE_PER_S"], given["FLYWHEEL_GATEWAY_DEFAULT_BURST"]) == ("3", "7")
+    assert "rateLimit" in render_fails(helm, "services.gateway.rateLimit.perSecond=0")
+    assert "rateLimit" in render_fails(helm, "services.gateway.rateLimit.burst=0")
