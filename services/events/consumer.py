@@ -162,7 +162,19 @@ class ConsumeLoop:
 
     # -- internals --------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Logged with the revokes: a consumer that polls with lag and consumes nothing is told apart
+        # from one holding no partitions only by its last assignment.
+        log.info("partitions assigned", extra={"group": self.config.group, "partitions": _names(partitions)})
         self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked", extra={"group": self.config.group, "partitions": _names(partitions)})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning(
+            "partitions lost (the group moved on without this member)",
+            extra={"group": self.config.group, "partitions": _names(partitions)},
+        )
 
     def _process(self, messages: list[KafkaMessage]) -> None:
         group = self.config.group
@@ -260,7 +272,9 @@ class ConsumeLoop:
         self.renewals += 1
 
     def _subscribe(self) -> None:
-        self._consumer.subscribe(self.config.topics, on_assign=self._on_assign)
+        self._consumer.subscribe(
+            self.config.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
 
     def _handle_with_retry(self, records: list[Record]) -> list[Record] | None:
         """Run the handler until it succeeds; return the records it handled, None if stopped."""
@@ -360,6 +374,10 @@ class ConsumeLoop:
                 LAG.labels(tp.topic, str(tp.partition), self.config.group).set(max(0, high - position))
         except Exception as exc:  # noqa: BLE001 - lag is best-effort telemetry, never fatal
             log.debug("lag export failed", extra={"error": str(exc)})
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions)
 
 
 def invalid_in_context(record: Record, reason: str) -> InvalidEvent:

@@ -45,7 +45,9 @@ class LakeProcess:
         return status
 
 
-def start_lake(bootstrap: str, root: Path, group: str, home: Path, **extra: str) -> LakeProcess:
+def start_lake(
+    bootstrap: str, root: Path, group: str, home: Path, log_level: str = "WARNING", **extra: str
+) -> LakeProcess:
     publish_spec(bootstrap, example_spec("digits"))  # the default project (the trainer publishes it in a stack)
     http_port, grpc_port = free_port(), free_port()
     env = {
@@ -57,7 +59,7 @@ def start_lake(bootstrap: str, root: Path, group: str, home: Path, **extra: str)
         "FLYWHEEL_LAKE_GRPC_PORT": str(grpc_port),
         "FLYWHEEL_LAKE_GROUP": group,
         **service_env("lake"),
-        "FLYWHEEL_LOG_LEVEL": os.environ.get("FLYWHEEL_TEST_LAKE_LOG_LEVEL", "WARNING"),
+        "FLYWHEEL_LOG_LEVEL": os.environ.get("FLYWHEEL_TEST_LAKE_LOG_LEVEL", log_level),
         **{f"FLYWHEEL_LAKE_{k.upper()}": v for k, v in extra.items()},
     }
     home.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,15 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) 
             producer.send(LABELS.name, label_event(f"{run}-{i}", str(i % 10)))
         producer.flush()
         root = tmp_path / "lake"
-        lake = start_lake(broker.bootstrap, root, f"restart-{run}", tmp_path / "home", flush_rows="300")
+        # INFO: the consumer's partition assignments, revokes and losses are in the log a failure prints.
+        lake = start_lake(
+            broker.bootstrap,
+            root,
+            f"restart-{run}",
+            tmp_path / "home",
+            log_level="INFO",
+            flush_rows="300",
+        )
         wait_rows(root, run, TOTAL // 4, lake)
         broker = _restart(broker)
         producer = EventProducer(broker.bootstrap)
