@@ -234,7 +234,11 @@ def test_http_json_non_finite_floats_as_triton_writes(hclient: thttp.InferenceSe
     result = hclient.infer("digits", [http_input(x, False)], model_version="1", outputs=outputs)
     assert np.isnan(result.as_numpy("probabilities")).any()
     # Still JSON only: a body that is not JSON, NaN in it or not, is a 400 naming the problem.
-    for broken in (body[:-3], body.replace("NaN", "NaNa")):
+    # Nested past any parser's depth, with a NaN so that the fallback parser is the one that meets it.
+    deep = (
+        '{"inputs":[{"name":"features","datatype":"FP32","shape":[1,64],"data":[NaN,' + "[" * 5000 + "]" * 5000 + "]}]}"
+    )
+    for broken in (body[:-3], body.replace("NaN", "NaNa"), deep):
         r = httpx.post(
             f"http://{server.http}/v2/models/digits/versions/1/infer",
             content=broken.encode(),
