@@ -137,7 +137,7 @@ def _loads(head: bytes, what: str) -> Any:
     try:
         # ujson reads NaN, Infinity and -Infinity, and stops at a nesting depth of 1024 as orjson does.
         return ujson.loads(head)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise ProtocolError(f"{what} is not valid JSON: {problem}") from None
 
 

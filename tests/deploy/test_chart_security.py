@@ -25,6 +25,7 @@ from services.devstack.stack import SERVICES
 from tests.deploy.conftest import CHART, ROOT, VALUE_SETS, make_k8s_secrets, render_kustomize
 from tests.deploy.conftest import render_refused as render_fails
 from tests.deploy.conftest import render_set as render
+from tests.deploy.test_chart_runs import env_of
 
 NAMES = [spec.name for spec in SERVICES]
 GIVEN_TOKENS = {identity: f"{identity}-token-given-by-the-operator-0123456789" for identity in IDENTITIES}
@@ -343,15 +344,11 @@ def test_training_jobs_get_secrets_by_reference_and_no_permissions(helm: Path) -
 def test_the_gateways_per_key_rate_limit_is_a_value(helm: Path) -> None:
     """services.gateway.rateLimit reaches the gateway's settings (each key's default bucket); nonsense is
     refused at render time, naming the value."""
-
-    def gateway_env(docs: list[dict]) -> dict[str, str]:
-        return next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "rel-flywheel-gateway")[
-            "data"
-        ]
-
-    default = gateway_env(render(helm))
+    default = env_of(render(helm), "gateway")
     assert (default["FLYWHEEL_GATEWAY_DEFAULT_RATE_PER_S"], default["FLYWHEEL_GATEWAY_DEFAULT_BURST"]) == ("100", "200")
-    given = gateway_env(render(helm, "services.gateway.rateLimit.perSecond=3", "services.gateway.rateLimit.burst=7"))
+    given = env_of(
+        render(helm, "services.gateway.rateLimit.perSecond=3", "services.gateway.rateLimit.burst=7"), "gateway"
+    )
     assert (given["FLYWHEEL_GATEWAY_DEFAULT_RATE_PER_S"], given["FLYWHEEL_GATEWAY_DEFAULT_BURST"]) == ("3", "7")
     assert "rateLimit" in render_fails(helm, "services.gateway.rateLimit.perSecond=0")
     assert "rateLimit" in render_fails(helm, "services.gateway.rateLimit.burst=0")
