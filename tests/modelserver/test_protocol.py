@@ -12,6 +12,8 @@ import tritonclient.http as thttp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from services.oip import rest_codec
+from services.oip.errors import ProtocolError
 from tests.modelserver.artifacts import expected_probabilities
 from tests.modelserver.conftest import Server
 from tests.modelserver.triton_grpc import service_pb2, service_pb2_grpc, tgrpc
@@ -212,6 +214,24 @@ def test_grpc_bad_input_is_named_and_server_keeps_serving(gclient: tgrpc.Inferen
     assert gclient.infer("digits", [grpc_input(x)]).as_numpy("probabilities").shape == (2, 10)
 
 
+def test_json_bodies_with_non_finite_tokens_decode_like_finite_ones() -> None:
+    """A body holding NaN takes a different parser than one without (services/oip/rest_codec.py): both must read
+    the same request. FP64 values exactly (no parser shortcut on the last digit), ids and strings holding the
+    token, and a nesting depth past that parser's limit refused as a ProtocolError."""
+    values = np.random.default_rng(11).standard_normal(64) * 10.0 ** np.arange(-32, 32)
+    data = ",".join(repr(float(v)) for v in values)
+    finite = '{"id":"NaN-or-Infinity","inputs":[{"name":"x","datatype":"FP64","shape":[1,64],"data":[' + data + "]}]}"
+    with_nan = finite.replace("[" + repr(float(values[0])), "[NaN", 1)
+    a, _ = rest_codec.decode_request("m", "", finite.encode(), {}, 1 << 20, 1 << 22)
+    b, _ = rest_codec.decode_request("m", "", with_nan.encode(), {}, 1 << 20, 1 << 22)
+    assert a.id == b.id == "NaN-or-Infinity"
+    assert a.inputs["x"].dtype == np.float64 and np.array_equal(a.inputs["x"][0], values)
+    assert math.isnan(b.inputs["x"][0, 0]) and np.array_equal(b.inputs["x"][0, 1:], values[1:])
+    deep = '{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[NaN,' + "[" * 300 + "]" * 300 + "]}]}"
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        rest_codec.decode_request("m", "", deep.encode(), {}, 1 << 20, 1 << 22)
+
+
 def test_http_json_non_finite_floats_as_triton_writes(hclient: thttp.InferenceServerClient, server: Server) -> None:
     """NaN, Infinity and -Infinity: the tokens Triton's JSON (and perf_analyzer's random FP32 data) use.
     Seen: perf_analyzer's JSON mode failed every CNN request ("not valid JSON") before these were read."""
@@ -234,7 +254,7 @@ def test_http_json_non_finite_floats_as_triton_writes(hclient: thttp.InferenceSe
     result = hclient.infer("digits", [http_input(x, False)], model_version="1", outputs=outputs)
     assert np.isnan(result.as_numpy("probabilities")).any()
     # Still JSON only: a body that is not JSON, NaN in it or not, is a 400 naming the problem.
-    # Nested past any parser's depth, with a NaN so that the fallback parser is the one that meets it.
+    # Nested past any parser's depth, with a NaN so that the parser for such bodies is the one that meets it.
     deep = (
         '{"inputs":[{"name":"features","datatype":"FP32","shape":[1,64],"data":[NaN,' + "[" * 5000 + "]" * 5000 + "]}]}"
     )
