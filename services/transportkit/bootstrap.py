@@ -105,6 +105,8 @@ def uvicorn_server(
     """uvicorn serving `app` on `sock` (see listener.py) in the running loop, over TLS when `tls` serves;
     `server.should_exit = True` stops it. The service's StopSignal owns SIGTERM, so uvicorn captures no signal."""
     options = tls.uvicorn_options() if tls is not None else {}
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, **options))
+    # proxy_headers off: no service reads the client's address, and uvicorn's default wraps every request in a
+    # middleware that parses X-Forwarded-* whenever the peer is 127.0.0.1 (a sidecar, a local gateway).
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, **options))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     return server, asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
