@@ -32,6 +32,7 @@ from services.telemetry import Readiness
 from services.transportkit import bootstrap
 from services.transportkit.drain import Drain, drain_http, remaining
 from services.transportkit.listener import http_listener
+from services.transportkit.looplag import LoopLag
 
 log = logging.getLogger("services.modelserver")
 
@@ -92,7 +93,9 @@ async def serve(
             inline_below_s=settings.inline_below_us / 1e6,
         ),
     )
-    dataplane = DataPlane(models)
+    loop_lag = LoopLag(settings.max_loop_lag_ms / 1000)
+    loop_lag.start()
+    dataplane = DataPlane(models, loop_lag)
     readiness = Readiness()
     readiness.add("models", dataplane.readiness)
 
@@ -169,6 +172,7 @@ async def serve(
     if events_thread is not None:
         await asyncio.to_thread(events_thread.join, max(remaining(until), 1.0))
     await models.close()
+    loop_lag.stop()
     log.info("stopped")
     return 0
 

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 from services.genproto.inference import model_config_pb2 as mc
 from services.modelserver.batching import bucket_key
-from services.modelserver.errors import InvalidInput, ModelServerError, ShuttingDown
+from services.modelserver.errors import InvalidInput, ModelServerError, Overloaded, ShuttingDown
+from services.modelserver.metrics import LOOP_REFUSED
 from services.modelserver.served import InputSpec, ServedModels, ServedVersion
 from services.oip.datatypes import datatype_of, datatype_of_array
 from services.oip.messages import InferRequest, InferResponse
+from services.transportkit.looplag import LoopLag
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,9 @@ class ModelMetadata:
 
 
 class DataPlane:
-    def __init__(self, models: ServedModels) -> None:
+    def __init__(self, models: ServedModels, loop_lag: LoopLag | None = None) -> None:
         self.models = models
+        self.loop_lag = loop_lag if loop_lag is not None else LoopLag(0)
         self.started = False  # set once the start-up loads are done
         self.stopping = False  # draining: unready, still serving (see __main__)
         self.startup_failures: list[str] = []
@@ -121,6 +124,20 @@ class DataPlane:
         await self.models.unload(name)
 
     # -- inference ------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Before a transport reads an inference request: Overloaded (429 / RESOURCE_EXHAUSTED) while the event
+        loop is behind, so a backlog the batcher's queue cannot see stops growing (transportkit/looplag.py)."""
+        lag = self.loop_lag
+        if lag.behind:
+            LOOP_REFUSED.inc()
+            retry_ms = max(1, round(lag.lag_s * 1000))
+            raise Overloaded(
+                f"the model server is behind: its event loop runs {lag.lag_s * 1000:.0f} ms late, over "
+                f"FLYWHEEL_MODELSERVER_MAX_LOOP_LAG_MS={lag.limit_s * 1000:g}; retry after {retry_ms} ms, "
+                "or send fewer requests at once",
+                retry_after_s=retry_ms / 1000,
+            )
+
     async def infer(self, request: InferRequest) -> InferResponse:
         # While draining (`stopping`) requests are still served: the server is unready, so callers move
         # away, and one that still arrives is answered rather than refused (a 503 trips its breaker).

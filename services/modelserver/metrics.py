@@ -27,6 +27,10 @@ BATCH_SIZE = Histogram(
 )
 QUEUE_DEPTH = Gauge("flywheel_modelserver_queue_depth", "Requests waiting", _LABELS)
 SHED = Counter("flywheel_modelserver_shed_total", "Requests refused because the queue was full", _LABELS)
+LOOP_REFUSED = Counter(
+    "flywheel_modelserver_loop_behind_refused_total",
+    "Inference requests refused before parsing because the event loop was behind (MAX_LOOP_LAG_MS)",
+)
 EXPIRED = Counter("flywheel_modelserver_expired_total", "Requests whose client deadline passed before compute", _LABELS)
 LATE = Counter(
     "flywheel_modelserver_slo_late_total",

@@ -30,6 +30,13 @@ class ModelServerSettings(BaseSettings):
     queue_bound: int = Field(
         1024, ge=1, description="queued requests per model version before 429/RESOURCE_EXHAUSTED with a retry hint"
     )
+    max_loop_lag_ms: float = Field(
+        250.0,
+        ge=0,
+        description="when the event loop has run later than this at 3 probes in a row (one each 10 ms), new "
+        "inference requests are refused with 429/RESOURCE_EXHAUSTED and a retry hint before their bodies are "
+        "parsed (the backlog past capacity waits in socket buffers, where QUEUE_BOUND does not see it); 0 = never",
+    )
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="largest request body / tensor in bytes")
     intra_op_threads: int = Field(1, ge=0, description="runtime intra-op threads per instance; 0 = runtime default")
     instances: int = Field(0, ge=0, description="instances per model version; 0 = config.pbtxt instance_group count")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from services.transportkit.errors import BAD_REQUEST, INTERNAL, NOT_FOUND, ErrorTable, Status, named_body
 from services.transportkit.grpc import guarded
+from services.transportkit.looplag import LoopLag
 from services.transportkit.rest import BodyTooLarge, ClientGone, read_body
 
 
@@ -128,3 +130,46 @@ def test_body_reader_is_bounded_whether_or_not_the_length_is_declared() -> None:
             await read_body(_receiver([{"type": "http.disconnect"}]), None, 2)
 
     asyncio.run(scenario())
+
+
+def test_loop_lag_is_behind_only_while_the_loop_stays_late() -> None:
+    """One stall (a collection, a slow batch) is one late probe and refuses nothing; a loop that stays busy
+    past the limit is behind until it catches up."""
+
+    async def scenario() -> list[tuple[str, bool]]:
+        loop = asyncio.get_running_loop()
+        lag = LoopLag(limit_s=0.05, interval_s=0.005, sustain=3)
+        lag.start()
+        seen: list[tuple[str, bool]] = []
+        await asyncio.sleep(0.05)
+        seen.append(("idle", lag.behind))
+        time.sleep(0.3)  # a single stall
+        await asyncio.sleep(0.001)  # the late probe (due first) runs before this wakes
+        seen.append(("probe ran late", lag.lag_s > 0.1))
+        seen.append(("after one stall", lag.behind))
+        busy_until = loop.time() + 0.6
+        behind_seen = False
+
+        def busy() -> None:  # always a callback ready: every probe runs a slice late
+            nonlocal behind_seen
+            time.sleep(0.08)
+            behind_seen = behind_seen or lag.behind
+            if loop.time() < busy_until:
+                loop.call_soon(busy)
+
+        loop.call_soon(busy)
+        await asyncio.sleep(0.7)
+        seen.append(("while busy", behind_seen))
+        await asyncio.sleep(0.1)
+        seen.append(("caught up", lag.behind))
+        lag.stop()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        ("idle", False),
+        ("probe ran late", True),
+        ("after one stall", False),
+        ("while busy", True),
+        ("caught up", False),
+    ]
+    assert not LoopLag(limit_s=0).behind  # 0: never probes, never behind

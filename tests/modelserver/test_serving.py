@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
+import orjson
 import pytest
 from tritonclient.utils import InferenceServerException
 
@@ -219,3 +220,86 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path) -> Non
             results = [f.result(timeout=120) for f in futures]
         assert all(r.as_numpy("probabilities").shape == (1, 10) for r in results)
         assert "stopped" in server.log.read_text()
+
+
+def test_a_server_behind_its_event_loop_refuses_before_parsing(tmp_path: Path) -> None:
+    """Past capacity over HTTP the backlog is in socket buffers, where no queue bound sees it: the server
+    refuses new requests with 429 and a retry hint while its event loop runs late (MAX_LOOP_LAG_MS, 0.2 ms
+    here so that JSON bodies from a few clients make it late on any machine), answers the rest, and serves
+    normally once the flood stops."""
+    repo = tmp_path / "models"
+    write_onnx_model(repo, "digits", [1])
+    settings = {"max_loop_lag_ms": 0.2, "default_slo_ms": LONG_SLO_MS}
+    rows = np.random.default_rng(3).random((64, 64), dtype=np.float32)
+    body = orjson.dumps(
+        {"inputs": [{"name": "features", "datatype": "FP32", "shape": [64, 64], "data": rows.ravel().tolist()}]}
+    )
+    with running_server(repo, tmp_path, **settings) as server:
+        url = f"http://{server.http}/v2/models/digits/infer"
+        headers = {**server.headers, "content-type": "application/json"}
+        refused: list[httpx.Response] = []
+        codes: Counter[int] = Counter()
+        lock = threading.Lock()
+
+        def flood(_: int) -> None:
+            with httpx.Client(timeout=60, headers=headers) as client:
+                for _ in range(400):
+                    r = client.post(url, content=body)
+                    with lock:
+                        codes[r.status_code] += 1
+                        if r.status_code == 429:
+                            refused.append(r)
+                            if len(refused) >= 5:
+                                return
+
+        flooding = threading.Event()
+        flooding.set()
+        grpc_codes: Counter[str] = Counter()
+        hints: list[str | None] = []
+
+        def grpc_calls() -> None:  # the gRPC side of the same server: refused alike while it is behind
+            request = service_pb2.ModelInferRequest(model_name="digits")
+            request.inputs.add(name="features", datatype="FP32", shape=[1, 64])
+            request.raw_input_contents.append(rows[:1].tobytes())
+            with server.channel() as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                for _ in range(2000):
+                    if not flooding.is_set() and grpc_codes["RESOURCE_EXHAUSTED"]:
+                        return
+                    try:
+                        stub.ModelInfer(request, timeout=60)
+                        grpc_codes["OK"] += 1
+                    except grpc.RpcError as exc:
+                        grpc_codes[exc.code().name] += 1
+                        hints.append(dict(exc.trailing_metadata() or ()).get("retry-after-ms"))
+                    if not flooding.is_set() and grpc_codes["OK"] >= 1:
+                        return
+
+        with ThreadPoolExecutor(9) as pool:
+            caller = pool.submit(grpc_calls)
+            list(pool.map(flood, range(8)))
+            flooding.clear()
+            caller.result()
+        assert set(codes) <= {200, 429} and codes[429] >= 1 and codes[200] >= 1, codes
+        assert set(grpc_codes) <= {"OK", "RESOURCE_EXHAUSTED"}, grpc_codes
+        assert grpc_codes["RESOURCE_EXHAUSTED"] >= 1 and all(h is not None and int(h) >= 1 for h in hints), grpc_codes
+        first = refused[0]
+        assert int(first.headers["Retry-After"]) >= 1 and int(first.headers["Retry-After-Ms"]) >= 1
+        error = first.json()["error"]
+        assert "event loop runs" in error and "FLYWHEEL_MODELSERVER_MAX_LOOP_LAG_MS=0.2" in error, error
+        counted = next(
+            float(line.rsplit(" ", 1)[1])
+            for line in server.metrics().splitlines()
+            if line.startswith("flywheel_modelserver_loop_behind_refused_total ")
+        )
+        assert counted >= codes[429], (counted, codes)
+        # Once the flood stops the loop catches up and the next request is answered (not refused).
+        wait_until(
+            lambda: httpx.post(url, content=body, headers=headers, timeout=30).status_code == 200,
+            timeout_s=30,
+            message="a request answered after the flood",
+        )
+        answer = httpx.post(url, content=body, headers=headers, timeout=30).json()["outputs"][0]
+        np.testing.assert_allclose(
+            np.array(answer["data"], np.float32).reshape(64, 10), expected_probabilities(1, rows), rtol=1e-4, atol=1e-6
+        )

@@ -72,6 +72,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @guarded
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        self._dataplane.admit()
         request_id_var.set(valid_request_id(request.id))
         decoded = grpc_codec.decode_request(request, context.time_remaining(), self._max_bytes)
         response = await self._dataplane.infer(decoded)

@@ -43,6 +43,7 @@ def build_asgi(
     max_body = 4 * max_request_bytes
 
     async def infer(call: InferCall) -> tuple[dict[str, str], bytes]:
+        dataplane.admit()  # before the body is read and parsed: that is most of what a refusal saves
         body = await read_body(call.receive, call.headers.get("content-length"), max_body)
         args = (call.model, call.version, body, call.headers, max_request_bytes, max_body)
         if rest_codec.compressed(call.headers):  # inflating up to max_body is CPU work: off the event loop
