@@ -73,7 +73,8 @@ class Server:
     def metric(self, name: str, **labels: str) -> float:
         want = ",".join(f'{k}="{v}"' for k, v in labels.items())
         for line in self.metrics().splitlines():
-            if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            sample = line.startswith(f"{name}{{") or (not labels and line.startswith(f"{name} "))
+            if sample and all(f'{k}="{v}"' in line for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])
         raise AssertionError(f"no sample {name}{{{want}}}")
 
